@@ -1,0 +1,216 @@
+"""Versioned messages that travel on the bus, and the names of the topics they travel on.
+
+Every message is a frozen pydantic model with ``schema_version`` and timezone-aware timestamps.
+Clips carry their frames as a compact binary payload (zlib-compressed uint8) after a JSON header,
+so a clip stays far below Kafka's 1 MB message limit; everything else is plain JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_VERSION = 1
+
+
+class Topic(StrEnum):
+    """Logical topic names; the bus adds the configured prefix."""
+
+    CLIPS = "clips"
+    RESULTS = "results"
+    ALERTS = "alerts"
+    CAMERA_HEALTH = "camera-health"
+    DEAD_LETTER = "dead-letter"
+
+
+class MessageError(ValueError):
+    """A message that cannot be decoded or fails validation; it belongs in the dead-letter topic."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    schema_version: int = SCHEMA_VERSION
+    kind: ClassVar[str]
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode("utf-8")
+
+    @classmethod
+    def from_bytes(cls: type[M], data: bytes) -> M:
+        try:
+            message = cls.model_validate_json(data)
+        except ValidationError as exc:
+            raise MessageError(f"invalid {cls.kind} message: {exc.errors(include_url=False)}") from None
+        if message.schema_version > SCHEMA_VERSION:
+            raise MessageError(f"{cls.kind} schema_version {message.schema_version} is newer than {SCHEMA_VERSION}")
+        return message
+
+
+M = TypeVar("M", bound=Message)
+
+UtcDatetime = Annotated[AwareDatetime, Field(description="timezone-aware timestamp")]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def clip_id_for(camera_id: str, source_start_s: float, session: str) -> str:
+    """A clip id that is the same each time the same window of the same capture session is cut."""
+    raw = f"{camera_id}|{session}|{source_start_s:.3f}".encode()
+    return hashlib.sha1(raw).hexdigest()[:24]
+
+
+class ClipHeader(Message):
+    """Everything about a clip except its frames."""
+
+    kind: ClassVar[str] = "clip"
+    clip_id: str = Field(min_length=1, max_length=64)
+    store_id: str
+    camera_id: str
+    captured_at: UtcDatetime = Field(description="Wall-clock time of the clip's last frame")
+    start_at: UtcDatetime = Field(description="Wall-clock time of the clip's first frame")
+    source_start_s: float = Field(ge=0, description="Position of the first frame in the source, seconds")
+    source_end_s: float = Field(ge=0, description="Position of the last frame in the source, seconds")
+    shape: tuple[int, int, int, int] = Field(description="frames, height, width, channels")
+    dtype: Literal["uint8"] = "uint8"
+    color_order: Literal["BGR"] = "BGR"
+    motion_area: float = Field(0.0, ge=0, le=1, description="Largest moving fraction of the frame in the clip")
+    snapshot_path: str | None = Field(None, description="Full-resolution JPEG evidence of the moment")
+    published_at: UtcDatetime | None = None
+
+
+class ClipMessage:
+    """A clip: header plus frames (T, H, W, 3) uint8 BGR.  Encoded as ``MAGIC | len | header | zlib(frames)``."""
+
+    MAGIC: ClassVar[bytes] = b"AWC1"
+
+    __slots__ = ("frames", "header")
+
+    def __init__(self, header: ClipHeader, frames: np.ndarray) -> None:
+        if frames.dtype != np.uint8:
+            raise MessageError(f"clip frames must be uint8, got {frames.dtype}")
+        if tuple(frames.shape) != tuple(header.shape):
+            raise MessageError(f"clip frames have shape {frames.shape}, header says {header.shape}")
+        self.header = header
+        self.frames = frames
+
+    def to_bytes(self) -> bytes:
+        head = self.header.to_bytes()
+        body = zlib.compress(np.ascontiguousarray(self.frames).tobytes(), level=1)
+        return self.MAGIC + struct.pack(">I", len(head)) + head + body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ClipMessage:
+        if len(data) < 8 or data[:4] != cls.MAGIC:
+            raise MessageError("not a clip message (bad magic bytes)")
+        (head_len,) = struct.unpack(">I", data[4:8])
+        if 8 + head_len > len(data):
+            raise MessageError("clip message is truncated (header longer than message)")
+        header = ClipHeader.from_bytes(data[8 : 8 + head_len])
+        try:
+            raw = zlib.decompress(data[8 + head_len :])
+        except zlib.error as exc:
+            raise MessageError(f"clip frames cannot be decompressed: {exc}") from None
+        expected = int(np.prod(header.shape))
+        if len(raw) != expected:
+            raise MessageError(f"clip frames hold {len(raw)} bytes, shape {header.shape} needs {expected}")
+        frames = np.frombuffer(raw, dtype=np.uint8).reshape(header.shape)
+        return cls(header, frames)
+
+
+class ResultMessage(Message):
+    kind: ClassVar[str] = "result"
+    clip_id: str
+    store_id: str
+    camera_id: str
+    captured_at: UtcDatetime
+    start_at: UtcDatetime
+    source_start_s: float
+    source_end_s: float
+    probability: float = Field(ge=0, le=1)
+    threshold: float = Field(ge=0, le=1)
+    model_version: str
+    snapshot_path: str | None = None
+    inferred_at: UtcDatetime
+
+
+class AlertKind(StrEnum):
+    SUSPICIOUS_ACTIVITY = "suspicious_activity"
+    CAMERA_OFFLINE = "camera_offline"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+
+
+class Verdict(StrEnum):
+    THEFT = "theft"
+    FALSE_ALARM = "false_alarm"
+
+
+class AlertMessage(Message):
+    kind: ClassVar[str] = "alert"
+    alert_id: str
+    alert_kind: AlertKind
+    store_id: str
+    camera_id: str
+    raised_at: UtcDatetime
+    probability: float | None = Field(None, ge=0, le=1)
+    clip_ids: tuple[str, ...] = ()
+    source_start_s: float | None = None
+    source_end_s: float | None = None
+    snapshot_path: str | None = None
+    message: str = ""
+
+
+class CameraState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+    ENDED = "ended"
+    ERROR = "error"
+
+
+class CameraHealthMessage(Message):
+    kind: ClassVar[str] = "camera_health"
+    event_id: str
+    store_id: str
+    camera_id: str
+    state: CameraState
+    at: UtcDatetime
+    detail: str = ""
+    reconnects: int = 0
+
+
+class DeadLetter(Message):
+    kind: ClassVar[str] = "dead_letter"
+    source_topic: str
+    key: str | None
+    reason: str
+    payload_hex: str = Field(description="The first bytes of the rejected payload, hex")
+    payload_len: int
+    at: UtcDatetime
+
+    @classmethod
+    def for_payload(cls, source_topic: str, key: str | None, payload: bytes, reason: str) -> DeadLetter:
+        return cls(
+            source_topic=source_topic,
+            key=key,
+            reason=reason[:2000],
+            payload_hex=payload[:512].hex(),
+            payload_len=len(payload),
+            at=utc_now(),
+        )
+
+
+def dumps_jsonable(data: Any) -> bytes:
+    return json.dumps(data, default=str).encode("utf-8")

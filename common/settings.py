@@ -1,0 +1,372 @@
+"""All AisleWatch settings in one typed model.
+
+Read from a YAML file, then overridden by environment variables (``AISLEWATCH__SECTION__FIELD``).
+Secrets (database password, SMTP password, camera credentials) belong in the environment or in
+``*_file`` secret files, never in the YAML checked into a repository.
+
+Every section forbids unknown keys so a typo fails at start instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "inference" / "bundled" / "convlstm.keras"
+
+
+class ConfigError(Exception):
+    """A configuration file or environment that cannot be used, with where and why."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"invalid configuration in {source}:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, values are checked on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CropMode(StrEnum):
+    FULL = "full"
+    MOTION = "motion"
+
+
+class MotionSettings(Section):
+    method: Literal["mog2", "diff"] = Field("mog2", description="Background subtraction (mog2) or frame differencing")
+    downscale_width: int = Field(160, ge=32, le=1920, description="Width of the grey frame motion is computed on")
+    sensitivity: int = Field(25, ge=1, le=255, description="Per-pixel change threshold (lower is more sensitive)")
+    min_area: float = Field(
+        0.004, gt=0, le=1, description="Smallest moving area, as a fraction of the frame, that counts as motion"
+    )
+    hold_s: float = Field(1.0, ge=0, le=60, description="Keep cutting clips this long after motion stops")
+    warmup_frames: int = Field(10, ge=0, le=1000, description="Frames used to learn the background before gating")
+    masks: list[list[tuple[float, float]]] = Field(
+        default_factory=list,
+        description="Polygons to ignore, vertices as (x, y) fractions of the frame (0..1)",
+    )
+
+    @field_validator("masks")
+    @classmethod
+    def _check_masks(cls, masks: list[list[tuple[float, float]]]) -> list[list[tuple[float, float]]]:
+        for polygon in masks:
+            if len(polygon) < 3:
+                raise ValueError(f"a mask polygon needs at least 3 vertices, got {len(polygon)}")
+            for x, y in polygon:
+                if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                    raise ValueError(f"mask vertex ({x}, {y}) is outside the frame; use fractions 0..1")
+        return masks
+
+
+class ClipSettings(Section):
+    frames: int = Field(20, ge=2, le=200, description="Frames per clip (the model's time steps)")
+    size: int = Field(64, ge=16, le=512, description="Clip frames are resized to size x size")
+    window_s: float = Field(4.0, gt=0, le=60, description="Seconds of video one clip covers")
+    overlap: float = Field(0.5, ge=0, lt=1, description="Fraction of a window shared with the next clip")
+    crop: CropMode = Field(CropMode.FULL, description="Whole frame, or the motion region with a margin")
+    crop_margin: float = Field(0.25, ge=0, le=2, description="Margin around the motion region, as a fraction")
+    snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the evidence snapshot")
+
+
+class CameraSettings(Section):
+    id: str = Field(description="Unique camera id, used as the Kafka key", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field("", description="Human-readable camera name")
+    source: str = Field(description="RTSP URL or video file path; credentials belong in the environment")
+    fps: float = Field(15.0, gt=0, le=120, description="Expected frame rate of the source")
+    realtime: bool = Field(False, description="For files: pace reading at the video's frame rate")
+    loop: bool = Field(False, description="For files: start again at the end")
+    enabled: bool = True
+    offline_after_s: float = Field(10.0, gt=0, le=3600, description="Silence after which the camera is offline")
+    motion: MotionSettings = Field(default_factory=MotionSettings)
+    clip: ClipSettings = Field(default_factory=ClipSettings)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> CameraSettings:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+        return self
+
+
+class StoreSettings(Section):
+    id: str = Field(description="Unique store id", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: str = Field("", description="Store name shown in reports")
+    timezone: str = Field("UTC", description="IANA time zone for reports, e.g. Europe/London")
+    manager_emails: list[str] = Field(default_factory=list, description="Who receives this store's reports")
+    cameras: list[CameraSettings] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _default_name(self) -> StoreSettings:
+        if not self.name:
+            object.__setattr__(self, "name", self.id)
+        return self
+
+
+class ModelSettings(Section):
+    path: Path = Field(DEFAULT_MODEL_PATH, description="Keras model file (.keras or legacy .h5)")
+    threshold: float | None = Field(
+        None, ge=0, le=1, description="Alert threshold; default is the one calibrated in the model's metadata"
+    )
+    device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where inference runs")
+
+
+class InferenceSettings(Section):
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model")
+    max_wait_ms: int = Field(200, ge=0, le=60000, description="Longest a clip waits for its batch to fill")
+    group_id: str = Field("aislewatch-inference", description="Kafka consumer group of inference workers")
+
+
+class AlertRuleSettings(Section):
+    threshold: float | None = Field(None, ge=0, le=1, description="Overrides the model's calibrated threshold")
+    n_of_m: tuple[int, int] = Field((2, 3), description="Raise when N of the last M clips are suspicious")
+    cooldown_s: float = Field(60.0, ge=0, le=86400, description="No second alert for a camera within this time")
+    offline_alert_after_s: float = Field(
+        30.0, ge=0, le=86400, description="Raise 'camera offline' when a camera stays offline this long"
+    )
+
+    @field_validator("n_of_m")
+    @classmethod
+    def _check_n_of_m(cls, value: tuple[int, int]) -> tuple[int, int]:
+        n, m = value
+        if not (1 <= n <= m <= 100):
+            raise ValueError(f"need 1 <= N <= M <= 100, got N={n}, M={m}")
+        return value
+
+
+class DatabaseSettings(Section):
+    url: str = Field("sqlite:///build/aislewatch.db", description="SQLAlchemy URL (SQLite file or PostgreSQL)")
+    password: SecretStr | None = Field(None, description="Password, merged into the URL; set from the environment")
+    pool_size: int = Field(5, ge=1, le=100)
+    write_batch_size: int = Field(500, ge=1, le=100000, description="Rows per batched insert")
+    retry_max_s: float = Field(30.0, gt=0, le=3600, description="Longest wait between reconnect attempts")
+
+
+class BusKind(StrEnum):
+    INPROCESS = "inprocess"
+    KAFKA = "kafka"
+
+
+class BusSettings(Section):
+    kind: BusKind = Field(BusKind.INPROCESS, description="In-process queues (one machine) or Apache Kafka")
+    bootstrap_servers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"])
+    topic_prefix: str = Field("aislewatch.", description="Prefix of every topic name")
+    partitions: int = Field(12, ge=1, le=10000, description="Partitions of topics created if missing")
+    replication_factor: int = Field(1, ge=1, le=10)
+    max_message_bytes: int = Field(1_000_000, ge=100_000, description="Broker message size limit to stay under")
+
+
+class EmailSettings(Section):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    starttls: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    sender: str = "aislewatch@localhost"
+    recipients: list[str] = Field(default_factory=list)
+
+
+class NotificationSettings(Section):
+    log: bool = Field(True, description="Write every alert to the log")
+    webhook_url: str | None = Field(None, description="POST every alert as JSON to this URL")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=120)
+    email: EmailSettings = Field(default_factory=EmailSettings)
+
+
+class ReportingSettings(Section):
+    output_dir: Path = Field(Path("build/reports"), description="Where PDF reports and charts are written")
+    period_days: int = Field(7, ge=1, le=366, description="Days covered by a scheduled report")
+    schedule_cron: str = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
+
+
+class ServiceSettings(Section):
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus/health port; 0 disables the endpoint")
+    evidence_dir: Path = Field(Path("build/evidence"), description="Where evidence snapshots are written")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_json: bool = False
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Feeds an already-parsed YAML mapping into pydantic-settings below the environment."""
+
+    def __init__(self, settings_cls: type[BaseSettings], data: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self._data = data
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """The whole AisleWatch configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AISLEWATCH__",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    stores: list[StoreSettings] = Field(default_factory=list)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    inference: InferenceSettings = Field(default_factory=InferenceSettings)
+    alerts: AlertRuleSettings = Field(default_factory=AlertRuleSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    bus: BusSettings = Field(default_factory=BusSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    reporting: ReportingSettings = Field(default_factory=ReportingSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+
+    _yaml_data: dict[str, Any] = {}
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = _YamlSource(settings_cls, cls._yaml_data)
+        return (init_settings, env_settings, yaml_source, file_secret_settings)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Settings:
+        seen_stores: set[str] = set()
+        seen_cameras: set[str] = set()
+        for store in self.stores:
+            if store.id in seen_stores:
+                raise ValueError(f"store id {store.id!r} is used twice")
+            seen_stores.add(store.id)
+            for camera in store.cameras:
+                if camera.id in seen_cameras:
+                    raise ValueError(f"camera id {camera.id!r} is used twice")
+                seen_cameras.add(camera.id)
+        return self
+
+    def cameras(self) -> list[tuple[StoreSettings, CameraSettings]]:
+        """Every enabled camera with its store."""
+        return [(s, c) for s in self.stores for c in s.cameras if c.enabled]
+
+    def camera(self, camera_id: str) -> tuple[StoreSettings, CameraSettings]:
+        for store, camera in self.cameras():
+            if camera.id == camera_id:
+                return store, camera
+        raise KeyError(camera_id)
+
+    def database_url(self) -> str:
+        """The database URL with the secret password merged in (never log the result)."""
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database.url)
+        if self.database.password is not None:
+            url = url.set(password=self.database.password.get_secret_value())
+        return url.render_as_string(hide_password=False)
+
+
+def _yaml_line_index(text: str) -> dict[tuple[str | int, ...], int]:
+    """Map each key path of a YAML document to the line it starts on (1-based), for error messages."""
+    lines: dict[tuple[str | int, ...], int] = {}
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: yaml.Node | None, path: tuple[str | int, ...]) -> None:
+        if node is None:
+            return
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = key_node.value
+                lines[(*path, key)] = key_node.start_mark.line + 1
+                walk(value_node, (*path, key))
+                lines[(*path, key)] = key_node.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, (*path, index))
+
+    walk(root, ())
+    return lines
+
+
+def _describe(error: dict[str, Any], lines: dict[tuple[str | int, ...], int]) -> str:
+    loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
+    path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
+    line = None
+    for cut in range(len(loc), -1, -1):
+        if loc[:cut] in lines:
+            line = lines[loc[:cut]]
+            break
+    where = f"line {line}: " if line else ""
+    value = error.get("input")
+    shown = "" if isinstance(value, dict | list) else f" (value: {value!r})"
+    reason = error["msg"]
+    if error["type"] == "extra_forbidden":
+        reason = "unknown key (check its spelling)"
+    return f"{where}{path}{shown}: {reason}"
+
+
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s]+)@", re.IGNORECASE)
+
+
+def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings from a YAML file (or defaults when ``path`` is None) plus the environment.
+
+    Raises ConfigError naming the file, the key path, the value and the reason.
+    """
+    source = str(path) if path is not None else "(defaults and environment)"
+    data: dict[str, Any] = {}
+    text = ""
+    if path is not None:
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError(source, [f"file not found: {file}"])
+        text = file.read_text(encoding="utf-8")
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(source, [f"not valid YAML: {exc}"]) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(source, ["the top level must be a mapping of sections"])
+        data = loaded
+    if overrides:
+        data = _deep_merge(data, overrides)
+    Settings._yaml_data = data
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = _yaml_line_index(text) if text else {}
+        problems = [_describe(err, lines) for err in exc.errors()]
+        env_keys = [k for k in os.environ if k.startswith("AISLEWATCH__")]
+        if env_keys:
+            problems.append("environment overrides in effect: " + ", ".join(sorted(env_keys)))
+        raise ConfigError(source, [_SECRET_IN_URL.sub(r"\g<scheme>***@", p) for p in problems]) from None
+    finally:
+        Settings._yaml_data = {}
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,69 @@
+"""The base of every long-running worker: a stop event, a small run loop and an orderly shutdown."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+
+
+class Worker(ABC):
+    """Subclasses implement ``step`` (one bounded unit of work) and optionally ``setup``/``shutdown``.
+
+    ``run`` loops until the stop event is set or ``step`` reports the work is finished, then calls
+    ``shutdown`` exactly once (drain → commit → close).  Signal handlers live in the parent process and
+    only set the event.
+    """
+
+    name: str = "worker"
+
+    def __init__(self, stop: threading.Event | None = None) -> None:
+        self.stop_event = stop or threading.Event()
+        self.log = logging.getLogger(f"aislewatch.{self.name}")
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def setup(self) -> None:
+        """Acquire resources before the loop (connections, models)."""
+
+    @abstractmethod
+    def step(self) -> bool:
+        """Do one bounded unit of work.  Return False when there is nothing more to do, ever."""
+
+    def shutdown(self) -> None:
+        """Drain, commit and close.  Called once, even after an error."""
+
+    def run(self) -> None:
+        try:
+            self.setup()
+            while not self.stop_event.is_set():
+                if not self.step():
+                    break
+        except BaseException as exc:
+            self.error = exc
+            self.log.exception("%s stopped by an error", self.name)
+            raise
+        finally:
+            self.shutdown()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def start_thread(self) -> threading.Thread:
+        def target() -> None:
+            try:
+                self.run()
+            except BaseException:  # already logged and stored in self.error
+                pass
+
+        self._thread = threading.Thread(target=target, name=self.name, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
