@@ -1,0 +1,42 @@
+# AisleWatch: `make demo` runs the whole job on one machine, `make test` runs every test.
+# Both set up what they need first: a virtual environment (.venv) and, for the tests, the real
+# servers' system packages and Kafka jars (.ci/install.sh, idempotent).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: install system-deps demo test unit lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+install: $(STAMP)
+
+system-deps:
+	bash .ci/install.sh
+
+demo: install
+	$(VENV)/bin/aislewatch demo
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+test: install system-deps lint
+	@mkdir -p build
+	$(PY) -m pytest -q -rs --junitxml=build/test-report.xml
+
+unit: install
+	$(PY) -m pytest -q tests/unit
+
+bench: install system-deps
+	$(PY) -m tests.bench
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,280 @@
+"""The ``aislewatch`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from common.logs import setup_logging
+from common.settings import ConfigError, Settings, load_settings
+
+log = logging.getLogger("aislewatch.cli")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path = args.config or os.environ.get("AISLEWATCH_CONFIG")
+    return load_settings(path)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    settings = load_settings(args.file)
+    cameras = settings.cameras()
+    print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
+          f"database={settings.database.url.split(':', 1)[0]}")
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from common.runtime import open_database
+
+    settings = _settings(args)
+    db = open_database(settings, upgrade=True)
+    db.close()
+    print("database schema is up to date")
+    return 0
+
+
+def _serve(args: argparse.Namespace, roles: set[str]) -> int:
+    from common.runtime import Pipeline, install_stop_signals
+
+    settings = _settings(args)
+    setup_logging(settings.service.log_level, settings.service.log_json)
+    stop = threading.Event()
+    pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
+
+    def reload() -> None:
+        try:
+            pipeline.reload(_settings(args))
+            log.info("configuration reloaded")
+        except ConfigError as exc:
+            log.error("configuration not reloaded: %s", exc)
+
+    install_stop_signals(stop, on_reload=reload if "ingest" in roles else None)
+    pipeline.start()
+    watcher = None
+    config_path = args.config or os.environ.get("AISLEWATCH_CONFIG")
+    if pipeline.ingest is not None and config_path:
+        from ingest.supervisor import watch_config
+
+        watcher = threading.Thread(
+            target=watch_config, args=(Path(config_path), pipeline.ingest, stop), daemon=True, name="config-watch"
+        )
+        watcher.start()
+    try:
+        pipeline.wait()
+    finally:
+        pipeline.close()
+    failed = pipeline.failed_worker()
+    return 1 if failed is not None else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _serve(args, {"ingest", "infer", "alerts"})
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    return _serve(args, {"ingest"})
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    return _serve(args, {"infer"})
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    return _serve(args, {"alerts"})
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from common.runtime import open_database
+    from reporting.job import ReportScheduler, generate_reports
+
+    settings = _settings(args)
+    setup_logging(settings.service.log_level, settings.service.log_json)
+    db = open_database(settings)
+    try:
+        if args.schedule:
+            from common.runtime import install_stop_signals
+
+            stop = threading.Event()
+            install_stop_signals(stop)
+            ReportScheduler.from_settings(settings, db, stop=stop).run()
+            return 0
+        paths = generate_reports(settings, db, now=datetime.now(UTC), period_days=args.days)
+        for path in paths:
+            print(path)
+        return 0
+    finally:
+        db.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from common.demo import run_demo
+
+    setup_logging("WARNING" if not args.verbose else "INFO")
+    summary = run_demo(Path(args.out), quick=args.quick)
+    ok = summary["detected"] == summary["incidents"] and summary["false_alarms"] == 0
+    return 0 if ok or args.no_fail else 1
+
+
+def cmd_synth_dataset(args: argparse.Namespace) -> int:
+    from common.scenes import write_dataset
+
+    out = write_dataset(Path(args.out), args.per_class, seed=args.seed, progress=True)
+    print(f"wrote {2 * args.per_class} labelled videos under {out}")
+    return 0
+
+
+def cmd_synth_stream(args: argparse.Namespace) -> int:
+    from common.scenes import write_stream
+
+    truth = write_stream(
+        Path(args.out), duration_s=args.duration, seed=args.seed, incidents=args.incidents,
+        normal_shoppers=args.normal, progress=True,
+    )
+    print(f"wrote {args.out} ({truth.duration_s:.0f} s, {len(truth.incidents)} incidents) and its .truth.json")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from inference.train import train
+
+    setup_logging("INFO")
+    report = train(
+        Path(args.dataset), Path(args.out), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
+        val_goal=args.goal,
+    )
+    print(report)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from inference.evaluate import evaluate
+
+    setup_logging("INFO")
+    metrics = evaluate(Path(args.model), Path(args.dataset), Path(args.out))
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from inference.classify import classify_videos
+
+    setup_logging("WARNING")
+    model = Path(args.model) if args.model else load_settings(args.config).model.path
+    verdicts = classify_videos([Path(v) for v in args.videos], Path(model), Path(args.out), as_json=args.json)
+    failed = 0
+    for verdict in verdicts:
+        if args.json:
+            print(verdict.to_json() if hasattr(verdict, "to_json") else json.dumps(verdict, default=str))
+        else:
+            print(verdict)
+        failed += int(getattr(verdict, "error", None) is not None)
+    return 1 if failed else 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from tests.bench.__main__ import main as bench_main
+
+    return bench_main(["--quick"] if args.quick else [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aislewatch", description=__doc__)
+    parser.add_argument("-c", "--config", help="YAML settings file (default: $AISLEWATCH_CONFIG, else defaults)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="check a configuration file").add_subparsers(dest="action", required=True)
+    check = config.add_parser("check", help="validate FILE without starting anything")
+    check.add_argument("file")
+    check.set_defaults(func=cmd_config_check)
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="create or upgrade the schema (Alembic)").set_defaults(func=cmd_db_upgrade)
+
+    sub.add_parser("run", help="every stage in one process (embedded mode)").set_defaults(func=cmd_run)
+    sub.add_parser("ingest", help="camera capture → motion-gated clips → bus").set_defaults(func=cmd_ingest)
+    infer = sub.add_parser("infer", help="clips → ConvLSTM → results (one consumer-group member)")
+    infer.add_argument("--workers", type=int, default=1, help="inference threads in this process")
+    infer.set_defaults(func=cmd_infer)
+    sub.add_parser("alerts", help="results → rules → alerts and notifications").set_defaults(func=cmd_alerts)
+
+    report = sub.add_parser("report", help="render per-store PDF reports")
+    report.add_argument("--days", type=int, default=None, help="period in days (default: from settings)")
+    report.add_argument("--schedule", action="store_true", help="keep running and render on the cron schedule")
+    report.set_defaults(func=cmd_report)
+
+    demo = sub.add_parser("demo", help="the whole job on a synthetic store stream, embedded")
+    demo.add_argument("--out", default="build/demo")
+    demo.add_argument("--quick", action="store_true", help="a shorter stream (for tests)")
+    demo.add_argument("--verbose", action="store_true")
+    demo.add_argument("--no-fail", action="store_true", help="exit 0 even when an incident is missed")
+    demo.set_defaults(func=cmd_demo)
+
+    synth = sub.add_parser("synth", help="make labelled synthetic store scenes").add_subparsers(
+        dest="action", required=True
+    )
+    ds = synth.add_parser("dataset", help="short labelled videos: DIR/shoplifting, DIR/normal")
+    ds.add_argument("out")
+    ds.add_argument("--per-class", type=int, default=300)
+    ds.add_argument("--seed", type=int, default=0)
+    ds.set_defaults(func=cmd_synth_dataset)
+    st = synth.add_parser("stream", help="a long camera stream with a ground-truth JSON")
+    st.add_argument("out")
+    st.add_argument("--duration", type=float, default=180.0)
+    st.add_argument("--incidents", type=int, default=3)
+    st.add_argument("--normal", type=int, default=5)
+    st.add_argument("--seed", type=int, default=0)
+    st.set_defaults(func=cmd_synth_stream)
+
+    train = sub.add_parser("train", help="train the ConvLSTM on DATASET_DIR (one subfolder per class)")
+    train.add_argument("dataset")
+    train.add_argument("--out", default="build/model/convlstm.keras")
+    train.add_argument("--epochs", type=int, default=30)
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--goal", default="max_f1", help="threshold goal: max_f1 or min_precision=0.95")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")
+    evaluate.add_argument("model")
+    evaluate.add_argument("dataset")
+    evaluate.add_argument("--out", default="build/eval")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")
+    classify.add_argument("videos", nargs="+")
+    classify.add_argument("--model", default=None, help="model file (default: from settings)")
+    classify.add_argument("--out", default="build/classify")
+    classify.add_argument("--json", action="store_true")
+    classify.set_defaults(func=cmd_classify)
+
+    bench = sub.add_parser("bench", help="run the benchmarks into build/bench.json")
+    bench.add_argument("--quick", action="store_true")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Any = args.func
+    try:
+        return int(func(args))
+    except ConfigError as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

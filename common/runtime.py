@@ -1,0 +1,181 @@
+"""Starting the workers: each alone (scaled mode, one process per role) or all in one process (embedded).
+
+The embedded pipeline is not a separate code path: it is the same ingest supervisor, inference
+worker and alert worker, connected by whichever bus the settings name (in-process by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.bus import Bus, InProcessBus, bus_from_settings
+from common.db import Database
+from common.metrics import CONSUMER_LAG, HealthServer
+from common.settings import Settings
+from common.worker import Worker
+
+log = logging.getLogger("aislewatch.runtime")
+
+
+def install_stop_signals(stop: threading.Event, on_reload: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT set the stop event; SIGHUP asks for a config reload.  Main thread only."""
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    if on_reload is not None:
+        signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
+
+
+def load_classifier(settings: Settings) -> Any:
+    from inference.model import ClipClassifier
+
+    return ClipClassifier.load(Path(settings.model.path), fast=True, max_batch_size=settings.inference.max_batch_size)
+
+
+def open_database(settings: Settings, upgrade: bool = True) -> Database:
+    db = Database.from_settings(settings)
+    if upgrade:
+        db.retrying(db.upgrade, what="schema upgrade")
+    db.retrying(lambda: db.sync_stores(settings), what="store sync")
+    return db
+
+
+@dataclass
+class Pipeline:
+    """Whichever roles this process runs, sharing one bus and one database."""
+
+    settings: Settings
+    bus: Bus
+    db: Database | None
+    stop: threading.Event = field(default_factory=threading.Event)
+    workers: list[Worker] = field(default_factory=list)
+    ingest: Any = None  # IngestSupervisor when this process ingests
+    health: HealthServer | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        roles: set[str],
+        *,
+        bus: Bus | None = None,
+        stop: threading.Event | None = None,
+        classifier: Any = None,
+        inference_workers: int = 1,
+    ) -> Pipeline:
+        stop = stop or threading.Event()
+        bus = bus or bus_from_settings(settings)
+        needs_db = bool(roles & {"infer", "alerts"})
+        db = open_database(settings) if needs_db else None
+        pipeline = cls(settings, bus, db, stop)
+        if "alerts" in roles:
+            from alerts.worker import AlertWorker
+
+            assert db is not None
+            threshold = settings.model.threshold
+            if threshold is None:
+                classifier = classifier or load_classifier(settings)
+                threshold = classifier.threshold
+            pipeline.workers.append(AlertWorker.from_settings(settings, bus, db, threshold, stop))
+        if "infer" in roles:
+            from inference.worker import InferenceWorker
+
+            assert db is not None
+            classifier = classifier or load_classifier(settings)
+            for index in range(inference_workers):
+                name = "infer" if inference_workers == 1 else f"infer-{index}"
+                pipeline.workers.append(InferenceWorker.from_settings(settings, classifier, bus, db, stop, name=name))
+        if "ingest" in roles:
+            from ingest.supervisor import IngestSupervisor
+
+            pipeline.ingest = IngestSupervisor(settings, bus, stop)
+        return pipeline
+
+    def start(self) -> None:
+        svc = self.settings.service
+        if svc.metrics_port:
+            self.health = HealthServer(svc.metrics_host, svc.metrics_port).start()
+            for worker in self.workers:
+                self.health.add_check(worker.name, lambda w=worker: w.alive)
+            log.info("metrics and health on http://%s:%d/metrics", svc.metrics_host, self.health.port)
+        for worker in self.workers:
+            worker.start_thread()
+        if self.ingest is not None:
+            self.ingest.start()
+
+    def reload(self, settings: Settings) -> None:
+        self.settings = settings
+        if self.ingest is not None:
+            self.ingest.reload(settings)
+
+    def failed_worker(self) -> Worker | None:
+        return next((w for w in self.workers if w.error is not None), None)
+
+    def wait(self, poll_s: float = 1.0) -> None:
+        """Block until the stop event is set, exporting consumer lag as it goes."""
+        while not self.stop.wait(poll_s):
+            self._export_lag()
+            failed = self.failed_worker()
+            if failed is not None:
+                log.error("%s failed: %s; stopping", failed.name, failed.error)
+                self.stop.set()
+
+    def _export_lag(self) -> None:
+        lag = getattr(self.bus, "lag", None)
+        if lag is None:
+            return
+        for group in (self.settings.inference.group_id, "aislewatch-alerts"):
+            try:
+                CONSUMER_LAG.labels(group).set(lag(group))
+            except Exception:  # lag is best-effort telemetry
+                pass
+
+    def drain(self, timeout_s: float = 300.0, progress: Callable[[], None] | None = None) -> bool:
+        """After every file camera has ended, wait until inference and alerts have consumed everything."""
+        if self.ingest is not None:
+            while not self.ingest.wait(timeout=0.5):
+                if progress:
+                    progress()
+                if self.stop.is_set() or self.failed_worker():
+                    return False
+        bus = self.bus
+        if not isinstance(bus, InProcessBus):
+            return True
+        deadline = time.monotonic() + timeout_s
+        groups = [self.settings.inference.group_id, "aislewatch-alerts"]
+        while time.monotonic() < deadline:
+            if progress:
+                progress()
+            if self.failed_worker():
+                return False
+            if all(bus.lag(g) == 0 for g in groups):
+                # The alert worker reads results the inference worker publishes; check twice.
+                time.sleep(0.3)
+                if all(bus.lag(g) == 0 for g in groups):
+                    return True
+            time.sleep(0.2)
+        return False
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Orderly shutdown: stop → drain in-flight batches → commit → close → join."""
+        self.stop.set()
+        if self.ingest is not None:
+            self.ingest.stop()
+        for worker in self.workers:
+            worker.join(timeout_s)
+        if self.health is not None:
+            self.health.close()
+        self.bus.close()
+        if self.db is not None:
+            self.db.close()

@@ -1,0 +1,200 @@
+"""The inference worker: clips from the bus → batches → model → result rows → result messages → commit.
+
+Offsets are committed only after the batch's results are durably in the database and published, so
+a crash anywhere before the commit redelivers the clips (at-least-once) and the idempotent result
+insert (unique clip id) turns that into exactly one row per clip.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from common.bus import Bus, BusError, BusRecord, Consumer, Publisher
+from common.clock import Clock, SystemClock
+from common.db import Database
+from common.metrics import (
+    BATCH_SECONDS,
+    BATCH_SIZE,
+    CLIPS_INFERRED,
+    DEAD_LETTERS,
+    ERRORS,
+    RESULTS_WRITTEN,
+)
+from common.schemas import ClipMessage, DeadLetter, MessageError, ResultMessage, Topic
+from common.worker import Worker
+from inference.batcher import Batcher
+
+
+class Classifier(Protocol):
+    """What the worker needs of a model (inference.model.ClipClassifier provides it)."""
+
+    @property
+    def threshold(self) -> float: ...
+
+    @property
+    def version(self) -> str: ...
+
+    def predict(self, clips: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class InferenceStats:
+    clips: int = 0
+    batches: int = 0
+    results_written: int = 0
+    dead_letters: int = 0
+    last_batch_size: int = 0
+
+
+class InferenceWorker(Worker):
+    name = "infer"
+
+    def __init__(
+        self,
+        classifier: Classifier,
+        bus: Bus,
+        db: Database,
+        *,
+        max_batch_size: int = 32,
+        max_wait_s: float = 0.2,
+        threshold: float | None = None,
+        group_id: str = "aislewatch-inference",
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+        poll_timeout_s: float = 0.2,
+        name: str | None = None,
+    ) -> None:
+        if name:
+            self.name = name
+        super().__init__(stop)
+        self.classifier = classifier
+        self.bus = bus
+        self.db = db
+        self.threshold = classifier.threshold if threshold is None else threshold
+        self.group_id = group_id
+        self.clock = clock or SystemClock()
+        self.batcher: Batcher[tuple[BusRecord, ClipMessage]] = Batcher(max_batch_size, max_wait_s, self.clock)
+        self.poll_timeout_s = poll_timeout_s
+        self.stats = InferenceStats()
+        self._consumer: Consumer | None = None
+        self._publisher: Publisher | None = None
+        self._dead: list[DeadLetter] = []
+
+    @classmethod
+    def from_settings(
+        cls, settings: Any, classifier: Classifier, bus: Bus, db: Database, stop: threading.Event | None = None,
+        name: str | None = None,
+    ) -> InferenceWorker:
+        threshold = settings.alerts.threshold if settings.alerts.threshold is not None else settings.model.threshold
+        return cls(
+            classifier,
+            bus,
+            db,
+            max_batch_size=settings.inference.max_batch_size,
+            max_wait_s=settings.inference.max_wait_ms / 1000.0,
+            threshold=threshold,
+            group_id=settings.inference.group_id,
+            stop=stop,
+            name=name,
+        )
+
+    def setup(self) -> None:
+        self._consumer = self.bus.consumer([Topic.CLIPS], self.group_id)
+        self._publisher = self.bus.publisher()
+
+    def step(self) -> bool:
+        assert self._consumer is not None
+        wait = self.batcher.time_until_due()
+        timeout = self.poll_timeout_s if wait is None else min(self.poll_timeout_s, wait)
+        for record in self._consumer.poll(timeout, max_records=self.batcher.room()):
+            self._accept(record)
+        if self.batcher.due() or (self._dead and not len(self.batcher)):
+            self._process(self.batcher.take())
+        return True
+
+    def _accept(self, record: BusRecord) -> None:
+        try:
+            clip = ClipMessage.from_bytes(record.value)
+        except MessageError as exc:
+            self.log.warning("clip at %s offset %d (key %s) rejected: %s", record.topic, record.offset, record.key, exc)
+            self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, str(exc)))
+            return
+        self.batcher.add((record, clip))
+
+    def _process(self, batch: list[tuple[BusRecord, ClipMessage]]) -> None:
+        """Classify, store, publish, then commit; retries (never drops) while the database or bus is down."""
+        results: list[ResultMessage] = []
+        if batch:
+            frames = np.stack([clip.frames for _, clip in batch])
+            started = time.perf_counter()
+            probabilities = self.classifier.predict(frames)
+            BATCH_SECONDS.observe(time.perf_counter() - started)
+            BATCH_SIZE.observe(len(batch))
+            now = self.clock.now()
+            for (_, clip), probability in zip(batch, probabilities, strict=True):
+                h = clip.header
+                results.append(
+                    ResultMessage(
+                        clip_id=h.clip_id,
+                        store_id=h.store_id,
+                        camera_id=h.camera_id,
+                        captured_at=h.captured_at,
+                        start_at=h.start_at,
+                        source_start_s=h.source_start_s,
+                        source_end_s=h.source_end_s,
+                        probability=float(np.clip(probability, 0.0, 1.0)),
+                        threshold=self.threshold,
+                        model_version=self.classifier.version,
+                        snapshot_path=h.snapshot_path,
+                        inferred_at=now,
+                    )
+                )
+            written = self.db.retrying(lambda: self.db.write_results(results), self.stop_event, "result write")
+            self.stats.results_written += written
+            RESULTS_WRITTEN.inc(written)
+            CLIPS_INFERRED.inc(len(batch))
+            self.stats.clips += len(batch)
+            self.stats.batches += 1
+            self.stats.last_batch_size = len(batch)
+        self._publish_and_commit(results)
+
+    def _publish_and_commit(self, results: list[ResultMessage]) -> None:
+        assert self._publisher is not None and self._consumer is not None
+        delay = 0.2
+        while True:
+            try:
+                for result in results:
+                    self._publisher.publish(Topic.RESULTS, result.camera_id, result.to_bytes())
+                for dead in self._dead:
+                    self._publisher.publish(Topic.DEAD_LETTER, dead.key, dead.to_bytes())
+                self._publisher.flush(timeout_s=30)
+                break
+            except BusError as exc:
+                ERRORS.labels("infer", "bus").inc()
+                self.log.warning("publishing results failed (%s); retrying in %.1fs", exc, delay)
+                if self.stop_event.wait(delay):
+                    return  # not committed: the clips will be redelivered
+                delay = min(delay * 2, 30.0)
+        for dead in self._dead:
+            DEAD_LETTERS.labels(dead.source_topic).inc()
+        self.stats.dead_letters += len(self._dead)
+        self._dead.clear()
+        self._consumer.commit()
+
+    def shutdown(self) -> None:
+        """Finish the pending batch (so its offsets can be committed), then leave the group."""
+        try:
+            if len(self.batcher) or self._dead:
+                self._process(self.batcher.take())
+        except Exception:
+            self.log.exception("could not finish the last batch; it will be redelivered")
+        finally:
+            if self._consumer is not None:
+                self._consumer.close()
+            if self._publisher is not None:
+                self._publisher.close()

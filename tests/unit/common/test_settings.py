@@ -1,0 +1,115 @@
+"""Configuration: defaults, YAML + environment, and errors that name the file, key, value and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from common.cli import main
+from common.settings import BusKind, ConfigError, load_settings
+
+GOOD = """
+stores:
+  - id: store-1
+    name: High Street
+    cameras:
+      - id: cam-1
+        source: rtsp://192.0.2.10/stream1
+        fps: 15
+        motion:
+          min_area: 0.01
+          masks: [[[0, 0], [0.2, 0], [0.2, 0.2]]]
+alerts:
+  n_of_m: [2, 3]
+  cooldown_s: 30
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "aislewatch.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_embedded_mode() -> None:
+    settings = load_settings(None)
+    assert settings.bus.kind == BusKind.INPROCESS
+    assert settings.database.url.startswith("sqlite:///")
+    assert settings.inference.max_batch_size >= 1
+
+
+def test_yaml_is_read(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD))
+    store, camera = settings.camera("cam-1")
+    assert store.name == "High Street"
+    assert camera.motion.min_area == 0.01
+    assert camera.name == "cam-1"  # defaults to the id
+    assert settings.alerts.n_of_m == (2, 3)
+
+
+def test_environment_overrides_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AISLEWATCH__ALERTS__COOLDOWN_S", "99")
+    monkeypatch.setenv("AISLEWATCH__BUS__KIND", "kafka")
+    settings = load_settings(write(tmp_path, GOOD))
+    assert settings.alerts.cooldown_s == 99
+    assert settings.bus.kind == BusKind.KAFKA
+
+
+def test_password_from_environment_is_merged_but_not_in_yaml(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AISLEWATCH__DATABASE__URL", "postgresql+psycopg2://aw@db.internal/aislewatch")
+    monkeypatch.setenv("AISLEWATCH__DATABASE__PASSWORD", "s3cret")
+    settings = load_settings(None)
+    assert "s3cret" in settings.database_url()
+    assert "s3cret" not in repr(settings.database)
+
+
+@pytest.mark.parametrize(
+    ("snippet", "expected"),
+    [
+        ("alerts:\n  n_of_m: [4, 3]\n", ["line 2", "alerts.n_of_m", "N=4, M=3"]),
+        ("alerts:\n  cooldwn_s: 3\n", ["line 2", "alerts.cooldwn_s", "unknown key"]),
+        ("inference:\n  max_batch_size: 0\n", ["inference.max_batch_size", "value: 0", "greater than or equal to 1"]),
+        (
+            "stores:\n  - id: s\n    cameras:\n      - id: c\n        source: x\n        fps: -1\n",
+            ["line 6", "stores[0].cameras[0].fps", "value: -1", "greater than 0"],
+        ),
+        (
+            "stores:\n  - id: s\n    cameras:\n      - {id: c, source: x, motion: {masks: [[[0, 0], [2, 0], [0, 1]]]}}\n",
+            ["stores[0].cameras[0].motion.masks", "outside the frame"],
+        ),
+        ("stores:\n  - id: s\n    cameras:\n      - {id: c}\n", ["stores[0].cameras[0].source", "Field required"]),
+        ("bus:\n  kind: rabbitmq\n", ["bus.kind", "rabbitmq"]),
+        ("- just\n- a list\n", ["top level must be a mapping"]),
+        ("alerts: [unclosed\n", ["not valid YAML"]),
+    ],
+)
+def test_broken_config_names_field_and_reason(tmp_path: Path, snippet: str, expected: list[str]) -> None:
+    path = write(tmp_path, snippet)
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in expected:
+        assert fragment in message
+
+
+def test_duplicate_camera_ids_are_refused(tmp_path: Path) -> None:
+    text = "stores:\n  - id: a\n    cameras: [{id: c, source: x}]\n  - id: b\n    cameras: [{id: c, source: y}]\n"
+    with pytest.raises(ConfigError, match="camera id 'c' is used twice"):
+        load_settings(write(tmp_path, text))
+
+
+def test_credentials_are_not_echoed_in_config_errors(tmp_path: Path) -> None:
+    text = "stores:\n  - id: a\n    cameras:\n      - {id: c, source: 'rtsp://admin:hunter2@10.0.0.5/s', fps: 0}\n"
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert "hunter2" not in str(info.value)
+
+
+def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "check", str(write(tmp_path, GOOD))]) == 0
+    assert "1 camera" in capsys.readouterr().out
+    assert main(["config", "check", str(write(tmp_path, "alerts:\n  cooldown_s: -5\n"))]) == 2
+    err = capsys.readouterr().err
+    assert "alerts.cooldown_s" in err and "-5" in err
