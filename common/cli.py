@@ -58,15 +58,9 @@ def _serve(args: argparse.Namespace, roles: set[str]) -> int:
 
     install_stop_signals(stop, on_reload=reload if "ingest" in roles else None)
     pipeline.start()
-    watcher = None
     config_path = args.config or os.environ.get("AISLEWATCH_CONFIG")
     if pipeline.ingest is not None and config_path:
-        from ingest.supervisor import watch_config
-
-        watcher = threading.Thread(
-            target=watch_config, args=(Path(config_path), pipeline.ingest, stop), daemon=True, name="config-watch"
-        )
-        watcher.start()
+        pipeline.ingest.watch_config(Path(config_path))
     try:
         pipeline.wait()
     finally:
@@ -106,7 +100,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
             stop = threading.Event()
             install_stop_signals(stop)
-            ReportScheduler.from_settings(settings, db, stop=stop).run()
+            ReportScheduler(settings, db, stop=stop).run()
             return 0
         paths = generate_reports(settings, db, now=datetime.now(UTC), period_days=args.days)
         for path in paths:
@@ -128,8 +122,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_synth_dataset(args: argparse.Namespace) -> int:
     from common.scenes import write_dataset
 
-    out = write_dataset(Path(args.out), args.per_class, seed=args.seed, progress=True)
-    print(f"wrote {2 * args.per_class} labelled videos under {out}")
+    manifest = write_dataset(Path(args.out), args.per_class, seed=args.seed, progress=True)
+    print(f"wrote {2 * args.per_class} labelled videos under {args.out} (manifest: {manifest})")
     return 0
 
 

@@ -119,6 +119,7 @@ class Database:
     def _insert_ignore(self, table: Any, rows: Sequence[dict[str, Any]], key: str) -> int:
         if not rows:
             return 0
+        stmt: Any
         if self.dialect == "postgresql":
             stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
         elif self.dialect == "sqlite":

@@ -19,7 +19,7 @@ from typing import Any
 from common.settings import Settings, load_settings
 
 # Two cameras of one store; each stream has scripted concealments among normal shoppers.
-DEMO_CAMERAS = (
+DEMO_CAMERAS: tuple[dict[str, Any], ...] = (
     {"id": "aisle-1", "name": "Aisle 1 (snacks)", "seed": 101},
     {"id": "aisle-2", "name": "Aisle 2 (cosmetics)", "seed": 202},
 )
@@ -121,8 +121,9 @@ def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list
 def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     """Run the embedded pipeline end to end and write ``out/summary.json``."""
     from common.runtime import Pipeline, load_classifier
+    from inference.worker import InferenceWorker
     from common.scenes import GroundTruth
-    from reporting.job import generate_reports
+    from reporting.pdf import render_store_report
 
     started = time.monotonic()
     out = out.resolve()
@@ -153,10 +154,10 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         if now - last_line[0] < 2.0:
             return
         last_line[0] = now
-        stats = pipeline.ingest.stats() if hasattr(pipeline.ingest, "stats") else {}
-        frames = sum(getattr(s, "frames_read", 0) for s in stats.values()) if isinstance(stats, dict) else 0
-        clips = sum(getattr(s, "clips_published", 0) for s in stats.values()) if isinstance(stats, dict) else 0
-        inferred = sum(getattr(w, "stats").clips for w in pipeline.workers if w.name.startswith("infer"))
+        counters = [w.counters() for w in pipeline.ingest.workers.values()]
+        frames = sum(c.frames_read for c in counters)
+        clips = sum(c.clips_published for c in counters)
+        inferred = sum(w.stats.clips for w in pipeline.workers if isinstance(w, InferenceWorker))
         sys.stdout.write(f"\r  frames {frames:6d}  clips {clips:4d}  classified {inferred:4d}  "
                          f"elapsed {now - started:5.0f} s")
         sys.stdout.flush()
@@ -165,6 +166,9 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         drained = pipeline.drain(timeout_s=240, progress=progress)
     finally:
         pipeline.close()
+    ingest_counters = [w.counters() for w in pipeline.ingest.workers.values()]
+    clips_published = sum(c.clips_published for c in ingest_counters)
+    frames_read = sum(c.frames_read for c in ingest_counters)
     sys.stdout.write("\n")
     failed = pipeline.failed_worker()
     if failed is not None:
@@ -180,8 +184,14 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     health = db.health_events()
 
     _say("[4/5] manager report")
-    reports = generate_reports(settings, db, now=datetime.now(UTC) + timedelta(minutes=1), period_days=1)
-    report_pdf = str(reports[0]) if reports else None
+    # The scheduled job covers whole past days; the demo's data is minutes old, so cover the run's hours.
+    store = settings.stores[0]
+    period_start = run_started.replace(minute=0, second=0, microsecond=0)
+    period_end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    if period_end - period_start < timedelta(hours=2):
+        period_start = period_end - timedelta(hours=2)
+    pdf_path = settings.reporting.output_dir / store.id / f"{store.id}-{period_start:%Y%m%d}.pdf"
+    report_pdf = str(render_store_report(db, store, period_start, period_end, pdf_path, generated_at=datetime.now(UTC)))
 
     _say("[5/5] comparing with the ground truth")
     rows, false_alarms = score_against_truth(alerts, truths)
@@ -191,7 +201,8 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         "detected": detected,
         "missed": len(rows) - detected,
         "false_alarms": false_alarms,
-        "clips": sum(1 for _ in results),
+        "frames": frames_read,
+        "clips": clips_published,
         "results": len(results),
         "suspicious_clips": sum(1 for r in results if r.suspicious),
         "alerts": len([a for a in alerts if a.kind == "suspicious_activity"]),

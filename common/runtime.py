@@ -37,10 +37,27 @@ def install_stop_signals(stop: threading.Event, on_reload: Callable[[], None] | 
         signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
 
 
+def select_device(device: str) -> str:
+    """Pin TensorFlow to the CPU, or insist on a GPU; "auto" uses a GPU when one is visible."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        return "cpu"
+    if device == "gpu" and not gpus:
+        raise RuntimeError("model.device is 'gpu' but TensorFlow sees no GPU")
+    return "gpu" if gpus and device != "cpu" else "cpu"
+
+
 def load_classifier(settings: Settings) -> Any:
     from inference.model import ClipClassifier
 
-    return ClipClassifier.load(Path(settings.model.path), fast=True, max_batch_size=settings.inference.max_batch_size)
+    log.info("inference on %s", select_device(settings.model.device))
+
+    return ClipClassifier.load(
+        Path(settings.model.path), fast=True, max_batch_size=settings.inference.max_batch_size, xla=settings.model.xla
+    )
 
 
 def open_database(settings: Settings, upgrade: bool = True) -> Database:
@@ -49,6 +66,10 @@ def open_database(settings: Settings, upgrade: bool = True) -> Database:
         db.retrying(db.upgrade, what="schema upgrade")
     db.retrying(lambda: db.sync_stores(settings), what="store sync")
     return db
+
+
+def _alive_check(worker: Worker) -> Callable[[], bool]:
+    return lambda: worker.alive
 
 
 @dataclass
@@ -107,7 +128,7 @@ class Pipeline:
         if svc.metrics_port:
             self.health = HealthServer(svc.metrics_host, svc.metrics_port).start()
             for worker in self.workers:
-                self.health.add_check(worker.name, lambda w=worker: w.alive)
+                self.health.add_check(worker.name, _alive_check(worker))
             log.info("metrics and health on http://%s:%d/metrics", svc.metrics_host, self.health.port)
         for worker in self.workers:
             worker.start_thread()

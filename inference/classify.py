@@ -1,0 +1,342 @@
+"""Offline classification of whole video files: sliding windows, a probability timeline, a verdict.
+
+Each video is cut into windows of ``window_s`` seconds every ``stride_s`` seconds (plus one window
+flush with the end, so the tail is covered); each window becomes a clip of 20 evenly spaced frames,
+exactly like a training clip.  The file is read once, sequentially; windows are scored in batches as
+soon as their last frame has been read, and frames no later window needs are dropped, so memory stays
+bounded on hour-long files.  The verdict is "shoplifting" when at least ``min_consecutive`` consecutive
+windows score at or above the threshold (a sustained signal, like the live N-of-M alert rule).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from inference.dataset import FRAME_SIZE, N_FRAMES, VideoReadError, iter_frames_at
+from inference.evaluate import jsonable
+from inference.model import ClipClassifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FPS = 15.0  # assumed when a file does not declare its frame rate
+VERDICT_SHOPLIFTING, VERDICT_NORMAL, VERDICT_ERROR = "shoplifting", "normal", "error"
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of the video: its time span and the frame indices of its clip."""
+
+    start_s: float
+    end_s: float
+    indices: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class WindowScore:
+    """A scored window."""
+
+    start_s: float
+    end_s: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class VideoVerdict:
+    """The outcome for one video file; ``verdict`` is "shoplifting", "normal" or "error" (see ``error``)."""
+
+    path: str
+    verdict: str
+    threshold: float | None = None
+    max_probability: float | None = None
+    duration_s: float | None = None
+    fps: float | None = None
+    frame_count: int | None = None
+    windows: tuple[WindowScore, ...] = ()
+    flagged: tuple[WindowScore, ...] = ()  # the windows that drove a "shoplifting" verdict
+    incidents: tuple[WindowScore, ...] = ()  # flagged runs merged: span and peak probability
+    chart: str | None = None
+    model_version: str | None = None
+    error: str | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable(asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def __str__(self) -> str:
+        return format_verdicts([self])
+
+
+def load_classifier(model_path: Path, *, fast: bool = False) -> ClipClassifier:
+    """Load a model for offline use.
+
+    Plain Keras batched predict by default: the XLA fast path pays a long compile on every load (about
+    100 s for the ConvLSTM on 2 busy cores), which a one-off evaluate/classify run never earns back.
+    When ``fast`` is asked for but cannot be built, falls back to plain Keras with a warning.
+    """
+    if not fast:
+        return ClipClassifier.load(Path(model_path), fast=False)
+    try:
+        return ClipClassifier.load(Path(model_path), fast=True)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:  # the fast path is an optimisation; never let it block classification
+        log.warning("fast predictor unavailable (%s); using plain Keras predict", exc)
+        return ClipClassifier.load(Path(model_path), fast=False)
+
+
+def plan_windows(
+    frame_count: int, fps: float, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = N_FRAMES
+) -> list[Window]:
+    """Windows over ``frame_count`` frames; a video shorter than one window gets a single whole-video window."""
+    if frame_count < 1:
+        return []
+    if window_s <= 0 or stride_s <= 0 or fps <= 0:
+        raise ValueError("window_s, stride_s and fps must be > 0")
+    span = max(1, round(window_s * fps))
+    step = max(1, round(stride_s * fps))
+    if frame_count <= span:
+        starts = [0]
+        span = frame_count
+    else:
+        starts = list(range(0, frame_count - span + 1, step))
+        if starts[-1] + span < frame_count:
+            starts.append(frame_count - span)
+    windows = []
+    for start in starts:
+        idx = np.rint(np.linspace(start, start + span - 1, n_frames)).astype(int)
+        windows.append(Window(start / fps, (start + span) / fps, tuple(int(i) for i in idx)))
+    return windows
+
+
+def sustained_runs(above: np.ndarray, min_consecutive: int) -> list[tuple[int, int]]:
+    """[start, stop) index ranges of runs of True at least ``min_consecutive`` long."""
+    runs, start = [], None
+    for i, flag in enumerate([*np.asarray(above, dtype=bool).tolist(), False]):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            if i - start >= min_consecutive:
+                runs.append((start, i))
+            start = None
+    return runs
+
+
+def _probe(capture: cv2.VideoCapture, path: Path) -> tuple[int, float, list[str]]:
+    notes = []
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
+        notes.append(f"no frame rate in file; assumed {DEFAULT_FPS:g} fps")
+        fps = DEFAULT_FPS
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    count = int(count) if count and math.isfinite(count) and count > 0 else 0
+    if count == 0:
+        # No frame count in the container: count by grabbing through once, then reopen.
+        while capture.grab():
+            count += 1
+        notes.append("no frame count in file; counted by an extra pass")
+        capture.open(str(path))
+    return count, float(fps), notes
+
+
+def score_video(
+    classifier: ClipClassifier,
+    path: Path,
+    *,
+    window_s: float = 4.0,
+    stride_s: float = 1.0,
+    batch_size: int = 32,
+) -> tuple[list[WindowScore], int, float, list[str]]:
+    """Score every window of a video in one sequential read; returns (scores, frame count, fps, notes)."""
+    path = Path(path)
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            raise VideoReadError(path, "cannot open (not a video, or an unsupported codec)")
+        count, fps, notes = _probe(capture, path)
+        if count == 0:
+            raise VideoReadError(path, "no frames")
+        windows = plan_windows(count, fps, window_s, stride_s)
+        needed = sorted({i for w in windows for i in w.indices})
+        frames: dict[int, np.ndarray] = {}
+        pending: list[np.ndarray] = []
+        probabilities: list[float] = []
+        next_window = 0
+
+        def flush() -> None:
+            if pending:
+                probabilities.extend(float(p) for p in classifier.predict(np.stack(pending)))
+                pending.clear()
+
+        for index, frame in iter_frames_at(capture, needed, FRAME_SIZE, path=path):
+            frames[index] = frame
+            while next_window < len(windows) and windows[next_window].indices[-1] <= index:
+                pending.append(np.stack([frames[i] for i in windows[next_window].indices]))
+                next_window += 1
+                if len(pending) >= batch_size:
+                    flush()
+                if next_window < len(windows):
+                    keep_from = windows[next_window].indices[0]
+                    for stale in [i for i in frames if i < keep_from]:
+                        del frames[stale]
+        flush()
+        if next_window < len(windows):
+            notes.append(
+                f"stream ended before frame {windows[next_window].indices[-1]} "
+                f"(file declares {count}); {len(windows) - next_window} windows not scored"
+            )
+        if not probabilities:
+            raise VideoReadError(path, "no frames could be decoded")
+        scores = [
+            WindowScore(round(w.start_s, 3), round(w.end_s, 3), p)
+            for w, p in zip(windows[:next_window], probabilities, strict=True)
+        ]
+        return scores, count, fps, notes
+    finally:
+        capture.release()
+
+
+def decide(
+    scores: list[WindowScore], threshold: float, min_consecutive: int = 2
+) -> tuple[str, tuple[WindowScore, ...], tuple[WindowScore, ...]]:
+    """(verdict, flagged windows, merged incidents) for scored windows.
+
+    A video with fewer windows than ``min_consecutive`` needs all of them above the threshold.
+    """
+    if not scores:
+        return VERDICT_NORMAL, (), ()
+    above = np.array([s.probability >= threshold for s in scores])
+    runs = sustained_runs(above, max(1, min(min_consecutive, len(scores))))
+    flagged = tuple(s for a, b in runs for s in scores[a:b])
+    incidents = tuple(
+        WindowScore(scores[a].start_s, scores[b - 1].end_s, max(s.probability for s in scores[a:b])) for a, b in runs
+    )
+    return (VERDICT_SHOPLIFTING if runs else VERDICT_NORMAL), flagged, incidents
+
+
+def plot_timeline(verdict: VideoVerdict, path: Path) -> None:
+    """Probability vs time: a point per window at its centre, the threshold line, windows above it shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    threshold = float(verdict.threshold or 0.5)
+    for w in verdict.windows:
+        if w.probability >= threshold:
+            ax.axvspan(w.start_s, w.end_s, color="tab:orange", alpha=0.12, lw=0)
+    for inc in verdict.incidents:
+        ax.axvspan(inc.start_s, inc.end_s, color="tab:red", alpha=0.18, lw=0)
+    centres = [(w.start_s + w.end_s) / 2 for w in verdict.windows]
+    ax.plot(centres, [w.probability for w in verdict.windows], marker="o", ms=3, lw=1.5, label="P(shoplifting)")
+    ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.3f}")
+    ax.set(
+        xlabel="time (s)",
+        ylabel="probability",
+        ylim=(-0.02, 1.02),
+        xlim=(0, max(verdict.duration_s or 0, centres[-1] if centres else 1)),
+        title=f"{Path(verdict.path).name}: {verdict.verdict} (model {verdict.model_version})",
+    )
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _chart_name(path: Path, used: set[str]) -> str:
+    name = f"{path.stem}.timeline.png"
+    n = 1
+    while name in used:
+        n += 1
+        name = f"{path.stem}-{n}.timeline.png"
+    used.add(name)
+    return name
+
+
+def classify_videos(
+    paths: list[Path],
+    model_path: Path,
+    out_dir: Path,
+    *,
+    window_s: float = 4.0,
+    stride_s: float = 1.0,
+    as_json: bool = False,
+    threshold: float | None = None,
+    min_consecutive: int = 2,
+    fast: bool = False,
+) -> list[VideoVerdict]:
+    """Classify whole video files; writes a timeline PNG per video (and ``verdicts.json`` when ``as_json``).
+
+    ``threshold`` overrides the model's calibrated one (e.g. from config); ``fast`` uses the XLA predictor
+    (worth its compile time only for hours of video).  An unreadable file yields a
+    verdict "error" with the reason; the other files are still processed.  The model is loaded once.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classifier = load_classifier(model_path, fast=fast)
+    used_threshold = float(classifier.threshold if threshold is None else threshold)
+    verdicts: list[VideoVerdict] = []
+    chart_names: set[str] = set()
+    for raw in paths:
+        path = Path(raw)
+        try:
+            if not path.is_file():
+                raise VideoReadError(path, "file not found")
+            scores, count, fps, notes = score_video(classifier, path, window_s=window_s, stride_s=stride_s)
+        except (VideoReadError, cv2.error) as exc:
+            reason = exc.reason if isinstance(exc, VideoReadError) else f"decoder error: {exc}".splitlines()[0]
+            log.error("cannot classify %s: %s", path, reason)
+            verdicts.append(VideoVerdict(path=str(path), verdict=VERDICT_ERROR, error=reason,
+                                         model_version=classifier.version))
+            continue
+        label, flagged, incidents = decide(scores, used_threshold, min_consecutive)
+        verdict = VideoVerdict(
+            path=str(path),
+            verdict=label,
+            threshold=used_threshold,
+            max_probability=max(s.probability for s in scores),
+            duration_s=round(count / fps, 3),
+            fps=fps,
+            frame_count=count,
+            windows=tuple(scores),
+            flagged=flagged,
+            incidents=incidents,
+            model_version=classifier.version,
+            notes=tuple(notes),
+        )
+        chart = out_dir / _chart_name(path, chart_names)
+        plot_timeline(verdict, chart)
+        verdicts.append(replace(verdict, chart=str(chart)))
+    if as_json:
+        doc = {"model": str(model_path), "threshold": used_threshold, "videos": [v.to_dict() for v in verdicts]}
+        (out_dir / "verdicts.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    return verdicts
+
+
+def format_verdicts(verdicts: list[VideoVerdict], *, as_json: bool = False) -> str:
+    """Text for the CLI: one block per video, or the whole list as JSON."""
+    if as_json:
+        return json.dumps([v.to_dict() for v in verdicts], indent=2)
+    lines = []
+    for v in verdicts:
+        if v.verdict == VERDICT_ERROR:
+            lines.append(f"{v.path}: ERROR {v.error}")
+            continue
+        lines.append(
+            f"{v.path}: {v.verdict.upper()} (max p={v.max_probability:.3f}, threshold {v.threshold:.3f}, "
+            f"{len(v.windows)} windows over {v.duration_s:.1f} s) chart: {v.chart}"
+        )
+        lines.extend(f"  incident {i.start_s:.1f}-{i.end_s:.1f} s, peak p={i.probability:.3f}" for i in v.incidents)
+        lines.extend(f"  note: {n}" for n in v.notes)
+    return "\n".join(lines)

@@ -1,0 +1,471 @@
+"""Training data: class folders of videos -> uint8 clips (N, 20, 64, 64, 3) BGR, cached, split by video.
+
+Each video becomes one clip of 20 frames sampled evenly across the whole video, read in ONE sequential
+pass (``grab()`` past unwanted frames, ``retrieve()`` wanted ones; no seeking, which is slow and
+inexact on compressed streams), resized to 64x64 with ``cv2.resize``'s default (bilinear) interpolation.
+Scaling to [0, 1] happens only at the model input (``inference.model.preprocess``), so the cache and the
+live pipeline hold the same uint8 frames.  Videos that cannot be used are returned as :class:`SkippedVideo`
+with a reason, never dropped silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from inference.model import CLASS_NAMES, INPUT_SHAPE
+
+log = logging.getLogger(__name__)
+
+N_FRAMES: int = INPUT_SHAPE[0]
+FRAME_SIZE: tuple[int, int] = (INPUT_SHAPE[2], INPUT_SHAPE[1])  # cv2 wants (width, height)
+VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm"})
+READER_VERSION = "seq-grab-v1"  # bump when the sampling/decoding changes so old cache entries miss
+
+# Folder name (lower case, '_'/'-' read as spaces) -> our class name.
+CLASS_DIR_ALIASES: dict[str, str] = {
+    "shoplifting": "shoplifting",
+    "shop lifters": "shoplifting",
+    "shoplifters": "shoplifting",
+    "normal": "normal",
+    "non shop lifters": "normal",
+    "non shoplifters": "normal",
+}
+SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+
+
+class DatasetLayoutError(ValueError):
+    """The dataset folder does not have one recognised subfolder per class."""
+
+
+class VideoReadError(Exception):
+    """A video cannot be turned into a clip (cannot open, no frames, too short, decode failure)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One labelled video: ``rel`` is its path relative to the dataset folder (used in split files)."""
+
+    path: Path
+    rel: str
+    label: int  # index into CLASS_NAMES
+
+    @property
+    def class_name(self) -> str:
+        return CLASS_NAMES[self.label]
+
+
+@dataclass(frozen=True)
+class SkippedVideo:
+    """A video left out of the dataset and why."""
+
+    rel: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"path": self.rel, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class ClipSet:
+    """Decoded clips with labels; ``items[i]`` is the video of ``clips[i]``."""
+
+    clips: np.ndarray  # uint8 (N, 20, 64, 64, 3) BGR
+    labels: np.ndarray  # int64 (N,)
+    items: tuple[VideoItem, ...]
+    skipped: tuple[SkippedVideo, ...]
+    cache_hits: int
+    decoded: int
+
+    def __post_init__(self) -> None:
+        if self.clips.shape[1:] != INPUT_SHAPE or self.clips.dtype != np.uint8:
+            raise ValueError(f"clips must be uint8 (N, {INPUT_SHAPE}), got {self.clips.dtype} {self.clips.shape}")
+        if not (len(self.clips) == len(self.labels) == len(self.items)):
+            raise ValueError("clips, labels and items must have the same length")
+
+    def subset(self, rels: Iterable[str]) -> ClipSet:
+        """The clips of the given videos (in that order); unknown names are ignored."""
+        index = {item.rel: i for i, item in enumerate(self.items)}
+        picks = [index[r] for r in rels if r in index]
+        return ClipSet(
+            clips=self.clips[picks],
+            labels=self.labels[picks],
+            items=tuple(self.items[i] for i in picks),
+            skipped=(),
+            cache_hits=0,
+            decoded=0,
+        )
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+
+def _normalise_dir_name(name: str) -> str:
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def discover_videos(dataset_dir: Path) -> list[VideoItem]:
+    """List the videos of a dataset folder with one subfolder per class, sorted by relative path.
+
+    Accepts ``shoplifting/`` + ``normal/`` and the public dataset's ``shop lifters/`` + ``non shop lifters/``.
+    Raises DatasetLayoutError naming the folders found when the layout is anything else.
+    """
+    dataset_dir = Path(dataset_dir)
+    if not dataset_dir.is_dir():
+        raise DatasetLayoutError(f"dataset folder not found: {dataset_dir}")
+    found = sorted(p.name for p in dataset_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    by_class: dict[str, list[Path]] = {}
+    unknown = []
+    for name in found:
+        cls = CLASS_DIR_ALIASES.get(_normalise_dir_name(name))
+        if cls is None:
+            unknown.append(name)
+            continue
+        if cls in by_class:
+            raise DatasetLayoutError(
+                f"{dataset_dir}: two folders map to class {cls!r} (found folders: {found})"
+            )
+        by_class[cls] = [dataset_dir / name]
+    missing = [c for c in CLASS_NAMES if c not in by_class]
+    if missing:
+        raise DatasetLayoutError(
+            f"{dataset_dir}: expected one folder per class — 'shoplifting/' and 'normal/' or the public "
+            f"dataset's 'shop lifters/' and 'non shop lifters/'; missing {missing}; "
+            f"found folders: {found or 'none'}"
+        )
+    if unknown:
+        log.warning("%s: ignoring folders that are not classes: %s", dataset_dir, unknown)
+    items: list[VideoItem] = []
+    for label, cls in enumerate(CLASS_NAMES):
+        folder = by_class[cls][0]
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+                items.append(VideoItem(path=path, rel=path.relative_to(dataset_dir).as_posix(), label=label))
+    for cls in CLASS_NAMES:
+        if not any(i.class_name == cls for i in items):
+            raise DatasetLayoutError(f"{by_class[cls][0]}: no video files ({sorted(VIDEO_SUFFIXES)})")
+    return sorted(items, key=lambda i: i.rel)
+
+
+def dataset_fingerprint(items: Sequence[VideoItem]) -> str:
+    """sha256 over the sorted relative paths and sizes: names the exact file set a model was trained on."""
+    digest = hashlib.sha256()
+    for item in sorted(items, key=lambda i: i.rel):
+        digest.update(f"{item.rel}\t{item.path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def is_generator_dataset(dataset_dir: Path) -> bool:
+    """True when the folder carries the ``manifest.json`` our synthetic scene generator writes."""
+    return (Path(dataset_dir) / "manifest.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- decoding
+
+
+def sample_indices(frame_count: int, n: int = N_FRAMES) -> list[int]:
+    """``n`` frame indices spread evenly over ``[0, frame_count - 1]``, first and last included."""
+    if frame_count < 1:
+        raise ValueError("frame_count must be >= 1")
+    return [int(i) for i in np.rint(np.linspace(0, frame_count - 1, n)).astype(np.int64)]
+
+
+def _frame_count(capture: cv2.VideoCapture) -> int:
+    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(count) if count and np.isfinite(count) and count > 0 else 0
+
+
+def read_frames_at(
+    path: Path,
+    indices: Iterable[int],
+    size: tuple[int, int] = FRAME_SIZE,
+    capture: cv2.VideoCapture | None = None,
+) -> tuple[dict[int, np.ndarray], int]:
+    """Decode the given frame indices in one sequential pass; returns ({index: resized BGR frame}, frames read).
+
+    Stops at the last wanted index or the end of the stream (then the second value is the true frame
+    count); indices past the end are simply absent from the result.
+    """
+    own = capture is None
+    cap = cv2.VideoCapture(str(path)) if capture is None else capture
+    try:
+        if not cap.isOpened():
+            raise VideoReadError(Path(path), "cannot open (not a video, or an unsupported codec)")
+        wanted = sorted({int(i) for i in indices if int(i) >= 0})
+        frames: dict[int, np.ndarray] = {}
+        position = 0
+        for target in wanted:
+            while position < target:
+                if not cap.grab():
+                    return frames, position
+                position += 1
+            if not cap.grab():
+                return frames, position
+            ok, frame = cap.retrieve()
+            position += 1
+            if not ok or frame is None:
+                raise VideoReadError(Path(path), f"cannot decode frame {target}")
+            frames[target] = _to_bgr_size(frame, size)
+        return frames, position
+    finally:
+        if own:
+            cap.release()
+
+
+def iter_frames_at(
+    capture: cv2.VideoCapture, indices: Iterable[int], size: tuple[int, int] = FRAME_SIZE, *, path: Path
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (index, resized BGR frame) for the wanted indices in one sequential pass; stops at end of stream.
+
+    The consumer can process (and forget) frames as they come, so memory stays bounded on long videos.
+    """
+    position = 0
+    for target in sorted({int(i) for i in indices if int(i) >= 0}):
+        while position < target:
+            if not capture.grab():
+                return
+            position += 1
+        if not capture.grab():
+            return
+        ok, frame = capture.retrieve()
+        position += 1
+        if not ok or frame is None:
+            raise VideoReadError(Path(path), f"cannot decode frame {target}")
+        yield target, _to_bgr_size(frame, size)
+
+
+def _to_bgr_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    elif frame.shape[2] == 4:
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    return cv2.resize(frame, size)
+
+
+def decode_clip(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
+    """One clip from a whole video: ``n_frames`` evenly sampled frames, uint8 (n, h, w, 3) BGR.
+
+    Uses the container's frame count; when that is missing or wrong (the stream ends early), the true
+    count found by the first pass is used for a second pass.  Raises VideoReadError.
+    """
+    path = Path(path)
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise VideoReadError(path, "cannot open (not a video, or an unsupported codec)")
+        count = _frame_count(cap)
+        if count == 0:
+            _, count = read_frames_at(path, [1 << 62], size, capture=cap)  # count by grabbing through
+            if count == 0:
+                raise VideoReadError(path, "no frames")
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+        if count < n_frames:
+            raise VideoReadError(path, f"too short: {count} frames, need {n_frames}")
+        indices = sample_indices(count, n_frames)
+        frames, read = read_frames_at(path, indices, size, capture=cap)
+        if len(frames) < len(set(indices)):
+            if read == 0:
+                raise VideoReadError(path, "no frames")
+            if read < n_frames:
+                raise VideoReadError(path, f"too short: {read} frames decodable, need {n_frames}")
+            log.debug("%s: container says %d frames, stream has %d; re-reading", path, count, read)
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+            indices = sample_indices(read, n_frames)
+            frames, _ = read_frames_at(path, indices, size, capture=cap)
+            if len(frames) < len(set(indices)):
+                raise VideoReadError(path, "frame count changed between reads")
+        return np.stack([frames[i] for i in indices]).astype(np.uint8, copy=False)
+    finally:
+        cap.release()
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+
+def cache_key(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FRAME_SIZE) -> str:
+    """Hash of the file's absolute path, size, mtime and the sampling parameters."""
+    stat = Path(path).stat()
+    spec = {
+        "path": str(Path(path).resolve()),
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "n_frames": n_frames,
+        "frame_size": list(size),
+        "interpolation": "cv2.INTER_LINEAR",
+        "reader": READER_VERSION,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        write(handle)
+    os.replace(tmp, path)
+
+
+def _load_cached(cache_dir: Path, key: str) -> np.ndarray | str | None:
+    """The cached clip, the cached failure reason, or None on a miss (or an unreadable entry)."""
+    base = cache_dir / key[:2] / key
+    clip_file, err_file = base.with_suffix(".npy"), base.with_suffix(".err.json")
+    try:
+        if clip_file.is_file():
+            clip = np.load(clip_file, allow_pickle=False)
+            if clip.dtype == np.uint8 and clip.shape == INPUT_SHAPE:
+                return clip
+        if err_file.is_file():
+            return str(json.loads(err_file.read_text(encoding="utf-8"))["reason"])
+    except (OSError, ValueError, KeyError):
+        log.warning("ignoring unreadable cache entry %s", base)
+    return None
+
+
+def _store_cached(cache_dir: Path, key: str, value: np.ndarray | str) -> None:
+    base = cache_dir / key[:2] / key
+    try:
+        if isinstance(value, str):
+            payload = json.dumps({"reason": value}).encode()
+            _atomic_write(base.with_suffix(".err.json"), lambda h: h.write(payload))
+        else:
+            _atomic_write(base.with_suffix(".npy"), lambda h: np.save(h, value, allow_pickle=False))
+    except OSError as exc:
+        log.warning("cannot write cache entry %s: %s", base, exc)
+
+
+def load_clips(
+    items: Sequence[VideoItem],
+    *,
+    cache_dir: Path | None,
+    progress: bool = True,
+) -> ClipSet:
+    """Decode (or fetch from the cache) one clip per video; unusable videos are logged and listed.
+
+    The cache holds one ``.npy`` per video (or an ``.err.json`` with the reason it failed), named by
+    :func:`cache_key`, so a changed file misses and an unchanged one is never decoded twice.
+    """
+    clips: list[np.ndarray] = []
+    kept: list[VideoItem] = []
+    skipped: list[SkippedVideo] = []
+    hits = decoded = 0
+    for item in tqdm(items, desc="decoding videos", unit="video", disable=not progress):
+        key = None
+        cached: np.ndarray | str | None = None
+        try:
+            key = cache_key(item.path)
+        except OSError as exc:
+            skipped.append(SkippedVideo(item.rel, f"cannot stat: {exc}"))
+            log.warning("skipping %s: cannot stat: %s", item.rel, exc)
+            continue
+        if cache_dir is not None:
+            cached = _load_cached(Path(cache_dir), key)
+        if cached is None:
+            decoded += 1
+            try:
+                cached = decode_clip(item.path)
+            except VideoReadError as exc:
+                cached = exc.reason
+            except cv2.error as exc:
+                cached = f"decoder error: {exc}".splitlines()[0]
+            if cache_dir is not None:
+                _store_cached(Path(cache_dir), key, cached)
+        else:
+            hits += 1
+        if isinstance(cached, str):
+            skipped.append(SkippedVideo(item.rel, cached))
+            log.warning("skipping %s: %s", item.rel, cached)
+            continue
+        clips.append(cached)
+        kept.append(item)
+    array = np.stack(clips) if clips else np.zeros((0, *INPUT_SHAPE), dtype=np.uint8)
+    return ClipSet(
+        clips=array,
+        labels=np.array([i.label for i in kept], dtype=np.int64),
+        items=tuple(kept),
+        skipped=tuple(skipped),
+        cache_hits=hits,
+        decoded=decoded,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- split
+
+
+def stratified_split(
+    items: Sequence[VideoItem],
+    *,
+    seed: int = 0,
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+) -> dict[str, list[VideoItem]]:
+    """Split videos into train/val/test per class with the given fractions, reproducibly for a seed.
+
+    Each class is shuffled (from its sorted order, so file-system order does not matter) and cut on its
+    own, which keeps the class ratio in every split.  Classes need >= 3 videos so that val and test
+    each get at least one.
+    """
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    rng = random.Random(seed)
+    out: dict[str, list[VideoItem]] = {name: [] for name in SPLIT_NAMES}
+    for label, cls in enumerate(CLASS_NAMES):
+        members = sorted((i for i in items if i.label == label), key=lambda i: i.rel)
+        n = len(members)
+        if n < 3:
+            raise ValueError(f"class {cls!r} has {n} usable videos; need at least 3 to split train/val/test")
+        rng.shuffle(members)
+        n_val = max(1, round(n * fractions[1])) if fractions[1] > 0 else 0
+        n_test = max(1, round(n * fractions[2])) if fractions[2] > 0 else 0
+        n_val = min(n_val, n - 1 - n_test)
+        out["val"] += members[:n_val]
+        out["test"] += members[n_val : n_val + n_test]
+        out["train"] += members[n_val + n_test :]
+    return {name: sorted(v, key=lambda i: i.rel) for name, v in out.items()}
+
+
+def write_split(path: Path, splits: dict[str, list[VideoItem]], *, seed: int, dataset_dir: Path) -> None:
+    """Write the split as JSON: for each split, the files (relative to the dataset) and their classes."""
+    doc = {
+        "seed": seed,
+        "dataset_dir": str(Path(dataset_dir).resolve()),
+        "class_names": list(CLASS_NAMES),
+        "counts": {name: {c: sum(1 for i in v if i.class_name == c) for c in CLASS_NAMES} for name, v in splits.items()},
+        **{name: [{"path": i.rel, "label": i.class_name} for i in v] for name, v in splits.items()},
+    }
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+
+
+def read_split(path: Path) -> dict[str, list[str]]:
+    """Read a split file back: {split name: [relative paths]}."""
+    doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    missing = [name for name in SPLIT_NAMES if name not in doc]
+    if missing:
+        raise ValueError(f"{path}: split file lacks {missing}")
+    return {name: [str(e["path"]) for e in doc[name]] for name in SPLIT_NAMES}
+
+
+def class_weights(labels: np.ndarray) -> dict[int, float]:
+    """Balanced class weights ``n / (n_classes * n_c)`` for Keras' ``class_weight``."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    return {
+        c: (float(n) / (len(CLASS_NAMES) * int((labels == c).sum()))) if (labels == c).any() else 1.0
+        for c in range(len(CLASS_NAMES))
+    }

@@ -1,0 +1,247 @@
+"""The clip classifier: architecture, model files with metadata sidecars, and loading for inference.
+
+A model file is a Keras ``.keras`` (or legacy Keras 2 ``.h5``) next to a JSON sidecar with the same stem
+(``convlstm.keras`` + ``convlstm.json``) holding :class:`ModelMetadata`: version, calibrated threshold and
+what it was trained on.  :class:`ClipClassifier` is what the inference worker and evaluation use.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import keras
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+INPUT_SHAPE: tuple[int, int, int, int] = (20, 64, 64, 3)
+CLASS_NAMES: tuple[str, str] = ("normal", "shoplifting")  # sigmoid output = P(CLASS_NAMES[1])
+CONVLSTM_FILTERS: tuple[int, ...] = (4, 8, 14, 16)
+
+
+class ModelShapeError(ValueError):
+    """The model file expects clips of another shape than the pipeline produces."""
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model file is: version, calibrated threshold, provenance; stored as the JSON sidecar."""
+
+    version: str
+    input_shape: tuple[int, int, int, int] = INPUT_SHAPE
+    class_names: tuple[str, str] = CLASS_NAMES
+    threshold: float = 0.5
+    threshold_goal: str = "default"  # e.g. "max_f1" or "min_precision=0.95"
+    architecture: str = "convlstm-4-8-14-16"
+    trained_on: dict = field(default_factory=dict)  # {"description", "synthetic": bool, "videos": n, "sha256"}
+    metrics: dict = field(default_factory=dict)
+    created_at: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if len(self.class_names) != 2:
+            raise ValueError(f"need exactly two class names, got {self.class_names!r}")
+
+    def to_json(self) -> str:
+        """Serialise to the sidecar's JSON text (tuples become lists)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        """Parse sidecar JSON; unknown keys are ignored so newer sidecars still load."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or "version" not in raw:
+            raise ValueError("model metadata must be a JSON object with a 'version'")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+        if "input_shape" in values:
+            values["input_shape"] = tuple(int(v) for v in values["input_shape"])
+        if "class_names" in values:
+            values["class_names"] = tuple(str(v) for v in values["class_names"])
+        if "threshold" in values:
+            values["threshold"] = float(values["threshold"])
+        return cls(**values)
+
+    @classmethod
+    def sidecar_path(cls, model_path: Path) -> Path:
+        """Where a model file's metadata lives: same stem, ``.json``."""
+        return Path(model_path).with_suffix(".json")
+
+
+def build_convlstm(input_shape: tuple[int, ...] = INPUT_SHAPE, dropout: float = 0.2) -> keras.Model:
+    """The ConvLSTM stack public shoplifting/violence work uses: 4, 8, 14, 16 filters, sigmoid output.
+
+    Each ConvLSTM2D (3x3, tanh, valid padding, recurrent_dropout 0.2, return_sequences) is followed by
+    MaxPooling3D((1, 2, 2), 'same') and TimeDistributed(Dropout) except the last; then Flatten, Dense(1).
+    """
+    inputs = keras.Input(shape=tuple(input_shape), name="clip")
+    x = inputs
+    for index, filters in enumerate(CONVLSTM_FILTERS):
+        x = keras.layers.ConvLSTM2D(
+            filters=filters,
+            kernel_size=(3, 3),
+            activation="tanh",
+            data_format="channels_last",
+            recurrent_dropout=0.2,
+            return_sequences=True,
+            name=f"convlstm_{index}",
+        )(x)
+        x = keras.layers.MaxPooling3D(
+            pool_size=(1, 2, 2), padding="same", data_format="channels_last", name=f"pool_{index}"
+        )(x)
+        if index < len(CONVLSTM_FILTERS) - 1:
+            x = keras.layers.TimeDistributed(keras.layers.Dropout(dropout), name=f"dropout_{index}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_shoplifting")(x)
+    return keras.Model(inputs, outputs, name="convlstm_4_8_14_16")
+
+
+def save_model(model: keras.Model, path: Path, metadata: ModelMetadata) -> None:
+    """Write the model (``.keras`` or ``.h5``, by suffix) and its metadata sidecar next to it."""
+    path = Path(path)
+    if path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"model path must end in .keras or .h5, got {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    ModelMetadata.sidecar_path(path).write_text(metadata.to_json() + "\n", encoding="utf-8")
+
+
+def preprocess(clips_uint8: np.ndarray) -> np.ndarray:
+    """Turn uint8 clips (N, 20, 64, 64, 3) into the model's float32 input in [0, 1]."""
+    clips = np.asarray(clips_uint8)
+    if clips.dtype != np.uint8:
+        raise TypeError(f"clips must be uint8, got {clips.dtype}")
+    return clips.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def probability_of_positive(outputs: np.ndarray) -> np.ndarray:
+    """Model outputs -> P(shoplifting) of shape (N,): sigmoid (N, 1) as is, softmax (N, 2) column 1."""
+    out = np.asarray(outputs, dtype=np.float32)
+    if out.ndim == 1:
+        return out
+    if out.ndim == 2 and out.shape[1] == 1:
+        return out[:, 0]
+    if out.ndim == 2 and out.shape[1] == 2:
+        return out[:, 1]
+    raise ModelShapeError(f"model output shape {out.shape} is neither (N, 1) sigmoid nor (N, 2) softmax")
+
+
+def _check_model_shapes(model: keras.Model, path: Path) -> None:
+    """Refuse models whose input is not (None, *INPUT_SHAPE) or whose output is not 1 or 2 units."""
+    expected = (None, *INPUT_SHAPE)
+    inputs = model.inputs if hasattr(model, "inputs") and model.inputs else None
+    if inputs is None or len(inputs) != 1:
+        raise ModelShapeError(f"{path.name}: model must have exactly one input of shape {expected}")
+    got = tuple(None if d is None else int(d) for d in inputs[0].shape)
+    if got[1:] != expected[1:] or len(got) != len(expected):
+        raise ModelShapeError(
+            f"{path.name}: model input shape {got} does not match the pipeline's clip shape {expected}"
+        )
+    out_shape = tuple(model.outputs[0].shape)
+    if len(out_shape) != 2 or out_shape[-1] not in (1, 2):
+        raise ModelShapeError(f"{path.name}: model output shape {out_shape} is neither (None, 1) nor (None, 2)")
+
+
+class ClipClassifier:
+    """A loaded model plus metadata; ``predict`` maps uint8 clips to P(shoplifting)."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        metadata: ModelMetadata,
+        *,
+        fast: bool = True,
+        max_batch_size: int = 32,
+        xla: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.metadata = metadata
+        self.max_batch_size = int(max_batch_size)
+        if self.max_batch_size < 1:
+            raise ValueError("max_batch_size must be >= 1")
+        self._fast: Callable[[np.ndarray], np.ndarray] | None = None
+        self.fast_kind = "none"
+        if fast:
+            from inference.fast import build_fast_predictor
+
+            predictor = build_fast_predictor(model, max_batch_size=self.max_batch_size, jit_compile=xla)
+            self._fast = predictor
+            self.fast_kind = predictor.kind
+
+    @classmethod
+    def load(
+        cls, path: Path, *, fast: bool = True, max_batch_size: int = 32, xla: bool | None = None
+    ) -> ClipClassifier:
+        """Load a ``.keras`` or legacy ``.h5`` model and its sidecar metadata (defaults when absent).
+
+        Raises FileNotFoundError for a missing file and ModelShapeError for a model whose input is not
+        (None, 20, 64, 64, 3).
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"model file not found: {path}")
+        model = keras.models.load_model(path, compile=False)
+        _check_model_shapes(model, path)
+        sidecar = ModelMetadata.sidecar_path(path)
+        if sidecar.is_file():
+            metadata = ModelMetadata.from_json(sidecar.read_text(encoding="utf-8"))
+        else:
+            log.warning("no metadata sidecar %s; using defaults (threshold 0.5)", sidecar.name)
+            metadata = ModelMetadata(
+                version=file_sha256(path)[:12],
+                trained_on={"description": f"unknown (no sidecar for {path.name})"},
+            )
+        if tuple(metadata.input_shape) != INPUT_SHAPE:
+            raise ModelShapeError(
+                f"{sidecar.name}: metadata input shape {tuple(metadata.input_shape)} does not match "
+                f"the pipeline's clip shape {INPUT_SHAPE}"
+            )
+        return cls(model, metadata, fast=fast, max_batch_size=max_batch_size, xla=xla)
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated decision threshold from the metadata."""
+        return float(self.metadata.threshold)
+
+    @property
+    def version(self) -> str:
+        """The model version from the metadata (or the file's sha256 prefix)."""
+        return self.metadata.version
+
+    def predict(self, clips: np.ndarray) -> np.ndarray:
+        """uint8 clips (N, 20, 64, 64, 3) BGR -> float32 (N,) probability of shoplifting."""
+        clips = np.asarray(clips)
+        if clips.dtype != np.uint8:
+            raise TypeError(f"clips must be uint8, got {clips.dtype}")
+        if clips.ndim == len(INPUT_SHAPE):
+            clips = clips[None]
+        if clips.shape[1:] != INPUT_SHAPE:
+            raise ModelShapeError(f"clips of shape {clips.shape[1:]} do not match the model's {INPUT_SHAPE}")
+        if clips.shape[0] == 0:
+            return np.zeros((0,), dtype=np.float32)
+        if self._fast is not None:
+            return self._fast(clips)
+        parts = []
+        for start in range(0, clips.shape[0], self.max_batch_size):
+            batch = preprocess(clips[start : start + self.max_batch_size])
+            parts.append(probability_of_positive(self.model.predict(batch, verbose=0)))
+        return np.concatenate(parts).astype(np.float32)

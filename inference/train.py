@@ -1,0 +1,324 @@
+"""Training the ConvLSTM clip classifier on a folder of labelled videos.
+
+``train`` decodes one clip per video (cached), splits 70/15/15 by video (stratified, seeded, written to
+``<stem>.split.json``), checks for near-duplicates across the split, fits with class weights, early
+stopping and a best-model checkpoint, calibrates the threshold on the validation split, measures the
+test split and saves the model with its metadata sidecar.  Everything it decided is written beside the
+model so ``evaluate`` and a reader can reproduce it:
+
+    convlstm.keras            the model (best epoch by validation loss)
+    convlstm.json             metadata sidecar (version, threshold, trained_on, metrics)
+    convlstm.split.json       files per split
+    convlstm.history.json     per-epoch loss/metrics and epoch seconds
+    convlstm.skipped.json     videos that could not be used, with reasons
+    convlstm.duplicates.json  near-duplicate videos across the split
+    checkpoints/convlstm.best.keras, clip-cache/   best-epoch checkpoint, decoded-clip cache
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from inference.calibrate import ThresholdChoice, calibrate_threshold, parse_goal
+from inference.dataset import (
+    SPLIT_NAMES,
+    ClipSet,
+    class_weights,
+    dataset_fingerprint,
+    discover_videos,
+    is_generator_dataset,
+    load_clips,
+    stratified_split,
+    write_split,
+)
+from inference.dedupe import DEFAULT_MAX_HAMMING, find_cross_split_duplicates
+from inference.evaluate import binary_metrics, clip_hashes, jsonable
+from inference.model import CLASS_NAMES, ModelMetadata, build_convlstm, preprocess, save_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainArtefacts:
+    """Where ``train`` writes its files for a given model path."""
+
+    model: Path
+    sidecar: Path
+    split: Path
+    history: Path
+    skipped: Path
+    duplicates: Path
+    checkpoint: Path
+    cache: Path
+
+
+def artefact_paths(model_path: Path) -> TrainArtefacts:
+    """The files written beside ``model_path`` (see the module docstring)."""
+    model_path = Path(model_path)
+    stem, folder = model_path.stem, model_path.parent
+    return TrainArtefacts(
+        model=model_path,
+        sidecar=ModelMetadata.sidecar_path(model_path),
+        split=folder / f"{stem}.split.json",
+        history=folder / f"{stem}.history.json",
+        skipped=folder / f"{stem}.skipped.json",
+        duplicates=folder / f"{stem}.duplicates.json",
+        checkpoint=folder / "checkpoints" / f"{stem}.best.keras",
+        cache=folder / "clip-cache",
+    )
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    """What a training run did and produced."""
+
+    model_path: Path
+    version: str
+    artefacts: TrainArtefacts
+    videos: dict[str, dict[str, int]]  # split -> class -> count
+    skipped: tuple[dict[str, str], ...]
+    threshold: ThresholdChoice
+    test_metrics: dict[str, Any]
+    duplicates: tuple[dict, ...]
+    epochs_run: int
+    best_epoch: int
+    epoch_seconds: tuple[float, ...]
+    decode_seconds: float
+    cache_hits: int
+    decoded: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self) -> str:
+        """A few human-readable lines for the CLI."""
+        m = self.test_metrics
+        lines = [
+            f"model {self.model_path} ({self.version})",
+            f"videos: {self.videos}  skipped: {len(self.skipped)}  "
+            f"(decoded {self.decoded}, from cache {self.cache_hits}, {self.decode_seconds:.1f} s)",
+            f"epochs: {self.epochs_run} (best {self.best_epoch}), "
+            f"{np.mean(self.epoch_seconds) if self.epoch_seconds else 0:.1f} s/epoch",
+            f"threshold {self.threshold.threshold:.4f} ({self.threshold.goal}, met={self.threshold.met}) "
+            f"val P={self.threshold.precision:.3f} R={self.threshold.recall:.3f}",
+            f"test: acc={m['accuracy']:.3f} P={m['precision']:.3f} R={m['recall']:.3f} F1={m['f1']:.3f} "
+            f"ROC-AUC={m['roc_auc']} PR-AUC={m['pr_auc']}",
+        ]
+        if self.skipped:
+            lines.append("skipped videos: " + "; ".join(f"{s['path']}: {s['reason']}" for s in self.skipped))
+        if self.duplicates:
+            lines.append(
+                f"WARNING: {len(self.duplicates)} near-duplicate video pairs cross the split "
+                f"(see {self.artefacts.duplicates.name}); test metrics may be optimistic"
+            )
+        return "\n".join(lines)
+
+
+class _EpochTimer(keras.callbacks.Callback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: list[float] = []
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.seconds.append(time.perf_counter() - self._start)
+
+
+def _tf_dataset(clips: ClipSet, batch_size: int, *, training: bool, augment: bool, seed: int):
+    """uint8 clips -> batched float [0, 1] tf.data; training adds shuffling, random flips and brightness."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((clips.clips, clips.labels.astype(np.float32)))
+    if training:
+        ds = ds.shuffle(len(clips.items), seed=seed, reshuffle_each_iteration=True)
+
+    def to_float(x, y):
+        return tf.cast(x, tf.float32) * (1.0 / 255.0), y
+
+    def jitter(x, y):
+        flip = tf.random.uniform(()) < 0.5
+        x = tf.cond(flip, lambda: tf.reverse(x, axis=[2]), lambda: x)  # (T, H, W, C): mirror W
+        x = tf.clip_by_value(x * tf.random.uniform((), 0.85, 1.15), 0.0, 1.0)
+        return x, y
+
+    ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
+    if training and augment:
+        ds = ds.map(jitter, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _scores(model: keras.Model, clips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    if len(clips) == 0:
+        return np.zeros((0,), dtype=np.float32)
+    out = [model.predict(preprocess(clips[i : i + batch_size]), verbose=0) for i in range(0, len(clips), batch_size)]
+    return np.concatenate(out).reshape(-1).astype(np.float32)
+
+
+def _weights_hash(model: keras.Model) -> str:
+    digest = hashlib.sha256()
+    for w in model.get_weights():
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(doc), indent=2) + "\n", encoding="utf-8")
+
+
+def train(
+    dataset_dir: Path,
+    out_path: Path,
+    *,
+    epochs: int = 30,
+    batch_size: int = 16,
+    seed: int = 0,
+    cache_dir: Path | None = None,
+    val_goal: str = "max_f1",
+    progress: bool = True,
+    learning_rate: float = 1e-3,
+    patience: int = 5,
+    augment: bool = True,
+) -> TrainReport:
+    """Train, calibrate and save a classifier from ``dataset_dir`` (one subfolder per class) to ``out_path``.
+
+    ``cache_dir`` defaults to ``clip-cache/`` beside the model.  ``val_goal`` is the threshold goal on the
+    validation split (``"max_f1"`` or ``"min_precision=P"``).  Raises DatasetLayoutError for an
+    unrecognised folder layout and ValueError when a class has fewer than 3 usable videos.
+    """
+    parse_goal(val_goal)  # fail before hours of decoding
+    if epochs < 1 or batch_size < 1:
+        raise ValueError("epochs and batch_size must be >= 1")
+    dataset_dir, out_path = Path(dataset_dir), Path(out_path)
+    if out_path.suffix not in (".keras", ".h5"):
+        raise ValueError(f"model path must end in .keras or .h5, got {out_path.name}")
+    paths = artefact_paths(out_path)
+    cache = Path(cache_dir) if cache_dir is not None else paths.cache
+
+    items = discover_videos(dataset_dir)
+    log.info("%s: %d videos", dataset_dir, len(items))
+    started = time.perf_counter()
+    clips = load_clips(items, cache_dir=cache, progress=progress)
+    decode_seconds = time.perf_counter() - started
+    skipped = [s.to_dict() for s in clips.skipped]
+    _write_json(paths.skipped, {"dataset_dir": str(dataset_dir), "count": len(skipped), "skipped": skipped})
+    if skipped:
+        log.warning("skipped %d unusable videos (listed in %s)", len(skipped), paths.skipped)
+
+    split_items = stratified_split(clips.items, seed=seed)
+    write_split(paths.split, split_items, seed=seed, dataset_dir=dataset_dir)
+    sets = {name: clips.subset(i.rel for i in split_items[name]) for name in SPLIT_NAMES}
+    duplicates = find_cross_split_duplicates(
+        {name: clip_hashes(sets[name]) for name in SPLIT_NAMES}, DEFAULT_MAX_HAMMING
+    )
+    _write_json(
+        paths.duplicates,
+        {"max_hamming": DEFAULT_MAX_HAMMING, "count": len(duplicates), "pairs": [d.to_dict() for d in duplicates]},
+    )
+    if duplicates:
+        log.warning("%d near-duplicate pairs cross the split (%s)", len(duplicates), paths.duplicates)
+
+    keras.utils.set_random_seed(seed)
+    model = build_convlstm()
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        jit_compile=False,  # XLA on the ConvLSTM train step: ~4x longer compile and slower epochs on CPU
+    )
+    paths.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    timer = _EpochTimer()
+    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    callbacks = [
+        early,
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-5),
+        keras.callbacks.ModelCheckpoint(str(paths.checkpoint), monitor="val_loss", save_best_only=True),
+        timer,
+    ]
+    history = model.fit(
+        _tf_dataset(sets["train"], batch_size, training=True, augment=augment, seed=seed),
+        validation_data=_tf_dataset(sets["val"], batch_size, training=False, augment=False, seed=seed),
+        epochs=epochs,
+        class_weight=class_weights(sets["train"].labels),
+        callbacks=callbacks,
+        shuffle=False,  # the tf.data pipeline shuffles
+        verbose=1 if progress else 0,
+    )
+    hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    hist["epoch_seconds"] = timer.seconds
+    _write_json(paths.history, hist)
+    best_epoch = int(early.best_epoch) + 1 if hasattr(early, "best_epoch") else len(timer.seconds)
+
+    val_scores = _scores(model, sets["val"].clips)
+    choice = calibrate_threshold(val_scores, sets["val"].labels, val_goal)
+    test_scores = _scores(model, sets["test"].clips)
+    test_metrics = binary_metrics(test_scores, sets["test"].labels, choice.threshold)
+    val_metrics = binary_metrics(val_scores, sets["val"].labels, choice.threshold)
+
+    now = datetime.now(UTC)
+    version = f"aw-convlstm-{now:%Y%m%d}-{_weights_hash(model)[:8]}"
+    counts = {name: {c: int((s.labels == k).sum()) for k, c in enumerate(CLASS_NAMES)} for name, s in sets.items()}
+    per_class = {c: int((clips.labels == k).sum()) for k, c in enumerate(CLASS_NAMES)}
+    synthetic = is_generator_dataset(dataset_dir)
+    metadata = ModelMetadata(
+        version=version,
+        threshold=choice.threshold,
+        threshold_goal=val_goal,
+        trained_on=jsonable(
+            {
+                "description": f"{dataset_dir.name}: {len(clips.items)} videos "
+                f"({'synthetic, generator-made' if synthetic else 'real footage'})",
+                "synthetic": synthetic,
+                "videos": len(clips.items),
+                "videos_per_class": per_class,
+                "skipped": len(skipped),
+                "sha256": dataset_fingerprint(items),
+                "split": counts,
+                "seed": seed,
+            }
+        ),
+        metrics=jsonable(
+            {
+                "test": test_metrics,
+                "val": val_metrics,
+                "calibration": choice.to_dict(),
+                "cross_split_duplicates": len(duplicates),
+                "epochs_run": len(timer.seconds),
+                "best_epoch": best_epoch,
+            }
+        ),
+        created_at=now.isoformat(timespec="seconds"),
+    )
+    save_model(model, out_path, metadata)
+    report = TrainReport(
+        model_path=out_path,
+        version=version,
+        artefacts=paths,
+        videos=counts,
+        skipped=tuple(skipped),
+        threshold=choice,
+        test_metrics=jsonable(test_metrics),
+        duplicates=tuple(d.to_dict() for d in duplicates),
+        epochs_run=len(timer.seconds),
+        best_epoch=best_epoch,
+        epoch_seconds=tuple(timer.seconds),
+        decode_seconds=decode_seconds,
+        cache_hits=clips.cache_hits,
+        decoded=clips.decoded,
+    )
+    log.info("%s", report.summary())
+    return report

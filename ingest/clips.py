@@ -1,0 +1,240 @@
+"""Cut motion-gated, fixed-shape clips (frames x size x size x 3, uint8 BGR) out of a camera's frames.
+
+Windows lie on a grid: window k covers source time [k*stride, k*stride + window_s) with
+``stride = window_s * (1 - overlap)``.  A window is decided when the first frame at or after its end
+arrives, and emitted only when it is *active*: a frame inside it moved, or motion before it is still
+within ``hold_s``.  Because the ring buffer keeps the last ``window_s`` seconds of small frames, the first
+window emitted after a still period starts before the motion onset.
+
+Each frame is resized once on arrival: straight to ``size x size`` (``crop=full``, INTER_LINEAR from the
+whole frame, the model's training preprocessing), or to a 320-wide copy kept for cropping
+(``crop=motion``).  Memory per camera stays at about ``window_s * fps`` small frames plus a few
+full-resolution snapshot candidates (the best-moving frame of each stride cell).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from common.settings import ClipSettings, CropMode, MotionSettings
+from ingest.capture import Frame
+from ingest.motion import MotionResult
+
+CROP_COPY_WIDTH = 320
+
+
+@dataclass(frozen=True, slots=True)
+class CutClip:
+    """One clip ready to publish, with its full-resolution evidence frame."""
+
+    frames: np.ndarray = field(repr=False)
+    source_start_s: float
+    source_end_s: float
+    start_at: datetime
+    captured_at: datetime
+    motion_area: float
+    snapshot: np.ndarray = field(repr=False)
+    window_index: int = 0
+    crop: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if f.dtype != np.uint8 or f.ndim != 4 or f.shape[3] != 3:
+            raise ValueError(f"clip frames must be (T, H, W, 3) uint8, got {f.shape} {f.dtype}")
+        if self.source_end_s < self.source_start_s:
+            raise ValueError(f"clip ends ({self.source_end_s}) before it starts ({self.source_start_s})")
+
+
+@dataclass(slots=True)
+class _Entry:
+    t: float
+    at: datetime
+    small: np.ndarray
+    moving: bool
+    area: float
+    bbox: tuple[int, int, int, int] | None
+
+
+def sample_indices(n: int, count: int) -> np.ndarray:
+    """``count`` indices spread evenly over ``n`` frames, first and last included (round(linspace))."""
+    return np.round(np.linspace(0, n - 1, count)).astype(np.int64)
+
+
+def crop_region(
+    bbox: tuple[int, int, int, int], margin: float, frame_width: int, frame_height: int
+) -> tuple[int, int, int, int]:
+    """A square-ish (x, y, w, h) around ``bbox`` grown by ``margin`` on each side, clamped to the frame."""
+    x, y, w, h = bbox
+    cx, cy = x + w / 2.0, y + h / 2.0
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cw = int(min(frame_width, max(side, 16)))
+    ch = int(min(frame_height, max(side, 16)))
+    left = round(min(max(cx - cw / 2.0, 0), frame_width - cw))
+    top = round(min(max(cy - ch / 2.0, 0), frame_height - ch))
+    return left, top, cw, ch
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    if a is None:
+        return b
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return x0, y0, x1 - x0, y1 - y0
+
+
+class ClipCutter:
+    """Feed every frame (in order) with its motion result to ``push``; call ``flush`` at the source's end."""
+
+    def __init__(self, clip: ClipSettings, motion: MotionSettings, fps: float) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.clip = clip
+        self.motion = motion
+        self.fps = fps
+        self.window_s = clip.window_s
+        self.stride_s = clip.window_s * (1.0 - clip.overlap)
+        self._ring: deque[_Entry] = deque(maxlen=math.ceil(clip.window_s * fps * 2) + 8)
+        self._next_k: int | None = None
+        self._pruned_motion_t = -math.inf
+        self._cells: dict[int, tuple[float, float, np.ndarray]] = {}
+        self._last_motion_image: np.ndarray | None = None
+        self._last_image: np.ndarray | None = None
+        self._last_bbox: tuple[int, int, int, int] | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self.windows_skipped = 0
+
+    def reset(self) -> None:
+        """Forget everything (a new capture session starts)."""
+        self.__init__(self.clip, self.motion, self.fps)  # type: ignore[misc]
+
+    # -- feeding -----------------------------------------------------------------------------------
+    def _small(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if self.clip.crop == CropMode.MOTION:
+            if width <= CROP_COPY_WIDTH:
+                return image
+            return cv2.resize(image, (CROP_COPY_WIDTH, max(1, round(height * CROP_COPY_WIDTH / width))))
+        return cv2.resize(image, (self.clip.size, self.clip.size))
+
+    def push(self, frame: Frame, motion: MotionResult) -> list[CutClip]:
+        """Add one frame; returns the clips of windows that this frame completed (usually none)."""
+        t = frame.source_time_s
+        image = frame.image
+        self._frame_size = (image.shape[1], image.shape[0])
+        out: list[CutClip] = []
+        if self._next_k is None:
+            self._next_k = math.floor(t / self.stride_s + 1e-9)
+        if not self._ring:
+            self._next_k = max(self._next_k, math.floor((t - self.window_s) / self.stride_s + 1e-9) + 1)
+        while self._next_k * self.stride_s + self.window_s <= t + 1e-9:
+            clip = self._decide(self._next_k, partial=False)
+            if clip is not None:
+                out.append(clip)
+            self._advance()
+        self._ring.append(
+            _Entry(t, frame.captured_at, self._small(image), motion.moving, motion.area_fraction, motion.bbox)
+        )
+        self._last_image = image
+        if motion.moving:
+            self._last_motion_image = image
+            cell = math.floor(t / self.stride_s + 1e-9)
+            best = self._cells.get(cell)
+            if best is None or motion.area_fraction > best[0]:
+                self._cells[cell] = (motion.area_fraction, t, image)
+        return out
+
+    def flush(self) -> list[CutClip]:
+        """Emit the windows still open at the source's end that hold at least ``frames`` distinct frames."""
+        out: list[CutClip] = []
+        if self._next_k is not None and self._ring:
+            last_t = self._ring[-1].t
+            while self._next_k * self.stride_s <= last_t + 1e-9:
+                clip = self._decide(self._next_k, partial=True)
+                if clip is not None:
+                    out.append(clip)
+                self._advance()
+        self.reset()
+        return out
+
+    # -- deciding ----------------------------------------------------------------------------------
+    def _advance(self) -> None:
+        assert self._next_k is not None
+        self._next_k += 1
+        start = self._next_k * self.stride_s - 1e-9
+        ring = self._ring
+        while ring and ring[0].t < start:
+            entry = ring.popleft()
+            if entry.moving:
+                self._pruned_motion_t = max(self._pruned_motion_t, entry.t)
+        for cell in [c for c in self._cells if c < self._next_k]:
+            del self._cells[cell]
+
+    def _decide(self, k: int, partial: bool) -> CutClip | None:
+        start = k * self.stride_s - 1e-9
+        end = k * self.stride_s + self.window_s - 1e-9
+        entries = [e for e in self._ring if start <= e.t < end]
+        if not entries:
+            return None
+        moving = [e for e in entries if e.moving]
+        if not moving and self._pruned_motion_t + self.motion.hold_s < start:
+            return None
+        count = self.clip.frames
+        if len(entries) < (count if partial else 2):
+            self.windows_skipped += 1
+            return None
+        idx = sample_indices(len(entries), count)
+        chosen = [entries[i] for i in idx]
+        crop = None
+        if self.clip.crop == CropMode.MOTION:
+            frames, crop = self._crop_frames(chosen, moving)
+        else:
+            frames = np.stack([e.small for e in chosen])
+        return CutClip(
+            frames=frames,
+            source_start_s=chosen[0].t,
+            source_end_s=chosen[-1].t,
+            start_at=chosen[0].at,
+            captured_at=chosen[-1].at,
+            motion_area=min(1.0, max((e.area for e in entries), default=0.0)),
+            snapshot=self._snapshot(start, end),
+            window_index=k,
+            crop=crop,
+        )
+
+    def _snapshot(self, start: float, end: float) -> np.ndarray:
+        best: tuple[float, float, np.ndarray] | None = None
+        for area, t, image in self._cells.values():
+            if start <= t < end and (best is None or area > best[0]):
+                best = (area, t, image)
+        if best is not None:
+            return best[2]
+        fallback = self._last_motion_image if self._last_motion_image is not None else self._last_image
+        assert fallback is not None
+        return fallback
+
+    def _crop_frames(
+        self, chosen: list[_Entry], moving: list[_Entry]
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        assert self._frame_size is not None
+        fw, fh = self._frame_size
+        union = None
+        for e in moving:
+            if e.bbox is not None:
+                union = _union(union, e.bbox)
+        if union is None:
+            union = self._last_bbox or (0, 0, fw, fh)
+        self._last_bbox = union
+        x, y, w, h = crop_region(union, self.clip.crop_margin, fw, fh)
+        sh, sw = chosen[0].small.shape[:2]
+        sx, sy = sw / fw, sh / fh
+        x0, y0 = int(x * sx), int(y * sy)
+        x1, y1 = max(x0 + 1, min(sw, round((x + w) * sx))), max(y0 + 1, min(sh, round((y + h) * sy)))
+        size = (self.clip.size, self.clip.size)
+        frames = np.stack([cv2.resize(e.small[y0:y1, x0:x1], size) for e in chosen])
+        return frames, (x, y, w, h)

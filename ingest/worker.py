@@ -1,0 +1,355 @@
+"""One camera's ingest loop: read a frame, gate on motion, cut clips, save evidence, publish.
+
+Health events on ``Topic.CAMERA_HEALTH``: ONLINE on the first frame after each (re)connect, OFFLINE when a
+live source stops delivering (read timeout = ``offline_after_s``) or cannot be reached, ENDED at the end of a
+non-looping file, ERROR for a file that cannot be opened or decoded.  Source problems never escape ``run``.
+
+Publishing never blocks capture: a message the bus refuses waits in a small bounded queue and is retried
+with backoff; when the queue is full the oldest message is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from common.bus import Bus, BusError, Publisher
+from common.clock import Clock, SystemClock
+from common.logs import redact
+from common.schemas import CameraHealthMessage, CameraState, ClipHeader, ClipMessage, Topic, clip_id_for
+from common.settings import CameraSettings, Settings, StoreSettings
+from common.worker import Worker
+from ingest.capture import (
+    Backoff,
+    Frame,
+    SourceConnectionError,
+    SourceCorruptError,
+    SourceEnded,
+    SourceError,
+    SourceFatalError,
+    VideoSource,
+)
+from ingest.clips import ClipCutter, CutClip
+from ingest.motion import MotionDetector
+from ingest.snapshot import save_snapshot
+
+RETRY_BACKOFF = Backoff(initial_s=0.5, max_s=10.0)
+
+
+class FrameSource(Protocol):
+    """What the worker needs from a source (``VideoSource`` or a test double)."""
+
+    live: bool
+    fps: float
+    session: str
+    reconnects: int
+    frames_dropped: int
+
+    def read(self) -> Frame: ...
+
+    def close(self) -> None: ...
+
+
+SourceFactory = Callable[[CameraSettings, threading.Event, Clock], FrameSource]
+
+
+def default_source_factory(camera: CameraSettings, stop: threading.Event, clock: Clock) -> FrameSource:
+    return VideoSource.from_camera(camera, stop=stop, clock=clock)
+
+
+@dataclass(frozen=True, slots=True)
+class IngestCounters:
+    """A snapshot of one camera worker's counters (the lead maps them to Prometheus)."""
+
+    camera_id: str
+    frames_read: int = 0
+    frames_dropped: int = 0
+    clips_published: int = 0
+    clips_dropped: int = 0
+    publish_retries: int = 0
+    health_events: int = 0
+    reconnects: int = 0
+    errors: int = 0
+    state: str = "starting"
+
+
+@dataclass(slots=True)
+class _Pending:
+    topic: Topic
+    key: str
+    value: bytes
+    is_clip: bool
+
+
+class CameraWorker(Worker):
+    """Reads one camera and publishes its motion-gated clips and health events."""
+
+    def __init__(
+        self,
+        store_id: str,
+        camera: CameraSettings,
+        publisher: Publisher,
+        evidence_dir: Path,
+        clock: Clock | None = None,
+        stop: threading.Event | None = None,
+        source_factory: SourceFactory | None = None,
+        retry_queue_size: int = 32,
+        retry_backoff: Backoff = RETRY_BACKOFF,
+    ) -> None:
+        self.name = f"capture:{camera.id}"
+        super().__init__(stop)
+        self.store_id = store_id
+        self.camera = camera
+        self.publisher = publisher
+        self.evidence_dir = Path(evidence_dir)
+        self.clock = clock or SystemClock()
+        self._source_factory = source_factory or default_source_factory
+        self.source: FrameSource | None = None
+        self.motion: MotionDetector | None = None
+        self.cutter: ClipCutter | None = None
+        self._pending: deque[_Pending] = deque()
+        self._retry_queue_size = max(1, retry_queue_size)
+        self._retry_backoff = retry_backoff
+        self._retry_attempt = 0
+        self._retry_at = 0.0
+        self._session_online = False
+        self._offline_reported = False
+        self._frames_read = 0
+        self._clips_published = 0
+        self._clips_dropped = 0
+        self._publish_retries = 0
+        self._health_events = 0
+        self._errors = 0
+        self._state = "starting"
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: StoreSettings, camera: CameraSettings, bus: Bus, stop: threading.Event
+    ) -> CameraWorker:
+        """A worker for ``camera`` publishing on ``bus`` with the service's evidence directory."""
+        return cls(store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop)
+
+    # -- counters ----------------------------------------------------------------------------------
+    def counters(self) -> IngestCounters:
+        source = self.source
+        with self._lock:
+            return IngestCounters(
+                camera_id=self.camera.id,
+                frames_read=self._frames_read,
+                frames_dropped=getattr(source, "frames_dropped", 0),
+                clips_published=self._clips_published,
+                clips_dropped=self._clips_dropped,
+                publish_retries=self._publish_retries,
+                health_events=self._health_events,
+                reconnects=getattr(source, "reconnects", 0),
+                errors=self._errors,
+                state=self._state,
+            )
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        self.source = self._source_factory(self.camera, self.stop_event, self.clock)
+
+    def step(self) -> bool:
+        self._retry_pending()
+        assert self.source is not None
+        try:
+            frame = self.source.read()
+        except SourceEnded as exc:
+            self._finish()
+            self._health(CameraState.ENDED, str(exc))
+            return False
+        except SourceConnectionError as exc:
+            self._on_connection_lost(exc)
+            return True
+        except (SourceCorruptError, SourceFatalError, SourceError) as exc:
+            with self._lock:
+                self._errors += 1
+            self.log.error("camera %s: %s", self.camera.id, exc)
+            self._finish()
+            self._health(CameraState.ERROR, str(exc))
+            return False
+        self._on_frame(frame)
+        return True
+
+    def shutdown(self) -> None:
+        try:
+            if self.cutter is not None and self.stop_event.is_set():
+                # stopped from outside: windows still open are cut short, not published
+                self.cutter = None
+            self._retry_pending(force=True)
+            try:
+                self.publisher.flush(5.0)
+            except BusError as exc:
+                self.log.warning("camera %s: flush at shutdown failed: %s", self.camera.id, redact(str(exc)))
+        finally:
+            if self.source is not None:
+                self.source.close()
+            with self._lock:
+                if self._state not in ("ended", "error"):
+                    self._state = "stopped"
+
+    # -- frames ------------------------------------------------------------------------------------
+    def _on_frame(self, frame: Frame) -> None:
+        assert self.source is not None
+        with self._lock:
+            self._frames_read += 1
+        if not self._session_online:
+            self._start_session(frame)
+        assert self.motion is not None and self.cutter is not None
+        result = self.motion.update(frame.image)
+        for clip in self.cutter.push(frame, result):
+            self._emit(clip)
+
+    def _start_session(self, frame: Frame) -> None:
+        assert self.source is not None
+        height, width = frame.image.shape[:2]
+        if (
+            self.motion is None
+            or (self.motion.frame_width, self.motion.frame_height) != (width, height)
+            or self.source.live
+        ):
+            self.motion = MotionDetector(self.camera.motion, width, height)
+        if self.cutter is None or self.source.live:
+            self.cutter = ClipCutter(self.camera.clip, self.camera.motion, self.source.fps)
+        self._session_online = True
+        self._offline_reported = False
+        detail = f"streaming {width}x{height} at {self.source.fps:g} fps"
+        self._health(CameraState.ONLINE, detail)
+
+    def _on_connection_lost(self, exc: SourceConnectionError) -> None:
+        if self.stop_event.is_set():
+            return
+        with self._lock:
+            self._errors += 1
+        if self._session_online:
+            self._finish()
+        self._session_online = False
+        if not self._offline_reported:
+            self.log.warning("camera %s offline: %s", self.camera.id, exc)
+            self._health(CameraState.OFFLINE, str(exc))
+            self._offline_reported = True
+
+    def _finish(self) -> None:
+        """Cut what the current session still holds (end of file, stream lost)."""
+        if self.cutter is not None:
+            for clip in self.cutter.flush():
+                self._emit(clip)
+
+    # -- publishing --------------------------------------------------------------------------------
+    def _emit(self, clip: CutClip) -> None:
+        assert self.source is not None
+        clip_id = clip_id_for(self.camera.id, clip.source_start_s, self.source.session)
+        snapshot: str | None = None
+        try:
+            snapshot = str(
+                save_snapshot(
+                    clip.snapshot,
+                    self.evidence_dir,
+                    self.camera.id,
+                    clip_id,
+                    clip.captured_at,
+                    self.camera.clip.snapshot_quality,
+                )
+            )
+        except OSError as exc:
+            with self._lock:
+                self._errors += 1
+            self.log.error("camera %s clip %s: snapshot not saved: %s", self.camera.id, clip_id, exc)
+        header = ClipHeader(
+            clip_id=clip_id,
+            store_id=self.store_id,
+            camera_id=self.camera.id,
+            captured_at=clip.captured_at,
+            start_at=clip.start_at,
+            source_start_s=clip.source_start_s,
+            source_end_s=clip.source_end_s,
+            shape=tuple(clip.frames.shape),  # type: ignore[arg-type]
+            motion_area=clip.motion_area,
+            snapshot_path=snapshot,
+            published_at=self.clock.now(),
+        )
+        self._publish(
+            _Pending(Topic.CLIPS, self.camera.id, ClipMessage(header, clip.frames).to_bytes(), True)
+        )
+
+    def _health(self, state: CameraState, detail: str) -> None:
+        message = CameraHealthMessage(
+            event_id=uuid.uuid4().hex,
+            store_id=self.store_id,
+            camera_id=self.camera.id,
+            state=state,
+            at=self.clock.now(),
+            detail=redact(detail)[:500],
+            reconnects=getattr(self.source, "reconnects", 0),
+        )
+        with self._lock:
+            self._health_events += 1
+            self._state = state.value
+        self.log.info("camera %s %s: %s", self.camera.id, state.value, message.detail)
+        self._publish(_Pending(Topic.CAMERA_HEALTH, self.camera.id, message.to_bytes(), False))
+
+    def _publish(self, item: _Pending) -> None:
+        if self._pending:
+            self._enqueue(item)  # keep order behind messages already waiting
+            self._retry_pending()
+            return
+        try:
+            self.publisher.publish(item.topic, item.key, item.value)
+        except BusError as exc:
+            self.log.warning("camera %s: publish failed, will retry: %s", self.camera.id, redact(str(exc)))
+            self._enqueue(item)
+            self._schedule_retry()
+            return
+        self._published(item)
+
+    def _published(self, item: _Pending) -> None:
+        if item.is_clip:
+            with self._lock:
+                self._clips_published += 1
+
+    def _enqueue(self, item: _Pending) -> None:
+        if len(self._pending) >= self._retry_queue_size:
+            dropped = self._pending.popleft()
+            with self._lock:
+                self._clips_dropped += int(dropped.is_clip)
+            self.log.warning(
+                "camera %s: retry queue full, dropped the oldest %s message", self.camera.id, dropped.topic
+            )
+        self._pending.append(item)
+
+    def _schedule_retry(self) -> None:
+        self._retry_at = self.clock.monotonic() + self._retry_backoff.delay(self._retry_attempt)
+        self._retry_attempt += 1
+
+    def _retry_pending(self, force: bool = False) -> None:
+        if not self._pending or (not force and self.clock.monotonic() < self._retry_at):
+            return
+        while self._pending:
+            item = self._pending[0]
+            with self._lock:
+                self._publish_retries += 1
+            try:
+                self.publisher.publish(item.topic, item.key, item.value)
+            except BusError:
+                self._schedule_retry()
+                return
+            self._pending.popleft()
+            self._published(item)
+        self._retry_attempt = 0
+
+    @property
+    def pending(self) -> int:
+        """Messages waiting for the bus to accept them."""
+        return len(self._pending)
+
+
+def counters_of(workers: dict[str, Any]) -> list[IngestCounters]:
+    """Counter snapshots of every worker that has them."""
+    return [w.counters() for w in workers.values() if hasattr(w, "counters")]

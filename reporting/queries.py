@@ -1,0 +1,368 @@
+"""The database reads behind a store report, aggregated in Python so the SQL stays portable.
+
+Every query filters on ``store_id``: a report for one store never sees another store's rows.
+Counting per camera happens in SQL (plain GROUP BY); anything that depends on calendar time (hour of day,
+local day) is done in Python in the store's time zone, because SQLite and PostgreSQL date functions differ.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import and_, func, select
+from sqlalchemy.orm import Session
+
+from common.db import Database
+from common.models import Alert, Camera, CameraHealthEvent, ClipResult
+from common.settings import StoreSettings
+
+DOWN_STATES = frozenset({"offline", "error", "ended"})
+"""Camera health states that count as 'not recording' for offline time."""
+
+HOURLY_BINS_UP_TO_DAYS = 14
+"""Periods up to this long are charted per hour; longer ones per day."""
+
+OUTCOMES = ("theft", "false_alarm", "unreviewed")
+
+
+@dataclass(frozen=True)
+class CameraStats:
+    camera_id: str
+    name: str
+    clips: int = 0
+    suspicious_clips: int = 0
+    alerts: int = 0
+    """Suspicious-activity alerts raised for this camera."""
+    offline_alerts: int = 0
+    offline_s: float = 0.0
+    """Seconds in the period the camera was known to be offline/erroring/ended."""
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    alert_id: str
+    raised_at: datetime
+    """Local time in the store's time zone."""
+    camera_id: str
+    camera_name: str
+    kind: str
+    probability: float | None
+    status: str
+    verdict: str | None
+    evidence_path: str | None
+    message: str
+
+    @property
+    def outcome(self) -> str:
+        """theft, false_alarm, unreviewed (no verdict yet) or the verdict as stored."""
+        return self.verdict or "unreviewed"
+
+
+@dataclass(frozen=True)
+class HealthSegment:
+    camera_id: str
+    start: datetime
+    end: datetime
+    state: Literal["online", "offline", "unknown"]
+
+
+@dataclass(frozen=True)
+class ReportData:
+    """Everything one store's report shows, computed once and used by both the charts and the PDF."""
+
+    store_id: str
+    store_name: str
+    timezone: str
+    start: datetime
+    """Period start (inclusive), in the store's time zone."""
+    end: datetime
+    """Period end (exclusive), in the store's time zone."""
+    cameras: tuple[CameraStats, ...]
+    alerts: tuple[AlertRow, ...]
+    bin_unit: Literal["hour", "day"]
+    bin_starts: tuple[datetime, ...]
+    """Local start of each time bin across the period."""
+    suspicious_series: Mapping[str, tuple[int, ...]]
+    """camera_id -> suspicious clips per bin (aligned with bin_starts); only cameras with any."""
+    suspicious_by_hour_of_day: tuple[int, ...]
+    """24 counts, local hour 0..23."""
+    suspicious_by_day: tuple[tuple[date, int], ...]
+    """Every local day of the period with its suspicious clip count."""
+    health_segments: tuple[HealthSegment, ...] = ()
+    has_health_data: bool = False
+    camera_names: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def clips(self) -> int:
+        return sum(c.clips for c in self.cameras)
+
+    @property
+    def suspicious_clips(self) -> int:
+        return sum(c.suspicious_clips for c in self.cameras)
+
+    @property
+    def alerts_raised(self) -> int:
+        return len(self.alerts)
+
+    @property
+    def suspicious_alerts(self) -> tuple[AlertRow, ...]:
+        return tuple(a for a in self.alerts if a.kind == "suspicious_activity")
+
+    @property
+    def alert_outcomes(self) -> dict[str, int]:
+        """Outcome counts of suspicious-activity alerts: theft / false_alarm / unreviewed (+ any other)."""
+        counts = dict.fromkeys(OUTCOMES, 0)
+        for a in self.suspicious_alerts:
+            counts[a.outcome] = counts.get(a.outcome, 0) + 1
+        return counts
+
+    @property
+    def confirmed_thefts(self) -> int:
+        return sum(1 for a in self.alerts if a.verdict == "theft")
+
+    @property
+    def false_alarms(self) -> int:
+        return sum(1 for a in self.alerts if a.verdict == "false_alarm")
+
+    @property
+    def offline_s(self) -> float:
+        return sum(c.offline_s for c in self.cameras)
+
+    @property
+    def camera_ids(self) -> tuple[str, ...]:
+        return tuple(c.camera_id for c in self.cameras)
+
+
+def store_zone(store: StoreSettings) -> ZoneInfo:
+    """The store's time zone, with a clear error for a misspelt IANA name."""
+    try:
+        return ZoneInfo(store.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"store {store.id!r} has an unknown time zone {store.timezone!r}") from exc
+
+
+def load_report_data(
+    db: Database,
+    store: StoreSettings,
+    start: datetime,
+    end: datetime,
+    *,
+    stop: threading.Event | None = None,
+) -> ReportData:
+    """Read and aggregate one store's results, alerts and camera health for [start, end)."""
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("report period needs timezone-aware datetimes")
+    if end <= start:
+        raise ValueError(f"report period is empty: start {start.isoformat()} >= end {end.isoformat()}")
+    tz = store_zone(store)
+
+    def read() -> ReportData:
+        with db.sessions() as session:
+            return _aggregate(session, store, tz, start.astimezone(UTC), end.astimezone(UTC))
+
+    return db.retrying(read, stop, what=f"report query for store {store.id}")
+
+
+def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: datetime, end: datetime) -> ReportData:
+    sid = store.id
+    in_clips = and_(ClipResult.store_id == sid, ClipResult.captured_at >= start, ClipResult.captured_at < end)
+    clip_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for camera_id, suspicious, n in session.execute(
+        select(ClipResult.camera_id, ClipResult.suspicious, func.count()).where(in_clips).group_by(
+            ClipResult.camera_id, ClipResult.suspicious
+        )
+    ):
+        clip_counts[camera_id][0] += n
+        if suspicious:
+            clip_counts[camera_id][1] += n
+    suspicious_times = list(
+        session.execute(
+            select(ClipResult.camera_id, ClipResult.captured_at).where(in_clips, ClipResult.suspicious.is_(True))
+        )
+    )
+    alerts = list(
+        session.scalars(
+            select(Alert)
+            .where(Alert.store_id == sid, Alert.raised_at >= start, Alert.raised_at < end)
+            .order_by(Alert.raised_at, Alert.id)
+        )
+    )
+    events = list(
+        session.scalars(
+            select(CameraHealthEvent)
+            .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at >= start, CameraHealthEvent.at < end)
+            .order_by(CameraHealthEvent.at, CameraHealthEvent.id)
+        )
+    )
+    last_before = (
+        select(CameraHealthEvent.camera_id, func.max(CameraHealthEvent.at).label("at"))
+        .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at < start)
+        .group_by(CameraHealthEvent.camera_id)
+        .subquery()
+    )
+    initial: dict[str, str] = {}
+    for ev in session.scalars(
+        select(CameraHealthEvent)
+        .join(
+            last_before,
+            and_(CameraHealthEvent.camera_id == last_before.c.camera_id, CameraHealthEvent.at == last_before.c.at),
+        )
+        .where(CameraHealthEvent.store_id == sid)
+        .order_by(CameraHealthEvent.id)
+    ):
+        initial[ev.camera_id] = ev.state  # ties on the same instant: the last inserted wins
+
+    # Camera order: as configured, then any others seen in the data (renamed or removed cameras).
+    names = {c.id: c.name for c in store.cameras}
+    seen = set(clip_counts) | {a.camera_id for a in alerts} | {e.camera_id for e in events} | set(initial)
+    extra = sorted(seen - set(names))
+    if extra:
+        for cid, name in session.execute(select(Camera.id, Camera.name).where(Camera.id.in_(extra))):
+            names[cid] = name
+    order = [c.id for c in store.cameras if c.enabled or c.id in seen] + extra
+    for cid in order:
+        names.setdefault(cid, cid)
+
+    segments, offline = _health_segments(order, initial, events, start, end)
+    alert_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for a in alerts:
+        alert_counts[a.camera_id][0 if a.kind == "suspicious_activity" else 1] += 1
+    cameras = tuple(
+        CameraStats(
+            camera_id=cid,
+            name=names[cid],
+            clips=clip_counts[cid][0] if cid in clip_counts else 0,
+            suspicious_clips=clip_counts[cid][1] if cid in clip_counts else 0,
+            alerts=alert_counts[cid][0] if cid in alert_counts else 0,
+            offline_alerts=alert_counts[cid][1] if cid in alert_counts else 0,
+            offline_s=offline.get(cid, 0.0),
+        )
+        for cid in order
+    )
+
+    bin_unit: Literal["hour", "day"] = "hour" if end - start <= timedelta(days=HOURLY_BINS_UP_TO_DAYS) else "day"
+    bins = time_bins(start, end, tz, bin_unit)
+    index = {b: i for i, b in enumerate(bins)}
+    series: dict[str, list[int]] = {}
+    by_hour = [0] * 24
+    by_day: dict[date, int] = {d: 0 for d in local_days(start, end, tz)}
+    for camera_id, at in suspicious_times:
+        key = bin_start(at, tz, bin_unit)
+        counts = series.setdefault(camera_id, [0] * len(bins))
+        if key in index:
+            counts[index[key]] += 1
+        local = at.astimezone(tz)
+        by_hour[local.hour] += 1
+        by_day[local.date()] = by_day.get(local.date(), 0) + 1
+
+    return ReportData(
+        store_id=sid,
+        store_name=store.name,
+        timezone=store.timezone,
+        start=start.astimezone(tz),
+        end=end.astimezone(tz),
+        cameras=cameras,
+        alerts=tuple(
+            AlertRow(
+                alert_id=a.alert_id,
+                raised_at=a.raised_at.astimezone(tz),
+                camera_id=a.camera_id,
+                camera_name=names.get(a.camera_id, a.camera_id),
+                kind=a.kind,
+                probability=a.probability,
+                status=a.status,
+                verdict=a.verdict,
+                evidence_path=a.evidence_path,
+                message=a.message,
+            )
+            for a in alerts
+        ),
+        bin_unit=bin_unit,
+        bin_starts=tuple(b.astimezone(tz) for b in bins),
+        suspicious_series={cid: tuple(series[cid]) for cid in [*order, *sorted(set(series) - set(order))]
+                           if cid in series},
+        suspicious_by_hour_of_day=tuple(by_hour),
+        suspicious_by_day=tuple(sorted(by_day.items())),
+        health_segments=tuple(segments),
+        has_health_data=bool(events or initial),
+        camera_names=dict(names),
+    )
+
+
+def bin_start(at: datetime, tz: ZoneInfo, unit: Literal["hour", "day"]) -> datetime:
+    """The UTC instant at which the local hour (or local day) containing ``at`` began.
+
+    Works on instants, so repeated local hours at a DST fall-back stay distinct bins and
+    half-hour offsets (e.g. Asia/Kolkata) bin on local hour boundaries.
+    """
+    at = at.astimezone(UTC)
+    local = at.astimezone(tz)
+    if unit == "hour":
+        return at - timedelta(minutes=local.minute, seconds=local.second, microseconds=local.microsecond)
+    return datetime.combine(local.date(), time(0), tzinfo=tz).astimezone(UTC)
+
+
+def time_bins(start: datetime, end: datetime, tz: ZoneInfo, unit: Literal["hour", "day"]) -> list[datetime]:
+    """UTC starts of every local hour/day bin touching [start, end)."""
+    if unit == "day":
+        return [datetime.combine(d, time(0), tzinfo=tz).astimezone(UTC) for d in local_days(start, end, tz)]
+    bins = []
+    b = bin_start(start, tz, "hour")
+    while b < end:
+        bins.append(b)
+        b += timedelta(hours=1)
+    return bins
+
+
+def local_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
+    """Every local calendar day that [start, end) touches."""
+    first = start.astimezone(tz).date()
+    last = (end - timedelta(microseconds=1)).astimezone(tz).date()
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _health_segments(
+    cameras: list[str],
+    initial: dict[str, str],
+    events: list[CameraHealthEvent],
+    start: datetime,
+    end: datetime,
+) -> tuple[list[HealthSegment], dict[str, float]]:
+    """Per camera, consecutive [from, to) segments of online / offline / unknown, and offline seconds."""
+
+    def category(state: str | None) -> Literal["online", "offline", "unknown"]:
+        if state is None:
+            return "unknown"
+        return "offline" if state in DOWN_STATES else "online"
+
+    by_camera: dict[str, list[CameraHealthEvent]] = defaultdict(list)
+    for ev in events:
+        by_camera[ev.camera_id].append(ev)
+    segments: list[HealthSegment] = []
+    offline: dict[str, float] = {}
+    for cid in cameras:
+        if cid not in initial and cid not in by_camera:
+            continue
+        current = category(initial.get(cid))
+        since = start
+        for ev in by_camera.get(cid, []):
+            state = category(ev.state)
+            if state == current:
+                continue
+            if ev.at > since:
+                segments.append(HealthSegment(cid, since, ev.at, current))
+            current, since = state, ev.at
+        segments.append(HealthSegment(cid, since, end, current))
+        offline[cid] = sum((s.end - s.start).total_seconds() for s in segments if s.camera_id == cid
+                           and s.state == "offline")
+    return segments, offline

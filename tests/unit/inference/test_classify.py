@@ -1,0 +1,160 @@
+"""Whole-video classification: window planning, the sustained-run verdict, one read per file, charts, errors.
+
+The model here is a deterministic stand-in, not a trained ConvLSTM: a real Keras model saved as .keras
+(GlobalAveragePooling3D -> Dense with fixed weights) whose P(shoplifting) rises with the clip's mean
+brightness.  That is deliberate: these tests check classify's windowing, batching, timeline and verdict
+logic against a video with a known, visually distinctive (bright) incident, which a model trained for a
+few seconds could not locate reliably.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import keras
+import numpy as np
+import pytest
+
+from inference import classify as cl
+from inference.classify import WindowScore, classify_videos, decide, format_verdicts, plan_windows
+from inference.model import INPUT_SHAPE, ModelMetadata, save_model
+
+FPS = 10
+
+
+def brightness_model(path: Path, threshold: float = 0.5) -> Path:
+    """Stand-in classifier: sigmoid(40 * mean brightness - 20), i.e. p > 0.5 when the clip is brighter than mid-grey."""
+    inputs = keras.Input(shape=INPUT_SHAPE)
+    x = keras.layers.GlobalAveragePooling3D()(inputs)
+    out = keras.layers.Dense(1, activation="sigmoid")(x)
+    model = keras.Model(inputs, out)
+    model.layers[-1].set_weights([np.full((3, 1), 40.0 / 3.0, dtype=np.float32), np.array([-20.0], dtype=np.float32)])
+    save_model(model, path, ModelMetadata(version="stand-in-brightness", threshold=threshold))
+    return path
+
+
+def make_video(path: Path, seconds: float, bright: tuple[float, float] | None = None) -> Path:
+    """Dark (20) 64x64 video at 10 fps; frames in [bright[0], bright[1]) seconds are bright (250)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (64, 64))
+    for i in range(round(seconds * FPS)):
+        on = bright is not None and bright[0] <= i / FPS < bright[1]
+        writer.write(np.full((64, 64, 3), 250 if on else 20, dtype=np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    return brightness_model(tmp_path_factory.mktemp("model") / "stand_in.keras")
+
+
+@pytest.mark.parametrize(
+    ("frames", "fps", "window_s", "stride_s", "starts"),
+    [
+        (120, 10, 4.0, 1.0, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]),
+        (125, 10, 4.0, 1.0, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 8.5]),  # tail window flush with the end
+        (30, 10, 4.0, 1.0, [0.0]),  # shorter than a window: one whole-video window
+        (60, 15, 2.0, 2.0, [0.0, 2.0]),
+    ],
+)
+def test_plan_windows(frames, fps, window_s, stride_s, starts) -> None:
+    windows = plan_windows(frames, fps, window_s, stride_s)
+    assert [w.start_s for w in windows] == starts
+    for w in windows:
+        assert len(w.indices) == 20 and list(w.indices) == sorted(w.indices)
+        assert w.indices[0] == round(w.start_s * fps) and w.indices[-1] == round(w.end_s * fps) - 1
+        assert 0 <= w.indices[0] and w.indices[-1] < frames
+
+
+@pytest.mark.parametrize(
+    ("probabilities", "verdict", "flagged_starts"),
+    [
+        ([0.1, 0.9, 0.1, 0.9, 0.1], "normal", []),  # isolated spikes are not sustained
+        ([0.1, 0.9, 0.95, 0.2, 0.1], "shoplifting", [1, 2]),
+        ([0.6, 0.7, 0.2, 0.8, 0.9, 0.9], "shoplifting", [0, 1, 3, 4, 5]),
+        ([0.9], "shoplifting", [0]),  # a one-window video needs just that window
+        ([0.4], "normal", []),
+    ],
+)
+def test_decide_needs_a_sustained_run(probabilities, verdict, flagged_starts) -> None:
+    scores = [WindowScore(float(i), i + 4.0, p) for i, p in enumerate(probabilities)]
+    label, flagged, incidents = decide(scores, threshold=0.5, min_consecutive=2)
+    assert label == verdict
+    assert [int(w.start_s) for w in flagged] == flagged_starts
+    assert sum(int(i.end_s - i.start_s) - 3 for i in incidents) == len(flagged_starts)
+
+
+def test_classify_finds_the_incident_in_one_read(tmp_path: Path, model_path: Path, monkeypatch) -> None:
+    incident = make_video(tmp_path / "incident.mp4", 12.0, bright=(5.0, 9.0))
+    quiet = make_video(tmp_path / "quiet.mp4", 12.0)
+    counts = {"open": 0, "set": 0, "retrieve": 0}
+    real = cv2.VideoCapture
+
+    class Spy:
+        def __init__(self, *args):
+            counts["open"] += 1
+            self._cap = real(*args)
+
+        def set(self, *args):
+            counts["set"] += 1
+            return self._cap.set(*args)
+
+        def retrieve(self, *args):
+            counts["retrieve"] += 1
+            return self._cap.retrieve(*args)
+
+        def __getattr__(self, name):
+            return getattr(self._cap, name)
+
+    monkeypatch.setattr(cl.cv2, "VideoCapture", Spy)
+    verdicts = classify_videos([incident, quiet], model_path, tmp_path / "out", as_json=True)
+    monkeypatch.undo()
+
+    distinct = len({i for w in plan_windows(120, FPS) for i in w.indices})
+    assert counts == {"open": 2, "set": 0, "retrieve": 2 * distinct}  # one sequential pass per file
+
+    hit, calm = verdicts
+    assert hit.verdict == "shoplifting" and calm.verdict == "normal"
+    assert len(hit.windows) == 9 and hit.threshold == 0.5 and hit.duration_s == pytest.approx(12.0)
+    by_start = {w.start_s: w.probability for w in hit.windows}
+    assert by_start[5.0] > 0.99  # the window exactly on the incident
+    assert by_start[0.0] < 0.01 and by_start[8.0] < 0.01  # windows with <= 1 s of incident
+    assert all(w.end_s > 5.0 and w.start_s < 9.0 for w in hit.flagged)  # only incident-overlapping windows
+    assert len(hit.incidents) == 1
+    assert hit.incidents[0].start_s <= 5.0 and hit.incidents[0].end_s >= 9.0
+    assert max(w.probability for w in calm.windows) < 0.01 and calm.flagged == ()
+    for v in verdicts:
+        assert Path(v.chart).is_file() and Path(v.chart).stat().st_size > 1000
+    doc = json.loads((tmp_path / "out" / "verdicts.json").read_text())
+    assert [v["verdict"] for v in doc["videos"]] == ["shoplifting", "normal"]
+    assert doc["videos"][0]["incidents"][0]["probability"] > 0.99
+    text = format_verdicts(verdicts)
+    assert f"incident {hit.incidents[0].start_s:.1f}-{hit.incidents[0].end_s:.1f} s" in text
+    assert "SHOPLIFTING" in text and "NORMAL" in text
+
+
+def test_unreadable_files_get_an_error_and_others_still_run(tmp_path: Path, model_path: Path) -> None:
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(np.random.default_rng(1).bytes(4000))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    good = make_video(tmp_path / "good.mp4", 6.0, bright=(0.0, 6.0))
+    verdicts = classify_videos([garbage, empty, tmp_path / "missing.mp4", good], model_path, tmp_path / "out")
+    assert [v.verdict for v in verdicts] == ["error", "error", "error", "shoplifting"]
+    assert "cannot open" in verdicts[0].error and "not found" in verdicts[2].error
+    assert "ERROR" in format_verdicts(verdicts)
+    assert json.loads(format_verdicts(verdicts, as_json=True))[0]["error"] == verdicts[0].error
+
+
+def test_threshold_override(tmp_path: Path, model_path: Path) -> None:
+    video = make_video(tmp_path / "all_dark.mp4", 6.0)
+    (verdict,) = classify_videos([video], model_path, tmp_path / "out", threshold=0.0)
+    assert verdict.threshold == 0.0 and verdict.verdict == "shoplifting"
+
+
+def test_verdict_prints_as_text_and_json(tmp_path: Path, model_path: Path) -> None:
+    (verdict,) = classify_videos([make_video(tmp_path / "v.mp4", 6.0, bright=(0.0, 6.0))], model_path, tmp_path)
+    assert str(verdict).startswith(f"{verdict.path}: SHOPLIFTING")
+    assert json.loads(verdict.to_json())["verdict"] == "shoplifting"

@@ -1,0 +1,87 @@
+"""MotionDetector: noise is not motion, movement is, masks and min_area gate it, warm-up never counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.settings import MotionSettings
+from ingest.motion import MotionDetector, mask_image, small_size
+
+from .conftest import H, W, scene
+
+METHODS = ["diff", "mog2"]
+
+
+def moving_count(settings: MotionSettings, frames) -> tuple[int, list]:
+    detector = MotionDetector(settings, W, H)
+    results = [detector.update(f) for f in frames]
+    return sum(r.moving for r in results), results
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("sigma", [0.0, 2.0, 4.0])
+def test_sensor_noise_in_a_still_scene_is_not_motion(method: str, sigma: float) -> None:
+    count, _ = moving_count(MotionSettings(method=method), scene(60, sigma=sigma))
+    assert count == 0
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_moving_rectangle_is_motion_with_a_bbox_around_it(method: str) -> None:
+    frames = scene(40, moving=lambda i: i >= 20)
+    count, results = moving_count(MotionSettings(method=method), frames)
+    assert count >= 15
+    assert not any(r.moving for r in results[:20])
+    last = results[-1]
+    x, y, w, h = last.bbox
+    rect_x = (39 * 4) % (W - 24)
+    # the bbox covers the rectangle (y 30..66) in full-resolution pixels
+    assert y <= 32 and y + h >= 64
+    assert x <= rect_x + 6 and x + w >= rect_x + 20
+    assert 0.02 < last.area_fraction < 0.3
+
+
+@pytest.mark.parametrize(
+    ("name", "settings", "expect_motion"),
+    [
+        ("default", MotionSettings(method="diff"), True),
+        (
+            "masked band",
+            MotionSettings(method="diff", masks=[[(0, 0.2), (1, 0.2), (1, 0.85), (0, 0.85)]]),
+            False,
+        ),
+        ("mask elsewhere", MotionSettings(method="diff", masks=[[(0, 0.9), (1, 0.9), (1, 1), (0, 1)]]), True),
+        ("min_area above object", MotionSettings(method="diff", min_area=0.2), False),
+        (
+            "mog2 masked",
+            MotionSettings(method="mog2", masks=[[(0, 0.2), (1, 0.2), (1, 0.85), (0, 0.85)]]),
+            False,
+        ),
+    ],
+)
+def test_masks_and_min_area_gate_motion(name: str, settings: MotionSettings, expect_motion: bool) -> None:
+    count, _ = moving_count(settings, scene(40, moving=lambda i: i >= 15))
+    assert (count > 0) is expect_motion, name
+
+
+def test_warmup_frames_never_count_even_when_moving() -> None:
+    settings = MotionSettings(method="diff", warmup_frames=12)
+    detector = MotionDetector(settings, W, H)
+    results = [detector.update(f) for f in scene(20, moving=lambda i: True)]
+    assert not any(r.moving for r in results[:12])
+
+
+def test_small_size_keeps_aspect_and_never_upscales() -> None:
+    assert small_size(640, 360, 160) == (160, 90)
+    assert small_size(100, 50, 160) == (100, 50)
+
+
+def test_mask_image_zeroes_polygon() -> None:
+    image = mask_image([[(0, 0), (0.5, 0), (0.5, 1), (0, 1)]], 100, 50)
+    assert image[25, 10] == 0 and image[25, 90] == 255
+    assert mask_image([], 10, 10) is None
+
+
+def test_wrong_frame_size_is_rejected() -> None:
+    detector = MotionDetector(MotionSettings(), W, H)
+    with pytest.raises(ValueError, match="detector was built for"):
+        detector.update(scene(1, width=80, height=60)[0])

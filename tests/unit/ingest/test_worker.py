@@ -1,0 +1,164 @@
+"""CameraWorker end to end on files with the in-process bus; health events; publish retries."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.bus import BusError, InProcessBus
+from common.clock import FakeClock
+from common.schemas import CameraHealthMessage, CameraState, ClipMessage, Topic
+from common.settings import CameraSettings, MotionSettings
+from ingest.worker import CameraWorker
+
+
+def camera(source: Path | str, **kw) -> CameraSettings:
+    return CameraSettings(id="cam1", source=str(source), motion=MotionSettings(method="diff"), **kw)
+
+
+def run_worker(
+    cam: CameraSettings, tmp_path: Path, publisher=None, clock=None
+) -> tuple[CameraWorker, InProcessBus]:
+    bus = InProcessBus()
+    worker = CameraWorker(
+        "s1", cam, publisher or bus.publisher(), tmp_path / "evidence", clock=clock or FakeClock()
+    )
+    worker.run()  # returns when the file ends; must not raise
+    return worker, bus
+
+
+def drain(bus: InProcessBus, topic: Topic) -> list:
+    consumer = bus.consumer([topic], "test")
+    return [r for r in consumer.poll(0, 10_000)]
+
+
+def health_states(bus: InProcessBus) -> list[CameraState]:
+    return [CameraHealthMessage.from_bytes(r.value).state for r in drain(bus, Topic.CAMERA_HEALTH)]
+
+
+def test_motion_file_publishes_decodable_clips_with_snapshots(motion_video: Path, tmp_path: Path) -> None:
+    worker, bus = run_worker(camera(motion_video), tmp_path)
+    records = drain(bus, Topic.CLIPS)
+    assert records, "movement must produce clips"
+    clips = [ClipMessage.from_bytes(r.value) for r in records]
+    for record, clip in zip(records, clips, strict=True):
+        h = clip.header
+        assert record.key == "cam1" and h.camera_id == "cam1" and h.store_id == "s1"
+        assert clip.frames.shape == (20, 64, 64, 3) and clip.frames.dtype == np.uint8
+        assert h.snapshot_path and Path(h.snapshot_path).is_file()
+        assert Path(h.snapshot_path).parent.parent.name == "cam1"
+        assert h.published_at is not None and 0 <= h.motion_area <= 1
+    # motion is at 3..6 s: every clip overlaps it (or its hold), none is far away from it
+    assert all(c.header.source_start_s < 7.0 and c.header.source_end_s > 1.0 for c in clips)
+    assert len({c.header.clip_id for c in clips}) == len(clips)
+    assert health_states(bus) == [CameraState.ONLINE, CameraState.ENDED]
+    counters = worker.counters()
+    assert counters.frames_read == 120 and counters.clips_published == len(clips) and counters.errors == 0
+    assert counters.state == "ended"
+
+
+def test_rereading_the_same_file_gives_the_same_clip_ids(motion_video: Path, tmp_path: Path) -> None:
+    ids = []
+    for run in range(2):
+        _, bus = run_worker(camera(motion_video), tmp_path / str(run))
+        ids.append([ClipMessage.from_bytes(r.value).header.clip_id for r in drain(bus, Topic.CLIPS)])
+    assert ids[0] == ids[1] and ids[0]
+
+
+def test_still_file_publishes_no_clips(still_video: Path, tmp_path: Path) -> None:
+    worker, bus = run_worker(camera(still_video), tmp_path)
+    assert drain(bus, Topic.CLIPS) == []
+    assert worker.counters().frames_read == 90
+
+
+@pytest.mark.parametrize("fixture", ["corrupt_video", "truncated_video", "missing"])
+def test_unreadable_files_report_error_and_stop_cleanly(fixture: str, request, tmp_path: Path) -> None:
+    path = tmp_path / "missing.mp4" if fixture == "missing" else request.getfixturevalue(fixture)
+    worker, bus = run_worker(camera(path), tmp_path)
+    states = health_states(bus)
+    assert states[-1] in (CameraState.ERROR, CameraState.ENDED)
+    assert worker.error is None
+    if fixture != "truncated_video":
+        assert states == [CameraState.ERROR]
+        assert worker.counters().errors == 1
+
+
+def test_worker_in_a_thread_stops_on_the_stop_event(still_video: Path, tmp_path: Path) -> None:
+    bus = InProcessBus()
+    stop = threading.Event()
+    worker = CameraWorker("s1", camera(still_video, loop=True), bus.publisher(), tmp_path, stop=stop)
+    worker.start_thread()
+    stop.set()
+    worker.join(5)
+    assert not worker.alive and worker.error is None
+
+
+def test_unreachable_camera_goes_offline_without_leaking_credentials(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
+    bus = InProcessBus()
+    cam = camera("rtsp://user:secret@127.0.0.1:1/x", offline_after_s=1.0)
+    worker = CameraWorker("s1", cam, bus.publisher(), tmp_path)
+    worker.setup()
+    assert worker.step() is True  # retryable: the loop goes on
+    worker.stop()
+    worker.shutdown()
+    records = drain(bus, Topic.CAMERA_HEALTH)
+    health = [CameraHealthMessage.from_bytes(r.value) for r in records]
+    assert [h.state for h in health] == [CameraState.OFFLINE]
+    assert "secret" not in health[0].detail and "127.0.0.1:1/x" in health[0].detail
+    assert "secret" not in caplog.text
+
+
+class FlakyPublisher:
+    """Refuses the first ``failures`` publishes, then accepts; records what it accepted."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.accepted: list[tuple[Topic, str, bytes]] = []
+
+    def publish(self, topic, key, value) -> None:
+        if self.failures > 0:
+            self.failures -= 1
+            raise BusError("broker unavailable")
+        self.accepted.append((topic, key, value))
+
+    def flush(self, timeout_s=None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TickingClock(FakeClock):
+    """Moves 0.1 s every time it is read, so retry deadlines pass while frames are processed."""
+
+    def monotonic(self) -> float:
+        self.advance(0.1)
+        return super().monotonic()
+
+
+def test_publish_failures_are_retried_in_order(motion_video: Path, tmp_path: Path) -> None:
+    publisher = FlakyPublisher(failures=3)
+    worker, _ = run_worker(camera(motion_video), tmp_path, publisher=publisher, clock=TickingClock())
+    topics = [t for t, _, _ in publisher.accepted]
+    assert topics[0] == Topic.CAMERA_HEALTH and topics[-1] == Topic.CAMERA_HEALTH  # ONLINE first, ENDED last
+    counters = worker.counters()
+    assert counters.clips_published == topics.count(Topic.CLIPS) > 0
+    assert counters.clips_dropped == 0 and counters.publish_retries > 0 and worker.pending == 0
+
+
+def test_retry_queue_is_bounded_and_drops_oldest(motion_video: Path, tmp_path: Path) -> None:
+    publisher = FlakyPublisher(failures=10**9)
+    bus = InProcessBus()
+    worker = CameraWorker(
+        "s1", camera(motion_video), publisher, tmp_path, clock=FakeClock(), retry_queue_size=2
+    )
+    worker.run()
+    counters = worker.counters()
+    assert worker.pending == 2
+    assert counters.clips_published == 0 and counters.clips_dropped > 0
+    del bus

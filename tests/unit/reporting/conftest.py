@@ -1,0 +1,73 @@
+"""Shared fixtures for reporting tests: a migrated SQLite database and helpers that insert rows."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from common.db import Database
+from common.models import Alert
+from common.schemas import AlertKind, AlertMessage, CameraHealthMessage, CameraState, ResultMessage
+from common.settings import Settings, load_settings
+
+_ids = itertools.count()
+
+
+def result(store: str, camera: str, at: datetime, probability: float, threshold: float = 0.5,
+           snapshot: str | None = None) -> ResultMessage:
+    n = next(_ids)
+    return ResultMessage(
+        clip_id=f"clip-{n}", store_id=store, camera_id=camera, captured_at=at, start_at=at - timedelta(seconds=4),
+        source_start_s=float(n), source_end_s=float(n) + 4, probability=probability, threshold=threshold,
+        model_version="test-1", snapshot_path=snapshot, inferred_at=at,
+    )
+
+
+def alert(store: str, camera: str, at: datetime, probability: float | None = 0.9,
+          kind: AlertKind = AlertKind.SUSPICIOUS_ACTIVITY, snapshot: str | None = None) -> AlertMessage:
+    return AlertMessage(
+        alert_id=f"alert-{next(_ids)}", alert_kind=kind, store_id=store, camera_id=camera, raised_at=at,
+        probability=probability, snapshot_path=snapshot, message="test alert",
+    )
+
+
+def health(store: str, camera: str, at: datetime, state: CameraState) -> CameraHealthMessage:
+    return CameraHealthMessage(event_id=f"ev-{next(_ids)}", store_id=store, camera_id=camera, state=state, at=at)
+
+
+def set_verdict(db: Database, alert_id: str, verdict: str | None, status: str = "acknowledged") -> None:
+    with db.session() as session:
+        session.execute(update(Alert).where(Alert.alert_id == alert_id).values(verdict=verdict, status=status))
+
+
+def make_settings(tmp_path: Path, **reporting: object) -> Settings:
+    return load_settings(overrides={
+        "stores": [
+            {"id": "store-a", "name": "Alpha Market", "timezone": "Europe/London",
+             "manager_emails": ["alpha-manager@example.com"],
+             "cameras": [{"id": "a-entrance", "name": "Alpha Entrance", "source": "a.mp4"},
+                         {"id": "a-aisle", "name": "Alpha Aisle 3", "source": "b.mp4"}]},
+            {"id": "store-b", "name": "Bravo Foods", "timezone": "America/New_York",
+             "cameras": [{"id": "b-till", "name": "Bravo Tills", "source": "c.mp4"}]},
+        ],
+        "reporting": {"output_dir": str(tmp_path / "reports"), **reporting},
+        "service": {"evidence_dir": str(tmp_path / "evidence")},
+    })
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database.from_url(f"sqlite:///{tmp_path}/x.db")
+    database.upgrade()
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path)

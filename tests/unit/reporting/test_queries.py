@@ -1,0 +1,130 @@
+"""Report aggregation: store isolation, time-zone bucketing, outcomes and camera offline time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from common.db import Database
+from common.schemas import AlertKind, CameraState
+from common.settings import Settings
+from reporting.queries import bin_start, load_report_data, local_days, time_bins
+
+from .conftest import alert, health, result, set_verdict
+
+LONDON = ZoneInfo("Europe/London")
+# A summer period in London (BST = UTC+1): local 1 Jul 00:00 to 3 Jul 00:00.
+START = datetime(2026, 7, 1, 0, 0, tzinfo=LONDON)
+END = datetime(2026, 7, 3, 0, 0, tzinfo=LONDON)
+
+
+def test_store_isolation(db: Database, settings: Settings) -> None:
+    at = datetime(2026, 7, 1, 12, 0, tzinfo=UTC)
+    db.write_results([result("store-a", "a-entrance", at, 0.9), result("store-b", "b-till", at, 0.9),
+                      result("store-b", "b-till", at, 0.8)])
+    db.write_alerts([alert("store-a", "a-entrance", at), alert("store-b", "b-till", at),
+                     alert("store-b", "b-till", at + timedelta(minutes=5))])
+    db.write_health_events([health("store-b", "b-till", at, CameraState.OFFLINE)])
+    store_a = settings.stores[0]
+
+    data = load_report_data(db, store_a, START, END)
+
+    assert data.clips == 1 and data.suspicious_clips == 1
+    assert data.alerts_raised == 1
+    assert {a.camera_id for a in data.alerts} == {"a-entrance"}
+    assert "b-till" not in data.camera_ids and "b-till" not in data.suspicious_series
+    assert not data.has_health_data and data.offline_s == 0
+
+
+def test_hourly_buckets_use_store_time_zone(db: Database, settings: Settings) -> None:
+    # 30 Jun 23:30 UTC is 1 Jul 00:30 BST: inside the period, in local hour 0 of 1 Jul.
+    # 1 Jul 22:59 UTC is 23:59 BST (hour 23); 2 Jul 23:10 UTC is 3 Jul 00:10 BST, outside the period.
+    times = [datetime(2026, 6, 30, 23, 30, tzinfo=UTC), datetime(2026, 6, 30, 23, 45, tzinfo=UTC),
+             datetime(2026, 7, 1, 22, 59, tzinfo=UTC), datetime(2026, 7, 2, 23, 10, tzinfo=UTC)]
+    db.write_results([result("store-a", "a-aisle", t, 0.95) for t in times])
+    db.write_results([result("store-a", "a-aisle", times[0], 0.1)])  # not suspicious
+
+    data = load_report_data(db, settings.stores[0], START, END)
+
+    assert data.bin_unit == "hour" and len(data.bin_starts) == 48
+    assert data.bin_starts[0] == START
+    assert data.suspicious_clips == 3 and data.clips == 4
+    assert data.suspicious_by_hour_of_day[0] == 2
+    assert data.suspicious_by_hour_of_day[23] == 1
+    assert sum(data.suspicious_by_hour_of_day) == 3
+    assert dict(data.suspicious_by_day) == {START.date(): 3, (START + timedelta(days=1)).date(): 0}
+    series = data.suspicious_series["a-aisle"]
+    assert series[0] == 2 and series[23] == 1 and sum(series) == 3
+    assert data.start.tzinfo == LONDON and data.start.hour == 0
+
+
+@pytest.mark.parametrize(
+    ("utc", "zone", "expected_local"),
+    [
+        ("2026-06-30T23:30:00+00:00", "Europe/London", "2026-07-01T00:00:00+01:00"),
+        ("2026-01-15T23:30:00+00:00", "Europe/London", "2026-01-15T23:00:00+00:00"),
+        ("2026-07-01T10:45:00+00:00", "Asia/Kolkata", "2026-07-01T16:00:00+05:30"),
+        ("2026-07-01T03:59:59+00:00", "America/New_York", "2026-06-30T23:00:00-04:00"),
+    ],
+)
+def test_bin_start(utc: str, zone: str, expected_local: str) -> None:
+    tz = ZoneInfo(zone)
+    key = bin_start(datetime.fromisoformat(utc), tz, "hour")
+    assert key.astimezone(tz).isoformat() == expected_local
+
+
+def test_bins_across_dst_change() -> None:
+    # London falls back on Sun 25 Oct 2026: that local day has 25 hours.
+    start = datetime(2026, 10, 25, 0, 0, tzinfo=LONDON)
+    end = datetime(2026, 10, 26, 0, 0, tzinfo=LONDON)
+    assert len(time_bins(start, end, LONDON, "hour")) == 25
+    assert local_days(start, end, LONDON) == [start.date()]
+    assert len(time_bins(START, START + timedelta(days=30), LONDON, "day")) == 30
+
+
+def test_long_periods_are_charted_per_day(db: Database, settings: Settings) -> None:
+    db.write_results([result("store-a", "a-aisle", datetime(2026, 7, 10, 12, tzinfo=UTC), 0.9)])
+    data = load_report_data(db, settings.stores[0], START, START + timedelta(days=30))
+    assert data.bin_unit == "day" and len(data.bin_starts) == 30
+    assert data.suspicious_series["a-aisle"][9] == 1
+
+
+def test_alert_outcomes_and_offline_time(db: Database, settings: Settings) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    alerts = [alert("store-a", "a-aisle", t0 + timedelta(minutes=i)) for i in range(5)]
+    alerts.append(alert("store-a", "a-aisle", t0, probability=None, kind=AlertKind.CAMERA_OFFLINE))
+    db.write_alerts(alerts)
+    set_verdict(db, alerts[0].alert_id, "theft")
+    set_verdict(db, alerts[1].alert_id, "false_alarm")
+    set_verdict(db, alerts[2].alert_id, "false_alarm")
+    set_verdict(db, alerts[3].alert_id, None)  # acknowledged but not judged
+    db.write_health_events([
+        # offline since before the period: counts from the period start
+        health("store-a", "a-entrance", START - timedelta(hours=5), CameraState.OFFLINE),
+        health("store-a", "a-entrance", START + timedelta(hours=2), CameraState.ONLINE),
+        health("store-a", "a-aisle", START + timedelta(hours=10), CameraState.ONLINE),
+        health("store-a", "a-aisle", START + timedelta(hours=11), CameraState.ERROR),
+        health("store-a", "a-aisle", START + timedelta(hours=11, minutes=30), CameraState.OFFLINE),
+        health("store-a", "a-aisle", START + timedelta(hours=12), CameraState.ONLINE),
+    ])
+
+    data = load_report_data(db, settings.stores[0], START, END)
+
+    assert data.alert_outcomes == {"theft": 1, "false_alarm": 2, "unreviewed": 2}
+    assert data.confirmed_thefts == 1 and data.false_alarms == 2 and data.alerts_raised == 6
+    by_cam = {c.camera_id: c for c in data.cameras}
+    assert by_cam["a-entrance"].offline_s == 2 * 3600
+    assert by_cam["a-aisle"].offline_s == 3600
+    assert by_cam["a-aisle"].alerts == 5 and by_cam["a-aisle"].offline_alerts == 1
+    aisle = [s for s in data.health_segments if s.camera_id == "a-aisle"]
+    assert [s.state for s in aisle] == ["unknown", "online", "offline", "online"]
+    assert aisle[-1].end == END
+
+
+def test_rejects_naive_or_empty_period(db: Database, settings: Settings) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        load_report_data(db, settings.stores[0], datetime(2026, 7, 1), datetime(2026, 7, 2))  # noqa: DTZ001
+    with pytest.raises(ValueError, match="empty"):
+        load_report_data(db, settings.stores[0], END, START)
