@@ -154,7 +154,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from inference.evaluate import evaluate
 
     setup_logging("INFO")
-    metrics = evaluate(Path(args.model), Path(args.dataset), Path(args.out))
+    metrics = evaluate(
+        Path(args.model), Path(args.dataset), Path(args.out),
+        split_path=Path(args.split) if args.split else None, threshold=args.threshold,
+    )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -163,8 +166,15 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from inference.classify import classify_videos
 
     setup_logging("WARNING")
-    model = Path(args.model) if args.model else load_settings(args.config).model.path
-    verdicts = classify_videos([Path(v) for v in args.videos], Path(model), Path(args.out), as_json=args.json)
+    settings = _settings(args)
+    model = Path(args.model) if args.model else settings.model.path
+    threshold = args.threshold
+    if threshold is None:
+        threshold = settings.alerts.threshold if settings.alerts.threshold is not None else settings.model.threshold
+    verdicts = classify_videos(
+        [Path(v) for v in args.videos], Path(model), Path(args.out), as_json=args.json, threshold=threshold,
+        window_s=args.window, stride_s=args.stride,
+    )
     failed = 0
     for verdict in verdicts:
         if args.json:
@@ -185,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aislewatch", description=__doc__)
     parser.add_argument("-c", "--config", help="YAML settings file (default: $AISLEWATCH_CONFIG, else defaults)")
     sub = parser.add_subparsers(dest="command", required=True)
+    # ``-c`` is accepted after the command too (``aislewatch infer -c FILE``, as documented); SUPPRESS keeps
+    # a value given before the command when it is not repeated after it.
+    config_option = argparse.ArgumentParser(add_help=False)
+    config_option.add_argument("-c", "--config", default=argparse.SUPPRESS, help="YAML settings file")
 
     config = sub.add_parser("config", help="check a configuration file").add_subparsers(dest="action", required=True)
     check = config.add_parser("check", help="validate FILE without starting anything")
@@ -192,16 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.set_defaults(func=cmd_config_check)
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="action", required=True)
-    db.add_parser("upgrade", help="create or upgrade the schema (Alembic)").set_defaults(func=cmd_db_upgrade)
+    db.add_parser(
+        "upgrade", parents=[config_option], help="create or upgrade the schema (Alembic)"
+    ).set_defaults(func=cmd_db_upgrade)
 
-    sub.add_parser("run", help="every stage in one process (embedded mode)").set_defaults(func=cmd_run)
-    sub.add_parser("ingest", help="camera capture → motion-gated clips → bus").set_defaults(func=cmd_ingest)
-    infer = sub.add_parser("infer", help="clips → ConvLSTM → results (one consumer-group member)")
+    serve = [config_option]
+    sub.add_parser("run", help="every stage in one process (embedded mode)", parents=serve).set_defaults(func=cmd_run)
+    sub.add_parser("ingest", help="camera capture → motion-gated clips → bus", parents=serve).set_defaults(func=cmd_ingest)
+    infer = sub.add_parser("infer", help="clips → ConvLSTM → results (one consumer-group member)", parents=serve)
     infer.add_argument("--workers", type=int, default=1, help="inference threads in this process")
     infer.set_defaults(func=cmd_infer)
-    sub.add_parser("alerts", help="results → rules → alerts and notifications").set_defaults(func=cmd_alerts)
+    sub.add_parser("alerts", help="results → rules → alerts and notifications", parents=serve).set_defaults(func=cmd_alerts)
 
-    report = sub.add_parser("report", help="render per-store PDF reports")
+    report = sub.add_parser("report", help="render per-store PDF reports", parents=serve)
     report.add_argument("--days", type=int, default=None, help="period in days (default: from settings)")
     report.add_argument("--schedule", action="store_true", help="keep running and render on the cron schedule")
     report.set_defaults(func=cmd_report)
@@ -242,13 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("model")
     evaluate.add_argument("dataset")
     evaluate.add_argument("--out", default="build/eval")
+    evaluate.add_argument("--split", default=None, help="split file (default: the one written beside the model)")
+    evaluate.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
     evaluate.set_defaults(func=cmd_evaluate)
 
     classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")
     classify.add_argument("videos", nargs="+")
     classify.add_argument("--model", default=None, help="model file (default: from settings)")
     classify.add_argument("--out", default="build/classify")
-    classify.add_argument("--json", action="store_true")
+    classify.add_argument("--json", action="store_true", help="print JSON verdicts")
+    classify.add_argument("--threshold", type=float, default=None, help="default: config, else the model's")
+    classify.add_argument("--window", type=float, default=4.0, help="seconds per window (20 frames)")
+    classify.add_argument("--stride", type=float, default=1.0, help="seconds between window starts")
     classify.set_defaults(func=cmd_classify)
 
     bench = sub.add_parser("bench", help="run the benchmarks into build/bench.json")

@@ -121,8 +121,8 @@ def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list
 def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     """Run the embedded pipeline end to end and write ``out/summary.json``."""
     from common.runtime import Pipeline, load_classifier
-    from inference.worker import InferenceWorker
     from common.scenes import GroundTruth
+    from inference.worker import InferenceWorker
     from reporting.pdf import render_store_report
 
     started = time.monotonic()

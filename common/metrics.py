@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-FRAMES_READ = Counter("aislewatch_frames_read_total", "Frames read from cameras", ["camera"])
-FRAMES_DROPPED = Counter("aislewatch_frames_dropped_total", "Frames dropped by ingest", ["camera"])
-CLIPS_PUBLISHED = Counter("aislewatch_clips_published_total", "Clips published to the bus", ["camera"])
-CAMERA_RECONNECTS = Counter("aislewatch_camera_reconnects_total", "Camera reconnect attempts", ["camera"])
 CLIPS_INFERRED = Counter("aislewatch_clips_inferred_total", "Clips classified by the model")
 RESULTS_WRITTEN = Counter("aislewatch_results_written_total", "New result rows written")
 BATCH_SIZE = Histogram(
@@ -26,7 +25,62 @@ BATCH_SECONDS = Histogram("aislewatch_batch_seconds", "Model time per inference 
 CONSUMER_LAG = Gauge("aislewatch_consumer_lag", "Records not yet processed", ["group"])
 ERRORS = Counter("aislewatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
-ALERTS_RAISED = Counter("aislewatch_alerts_raised_total", "Alerts raised", ["kind"])
+
+# Ingest and alert workers keep plain counters (cheap on the frame path); these collectors read them
+# at scrape time.  A restarted camera worker starts from zero, which Prometheus treats as a counter reset.
+_INGEST_FIELDS = {
+    "frames_read": "Frames read from the camera",
+    "frames_dropped": "Frames dropped (source behind real time or queue full)",
+    "clips_published": "Motion-gated clips published to the bus",
+    "clips_dropped": "Clips dropped because the publish retry queue was full",
+    "publish_retries": "Publish attempts retried after a bus error",
+    "health_events": "Camera health events published",
+    "reconnects": "Camera reconnect attempts",
+    "errors": "Camera errors (corrupt stream, failed open)",
+}
+
+
+class IngestCollector(Collector):
+    """Exports every camera worker's counters, labelled by camera."""
+
+    def __init__(self, counters: Callable[[], Iterable[Any]]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        snapshots = list(self._counters())
+        for field, help_text in _INGEST_FIELDS.items():
+            family = CounterMetricFamily(f"aislewatch_ingest_{field}", help_text, labels=["camera"])
+            for snap in snapshots:
+                family.add_metric([snap.camera_id], float(getattr(snap, field)))
+            yield family
+        online = GaugeMetricFamily("aislewatch_camera_streaming", "1 while the camera is streaming", labels=["camera"])
+        for snap in snapshots:
+            online.add_metric([snap.camera_id], 1.0 if snap.state == "streaming" else 0.0)
+        yield online
+
+
+class AlertCollector(Collector):
+    """Exports the alert worker's counters."""
+
+    def __init__(self, counters: Callable[[], dict[str, Any]]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        c = self._counters()
+        raised = CounterMetricFamily("aislewatch_alerts_raised", "Alerts raised", labels=["kind"])
+        for kind, n in c.get("alerts_raised", {}).items():
+            raised.add_metric([str(kind)], float(n))
+        yield raised
+        delivered = CounterMetricFamily("aislewatch_alert_deliveries", "Alert deliveries", labels=["channel", "outcome"])
+        for outcome, key in (("ok", "deliveries_ok"), ("failed", "deliveries_failed")):
+            for channel, n in c.get(key, {}).items():
+                delivered.add_metric([str(channel), outcome], float(n))
+        yield delivered
+
+
+def register_collector(collector: Collector) -> Collector:
+    REGISTRY.register(collector)
+    return collector
 
 HealthCheck = Callable[[], bool]
 

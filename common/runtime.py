@@ -126,6 +126,7 @@ class Pipeline:
     def start(self) -> None:
         svc = self.settings.service
         if svc.metrics_port:
+            self._register_collectors()
             self.health = HealthServer(svc.metrics_host, svc.metrics_port).start()
             for worker in self.workers:
                 self.health.add_check(worker.name, _alive_check(worker))
@@ -134,6 +135,17 @@ class Pipeline:
             worker.start_thread()
         if self.ingest is not None:
             self.ingest.start()
+
+    def _register_collectors(self) -> None:
+        from common.metrics import AlertCollector, IngestCollector, register_collector
+
+        ingest = self.ingest
+        if ingest is not None:
+            register_collector(IngestCollector(lambda: [w.counters() for w in ingest.workers.values()]))
+        for worker in self.workers:
+            counters = getattr(worker, "counters", None)
+            if worker.name == "alerts" and counters is not None:
+                register_collector(AlertCollector(counters))
 
     def reload(self, settings: Settings) -> None:
         self.settings = settings

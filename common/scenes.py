@@ -31,6 +31,7 @@ EVENT_KINDS: tuple[str, ...] = ("concealment", "normal_pickup", "put_back")
 
 STILL_GAP_S = 3.0  # empty aisle before, between and after episodes in a stream
 WINDOW_MARGIN_S = 0.4  # the act lies at least this far inside a shoplifting training window
+_VANISH_S = 0.25  # how long a concealed item takes to shrink out of sight at the body
 _SHIFT = 4  # cv2 sub-pixel drawing: coordinates are multiplied by 2**_SHIFT
 _ONE = 1 << _SHIFT
 
@@ -256,9 +257,9 @@ def make_scene(seed: int, width: int = 640, height: int = 360, *, drift: bool | 
     shelf_x0 = W * rng.uniform(0.21, 0.27)
     shelf_x1 = W * rng.uniform(0.73, 0.79)
     top, bottom = H * 0.07, H * 0.60
-    n_planks = 4
+    n_planks = 3  # few, tall shelves: items big enough to stay a clear blob at 64x64
     plank_ys = tuple(top + (k + 1) * (bottom - top) / n_planks for k in range(n_planks))
-    item_w = W * rng.uniform(0.055, 0.07)
+    item_w = W * rng.uniform(0.08, 0.10)
     item_h = min(item_w * rng.uniform(0.95, 1.25), 0.85 * (bottom - top) / n_planks)
     hues = (rng.uniform(0, 180) + np.arange(5) * 36 + rng.uniform(-8, 8, size=5)) % 180  # distinct groups
     slots: list[Slot] = []
@@ -499,7 +500,7 @@ def plan_episode(
     if kind not in EVENT_KINDS:
         raise ValueError(f"unknown episode kind {kind!r}")
     W, H = float(scene.width), float(scene.height)
-    P = H * rng.uniform(0.45, 0.65)
+    P = H * rng.uniform(0.6, 0.85)  # a close camera: people fill most of the frame height
     fy = H * rng.uniform(0.86, 0.97)
     jacket = _clothes(rng) if rng.random() < (0.65 if kind == "concealment" else 0.4) else None
     p_basket = {"normal_pickup": 1.0, "put_back": 0.6, "concealment": 0.45}[kind]
@@ -602,10 +603,10 @@ def plan_episode(
         else:
             bx0, by0, bx1, _ = _bag_geom(x_stand, fy, P, side)
             tgt = ((bx0 + bx1) / 2, by0 + 0.02 * P)
-        t += rng.uniform(0.4, 0.6)
+        t += rng.uniform(0.35, 0.5)
         keys.append((t, "hand", chest))
         t_look0 = t
-        t += rng.uniform(0.7, 1.0)
+        t += rng.uniform(0.6, 0.85)
         keys.append((t, "hand", chest))
         first = -side * 1.0
         head += [
@@ -614,10 +615,13 @@ def plan_episode(
             (t_look0 + (t - t_look0) * 0.7, -first),
             (t, 0.0),
         ]
-        dur = rng.uniform(0.9, 1.3)
+        # the item is carried, still in full view, to the jacket/pocket/bag, pressed against it for a
+        # moment, then vanishes there (shrinks over the last _VANISH_S): a distinct, well-lit act
+        dur = rng.uniform(0.6, 0.8)
         motion_rel = t
-        keys.append((t + dur * 0.6, "hand", _lerp(chest, tgt, 0.75)))
         t += dur
+        keys.append((t, "hand", tgt))
+        t += rng.uniform(0.3, 0.4) + _VANISH_S
         keys.append((t, "hidden", tgt))
         act_end_rel = t
         t += 0.3
@@ -748,10 +752,10 @@ def _draw_person(
     if hand is None:
         hand = _rest_hand(cx, fy, P, side, phase, walking)
     iw, ih = ep.item_size
-    # item scale while vanishing (last 40% of the hand-to-body motion)
+    # item scale while vanishing into the jacket/pocket/bag (the last _VANISH_S of the act)
     item_scale = 1.0
     if ep.kind == "concealment" and state == "hand":
-        span_start = ep.act_end - 0.4 * (ep.act_end - ep.motion_start)
+        span_start = ep.act_end - _VANISH_S
         if t > span_start:
             item_scale = max(0.0, 1.0 - (t - span_start) / max(1e-6, ep.act_end - span_start))
 

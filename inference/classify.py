@@ -206,6 +206,18 @@ def score_video(
         capture.release()
 
 
+def merge_spans(spans: list[WindowScore]) -> tuple[WindowScore, ...]:
+    """Merge time-overlapping spans (sorted by start) into one each, keeping the peak probability."""
+    merged: list[WindowScore] = []
+    for span in sorted(spans, key=lambda w: w.start_s):
+        if merged and span.start_s < merged[-1].end_s:
+            last = merged[-1]
+            merged[-1] = WindowScore(last.start_s, max(last.end_s, span.end_s), max(last.probability, span.probability))
+        else:
+            merged.append(span)
+    return tuple(merged)
+
+
 def decide(
     scores: list[WindowScore], threshold: float, min_consecutive: int = 2
 ) -> tuple[str, tuple[WindowScore, ...], tuple[WindowScore, ...]]:
@@ -218,14 +230,15 @@ def decide(
     above = np.array([s.probability >= threshold for s in scores])
     runs = sustained_runs(above, max(1, min(min_consecutive, len(scores))))
     flagged = tuple(s for a, b in runs for s in scores[a:b])
-    incidents = tuple(
-        WindowScore(scores[a].start_s, scores[b - 1].end_s, max(s.probability for s in scores[a:b])) for a, b in runs
+    incidents = merge_spans(
+        [WindowScore(scores[a].start_s, scores[b - 1].end_s, max(s.probability for s in scores[a:b])) for a, b in runs]
     )
     return (VERDICT_SHOPLIFTING if runs else VERDICT_NORMAL), flagged, incidents
 
 
 def plot_timeline(verdict: VideoVerdict, path: Path) -> None:
-    """Probability vs time: a point per window at its centre, the threshold line, windows above it shaded."""
+    """Probability vs time: a point per window at its centre, the threshold line, windows above it shaded
+    (orange), and the sustained runs that drove the verdict (red)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,11 +246,10 @@ def plot_timeline(verdict: VideoVerdict, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(10, 3.2))
     threshold = float(verdict.threshold or 0.5)
-    for w in verdict.windows:
-        if w.probability >= threshold:
-            ax.axvspan(w.start_s, w.end_s, color="tab:orange", alpha=0.12, lw=0)
-    for inc in verdict.incidents:
-        ax.axvspan(inc.start_s, inc.end_s, color="tab:red", alpha=0.18, lw=0)
+    for span in merge_spans([w for w in verdict.windows if w.probability >= threshold]):
+        ax.axvspan(span.start_s, span.end_s, color="tab:orange", alpha=0.2, lw=0)
+    for i, inc in enumerate(verdict.incidents):
+        ax.axvspan(inc.start_s, inc.end_s, color="tab:red", alpha=0.2, lw=0, label="sustained run" if i == 0 else None)
     centres = [(w.start_s + w.end_s) / 2 for w in verdict.windows]
     ax.plot(centres, [w.probability for w in verdict.windows], marker="o", ms=3, lw=1.5, label="P(shoplifting)")
     ax.axhline(threshold, color="tab:red", ls="--", lw=1, label=f"threshold {threshold:.3f}")

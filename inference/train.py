@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,11 +194,16 @@ def train(
     learning_rate: float = 1e-3,
     patience: int = 5,
     augment: bool = True,
+    min_epochs: int = 0,
+    lr_patience: int | None = None,
 ) -> TrainReport:
     """Train, calibrate and save a classifier from ``dataset_dir`` (one subfolder per class) to ``out_path``.
 
     ``cache_dir`` defaults to ``clip-cache/`` beside the model.  ``val_goal`` is the threshold goal on the
-    validation split (``"max_f1"`` or ``"min_precision=P"``).  Raises DatasetLayoutError for an
+    validation split (``"max_f1"`` or ``"min_precision=P"``).  ``patience`` epochs without a better
+    validation loss stop training (not before ``min_epochs``: a ConvLSTM can sit at chance for a few epochs
+    before its loss drops); ``lr_patience`` (default ``patience // 2``) such epochs halve the learning
+    rate.  ``augment`` adds random mirroring and brightness to training clips.  Raises DatasetLayoutError for an
     unrecognised folder layout and ValueError when a class has fewer than 3 usable videos.
     """
     parse_goal(val_goal)  # fail before hours of decoding
@@ -242,10 +248,13 @@ def train(
     )
     paths.checkpoint.parent.mkdir(parents=True, exist_ok=True)
     timer = _EpochTimer()
-    early = keras.callbacks.EarlyStopping(monitor="val_loss", patience=patience, restore_best_weights=True)
+    early = keras.callbacks.EarlyStopping(
+        monitor="val_loss", patience=patience, restore_best_weights=True, start_from_epoch=min_epochs
+    )
+    lr_wait = max(1, patience // 2) if lr_patience is None else max(1, lr_patience)
     callbacks = [
         early,
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=max(1, patience // 2), min_lr=1e-5),
+        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=lr_wait, min_lr=1e-5),
         keras.callbacks.ModelCheckpoint(str(paths.checkpoint), monitor="val_loss", save_best_only=True),
         timer,
     ]
@@ -256,7 +265,7 @@ def train(
         class_weight=class_weights(sets["train"].labels),
         callbacks=callbacks,
         shuffle=False,  # the tf.data pipeline shuffles
-        verbose=1 if progress else 0,
+        verbose=(1 if sys.stdout.isatty() else 2) if progress else 0,  # one line per epoch in logs
     )
     hist = {k: [float(v) for v in vals] for k, vals in history.history.items()}
     hist["epoch_seconds"] = timer.seconds

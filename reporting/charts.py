@@ -7,9 +7,11 @@ the axes instead of an empty grid.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import math
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import matplotlib.dates as mdates
 from matplotlib.axes import Axes
@@ -27,7 +29,9 @@ OUTCOME_STYLE = {
     "false_alarm": ("False alarm", "#7f8c8d"),
     "unreviewed": ("Not yet reviewed", "#e6a23c"),
 }
-STATE_COLOURS = {"online": "#2e9d5b", "offline": "#c0392b", "unknown": "#d5d8dc"}
+STATE_COLOURS = {"online": "#2e9d5b", "offline": "#c0392b", "ended": "#ffffff", "unknown": "#d5d8dc"}
+STATE_LABELS = {"online": "Online", "offline": "Offline / error", "ended": "Source ended (not an outage)",
+                "unknown": "No status known"}
 TEXT = "#222222"
 MUTED = "#666666"
 CHART_SIZE = (9.0, 4.2)
@@ -74,21 +78,55 @@ def _tz_label(data: ReportData) -> str:
     return f"time zone {data.timezone}"
 
 
+# Most ticks a label style can have without overlap on the narrowest time axis we draw (~4.5 in).
+_HHMM_TICKS, _DAY_HOUR_TICKS, _DATE_TICKS = 9, 7, 8
+
+
+def time_axis_style(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[mdates.DateLocator, str]:
+    """Tick locator and strftime format for a local time axis over [start, end), chosen by its length.
+
+    Up to a day: HH:MM; up to three days: weekday, date and hour; longer: dates (weekday for a week or so).
+    The step is the smallest whose most possible ticks (span // step + 1) keep the labels from overlapping.
+    """
+    hours = (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() / 3600
+    if hours <= 25:  # a local day is 25 h when the clocks go back
+        for minutes in (5, 10, 15, 20, 30):
+            if hours * 60 // minutes + 1 <= _HHMM_TICKS:
+                return mdates.MinuteLocator(byminute=range(0, 60, minutes), tz=tz), "%H:%M"
+        step = next(h for h in (1, 2, 3, 4, 6) if hours // h + 1 <= _HHMM_TICKS)
+        return mdates.HourLocator(byhour=range(0, 24, step), tz=tz), "%H:%M"
+    for step in (6, 12):
+        if hours // step + 1 <= _DAY_HOUR_TICKS:
+            return mdates.HourLocator(byhour=range(0, 24, step), tz=tz), "%a %d %b\n%H:%M"
+    days = hours / 24
+    for step in (1, 2, 3, 7, 14):
+        if days // step + 1 <= _DATE_TICKS:
+            if step == 7:
+                return mdates.WeekdayLocator(byweekday=mdates.MO, tz=tz), "%d %b"
+            return mdates.DayLocator(interval=step, tz=tz), "%a\n%d %b" if step == 1 else "%d %b"
+    months = math.ceil(days / 30 / (_DATE_TICKS - 1))
+    return mdates.MonthLocator(interval=months, tz=tz), "%b %Y"
+
+
 def _date_axis(ax: Axes, data: ReportData) -> None:
-    tz = data.tz
-    locator = mdates.AutoDateLocator(tz=tz, minticks=4, maxticks=9)
+    locator, fmt = time_axis_style(data.start, data.end, data.tz)
     ax.xaxis.set_major_locator(locator)
-    span = data.end - data.start
-    fmt = "%a %d %b\n%H:%M" if span <= timedelta(days=3) else "%a\n%d %b"
-    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=tz))
+    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=data.tz))
     ax.set_xlim(mdates.date2num(data.start), mdates.date2num(data.end))
+    last = data.end - timedelta(microseconds=1)
+    if data.end - data.start > timedelta(days=1):
+        where = ""
+    elif last.date() == data.start.date():
+        where = f" on {data.start:%a %d %b %Y}"
+    else:
+        where = f" from {data.start:%a %d %b} to {last:%a %d %b %Y}"
+    ax.set_xlabel(f"Local time{where} ({_tz_label(data)})", color=TEXT, fontsize=9)
 
 
 # -- suspicious activity over time ---------------------------------------------------------------------
 def draw_suspicious_over_time(ax: Axes, data: ReportData) -> None:
     unit = "hour" if data.bin_unit == "hour" else "day"
     _style(ax, f"Suspicious clips per {unit}")
-    ax.set_xlabel(f"Local time ({_tz_label(data)})", color=TEXT, fontsize=9)
     ax.set_ylabel("Suspicious clips (count)", color=TEXT, fontsize=9)
     _date_axis(ax, data)
     if not any(sum(v) for v in data.suspicious_series.values()):
@@ -224,32 +262,38 @@ def draw_uptime(ax: Axes, data: ReportData) -> None:
     _style(ax, "Camera status over the period")
     ax.grid(axis="y", visible=False)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.8)
-    ax.set_xlabel(f"Local time ({_tz_label(data)})", color=TEXT, fontsize=9)
     _date_axis(ax, data)
     if not data.has_health_data:
         _empty(ax, EMPTY_HEALTH)
         return
     cams = [c for c in data.cameras if any(s.camera_id == c.camera_id for s in data.health_segments)]
     for row, cam in enumerate(cams):
-        spans: dict[str, list[tuple[float, float]]] = {"online": [], "offline": [], "unknown": []}
+        spans: dict[str, list[tuple[float, float]]] = {state: [] for state in STATE_COLOURS}
         for s in data.health_segments:
             if s.camera_id == cam.camera_id:
                 x0 = mdates.date2num(s.start)
                 spans[s.state].append((x0, mdates.date2num(s.end) - x0))
         for state, ranges in spans.items():
             if ranges:
-                ax.broken_barh(ranges, (row - 0.3, 0.6), facecolors=STATE_COLOURS[state], linewidth=0)
+                ax.broken_barh(ranges, (row - 0.3, 0.6), **_state_style(state))
     ax.set_yticks(range(len(cams)), [_shorten(c.name, 22) for c in cams])
     ax.set_ylim(max(len(cams), 3) - 0.5, -0.5)
+    shown = {s.state for s in data.health_segments} | {"online", "offline"}
     ax.legend(
-        handles=[Patch(color=STATE_COLOURS[k], label=label) for k, label in
-                 (("online", "Online"), ("offline", "Offline / error"), ("unknown", "No status known"))],
+        handles=[Patch(label=STATE_LABELS[k], **_state_style(k)) for k in STATE_COLOURS if k in shown],
         fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0),
     )
 
 
+def _state_style(state: str) -> dict[str, object]:
+    """An ended source is drawn hatched on white, so it cannot be mistaken for an outage."""
+    if state == "ended":
+        return {"facecolor": STATE_COLOURS[state], "edgecolor": "#9aa5ad", "hatch": "////", "linewidth": 0.6}
+    return {"facecolor": STATE_COLOURS[state], "linewidth": 0}
+
+
 def uptime_chart(data: ReportData) -> Figure:
-    """A timeline per camera: online, offline/error, or unknown (no health event yet)."""
+    """A timeline per camera: online, offline/error, source ended, or unknown (no health event yet)."""
     fig = new_figure((9.0, max(2.6, 1.6 + 0.4 * len(data.cameras))))
     draw_uptime(fig.add_subplot(), data)
     return fig
@@ -283,6 +327,23 @@ def format_duration(seconds: float) -> str:
         return f"{hours} h {minutes:02d} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+def format_period_length(start: datetime, end: datetime) -> str:
+    """Human length of a report period: '2 hours', '1 day', '7 days', '1 day 6 hours', '45 minutes'.
+
+    A period from local midnight to local midnight counts calendar days, so a week across a DST change
+    is still '7 days' (not '6 days 23 hours').
+    """
+    if start.time() == end.time() == time(0) and end.date() > start.date():
+        days, minutes = (end.date() - start.date()).days, 0
+    else:
+        elapsed = end.astimezone(UTC) - start.astimezone(UTC)  # same-zone subtraction would use wall time
+        days, minutes = divmod(round(elapsed.total_seconds() / 60), 24 * 60)
+    hours, minutes = divmod(minutes, 60)
+    parts = [f"{n} {unit}{'' if n == 1 else 's'}" for n, unit in
+             ((days, "day"), (hours, "hour"), (minutes, "minute")) if n]
+    return " ".join(parts) or "0 minutes"
 
 
 def format_local(at: datetime, with_zone: bool = True) -> str:

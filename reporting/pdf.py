@@ -22,7 +22,7 @@ from PIL import Image
 from common.db import Database
 from common.settings import StoreSettings
 from reporting import charts
-from reporting.charts import MUTED, OUTCOME_STYLE, TEXT, format_duration, format_local
+from reporting.charts import MUTED, OUTCOME_STYLE, TEXT, format_duration, format_local, format_period_length
 from reporting.queries import AlertRow, ReportData, load_report_data
 
 log = logging.getLogger(__name__)
@@ -123,10 +123,10 @@ def _footer(fig: Figure, data: ReportData, page: int, total: int) -> None:
 
 
 def _period_text(data: ReportData, short: bool = False) -> str:
-    days = (data.end - data.start).total_seconds() / 86400
-    span = f"{days:g} day" + ("" if days == 1 else "s")
     if short:
-        return f"{data.start:%d %b %Y %H:%M} - {data.end:%d %b %Y %H:%M} ({data.timezone})"
+        end = f"{data.end:%H:%M}" if data.end.date() == data.start.date() else f"{data.end:%d %b %Y %H:%M}"
+        return f"{data.start:%d %b %Y %H:%M} - {end} ({data.timezone})"
+    span = format_period_length(data.start, data.end)
     return f"{format_local(data.start)}  to  {format_local(data.end)}  ({span})"
 
 
@@ -158,7 +158,7 @@ def _cover_page(data: ReportData, generated_at: datetime, total: int) -> Figure:
          f"{suspicious_alerts} suspicious, {offline_alerts} camera offline"),
         ("Confirmed thefts", f"{data.confirmed_thefts:,}", f"{unreviewed} alert(s) not yet reviewed"),
         ("False alarms", f"{data.false_alarms:,}", "judged by staff"),
-        ("Camera offline time", format_duration(data.offline_s), "all cameras together")
+        ("Camera offline time", format_duration(data.offline_s), "offline or error, all cameras")
         if data.has_health_data else ("Camera offline time", "n/a", "no camera status recorded"),
     ]
     tile_w, tile_h, gap = 2.2, 1.15, 0.235
@@ -223,7 +223,8 @@ def _chart_page(data: ReportData, section: str, page: int, total: int) -> Figure
     fig = _page(layout="constrained")
     engine = fig.get_layout_engine()
     assert isinstance(engine, ConstrainedLayoutEngine)
-    engine.set(rect=(0.04, 0.05, 0.92, 0.86), h_pad=0.15, hspace=0.08)
+    left = _x(fig, MARGIN)  # charts, their tick labels and legends stay inside the page margins
+    engine.set(rect=(left, 0.05, 1 - 2 * left, 0.86), h_pad=0.15, hspace=0.08)
     _header(fig, data, section)
     _footer(fig, data, page, total)
     return fig
@@ -252,8 +253,8 @@ COLUMNS = [  # x (inches), header, wrap width (characters)
     (1.9, "Time", 0),
     (3.25, "Camera", 20),
     (4.75, "Kind", 12),
-    (5.7, "Probability", 0),
-    (6.55, "Verdict (status)", 0),
+    (5.6, "Probability", 0),
+    (6.45, "Verdict (status)", 0),  # ends inside the right margin (7.67 in)
 ]
 
 

@@ -22,8 +22,13 @@ from common.db import Database
 from common.models import Alert, Camera, CameraHealthEvent, ClipResult
 from common.settings import StoreSettings
 
-DOWN_STATES = frozenset({"offline", "error", "ended"})
-"""Camera health states that count as 'not recording' for offline time."""
+DOWN_STATES = frozenset({"offline", "error"})
+"""Camera health states that count as an outage (offline time, drawn as offline)."""
+
+ENDED_STATES = frozenset({"ended"})
+"""A finite source (a video file) that reached its end: not an outage, so it never counts as offline time."""
+
+HealthCategory = Literal["online", "offline", "ended", "unknown"]
 
 HOURLY_BINS_UP_TO_DAYS = 14
 """Periods up to this long are charted per hour; longer ones per day."""
@@ -41,7 +46,7 @@ class CameraStats:
     """Suspicious-activity alerts raised for this camera."""
     offline_alerts: int = 0
     offline_s: float = 0.0
-    """Seconds in the period the camera was known to be offline/erroring/ended."""
+    """Seconds in the period the camera was known to be offline or erroring (an ended source is not)."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ class HealthSegment:
     camera_id: str
     start: datetime
     end: datetime
-    state: Literal["online", "offline", "unknown"]
+    state: HealthCategory
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,15 @@ def local_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
+def health_category(state: str | None) -> HealthCategory:
+    """How a camera health state is shown and counted: only OFFLINE/ERROR are outages."""
+    if state is None:
+        return "unknown"
+    if state in DOWN_STATES:
+        return "offline"
+    return "ended" if state in ENDED_STATES else "online"
+
+
 def _health_segments(
     cameras: list[str],
     initial: dict[str, str],
@@ -338,12 +352,7 @@ def _health_segments(
     start: datetime,
     end: datetime,
 ) -> tuple[list[HealthSegment], dict[str, float]]:
-    """Per camera, consecutive [from, to) segments of online / offline / unknown, and offline seconds."""
-
-    def category(state: str | None) -> Literal["online", "offline", "unknown"]:
-        if state is None:
-            return "unknown"
-        return "offline" if state in DOWN_STATES else "online"
+    """Per camera, consecutive [from, to) segments of online / offline / ended / unknown, and offline seconds."""
 
     by_camera: dict[str, list[CameraHealthEvent]] = defaultdict(list)
     for ev in events:
@@ -353,10 +362,10 @@ def _health_segments(
     for cid in cameras:
         if cid not in initial and cid not in by_camera:
             continue
-        current = category(initial.get(cid))
+        current = health_category(initial.get(cid))
         since = start
         for ev in by_camera.get(cid, []):
-            state = category(ev.state)
+            state = health_category(ev.state)
             if state == current:
                 continue
             if ev.at > since:

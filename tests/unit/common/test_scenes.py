@@ -146,7 +146,7 @@ def test_episode_plans_stay_within_the_brief():
     for i in range(60):
         kind = scenes.EVENT_KINDS[i % 3]
         ep = plan_episode(scene, kind, np.random.default_rng(i))
-        assert 0.45 <= ep.actor.height / 180 <= 0.65
+        assert 0.6 <= ep.actor.height / 180 <= 0.85
         assert 7.9 <= ep.duration <= 14.1
         assert 0 < ep.act_start < ep.act_end < ep.duration
         assert ep.act_end - ep.act_start <= 4.0 - 2 * WINDOW_MARGIN_S

@@ -69,21 +69,22 @@ def test_plan_windows(frames, fps, window_s, stride_s, starts) -> None:
 
 
 @pytest.mark.parametrize(
-    ("probabilities", "verdict", "flagged_starts"),
+    ("probabilities", "verdict", "flagged_starts", "incidents"),
     [
-        ([0.1, 0.9, 0.1, 0.9, 0.1], "normal", []),  # isolated spikes are not sustained
-        ([0.1, 0.9, 0.95, 0.2, 0.1], "shoplifting", [1, 2]),
-        ([0.6, 0.7, 0.2, 0.8, 0.9, 0.9], "shoplifting", [0, 1, 3, 4, 5]),
-        ([0.9], "shoplifting", [0]),  # a one-window video needs just that window
-        ([0.4], "normal", []),
+        ([0.1, 0.9, 0.1, 0.9, 0.1], "normal", [], []),  # isolated spikes are not sustained
+        ([0.1, 0.9, 0.95, 0.2, 0.1], "shoplifting", [1, 2], [(1, 6)]),
+        ([0.6, 0.7, 0.2, 0.2, 0.2, 0.8, 0.9, 0.9], "shoplifting", [0, 1, 5, 6, 7], [(0, 5), (5, 11)]),
+        ([0.6, 0.7, 0.2, 0.8, 0.9], "shoplifting", [0, 1, 3, 4], [(0, 8)]),  # overlapping runs merge
+        ([0.9], "shoplifting", [0], [(0, 4)]),  # a one-window video needs just that window
+        ([0.4], "normal", [], []),
     ],
 )
-def test_decide_needs_a_sustained_run(probabilities, verdict, flagged_starts) -> None:
+def test_decide_needs_a_sustained_run(probabilities, verdict, flagged_starts, incidents) -> None:
     scores = [WindowScore(float(i), i + 4.0, p) for i, p in enumerate(probabilities)]
-    label, flagged, incidents = decide(scores, threshold=0.5, min_consecutive=2)
+    label, flagged, found = decide(scores, threshold=0.5, min_consecutive=2)
     assert label == verdict
     assert [int(w.start_s) for w in flagged] == flagged_starts
-    assert sum(int(i.end_s - i.start_s) - 3 for i in incidents) == len(flagged_starts)
+    assert [(int(i.start_s), int(i.end_s)) for i in found] == incidents
 
 
 def test_classify_finds_the_incident_in_one_read(tmp_path: Path, model_path: Path, monkeypatch) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +87,23 @@ def test_cover_shows_headline_numbers(db: Database, settings: Settings, tmp_path
         assert label in text
     assert "2 h 00 min" in text  # a-aisle offline for two hours
     assert "Wed 01 Jul 2026 00:00 BST" in text  # period shown in the store's time zone
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "length"),
+    [
+        (datetime(2026, 7, 1, 9, 0, tzinfo=LONDON), datetime(2026, 7, 1, 11, 0, tzinfo=LONDON), "2 hours"),
+        (START, START + timedelta(days=1), "1 day"),
+        (datetime(2026, 10, 20, tzinfo=LONDON), datetime(2026, 10, 27, tzinfo=LONDON), "7 days"),  # across DST
+    ],
+)
+def test_cover_shows_period_length_in_words(
+    start: datetime, end: datetime, length: str, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    out = render_store_report(db, settings.stores[0], start, end, tmp_path / "p.pdf", generated_at=GENERATED)
+    text = " ".join(pdf_text(out).split())
+    assert f"({length})" in text
+    assert not re.search(r"\d\.\d+ days?", text)
 
 
 def test_empty_period_still_renders(db: Database, settings: Settings, tmp_path: Path) -> None:

@@ -123,6 +123,35 @@ def test_alert_outcomes_and_offline_time(db: Database, settings: Settings) -> No
     assert aisle[-1].end == END
 
 
+H = timedelta(hours=1)
+
+
+@pytest.mark.parametrize(
+    ("events", "offline_h", "states"),
+    [
+        # A file source that ends is not an outage: no offline time, drawn as 'ended'.
+        ([(0, CameraState.ONLINE), (1, CameraState.ENDED)], 0, ["online", "ended"]),
+        ([(-1, CameraState.ENDED)], 0, ["ended"]),  # ended before the period began
+        ([(0, CameraState.ENDED), (2, CameraState.ONLINE)], 0, ["ended", "online"]),
+        # OFFLINE and ERROR are outages and count.
+        ([(0, CameraState.ONLINE), (1, CameraState.OFFLINE)], 3, ["online", "offline"]),
+        ([(0, CameraState.ONLINE), (1, CameraState.ERROR), (2, CameraState.ONLINE)], 1,
+         ["online", "offline", "online"]),
+        ([(0, CameraState.OFFLINE), (1, CameraState.ENDED)], 1, ["offline", "ended"]),
+        ([(0, CameraState.ERROR), (1, CameraState.OFFLINE), (3, CameraState.ENDED)], 3, ["offline", "ended"]),
+    ],
+)
+def test_offline_time_counts_outages_not_ended_sources(
+    events: list[tuple[int, CameraState]], offline_h: int, states: list[str], db: Database, settings: Settings
+) -> None:
+    db.write_health_events([health("store-a", "a-aisle", START + n * H, state) for n, state in events])
+
+    data = load_report_data(db, settings.stores[0], START, START + 4 * H)
+
+    assert data.offline_s == offline_h * 3600
+    assert [s.state for s in data.health_segments if s.camera_id == "a-aisle"] == states
+
+
 def test_rejects_naive_or_empty_period(db: Database, settings: Settings) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         load_report_data(db, settings.stores[0], datetime(2026, 7, 1), datetime(2026, 7, 2))  # noqa: DTZ001

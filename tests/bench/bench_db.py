@@ -1,0 +1,281 @@
+"""Database write benchmark: result rows per second through ``Database.write_results``.
+
+Writes N synthetic clip results (50 000; quick: 5 000) in batches of ``database.write_batch_size`` (500)
+into a fresh schema (``Database.upgrade``), once on PostgreSQL (a throw-away server from
+``tests/integration/servers.py``) and once on SQLite (a file in a temporary directory), and reports
+rows/s including building the rows, the insert-ignore statement and the commit (what the inference
+worker pays per batch).  The target is 10 000 rows/s on PostgreSQL.
+
+For reference it also times, on the same PostgreSQL database, the same rows through a single
+multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING`` per batch built by hand,
+and a re-write of already-stored rows (the redelivery case: every row conflicts).
+
+Note: the harness's PostgreSQL runs with ``fsync=off`` and ``synchronous_commit=off``, so these numbers
+are an upper bound for a server with durable commits; batching is what keeps commit cost per row small.
+
+``run(quick=False) -> dict``; ``python3 -m tests.bench.bench_db [--quick]`` prints it as JSON.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from common.db import Database  # noqa: E402
+from common.schemas import ResultMessage  # noqa: E402
+from common.settings import DatabaseSettings, InferenceSettings  # noqa: E402
+from tests.integration.servers import PostgresServer  # noqa: E402
+
+TARGET_ROWS_PER_S = 10_000
+STORE_ID = "bench-store"
+CAMERAS = 16
+
+
+def make_results(n: int, offset: int = 0) -> list[ResultMessage]:
+    """``n`` distinct, valid result messages spread over ``CAMERAS`` cameras, one clip per second each."""
+    base = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+    out = []
+    for i in range(offset, offset + n):
+        camera = f"cam-{i % CAMERAS:02d}"
+        captured = base + timedelta(seconds=i // CAMERAS)
+        out.append(
+            ResultMessage(
+                clip_id=f"bench-{i:09d}",
+                store_id=STORE_ID,
+                camera_id=camera,
+                captured_at=captured,
+                start_at=captured - timedelta(seconds=4),
+                source_start_s=float(i // CAMERAS),
+                source_end_s=float(i // CAMERAS) + 4.0,
+                probability=(i % 100) / 100.0,
+                threshold=0.7,
+                model_version="bench",
+                snapshot_path=f"/evidence/{camera}/{i}.jpg",
+                inferred_at=captured + timedelta(milliseconds=300),
+            )
+        )
+    return out
+
+
+def _batches(items: list[ResultMessage], size: int) -> list[list[ResultMessage]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def time_write_results(db: Database, results: list[ResultMessage], batch_size: int) -> tuple[float, int]:
+    """Seconds to write every batch through ``Database.write_results``, and how many rows were new."""
+    written = 0
+    started = time.perf_counter()
+    for batch in _batches(results, batch_size):
+        written += db.write_results(batch)
+    return time.perf_counter() - started, written
+
+
+def _result_rows(batch: list[ResultMessage]) -> list[dict[str, Any]]:
+    """The same row dicts ``Database.write_results`` builds."""
+    now = datetime.now(UTC)
+    return [
+        {
+            "clip_id": r.clip_id, "store_id": r.store_id, "camera_id": r.camera_id,
+            "start_at": r.start_at, "captured_at": r.captured_at, "source_start_s": r.source_start_s,
+            "source_end_s": r.source_end_s, "probability": r.probability, "threshold": r.threshold,
+            "suspicious": r.probability >= r.threshold, "model_version": r.model_version,
+            "evidence_path": r.snapshot_path, "inferred_at": r.inferred_at, "stored_at": now,
+        }
+        for r in batch
+    ]  # fmt: skip
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format (NULL is \\N)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def copy_insert_ignore(db: Database, table: Any, rows: list[dict[str, Any]], key: str) -> int:
+    """The proposed PostgreSQL path for ``Database._insert_ignore``: COPY into a session-local staging
+    table, then one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING`` (same idempotence)."""
+    if not rows:
+        return 0
+    columns = list(rows[0])
+    cols = ", ".join(columns)
+    stage = f"_stage_{table.name}"
+    buffer = io.StringIO()
+    for row in rows:
+        buffer.write("\t".join(_copy_text(row[c]) for c in columns))
+        buffer.write("\n")
+    buffer.seek(0)
+    with db.engine.begin() as connection:
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(
+                f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                f"SELECT {cols} FROM {table.name} WITH NO DATA"
+            )
+            cursor.copy_expert(f"COPY {stage} ({cols}) FROM STDIN", buffer)
+            cursor.execute(
+                f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} "
+                f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+            )
+            return len(cursor.fetchall())
+        finally:
+            cursor.close()
+
+
+def time_copy(db: Database, results: list[ResultMessage], batch_size: int) -> tuple[float, int]:
+    """Seconds (and new rows) for the same batches through ``copy_insert_ignore``."""
+    from common.models import ClipResult
+
+    written = 0
+    started = time.perf_counter()
+    for batch in _batches(results, batch_size):
+        written += copy_insert_ignore(db, ClipResult.__table__, _result_rows(batch), "clip_id")
+    return time.perf_counter() - started, written
+
+
+def _prepare(db: Database) -> None:
+    from sqlalchemy import text
+
+    db.upgrade()
+    empty = "TRUNCATE clip_results" if db.dialect == "postgresql" else "DELETE FROM clip_results"
+    with db.engine.begin() as connection:  # no dead tuples left behind (the harness runs without autovacuum)
+        connection.execute(text(empty))
+
+
+def _count(db: Database) -> int:
+    from sqlalchemy import text
+
+    with db.engine.connect() as connection:
+        return int(connection.execute(text("SELECT count(*) FROM clip_results")).scalar_one())
+
+
+CHUNKS = 5  # rows are written in this many chunks, alternating the paths compared (fair under shared load)
+
+
+def _rate(rows: int, seconds: float) -> int:
+    return round(rows / seconds) if seconds > 0 else 0
+
+
+def _backend(db: Database, results: list[ResultMessage], batch_size: int, with_copy: bool = False) -> dict:
+    """Write ``results`` through ``write_results`` (and, with ``with_copy``, the COPY path on other ids)."""
+    _prepare(db)
+    db.write_results(make_results(batch_size, offset=10_000_000))  # warm-up: connection, statement caches
+    if with_copy:
+        time_copy(db, make_results(batch_size, offset=11_000_000), batch_size)
+    copy_results = make_results(len(results), offset=30_000_000) if with_copy else []
+    chunk = -(-len(results) // CHUNKS)
+    seconds = copy_seconds = 0.0
+    written = copy_written = 0
+    chunk_rates, copy_chunk_rates = [], []
+    for start in range(0, len(results), chunk):
+        part = results[start : start + chunk]
+        s, w = time_write_results(db, part, batch_size)
+        seconds, written = seconds + s, written + w
+        chunk_rates.append(_rate(len(part), s))
+        if with_copy:
+            s, w = time_copy(db, copy_results[start : start + chunk], batch_size)
+            copy_seconds, copy_written = copy_seconds + s, copy_written + w
+            copy_chunk_rates.append(_rate(len(part), s))
+    rewrite_n = min(len(results), 5 * batch_size)
+    rewrite_s, rewritten = time_write_results(db, results[:rewrite_n], batch_size)
+    # What one inference worker writes per model batch (inference.max_batch_size rows at most).
+    small = make_results(min(len(results), 10_000), offset=20_000_000)
+    small_batch = InferenceSettings().max_batch_size
+    small_s, _ = time_write_results(db, small, small_batch)
+    section = {
+        "rows": len(results),
+        "rows_written": written,
+        "seconds": round(seconds, 3),
+        "rows_per_s": _rate(len(results), seconds),
+        "best_chunk_rows_per_s": max(chunk_rates),
+        "ms_per_batch": round(seconds / -(-len(results) // batch_size) * 1e3, 2),
+        "redelivered_rows_per_s": _rate(rewrite_n, rewrite_s),
+        "redelivered_rows_new": rewritten,
+        f"rows_per_s_batches_of_{small_batch}": _rate(len(small), small_s),
+    }
+    if with_copy:
+        recopy_s, recopied = time_copy(db, copy_results[: 5 * batch_size], batch_size)
+        section["copy_stage"] = {
+            "rows_per_s": _rate(len(copy_results), copy_seconds),
+            "best_chunk_rows_per_s": max(copy_chunk_rates),
+            "rows_written": copy_written,
+            "ms_per_batch": round(copy_seconds / -(-len(results) // batch_size) * 1e3, 2),
+            "redelivered_rows_per_s": _rate(5 * batch_size, recopy_s),
+            "redelivered_rows_new": recopied,
+            "speedup": round(seconds / copy_seconds, 2),
+        }
+    return section
+
+
+def _insert_mode(db: Database) -> str:
+    dialect = db.engine.dialect
+    use = getattr(dialect, "use_insertmanyvalues", False)
+    page = getattr(dialect, "insertmanyvalues_page_size", None)
+    return f"insertmanyvalues (page size {page})" if use else "executemany"
+
+
+def run(quick: bool = False) -> dict:
+    """Rows/s through ``Database.write_results`` on PostgreSQL and SQLite, batches of write_batch_size."""
+    n_rows = 5_000 if quick else 50_000
+    batch_size = DatabaseSettings().write_batch_size
+    results = make_results(n_rows)
+
+    report: dict = {"rows": n_rows, "batch_size": batch_size, "target_rows_per_s": TARGET_ROWS_PER_S}
+
+    with tempfile.TemporaryDirectory(prefix="aislewatch-bench-db-") as tmp:
+        sqlite_db = Database.from_url(f"sqlite:///{Path(tmp) / 'bench.db'}")
+        try:
+            report["sqlite"] = _backend(sqlite_db, results, batch_size)
+            report["sqlite"]["insert_mode"] = _insert_mode(sqlite_db)
+        finally:
+            sqlite_db.close()
+
+    server = PostgresServer()
+    try:
+        server.start()
+        url = server.new_database(prefix="bench")
+        pg = Database.from_url(url)
+        try:
+            section = _backend(pg, results, batch_size, with_copy=True)
+            section["insert_mode"] = _insert_mode(pg)
+            section["server_version"] = ".".join(map(str, pg.engine.dialect.server_version_info or ()))
+            section["server_settings"] = "fsync=off, synchronous_commit=off (test harness)"
+            report["postgres"] = section
+        finally:
+            pg.close()
+            server.drop_database(url)
+    finally:
+        server.close()
+
+    report["rows_per_s"] = report["postgres"]["rows_per_s"]
+    report["sqlite_rows_per_s"] = report["sqlite"]["rows_per_s"]
+    report["target_met"] = report["rows_per_s"] >= TARGET_ROWS_PER_S
+    report["copy_stage_rows_per_s"] = report["postgres"]["copy_stage"]["rows_per_s"]
+    report["copy_stage_target_met"] = report["copy_stage_rows_per_s"] >= TARGET_ROWS_PER_S
+    report["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    report["cpu_count"] = os.cpu_count()
+    return report
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(quick="--quick" in sys.argv[1:]), indent=2, default=str))

@@ -1,0 +1,400 @@
+"""Scaled mode against the real servers: RTSP cameras → ingest → Kafka → inference workers → PostgreSQL.
+
+Every role runs in its own process (``python -m common.cli ingest|infer|alerts -c FILE``), configured by
+one YAML file plus the environment (database password, credentialed camera URLs).  The cameras are four
+live, looping RTSP streams of synthetic store scenes behind RTSP basic authentication.  Published clips are
+counted by a consumer group of the test's own that reads the whole clips topic, and compared with the
+result rows in PostgreSQL: every published clip id must have exactly one row, and no other rows exist.
+
+The two inference workers load the same random-weights model under two versions, so ``model_version``
+of a result row says which worker stored it.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scaled_helpers import (
+    STORE_ID,
+    ClipCollector,
+    DatabaseProbe,
+    RandomModels,
+    RoleProcess,
+    RoleProcesses,
+    camera_ids_on_distinct_partitions,
+    end_offsets,
+    read_topic,
+    render_scenes,
+    split_password,
+    stores_env,
+    wait_until,
+    write_config,
+)
+from servers import PostgresServer, RtspServer
+
+from common.kafka_bus import KafkaBus
+from common.schemas import ClipHeader, ClipMessage, DeadLetter, Topic
+
+pytestmark = pytest.mark.slow
+
+VERSION_A, VERSION_B = "it-random-a", "it-random-b"
+OFFLINE_AFTER_S = 2.0
+OFFLINE_ALERT_AFTER_S = 3.0
+
+
+@dataclass(frozen=True)
+class Assets:
+    videos: list[Path]
+    models: dict[str, Path]
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory: pytest.TempPathFactory) -> Assets:
+    """Four 20 s store scenes with a shopper walking in each, and the random model (built meanwhile)."""
+    models = RandomModels(tmp_path_factory.mktemp("models"), [VERSION_A, VERSION_B])
+    videos = render_scenes(tmp_path_factory.mktemp("scenes"), 4, duration_s=20.0)
+    return Assets(videos, models.wait())
+
+
+@dataclass
+class Scaled:
+    """One scaled deployment under test: its RTSP cameras, configuration, processes and probes."""
+
+    tmp: Path
+    rtsp: RtspServer
+    camera_ids: list[str]
+    bus_settings: object
+    bootstrap: str
+    topic_prefix: str
+    procs: RoleProcesses
+    db: DatabaseProbe
+    db_password: str
+    models: dict[str, Path]
+    secrets: list[str] = field(default_factory=list)
+    collector: ClipCollector | None = None
+
+    # -- processes ------------------------------------------------------------------------------------
+    def start_ingest(self) -> RoleProcess:
+        credentialed = {cid: self.rtsp.url(cid) for cid in self.camera_ids}
+        return self.procs.start("ingest", "ingest", {"AISLEWATCH__STORES": stores_env(credentialed, OFFLINE_AFTER_S)})
+
+    def start_infer(self, name: str, version: str) -> RoleProcess:
+        env = {"AISLEWATCH__MODEL__PATH": str(self.models[version]), "AISLEWATCH__DATABASE__PASSWORD": self.db_password}
+        return self.procs.start(name, "infer", env)
+
+    def start_alerts(self) -> RoleProcess:
+        return self.procs.start("alerts", "alerts", {"AISLEWATCH__DATABASE__PASSWORD": self.db_password})
+
+    def start_collector(self) -> ClipCollector:
+        self.collector = ClipCollector(self.bus_settings).start()
+        return self.collector
+
+    def diagnostics(self) -> str:
+        parts = [self.procs.diagnostics()]
+        if self.collector is not None:
+            ids, records, malformed = self.collector.snapshot()
+            parts.append(f"--- collector: {len(ids)} clip ids, {records} records, {malformed} malformed")
+        rows = self.db.results()
+        parts.append(f"--- database: {'unreachable' if rows is None else f'{len(rows)} result rows'}")
+        return "\n".join(parts)
+
+    def wait(self, condition, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
+        return wait_until(condition, timeout_s, what, self.diagnostics)
+
+    def assert_alive(self, *names: str) -> None:
+        dead = [n for n in names if not self.procs[n].alive]
+        assert not dead, f"processes exited early: {dead}\n{self.diagnostics()}"
+
+    # -- checks ---------------------------------------------------------------------------------------
+    def stop_ingest_and_drain(self, timeout_s: float = 90.0) -> set[str]:
+        """SIGTERM ingest, read the whole clips topic, wait until every clip has its row; the clip ids."""
+        code = self.procs["ingest"].terminate()
+        assert code == 0, f"ingest exited with {code} on SIGTERM\n{self.diagnostics()}"
+        collector = self.collector
+        assert collector is not None
+        clips_topic = self.topic_prefix + Topic.CLIPS.value
+        self.wait(
+            lambda: collector.snapshot()[1] == end_offsets(self.bootstrap, clips_topic),
+            60,
+            "the collector to read every record of the clips topic",
+        )
+        assert collector.error is None, f"collector failed: {collector.error!r}"
+        published, _, _ = collector.snapshot()
+        assert published, f"no clip was published\n{self.diagnostics()}"
+        self.wait(
+            lambda: published <= set(self.db.result_ids()),
+            timeout_s,
+            f"result rows for all {len(published)} published clips",
+        )
+        return published
+
+    def assert_exactly_once(self, published: set[str]) -> list:  # type: ignore[type-arg]
+        """Every published clip id has exactly one result row, and there are no other rows."""
+        rows = self.db.results()
+        assert rows is not None
+        per_clip = Counter(r.clip_id for r in rows)
+        doubled = {cid: n for cid, n in per_clip.items() if n != 1}
+        assert not doubled, f"clips with more than one row: {doubled}"
+        assert not self.db.duplicated_clip_ids()
+        missing = published - per_clip.keys()
+        unknown = per_clip.keys() - published
+        assert not missing, f"{len(missing)} published clips have no result row: {sorted(missing)[:5]}"
+        assert not unknown, f"{len(unknown)} result rows for clips never published: {sorted(unknown)[:5]}"
+        assert len(rows) == len(per_clip) == len(published)
+        return rows
+
+    def assert_no_secret_in_logs(self) -> None:
+        for name, text in self.procs.logs().items():
+            for secret in self.secrets:
+                assert secret not in text, f"a password appears in the {name} log"
+
+
+@pytest.fixture
+def scaled(  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    assets: Assets,
+    rtsp_server_factory,
+    kafka_bus_settings,
+    kafka_topic_prefix: str,
+    pg_url: str,
+) -> Iterator[Scaled]:
+    """Four credentialed RTSP cameras and the configuration of a scaled deployment; processes started by the test."""
+    camera_ids = camera_ids_on_distinct_partitions(4, kafka_bus_settings.partitions)
+    rtsp_password = f"cam-{uuid.uuid4().hex}"
+    rtsp = rtsp_server_factory(dict(zip(camera_ids, assets.videos, strict=True)), username="it-cam", password=rtsp_password)
+    database_url, db_password = split_password(pg_url)
+    assert db_password
+    evidence = tmp_path / "evidence"
+    config = write_config(
+        tmp_path / "aislewatch.yaml",
+        cameras={cid: rtsp.url(cid, credentials=False) for cid in camera_ids},
+        database_url=database_url,
+        bus_bootstrap=kafka_bus_settings.bootstrap_servers[0],
+        topic_prefix=kafka_topic_prefix,
+        group_id=f"it-infer-{kafka_topic_prefix.rstrip('.')}",
+        evidence_dir=evidence,
+        offline_after_s=OFFLINE_AFTER_S,
+        offline_alert_after_s=OFFLINE_ALERT_AFTER_S,
+    )
+    text = config.read_text()
+    assert rtsp_password not in text and db_password not in text, "secrets must stay out of the YAML"
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    harness = Scaled(
+        tmp=tmp_path,
+        rtsp=rtsp,
+        camera_ids=camera_ids,
+        bus_settings=kafka_bus_settings,
+        bootstrap=kafka_bus_settings.bootstrap_servers[0],
+        topic_prefix=kafka_topic_prefix,
+        procs=RoleProcesses(logs, config),
+        db=DatabaseProbe(pg_url),
+        db_password=db_password,
+        models=assets.models,
+        secrets=[rtsp_password, db_password],
+    )
+    try:
+        yield harness
+    finally:
+        harness.procs.close()
+        if harness.collector is not None:
+            harness.collector.close()
+        harness.db.close()
+
+
+# -- 1 + 2: four cameras, two workers, one of them SIGKILLed ---------------------------------------------
+
+
+def test_four_cameras_two_workers_one_row_per_clip_through_a_sigkill(scaled: Scaled) -> None:
+    """Every published clip gets exactly one row, also across a worker killed mid-stream (and the rebalance)."""
+    scaled.start_collector()
+    scaled.start_infer("infer-a", VERSION_A)
+    victim = scaled.start_infer("infer-b", VERSION_B)
+    scaled.start_ingest()
+
+    def rows_by_version() -> dict[str, list]:  # type: ignore[type-arg]
+        by: dict[str, list] = {VERSION_A: [], VERSION_B: []}  # type: ignore[type-arg]
+        for row in scaled.db.results() or []:
+            by[row.model_version].append(row)
+        return by
+
+    # Both workers share the load: one consumer group, each worker owns two cameras' partitions.
+    scaled.wait(lambda: all(rows_by_version().values()), 120, "result rows from both inference workers")
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+    b_cameras = {r.camera_id for r in rows_by_version()[VERSION_B]}
+    assert b_cameras, "worker b owned no camera"
+
+    killed_at = datetime.now(UTC)
+    victim.kill()
+    assert victim.returncode == -signal.SIGKILL
+    # After the session timeout the survivor takes over the dead worker's partitions and infers the
+    # clips the dead worker left uncommitted (or that arrived since) — of every camera the victim served.
+    scaled.wait(
+        lambda: b_cameras
+        <= {r.camera_id for r in rows_by_version()[VERSION_A] if r.captured_at > killed_at},
+        90,
+        f"worker a to take over cameras {sorted(b_cameras)} of the killed worker",
+    )
+    scaled.assert_alive("ingest", "infer-a")
+
+    published = scaled.stop_ingest_and_drain()
+    rows = scaled.assert_exactly_once(published)
+    assert {r.camera_id for r in rows} == set(scaled.camera_ids), "every camera's clips reached the database"
+    assert {r.model_version for r in rows} == {VERSION_A, VERSION_B}
+    assert len(published) >= 12, f"too few clips for a meaningful check: {len(published)}"
+
+    assert scaled.procs["infer-a"].terminate() == 0, scaled.diagnostics()
+    scaled.assert_no_secret_in_logs()
+
+
+# -- 4 + 5: PostgreSQL restarted mid-run, and a malformed clip ------------------------------------------
+
+
+def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
+    scaled: Scaled, postgres_server: PostgresServer
+) -> None:
+    """Results written across a PostgreSQL restart are neither lost nor doubled; bad clips are dead-lettered."""
+    scaled.start_collector()
+    scaled.start_infer("infer-a", VERSION_A)
+    scaled.start_infer("infer-b", VERSION_B)
+    scaled.start_ingest()
+    scaled.wait(lambda: len(scaled.db.result_ids()) >= 4, 120, "the first result rows")
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+
+    collector = scaled.collector
+    assert collector is not None
+    published_before_outage = len(collector.snapshot()[0])
+    postgres_server.stop()
+    try:
+        # Clips keep coming while the database is away; the workers hold their batches and retry.
+        scaled.wait(
+            lambda: len(collector.snapshot()[0]) >= published_before_outage + 6
+            and any("result write failed" in p.log_text() for n, p in scaled.procs.processes.items() if n != "ingest"),
+            60,
+            "clips published during the outage, and a worker retrying its result write",
+        )
+    finally:
+        postgres_server.start()
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+
+    # A malformed clip, then a good one on the same camera (same partition, so it is behind the bad one).
+    camera = scaled.camera_ids[0]
+    bad_payload = b"not a clip: " + uuid.uuid4().hex.encode()
+    good_id = f"it-good-{uuid.uuid4().hex[:12]}"
+    now = datetime.now(UTC)
+    frames = np.random.default_rng(7).integers(0, 255, (20, 64, 64, 3), dtype=np.uint8)
+    header = ClipHeader(
+        clip_id=good_id, store_id=STORE_ID, camera_id=camera, captured_at=now, start_at=now,
+        source_start_s=0.0, source_end_s=1.0, shape=(20, 64, 64, 3),
+    )  # fmt: skip
+    bus = KafkaBus.from_settings(scaled.bus_settings)  # type: ignore[arg-type]
+    try:
+        publisher = bus.publisher()
+        publisher.publish(Topic.CLIPS, camera, bad_payload)
+        publisher.publish(Topic.CLIPS, camera, ClipMessage(header, frames).to_bytes())
+        publisher.flush()
+    finally:
+        bus.close()
+
+    scaled.wait(lambda: good_id in scaled.db.result_ids(), 60, "the good clip after the malformed one to get its row")
+
+    def dead_letters(values: list[bytes]) -> list[DeadLetter]:
+        letters = [DeadLetter.from_bytes(v) for v in values]
+        return [d for d in letters if bytes.fromhex(d.payload_hex) == bad_payload]
+
+    values = read_topic(scaled.bus_settings, Topic.DEAD_LETTER, 60, lambda vs: bool(dead_letters(vs)))
+    letters = dead_letters(values)
+    assert len(letters) >= 1, f"the malformed clip is not in the dead-letter topic\n{scaled.diagnostics()}"
+    letter = letters[0]
+    assert letter.source_topic == Topic.CLIPS.value
+    assert letter.key == camera
+    assert "bad magic" in letter.reason
+    assert letter.payload_len == len(bad_payload)
+
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+    published = scaled.stop_ingest_and_drain()
+    assert collector.snapshot()[2] == 1, "the collector saw the one malformed record"
+    assert good_id in published
+    rows = scaled.assert_exactly_once(published)
+    assert len(rows) > published_before_outage + 6
+    for name in ("infer-a", "infer-b"):
+        assert scaled.procs[name].terminate() == 0, scaled.diagnostics()
+    scaled.assert_no_secret_in_logs()
+
+
+# -- 3: the RTSP server stopped and restarted -------------------------------------------------------------
+
+
+def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(scaled: Scaled) -> None:
+    """Cameras report OFFLINE then ONLINE around an RTSP outage; an outage past the limit alerts once."""
+    scaled.start_alerts()
+    scaled.start_ingest()
+    cameras = set(scaled.camera_ids)
+
+    def states(state: str, after: datetime | None = None) -> set[str]:
+        return {c for c, s, at, _ in scaled.db.health_events() if s == state and (after is None or at > after)}
+
+    scaled.wait(lambda: states("online") == cameras, 60, "every camera ONLINE")
+    scaled.assert_alive("ingest", "alerts")
+
+    stopped_at = datetime.now(UTC)
+    scaled.rtsp.stop()
+    try:
+        scaled.wait(lambda: states("offline", stopped_at) == cameras, 30, "every camera OFFLINE")
+
+        def offline_alerts() -> list[tuple[str, str, str]]:
+            return [a for a in scaled.db.alerts() if a[0] == "camera_offline"]
+
+        scaled.wait(
+            lambda: {a[1] for a in offline_alerts()} == cameras,
+            30,
+            f"a camera_offline alert for every camera (offline longer than {OFFLINE_ALERT_AFTER_S} s)",
+        )
+    finally:
+        restarted_at = datetime.now(UTC)
+        scaled.rtsp.start()
+    scaled.wait(lambda: states("online", restarted_at) == cameras, 60, "every camera ONLINE again after the restart")
+    # Give the rule a chance to (wrongly) raise again: longer than the limit, after the reconnect.
+    quiet_until = datetime.now(UTC).timestamp() + OFFLINE_ALERT_AFTER_S + 2
+    wait_until(lambda: datetime.now(UTC).timestamp() >= quiet_until, 10, "a quiet period", interval_s=0.2)
+    scaled.assert_alive("ingest", "alerts")
+
+    events = scaled.db.health_events()
+    for camera in cameras:
+        sequence = [s for c, s, at, _ in events if c == camera]
+        assert sequence[0] == "online" and "offline" in sequence, f"{camera}: {sequence}"
+        assert sequence[-1] == "online", f"{camera} did not come back: {sequence}"
+        # The outage is one OFFLINE (not one per reconnect attempt), and it ends with ONLINE.
+        after_stop = [s for c, s, at, _ in events if c == camera and at > stopped_at]
+        assert after_stop == ["offline", "online"], f"{camera}: {after_stop}"
+    alerts = scaled.db.alerts()
+    per_camera = Counter(camera for kind, camera, _ in alerts if kind == "camera_offline")
+    assert per_camera == dict.fromkeys(cameras, 1), f"exactly one camera_offline alert per camera: {alerts}"
+    assert all(kind == "camera_offline" for kind, _, _ in alerts), alerts
+    for _, camera, message in alerts:
+        assert camera in message and STORE_ID in message
+    details = " ".join(d for *_, d in events)
+    assert all(secret not in details for secret in scaled.secrets), "a password reached the health events"
+
+    assert scaled.procs["ingest"].terminate() == 0, scaled.diagnostics()
+    assert scaled.procs["alerts"].terminate() == 0, scaled.diagnostics()
+    scaled.assert_no_secret_in_logs()
+
+
+def test_role_processes_accept_the_config_option_after_the_command() -> None:
+    """``aislewatch infer -c FILE`` (as documented) and ``aislewatch -c FILE infer`` both read FILE."""
+    from common.cli import build_parser
+
+    parser = build_parser()
+    for role in ("ingest", "infer", "alerts", "run"):
+        assert parser.parse_args([role, "-c", "after.yaml"]).config == "after.yaml"
+        assert parser.parse_args(["-c", "before.yaml", role]).config == "before.yaml"
+        assert parser.parse_args([role]).config is None
