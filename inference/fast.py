@@ -11,8 +11,8 @@ compiled ``model(x, training=False)``; on the torch backend the path is a batche
 
 from __future__ import annotations
 
-import logging
 import functools
+import logging
 import os
 from collections.abc import Callable, Sequence
 from typing import Any

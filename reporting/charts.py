@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import matplotlib.dates as mdates
@@ -285,7 +285,7 @@ def draw_uptime(ax: Axes, data: ReportData) -> None:
     )
 
 
-def _state_style(state: str) -> dict[str, object]:
+def _state_style(state: str) -> dict[str, Any]:
     """An ended source is drawn hatched on white, so it cannot be mistaken for an outage."""
     if state == "ended":
         return {"facecolor": STATE_COLOURS[state], "edgecolor": "#9aa5ad", "hatch": "////", "linewidth": 0.6}

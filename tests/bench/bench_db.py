@@ -6,9 +6,12 @@ into a fresh schema (``Database.upgrade``), once on PostgreSQL (a throw-away ser
 rows/s including building the rows, the insert-ignore statement and the commit (what the inference
 worker pays per batch).  The target is 10 000 rows/s on PostgreSQL.
 
-For reference it also times, on the same PostgreSQL database, the same rows through a single
-multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT DO NOTHING RETURNING`` per batch built by hand,
-and a re-write of already-stored rows (the redelivery case: every row conflicts).
+For reference it also times, on the same PostgreSQL database and interleaved chunk by chunk with the
+``write_results`` run (so both see the same load on a shared machine), the fix proposed for
+``common/db.py``: ``COPY`` into a session-local staging table, then one ``INSERT ... SELECT ... ON
+CONFLICT DO NOTHING RETURNING`` per batch (``copy_stage``).  Also: a re-write of already-stored rows (the
+redelivery case: every row conflicts) and batches of ``inference.max_batch_size`` (32), what one
+inference worker writes per model batch.
 
 Note: the harness's PostgreSQL runs with ``fsync=off`` and ``synchronous_commit=off``, so these numbers
 are an upper bound for a server with durable commits; batching is what keeps commit cost per row small.
@@ -160,13 +163,6 @@ def _prepare(db: Database) -> None:
     empty = "TRUNCATE clip_results" if db.dialect == "postgresql" else "DELETE FROM clip_results"
     with db.engine.begin() as connection:  # no dead tuples left behind (the harness runs without autovacuum)
         connection.execute(text(empty))
-
-
-def _count(db: Database) -> int:
-    from sqlalchemy import text
-
-    with db.engine.connect() as connection:
-        return int(connection.execute(text("SELECT count(*) FROM clip_results")).scalar_one())
 
 
 CHUNKS = 5  # rows are written in this many chunks, alternating the paths compared (fair under shared load)

@@ -177,7 +177,8 @@ def write_config(
     config = {
         "stores": stores_section(cameras, offline_after_s),
         "model": {"threshold": 0.5},  # so the alerts role does not load the model for its threshold
-        "inference": {"max_batch_size": 16, "max_wait_ms": 100, "group_id": group_id},
+        # Batches of at most 4: three batch buckets to warm up at start instead of five.
+        "inference": {"max_batch_size": 4, "max_wait_ms": 100, "group_id": group_id},
         "alerts": {"n_of_m": [2, 3], "cooldown_s": 30, "offline_alert_after_s": offline_alert_after_s},
         "database": {"url": database_url, "retry_max_s": 2.0, "pool_size": 2},
         "bus": {

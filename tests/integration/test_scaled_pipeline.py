@@ -13,6 +13,7 @@ of a result row says which worker stored it.
 from __future__ import annotations
 
 import signal
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -80,6 +81,12 @@ class Scaled:
     models: dict[str, Path]
     secrets: list[str] = field(default_factory=list)
     collector: ClipCollector | None = None
+    phases: list[tuple[float, str]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def phase(self, what: str) -> None:
+        """Note when a phase of the test was reached (shown with the diagnostics)."""
+        self.phases.append((time.monotonic() - self.started, what))
 
     # -- processes ------------------------------------------------------------------------------------
     def start_ingest(self) -> RoleProcess:
@@ -98,7 +105,7 @@ class Scaled:
         return self.collector
 
     def diagnostics(self) -> str:
-        parts = [self.procs.diagnostics()]
+        parts = [self.procs.diagnostics(), "--- phases: " + ", ".join(f"{t:.0f}s {w}" for t, w in self.phases)]
         if self.collector is not None:
             ids, records, malformed = self.collector.snapshot()
             parts.append(f"--- collector: {len(ids)} clip ids, {records} records, {malformed} malformed")
@@ -107,7 +114,9 @@ class Scaled:
         return "\n".join(parts)
 
     def wait(self, condition, timeout_s: float, what: str):  # type: ignore[no-untyped-def]
-        return wait_until(condition, timeout_s, what, self.diagnostics)
+        value = wait_until(condition, timeout_s, what, self.diagnostics)
+        self.phase(what)
+        return value
 
     def assert_alive(self, *names: str) -> None:
         dead = [n for n in names if not self.procs[n].alive]
@@ -204,6 +213,7 @@ def scaled(  # type: ignore[no-untyped-def]
     try:
         yield harness
     finally:
+        print("phases:", "; ".join(f"{t:.1f}s {w}" for t, w in harness.phases))
         harness.procs.close()
         if harness.collector is not None:
             harness.collector.close()
@@ -234,6 +244,7 @@ def test_four_cameras_two_workers_one_row_per_clip_through_a_sigkill(scaled: Sca
 
     killed_at = datetime.now(UTC)
     victim.kill()
+    scaled.phase("infer-b killed")
     assert victim.returncode == -signal.SIGKILL
     # After the session timeout the survivor takes over the dead worker's partitions and infers the
     # clips the dead worker left uncommitted (or that arrived since) — of every camera the victim served.
@@ -273,6 +284,7 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
     assert collector is not None
     published_before_outage = len(collector.snapshot()[0])
     postgres_server.stop()
+    scaled.phase("postgres stopped")
     try:
         # Clips keep coming while the database is away; the workers hold their batches and retry.
         scaled.wait(
@@ -283,6 +295,7 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
         )
     finally:
         postgres_server.start()
+        scaled.phase("postgres started")
     scaled.assert_alive("ingest", "infer-a", "infer-b")
 
     # A malformed clip, then a good one on the same camera (same partition, so it is behind the bad one).
@@ -347,6 +360,7 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
 
     stopped_at = datetime.now(UTC)
     scaled.rtsp.stop()
+    scaled.phase("rtsp stopped")
     try:
         scaled.wait(lambda: states("offline", stopped_at) == cameras, 30, "every camera OFFLINE")
 
@@ -361,6 +375,7 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
     finally:
         restarted_at = datetime.now(UTC)
         scaled.rtsp.start()
+        scaled.phase("rtsp started")
     scaled.wait(lambda: states("online", restarted_at) == cameras, 60, "every camera ONLINE again after the restart")
     # Give the rule a chance to (wrongly) raise again: longer than the limit, after the reconnect.
     quiet_until = datetime.now(UTC).timestamp() + OFFLINE_ALERT_AFTER_S + 2
