@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -22,6 +24,7 @@ from common.schemas import AlertMessage, CameraHealthMessage, ResultMessage, utc
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_LOCK_KEY = 0x41574442  # "AWDB": advisory lock serializing schema upgrades and store syncs (PostgreSQL)
 T = TypeVar("T")
 
 
@@ -76,6 +79,11 @@ class Database:
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
+            if self.dialect == "postgresql":
+                # Scaled mode starts several workers at once: without this lock two of them create the
+                # schema concurrently and one fails (duplicate alembic_version).  The lock is released when
+                # this transaction ends; the next process then finds the schema up to date.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             config.attributes["connection"] = connection
             command.upgrade(config, revision)
 
@@ -130,6 +138,37 @@ class Database:
             result = connection.execute(stmt.returning(getattr(table.c, key)), list(rows))
             return len(result.fetchall())
 
+    def _copy_insert_ignore(self, table: Any, rows: Sequence[dict[str, Any]], key: str) -> int:
+        """PostgreSQL bulk path: COPY into a session-local staging table, then one
+        ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.  Same idempotence as ``_insert_ignore``, but the
+        server parses one small statement instead of a multi-row VALUES text (2-3x the rows/s, see bench db).
+        """
+        if not rows:
+            return 0
+        columns = list(rows[0])
+        cols = ", ".join(columns)
+        stage = f"_stage_{table.name}"
+        buffer = io.StringIO()
+        for row in rows:
+            buffer.write("\t".join(_copy_text(row[c]) for c in columns))
+            buffer.write("\n")
+        buffer.seek(0)
+        with self.engine.begin() as connection:
+            cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+                    f"SELECT {cols} FROM {table.name} WITH NO DATA"
+                )
+                cursor.copy_expert(f"COPY {stage} ({cols}) FROM STDIN", buffer)
+                cursor.execute(
+                    f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {stage} "
+                    f"ON CONFLICT ({key}) DO NOTHING RETURNING {key}"
+                )
+                return len(cursor.fetchall())
+            finally:
+                cursor.close()
+
     def write_results(self, results: Sequence[ResultMessage]) -> int:
         """Insert results; a clip already stored is ignored.  Returns how many rows were new."""
         now = utc_now()
@@ -152,6 +191,8 @@ class Database:
             }
             for r in _unique(results, lambda r: r.clip_id)
         ]
+        if self.dialect == "postgresql":
+            return self._copy_insert_ignore(ClipResult.__table__, rows, "clip_id")
         return self._insert_ignore(ClipResult.__table__, rows, "clip_id")
 
     def write_alerts(self, alerts: Sequence[AlertMessage]) -> int:
@@ -192,6 +233,9 @@ class Database:
     def sync_stores(self, settings: Any) -> None:
         """Make the stores and cameras tables match the configuration (adds and renames, never deletes)."""
         with self.session() as session:
+            if self.dialect == "postgresql":
+                # merge() is select-then-insert: processes starting together would insert the same rows.
+                session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY})
             for store in settings.stores:
                 session.merge(Store(id=store.id, name=store.name, timezone=store.timezone))
                 for camera in store.cameras:
@@ -229,6 +273,22 @@ def _unique(items: Sequence[T], key: Callable[[T], str]) -> list[T]:
             seen.add(k)
             out.append(item)
     return out
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str:
+    """One value in PostgreSQL's COPY text format (NULL is \\N)."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return str(value).translate(_COPY_ESCAPES)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -151,16 +150,14 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
 
     def progress() -> None:
         now = time.monotonic()
-        if now - last_line[0] < 2.0:
+        if now - last_line[0] < 5.0:
             return
         last_line[0] = now
         counters = [w.counters() for w in pipeline.ingest.workers.values()]
         frames = sum(c.frames_read for c in counters)
         clips = sum(c.clips_published for c in counters)
         inferred = sum(w.stats.clips for w in pipeline.workers if isinstance(w, InferenceWorker))
-        sys.stdout.write(f"\r  frames {frames:6d}  clips {clips:4d}  classified {inferred:4d}  "
-                         f"elapsed {now - started:5.0f} s")
-        sys.stdout.flush()
+        _say(f"  frames {frames:6d}  clips {clips:4d}  classified {inferred:4d}  elapsed {now - started:5.0f} s")
 
     try:
         drained = pipeline.drain(timeout_s=240, progress=progress)
@@ -169,7 +166,6 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     ingest_counters = [w.counters() for w in pipeline.ingest.workers.values()]
     clips_published = sum(c.clips_published for c in ingest_counters)
     frames_read = sum(c.frames_read for c in ingest_counters)
-    sys.stdout.write("\n")
     failed = pipeline.failed_worker()
     if failed is not None:
         raise RuntimeError(f"{failed.name} failed: {failed.error}")

@@ -72,6 +72,17 @@ def _alive_check(worker: Worker) -> Callable[[], bool]:
     return lambda: worker.alive
 
 
+def model_threshold(settings: Settings) -> float:
+    """The model's calibrated threshold from its metadata sidecar, without loading the model."""
+    from inference.model import ModelMetadata
+
+    sidecar = ModelMetadata.sidecar_path(Path(settings.model.path))
+    if sidecar.exists():
+        return ModelMetadata.from_json(sidecar.read_text()).threshold
+    log.warning("no metadata beside %s; alert threshold 0.5", settings.model.path)
+    return 0.5
+
+
 @dataclass
 class Pipeline:
     """Whichever roles this process runs, sharing one bus and one database."""
@@ -106,8 +117,7 @@ class Pipeline:
             assert db is not None
             threshold = settings.model.threshold
             if threshold is None:
-                classifier = classifier or load_classifier(settings)
-                threshold = classifier.threshold
+                threshold = classifier.threshold if classifier is not None else model_threshold(settings)
             pipeline.workers.append(AlertWorker.from_settings(settings, bus, db, threshold, stop))
         if "infer" in roles:
             from inference.worker import InferenceWorker
@@ -126,8 +136,8 @@ class Pipeline:
     def start(self) -> None:
         svc = self.settings.service
         if svc.metrics_port:
-            self._register_collectors()
             self.health = HealthServer(svc.metrics_host, svc.metrics_port).start()
+            self._register_collectors()
             for worker in self.workers:
                 self.health.add_check(worker.name, _alive_check(worker))
             log.info("metrics and health on http://%s:%d/metrics", svc.metrics_host, self.health.port)
@@ -142,6 +152,9 @@ class Pipeline:
         ingest = self.ingest
         if ingest is not None:
             register_collector(IngestCollector(lambda: [w.counters() for w in ingest.workers.values()]))
+            assert self.health is not None
+            # Healthy while the supervisor runs; an offline camera shows in metrics and alerts instead.
+            self.health.add_check("ingest", lambda: not ingest.stop_event.is_set())
         for worker in self.workers:
             counters = getattr(worker, "counters", None)
             if worker.name == "alerts" and counters is not None:

@@ -26,7 +26,12 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "inference" / "bundled" / "convlstm.keras"
 
@@ -89,10 +94,16 @@ class ClipSettings(Section):
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the evidence snapshot")
 
 
+_ENV_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
 class CameraSettings(Section):
     id: str = Field(description="Unique camera id, used as the Kafka key", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str = Field("", description="Human-readable camera name")
-    source: str = Field(description="RTSP URL or video file path; credentials belong in the environment")
+    source: str = Field(
+        description="RTSP URL or video file path; ${VAR} placeholders are filled from the environment, so "
+        "credentials stay out of the file, e.g. rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5/stream1"
+    )
     fps: float = Field(15.0, gt=0, le=120, description="Expected frame rate of the source")
     realtime: bool = Field(False, description="For files: pace reading at the video's frame rate")
     loop: bool = Field(False, description="For files: start again at the end")
@@ -106,6 +117,18 @@ class CameraSettings(Section):
         if not self.name:
             object.__setattr__(self, "name", self.id)
         return self
+
+    @field_validator("source")
+    @classmethod
+    def _placeholders_are_set(cls, source: str) -> str:
+        missing = [name for name in _ENV_PLACEHOLDER.findall(source) if name not in os.environ]
+        if missing:
+            raise ValueError(f"environment variable(s) {', '.join(missing)} used in the source are not set")
+        return source
+
+    def resolved_source(self) -> str:
+        """The source with ${VAR} placeholders filled from the environment (never log the result)."""
+        return _ENV_PLACEHOLDER.sub(lambda m: os.environ.get(m.group(1), ""), self.source)
 
 
 class StoreSettings(Section):
@@ -234,6 +257,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="AISLEWATCH__",
         env_nested_delimiter="__",
+        secrets_nested_delimiter="__",  # type: ignore[typeddict-unknown-key]
         extra="forbid",
         validate_assignment=True,
     )
@@ -258,7 +282,10 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         yaml_source = _YamlSource(settings_cls, _YAML_DATA.get() or {})
-        return (init_settings, env_settings, yaml_source, file_secret_settings)
+        # Secret files (Docker/Kubernetes secrets) named like the variables, e.g. aislewatch__database__password,
+        # in the directory AISLEWATCH_SECRETS_DIR names.
+        secrets = NestedSecretsSettingsSource(file_secret_settings)
+        return (init_settings, env_settings, secrets, yaml_source)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Settings:
@@ -365,8 +392,11 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     if overrides:
         data = _deep_merge(data, overrides)
     token = _YAML_DATA.set(data)
+    secrets_dir = os.environ.get("AISLEWATCH_SECRETS_DIR")
+    if secrets_dir and not Path(secrets_dir).is_dir():
+        raise ConfigError(source, [f"AISLEWATCH_SECRETS_DIR={secrets_dir} is not a directory"])
     try:
-        return Settings()
+        return Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValidationError as exc:
         lines = _yaml_line_index(text) if text else {}
         problems = [_describe(err, lines) for err in exc.errors()]

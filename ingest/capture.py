@@ -178,7 +178,7 @@ class VideoSource:
         """A source configured from a camera's settings (timeouts follow ``offline_after_s``)."""
         timeout = max(1.0, min(camera.offline_after_s, 30.0))
         return cls(
-            camera.source,
+            camera.resolved_source(),
             fps=camera.fps,
             realtime=camera.realtime,
             loop=camera.loop,

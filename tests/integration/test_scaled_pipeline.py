@@ -240,19 +240,18 @@ def test_four_cameras_two_workers_one_row_per_clip_through_a_sigkill(scaled: Sca
     scaled.wait(lambda: all(rows_by_version().values()), 120, "result rows from both inference workers")
     scaled.assert_alive("ingest", "infer-a", "infer-b")
     b_cameras = {r.camera_id for r in rows_by_version()[VERSION_B]}
-    assert b_cameras, "worker b owned no camera"
 
     killed_at = datetime.now(UTC)
     victim.kill()
     scaled.phase("infer-b killed")
     assert victim.returncode == -signal.SIGKILL
-    # After the session timeout the survivor takes over the dead worker's partitions and infers the
-    # clips the dead worker left uncommitted (or that arrived since) — of every camera the victim served.
+    # After the session timeout the survivor owns every partition: it stores results of all four cameras,
+    # including those the killed worker served, for clips captured after the kill.
+    cameras = set(scaled.camera_ids)
     scaled.wait(
-        lambda: b_cameras
-        <= {r.camera_id for r in rows_by_version()[VERSION_A] if r.captured_at > killed_at},
+        lambda: cameras <= {r.camera_id for r in rows_by_version()[VERSION_A] if r.captured_at > killed_at},
         90,
-        f"worker a to take over cameras {sorted(b_cameras)} of the killed worker",
+        f"worker a to take over every camera (the killed worker served {sorted(b_cameras)})",
     )
     scaled.assert_alive("ingest", "infer-a")
 
@@ -287,11 +286,13 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
     scaled.phase("postgres stopped")
     try:
         # Clips keep coming while the database is away; the workers hold their batches and retry.
+        outage_until = time.monotonic() + 6.0
         scaled.wait(
-            lambda: len(collector.snapshot()[0]) >= published_before_outage + 6
+            lambda: time.monotonic() >= outage_until
+            and len(collector.snapshot()[0]) >= published_before_outage + 6
             and any("result write failed" in p.log_text() for n, p in scaled.procs.processes.items() if n != "ingest"),
             60,
-            "clips published during the outage, and a worker retrying its result write",
+            "6 s of outage with clips published meanwhile, and a worker retrying its result write",
         )
     finally:
         postgres_server.start()
@@ -384,9 +385,8 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
 
     events = scaled.db.health_events()
     for camera in cameras:
-        sequence = [s for c, s, at, _ in events if c == camera]
-        assert sequence[0] == "online" and "offline" in sequence, f"{camera}: {sequence}"
-        assert sequence[-1] == "online", f"{camera} did not come back: {sequence}"
+        before_stop = [s for c, s, at, _ in events if c == camera and at <= stopped_at]
+        assert before_stop[-1:] == ["online"], f"{camera} was not online before the outage: {before_stop}"
         # The outage is one OFFLINE (not one per reconnect attempt), and it ends with ONLINE.
         after_stop = [s for c, s, at, _ in events if c == camera and at > stopped_at]
         assert after_stop == ["offline", "online"], f"{camera}: {after_stop}"
@@ -413,3 +413,44 @@ def test_role_processes_accept_the_config_option_after_the_command() -> None:
         assert parser.parse_args([role, "-c", "after.yaml"]).config == "after.yaml"
         assert parser.parse_args(["-c", "before.yaml", role]).config == "before.yaml"
         assert parser.parse_args([role]).config is None
+
+
+def test_workers_starting_together_share_one_fresh_database(pg_url: str, tmp_path: Path) -> None:
+    """Role processes start at once against an empty database: schema upgrade and store sync must not race."""
+    import threading
+
+    from common.db import Database
+    from common.settings import load_settings
+
+    config = tmp_path / "stores.yaml"
+    config.write_text(
+        "stores:\n  - id: s1\n    cameras:\n"
+        + "".join(f"      - {{id: c{i}, source: c{i}.mp4}}\n" for i in range(4)),
+        encoding="utf-8",
+    )
+    settings = load_settings(config)
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(4)
+
+    def start_one() -> None:
+        db = Database.from_url(pg_url)
+        try:
+            barrier.wait()
+            db.upgrade()
+            db.sync_stores(settings)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=start_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, [f"{type(e).__name__}: {str(e).splitlines()[0]}" for e in errors]
+    probe = DatabaseProbe(pg_url)
+    try:
+        assert probe._query("SELECT count(*) FROM cameras") == [(4,)]
+    finally:
+        probe.close()

@@ -113,3 +113,23 @@ def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["config", "check", str(write(tmp_path, "alerts:\n  cooldown_s: -5\n"))]) == 2
     err = capsys.readouterr().err
     assert "alerts.cooldown_s" in err and "-5" in err
+
+
+def test_camera_credentials_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = "stores:\n  - id: a\n    cameras:\n      - {id: c, source: 'rtsp://${CAM_USER}:${CAM_PASS}@10.0.0.5/s'}\n"
+    with pytest.raises(ConfigError, match="CAM_USER, CAM_PASS"):
+        load_settings(write(tmp_path, text))
+    monkeypatch.setenv("CAM_USER", "admin")
+    monkeypatch.setenv("CAM_PASS", "hunter2")
+    _, camera = load_settings(write(tmp_path, text)).camera("c")
+    assert "hunter2" not in camera.source
+    assert camera.resolved_source() == "rtsp://admin:hunter2@10.0.0.5/s"
+
+
+def test_secrets_are_read_from_secret_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "aislewatch__database__password").write_text("from-a-file")
+    monkeypatch.setenv("AISLEWATCH_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("AISLEWATCH__DATABASE__URL", "postgresql+psycopg2://aw@db/aislewatch")
+    assert load_settings(None).database_url() == "postgresql+psycopg2://aw:from-a-file@db/aislewatch"
