@@ -411,7 +411,17 @@ class KafkaBusConsumer:
                 fetch_max_bytes=max(52_428_800, fetch_bytes),
                 **bus._common_config(),
             )
-            consumer.subscribe([bus.topic_name(topic) for topic in self._topics], listener=_Listener())
+            names = [bus.topic_name(topic) for topic in self._topics]
+            # Join only once this client's metadata lists the topics' partitions.  Topics created moments
+            # ago may be missing from it: the first assignment is then empty, and the rejoin that follows
+            # the metadata update can be lost by kafka-python 3.0 (its join completes while need_rejoin()
+            # already says False), leaving the member idle with no partitions.
+            deadline = time.monotonic() + t.topic_ready_timeout_s
+            while not all(consumer.partitions_for_topic(name) for name in names):
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.1)
+            consumer.subscribe(names, listener=_Listener())
         except Exception as exc:
             raise BusError(f"cannot reach Kafka at {bus._servers()}: {_describe(exc)}") from exc
         self._consumer = consumer

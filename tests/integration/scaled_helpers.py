@@ -441,9 +441,10 @@ class DatabaseProbe:
         rows = self._query("SELECT camera_id, state, at, detail FROM camera_health_events ORDER BY at, id")
         return [] if rows is None else [(r[0], r[1], r[2], r[3]) for r in rows]
 
-    def alerts(self) -> list[tuple[str, str, str]]:
-        rows = self._query("SELECT kind, camera_id, message FROM alerts ORDER BY raised_at, id")
-        return [] if rows is None else [(r[0], r[1], r[2]) for r in rows]
+    def alerts(self) -> list[tuple[str, str, str, datetime]]:
+        """(kind, camera id, message, raised at) of every alert, oldest first."""
+        rows = self._query("SELECT kind, camera_id, message, raised_at FROM alerts ORDER BY raised_at, id")
+        return [] if rows is None else [(r[0], r[1], r[2], r[3]) for r in rows]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -18,7 +18,8 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -365,7 +366,7 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
     try:
         scaled.wait(lambda: states("offline", stopped_at) == cameras, 30, "every camera OFFLINE")
 
-        def offline_alerts() -> list[tuple[str, str, str]]:
+        def offline_alerts() -> list[tuple[str, str, str, datetime]]:
             return [a for a in scaled.db.alerts() if a[0] == "camera_offline"]
 
         scaled.wait(
@@ -384,18 +385,28 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
     scaled.assert_alive("ingest", "alerts")
 
     events = scaled.db.health_events()
+    alerts = scaled.db.alerts()
+    assert all(kind == "camera_offline" for kind, *_ in alerts), alerts
     for camera in cameras:
         before_stop = [s for c, s, at, _ in events if c == camera and at <= stopped_at]
         assert before_stop[-1:] == ["online"], f"{camera} was not online before the outage: {before_stop}"
-        # The outage is one OFFLINE (not one per reconnect attempt), and it ends with ONLINE.
-        after_stop = [s for c, s, at, _ in events if c == camera and at > stopped_at]
-        assert after_stop == ["offline", "online"], f"{camera}: {after_stop}"
-    alerts = scaled.db.alerts()
-    per_camera = Counter(camera for kind, camera, _ in alerts if kind == "camera_offline")
-    assert per_camera == dict.fromkeys(cameras, 1), f"exactly one camera_offline alert per camera: {alerts}"
-    assert all(kind == "camera_offline" for kind, _, _ in alerts), alerts
-    for _, camera, message in alerts:
-        assert camera in message and STORE_ID in message
+        # One OFFLINE per outage (not one per reconnect attempt), and the camera ends ONLINE.
+        after = [(s, at) for c, s, at, _ in events if c == camera and at > stopped_at]
+        states_after = [s for s, _ in after]
+        assert states_after[:2] == ["offline", "online"], f"{camera}: {states_after}"
+        assert states_after[-1] == "online", f"{camera} did not come back: {states_after}"
+        assert all(a != b for a, b in pairwise(states_after)), f"{camera}: {states_after}"
+        mine = [(message, raised) for kind, c, message, raised in alerts if c == camera]
+        assert all(camera in message and STORE_ID in message for message, _ in mine), mine
+        # Exactly one alert for the outage we caused ...
+        during = [raised for _, raised in mine if stopped_at < raised <= restarted_at + timedelta(seconds=1)]
+        assert len(during) == 1, f"{camera}: {len(during)} camera_offline alerts for one outage: {mine}"
+        # ... and none for the rest of the run, except for a later drop (on a loaded machine a 2 s read
+        # timeout can trip) that itself lasted past the limit; +-1 s for the two hosts' views of it.
+        later = [(b[1] - a[1]).total_seconds() for a, b in pairwise(after[2:]) if a[0] == "offline"]
+        least = sum(d > OFFLINE_ALERT_AFTER_S + 1 for d in later)
+        most = sum(d > OFFLINE_ALERT_AFTER_S - 1 for d in later)
+        assert 1 + least <= len(mine) <= 1 + most, f"{camera}: alerts {mine}, later outages {later} s"
     details = " ".join(d for *_, d in events)
     assert all(secret not in details for secret in scaled.secrets), "a password reached the health events"
 
