@@ -35,7 +35,9 @@ from common.settings import CameraSettings
 log = logging.getLogger("aislewatch.ingest.capture")
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
-_RTSP_OPTIONS = "rtsp_transport;tcp"
+# TCP avoids UDP packet loss on busy store networks; a 1 s stream analysis (FFmpeg's default is 5 s)
+# brings a camera online faster after each reconnect, and RTSP's SDP already names the codec.
+_RTSP_OPTIONS = "rtsp_transport;tcp|analyzeduration;1000000"
 
 
 class SourceError(Exception):
