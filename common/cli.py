@@ -144,7 +144,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     setup_logging("INFO")
     report = train(
         Path(args.dataset), Path(args.out), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
-        val_goal=args.goal,
+        val_goal=args.goal, learning_rate=args.learning_rate, patience=args.patience,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
     print(report)
     return 0
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--goal", default="max_f1", help="threshold goal: max_f1 or min_precision=0.95")
+    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--patience", type=int, default=8, help="epochs without improvement before stopping")
+    train.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside --out)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")

@@ -456,6 +456,8 @@ class Episode:
     motion_start: float  # start of the hand-to-basket / hand-to-body motion (after grasping)
     item_colour: Colour
     item_size: tuple[float, float]
+    lean_keys: tuple[tuple[float, float], ...] = ()  # (t, sideways lean of the upper body in units of P)
+    dip_keys: tuple[tuple[float, float], ...] = ()  # (t, how far the body crouches, in units of P)
 
     @property
     def duration(self) -> float:
@@ -556,6 +558,8 @@ def plan_episode(
     # act timeline (relative to arrival at the shelf)
     keys: list[tuple[float, str, Point | None]] = []
     head: list[tuple[float, float]] = []
+    lean: list[tuple[float, float]] = []
+    dip: list[tuple[float, float]] = []
     reach_pt = (icx - side * 0.15 * (slot.x1 - slot.x0), icy + 0.05 * P)
     item_size = (slot.x1 - slot.x0, slot.y1 - slot.y0)
     browse = rng.uniform(0.3, 1.0)
@@ -615,6 +619,13 @@ def plan_episode(
             (t_look0 + (t - t_look0) * 0.7, -first),
             (t, 0.0),
         ]
+        # a furtive look-around: head and shoulders swing to one side, then the other
+        lean += [
+            (t_look0, 0.0),
+            (t_look0 + (t - t_look0) * 0.3, first * 0.12),
+            (t_look0 + (t - t_look0) * 0.7, -first * 0.12),
+            (t, 0.0),
+        ]
         # the item is carried, still in full view, to the jacket/pocket/bag, pressed against it for a
         # moment, then vanishes there (shrinks over the last _VANISH_S): a distinct, well-lit act
         dur = rng.uniform(0.6, 0.8)
@@ -626,6 +637,10 @@ def plan_episode(
         act_end_rel = t
         t += 0.3
         keys.append((t, "hidden", tgt))
+        # the body stoops over the hiding place while the item goes in, then straightens: a coarse,
+        # whole-body cue that survives 64x64, where the item itself is a few pixels
+        depth = rng.uniform(0.16, 0.24)
+        dip += [(motion_rel, 0.0), (motion_rel + dur, depth), (act_end_rel, depth), (t + 0.3, 0.0)]
     t += 0.5
     final_state = {"normal_pickup": "basket", "put_back": "shelf", "concealment": "hidden"}[kind]
     keys.append((t, final_state, None))
@@ -642,6 +657,8 @@ def plan_episode(
         extra = 8.0 - total
         keys = [(kt + extra, st, pnt) for kt, st, pnt in keys]
         head = [(ht + extra, hv) for ht, hv in head]
+        lean = [(lt + extra, lv) for lt, lv in lean]
+        dip = [(dt + extra, dv) for dt, dv in dip]
         act_start_rel += extra
         act_end_rel += extra
         motion_rel += extra
@@ -679,6 +696,8 @@ def plan_episode(
         motion_start=off + motion_rel,
         item_colour=slot.colour,
         item_size=item_size,
+        lean_keys=tuple((lt + off, lv) for lt, lv in lean),
+        dip_keys=tuple((dt + off, dv) for dt, dv in dip),
     )
 
 
@@ -726,9 +745,11 @@ def _draw_person(
     dist = abs(cx - ep.x_start) if t <= ep.t_arrive else abs(ep.x_stand - ep.x_start) + abs(cx - ep.x_stand)
     phase = dist / (0.3 * P) * math.pi
     bob = abs(math.sin(phase)) * 0.012 * P if walking else 0.0
-    top = -bob
+    dip = _interp_keys(ep.dip_keys, t) * P if ep.dip_keys else 0.0
+    top = -bob + dip
     side = ep.side
     sh_y = b["shoulder_y"] + top
+    lx = _interp_keys(ep.lean_keys, t) * P if ep.lean_keys else 0.0  # upper-body lean (look-around)
     hip_y = b["hip_y"] + top
 
     # acting hand and item state
@@ -751,6 +772,8 @@ def _draw_person(
                     break
     if hand is None:
         hand = _rest_hand(cx, fy, P, side, phase, walking)
+    elif dip:
+        hand = (hand[0], hand[1] + dip)
     iw, ih = ep.item_size
     # item scale while vanishing into the jacket/pocket/bag (the last _VANISH_S of the act)
     item_scale = 1.0
@@ -775,8 +798,8 @@ def _draw_person(
     # torso
     pt.poly(
         [
-            (cx - 0.15 * P, sh_y),
-            (cx + 0.15 * P, sh_y),
+            (cx - 0.15 * P + lx, sh_y),
+            (cx + 0.15 * P + lx, sh_y),
             (cx + 0.13 * P, hip_y + 0.04 * P),
             (cx - 0.13 * P, hip_y + 0.04 * P),
         ],
@@ -786,8 +809,8 @@ def _draw_person(
         for s in (-1, 1):
             pt.poly(
                 [
-                    (cx + s * 0.15 * P, sh_y),
-                    (cx + s * 0.045 * P, sh_y),
+                    (cx + s * 0.15 * P + lx, sh_y),
+                    (cx + s * 0.045 * P + lx, sh_y),
                     (cx + s * 0.055 * P, hip_y + 0.07 * P),
                     (cx + s * 0.14 * P, hip_y + 0.07 * P),
                 ],
@@ -802,13 +825,13 @@ def _draw_person(
     # bag (strap from the far shoulder) on the acting side
     if a.bag is not None:
         bx0, by0, bx1, by1 = _bag_geom(cx, fy + top, P, side)
-        pt.line((cx - side * 0.1 * P, sh_y), ((bx0 + bx1) / 2, by0), 0.025 * P, _scale(a.bag, 0.7))
+        pt.line((cx - side * 0.1 * P + lx, sh_y), ((bx0 + bx1) / 2, by0), 0.025 * P, _scale(a.bag, 0.7))
         pt.rect(bx0, by0, bx1, by1, a.bag)
         pt.rect(bx0, by0, bx1, by0 + 0.04 * P, _scale(a.bag, 0.7))
     # basket in the other hand, with what is already in it
     sleeve = a.jacket if a.jacket is not None else a.shirt
     other_hand = _rest_hand(cx, fy, P, -side, phase, walking)
-    other_sh = (cx - side * 0.15 * P, sh_y + 0.03 * P)
+    other_sh = (cx - side * 0.15 * P + lx, sh_y + 0.03 * P)
     rim: Point | None = None
     if a.basket is not None:
         rim, half = _basket_geom(cx, fy + top, P, side, phase, walking)
@@ -849,15 +872,15 @@ def _draw_person(
     pt.circle(other_hand, 0.04 * P, a.skin)
     # head: hair cap and face shifted by the head turn
     turn = _interp_keys(ep.head_keys, t)
-    hx, hy, r = cx, b["head_y"] + top, b["head_r"]
-    pt.line((hx, hy + r * 0.8), (hx, sh_y + 0.01 * P), 0.06 * P, a.skin)  # neck
+    hx, hy, r = cx + 1.4 * lx, b["head_y"] + top, b["head_r"]
+    pt.line((hx, hy + r * 0.8), (cx + lx, sh_y + 0.01 * P), 0.06 * P, a.skin)  # neck
     pt.circle((hx, hy), r, a.hair)
     pt.ellipse((hx + turn * 0.38 * r, hy + 0.18 * r), r * (0.78 - 0.22 * abs(turn)), r * 0.8, a.skin)
     for e in (-1, 1):
         ex = hx + turn * 0.55 * r + e * 0.3 * r * (1 - 0.45 * abs(turn))
         pt.circle((ex, hy + 0.1 * r), max(0.6, 0.1 * r), (30, 30, 30))
     # acting arm (shoulder -> elbow -> hand) and the item in the hand
-    sh = (cx + side * 0.15 * P, sh_y + 0.03 * P)
+    sh = (cx + side * 0.15 * P + lx, sh_y + 0.03 * P)
     elbow = _elbow(sh, hand, 0.21 * P, side)
     pt.line(sh, elbow, 0.085 * P, sleeve)
     pt.line(elbow, hand, 0.075 * P, sleeve)

@@ -192,7 +192,7 @@ def train(
     val_goal: str = "max_f1",
     progress: bool = True,
     learning_rate: float = 1e-3,
-    patience: int = 5,
+    patience: int = 8,
     augment: bool = True,
     min_epochs: int = 0,
     lr_patience: int | None = None,
