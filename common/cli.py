@@ -122,7 +122,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_synth_dataset(args: argparse.Namespace) -> int:
     from common.scenes import write_dataset
 
-    manifest = write_dataset(Path(args.out), args.per_class, seed=args.seed, progress=True)
+    manifest = write_dataset(
+        Path(args.out), args.per_class, seed=args.seed, progress=True, cameras=args.cameras, store_seed=args.store_seed
+    )
     print(f"wrote {2 * args.per_class} labelled videos under {args.out} (manifest: {manifest})")
     return 0
 
@@ -238,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("out")
     ds.add_argument("--per-class", type=int, default=300)
     ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--cameras", type=int, default=None,
+                    help="film every video with one of this many fixed camera views of one store")
+    ds.add_argument("--store-seed", type=int, default=0, help="which synthetic store's camera views")
     ds.set_defaults(func=cmd_synth_dataset)
     st = synth.add_parser("stream", help="a long camera stream with a ground-truth JSON")
     st.add_argument("out")

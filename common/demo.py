@@ -19,10 +19,14 @@ from common.settings import Settings, load_settings
 
 # Two cameras of one store; each stream has scripted concealments among normal shoppers.
 DEMO_CAMERAS: tuple[dict[str, Any], ...] = (
-    {"id": "aisle-1", "name": "Aisle 1 (snacks)", "seed": 101},
-    {"id": "aisle-2", "name": "Aisle 2 (cosmetics)", "seed": 202},
+    {"id": "aisle-1", "name": "Aisle 1 (snacks)", "seed": 101, "view": 0},
+    {"id": "aisle-2", "name": "Aisle 2 (cosmetics)", "seed": 202, "view": 1},
 )
 DEMO_STORE = {"id": "demo-store", "name": "Demo Store (synthetic)", "timezone": "UTC"}
+# The synthetic store whose camera views the bundled model was trained on (`aislewatch synth dataset
+# --cameras 6 --store-seed 7`): the demo films new shoppers with two of those views, as a deployment
+# runs its model on the cameras whose footage trained it.
+DEMO_STORE_SEED = 7
 # An alert counts for an incident when its clips overlap the act, allowing for the clip window.
 MATCH_BEFORE_S = 2.0
 MATCH_AFTER_S = 5.0
@@ -70,20 +74,20 @@ def _say(message: str) -> None:
 
 
 def _make_streams(out: Path, spec: StreamSpec) -> dict[str, Path]:
-    from common.scenes import write_stream
+    from common.scenes import camera_scene_seed, write_stream
 
     streams: dict[str, Path] = {}
     for cam in DEMO_CAMERAS:
         path = out / "streams" / f"{cam['id']}.mp4"
-        truth = path.with_suffix(".truth.json")
-        if not (path.exists() and truth.exists()):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            _say(f"  rendering synthetic camera {cam['id']} ({spec.duration_s:.0f} s, "
-                 f"{spec.incidents} concealments, {spec.normal_shoppers} normal shoppers)")
-            write_stream(
-                path, duration_s=spec.duration_s, seed=int(cam["seed"]), incidents=spec.incidents,
-                normal_shoppers=spec.normal_shoppers, progress=True,
-            )
+        # Rendered every run (a few seconds), so a stream always matches the generator's current version.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _say(f"  rendering synthetic camera {cam['id']} ({spec.duration_s:.0f} s, "
+             f"{spec.incidents} concealments, {spec.normal_shoppers} normal shoppers)")
+        write_stream(
+            path, duration_s=spec.duration_s, seed=int(cam["seed"]), incidents=spec.incidents,
+            normal_shoppers=spec.normal_shoppers, progress=False,
+            scene_seed=camera_scene_seed(DEMO_STORE_SEED, int(cam["view"])),
+        )
         streams[str(cam["id"])] = path
     return streams
 

@@ -1073,6 +1073,7 @@ def render_window(
     fps: float = 15.0,
     duration_s: float = 4.0,
     hide_item: bool = False,
+    scene_seed: int | None = None,
 ) -> tuple[np.ndarray, WindowInfo]:
     """``render_episode_window`` plus how it was made (``hide_item`` renders the same window without the
     target item, so a test can measure exactly what the item contributes)."""
@@ -1082,7 +1083,8 @@ def render_window(
         raise ValueError("width/height must be >= 16 and fps/duration_s > 0")
     code = _LABELS.index(label)
     rng = np.random.default_rng(_sub_seed(seed, code, 0xE915))
-    scene_seed = _sub_seed(seed, code, 0x5CE7E)
+    if scene_seed is None:
+        scene_seed = _sub_seed(seed, code, 0x5CE7E)
     scene = make_scene(scene_seed, width, height)
     if label == "shoplifting":
         kind, mode = "concealment", "act"
@@ -1175,8 +1177,14 @@ def write_dataset(
     fps: float = 15.0,
     duration_s: float = 4.0,
     progress: bool = True,
+    cameras: int | None = None,
+    store_seed: int = 0,
 ) -> Path:
-    """Writes out_dir/shoplifting/*.mp4 and out_dir/normal/*.mp4 (cv2.VideoWriter fourcc 'mp4v'; H.264 is not
+    """With ``cameras``, every video is filmed by one of that many fixed camera views of one store
+    (``camera_scene_seed(store_seed, k)``), as a deployment's own footage is; without it, each video has
+    a view of its own.
+
+    Writes out_dir/shoplifting/*.mp4 and out_dir/normal/*.mp4 (cv2.VideoWriter fourcc 'mp4v'; H.264 is not
     available in opencv-python here) plus out_dir/manifest.json (seed, per-file label and params). Shows a tqdm
     progress bar when progress=True. Each video is one file; names like shoplifting/sl_00012.mp4."""
     from tqdm import tqdm
@@ -1193,8 +1201,10 @@ def write_dataset(
         for i in range(per_class):
             for code, label in enumerate(_LABELS):
                 vseed = _sub_seed(seed, code, i, 0xDA7A)
+                view = None if not cameras else camera_scene_seed(store_seed, (2 * i + code) % cameras)
                 frames, info = render_window(
-                    cast(Label, label), vseed, width=width, height=height, fps=fps, duration_s=duration_s
+                    cast(Label, label), vseed, width=width, height=height, fps=fps, duration_s=duration_s,
+                    scene_seed=view,
                 )
                 rel = f"{label}/{prefixes[label]}_{i:05d}.mp4"
                 writer = _open_writer(out_dir / rel, fps, width, height)
@@ -1209,6 +1219,8 @@ def write_dataset(
         "generator": "common.scenes",
         "seed": seed,
         "per_class": per_class,
+        "cameras": cameras,
+        "store_seed": store_seed if cameras else None,
         "width": width,
         "height": height,
         "fps": fps,
@@ -1237,9 +1249,15 @@ class StreamPlan:
     noise_seed: int = field(default=0)
 
 
+def camera_scene_seed(store_seed: int, camera_index: int) -> int:
+    """The scene seed of one fixed camera view of a synthetic store (shared by datasets and streams)."""
+    return _sub_seed(store_seed, camera_index, 0xCA3E7A)
+
+
 def plan_stream(
     seed: int,
     *,
+    scene_seed: int | None = None,
     duration_s: float,
     incidents: int,
     normal_shoppers: int,
@@ -1253,7 +1271,9 @@ def plan_stream(
     if fps <= 0 or duration_s <= 0 or width < 16 or height < 16:
         raise ValueError("fps and duration_s must be > 0, width/height >= 16")
     rng = np.random.default_rng(_sub_seed(seed, 0x57EA))
-    scene = make_scene(_sub_seed(seed, 0x5CE7E, 1), width, height)
+    if scene_seed is None:
+        scene_seed = _sub_seed(seed, 0x5CE7E, 1)
+    scene = make_scene(scene_seed, width, height)
     kinds = ["concealment"] * incidents + [
         "normal_pickup" if rng.random() < 0.7 else "put_back" for _ in range(normal_shoppers)
     ]
@@ -1314,6 +1334,7 @@ def iter_stream_frames(plan: StreamPlan) -> Iterator[np.ndarray]:
 def render_stream(
     seed: int,
     *,
+    scene_seed: int | None = None,
     duration_s: float,
     incidents: int,
     normal_shoppers: int,
@@ -1326,6 +1347,7 @@ def render_stream(
     keep memory flat) and the ground truth."""
     plan = plan_stream(
         seed,
+        scene_seed=scene_seed,
         duration_s=duration_s,
         incidents=incidents,
         normal_shoppers=normal_shoppers,
@@ -1347,13 +1369,16 @@ def write_stream(
     width: int = 640,
     height: int = 360,
     progress: bool = False,
+    scene_seed: int | None = None,
 ) -> GroundTruth:
-    """Writes the stream video (mp4v) and a sidecar `path.with_suffix('.truth.json')`."""
+    """Writes the stream video (mp4v) and a sidecar `path.with_suffix('.truth.json')`.  ``scene_seed``
+    films it with a given camera view (see ``camera_scene_seed``); by default the view follows ``seed``."""
     from tqdm import tqdm
 
     path = Path(path)
     frames, truth = render_stream(
         seed,
+        scene_seed=scene_seed,
         duration_s=duration_s,
         incidents=incidents,
         normal_shoppers=normal_shoppers,

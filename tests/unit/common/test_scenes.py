@@ -310,3 +310,22 @@ def test_write_stream_writes_video_and_truth(tmp_path: Path):
     assert sidecar.exists()
     assert GroundTruth.from_json(sidecar.read_text()) == truth
     assert _read_frames(path) == 25 * 15
+
+
+def test_dataset_from_fixed_camera_views_shares_backgrounds(tmp_path: Path) -> None:
+    """With ``cameras``, videos are filmed by that many fixed views (a deployment's own cameras)."""
+    from common.scenes import camera_scene_seed, plan_stream, render_window
+
+    manifest = json.loads(write_dataset(tmp_path, 2, seed=5, cameras=2, store_seed=9, progress=False).read_text())
+    assert manifest["cameras"] == 2 and manifest["store_seed"] == 9
+    view = camera_scene_seed(9, 0)
+    a, _ = render_window("normal", 1, scene_seed=view)
+    b, _ = render_window("shoplifting", 2, scene_seed=view)
+    c, _ = render_window("normal", 1, scene_seed=camera_scene_seed(9, 1))
+    # The first frame is mostly background: the same view looks alike, another view does not.
+    same = np.abs(a[0].astype(int) - b[0].astype(int)).mean()
+    other = np.abs(a[0].astype(int) - c[0].astype(int)).mean()
+    assert same < other / 2
+    first = plan_stream(1, scene_seed=view, duration_s=30, incidents=1, normal_shoppers=0)
+    second = plan_stream(2, scene_seed=view, duration_s=30, incidents=1, normal_shoppers=0)
+    assert first.scene.seed == second.scene.seed == view
