@@ -1201,7 +1201,8 @@ def write_dataset(
         for i in range(per_class):
             for code, label in enumerate(_LABELS):
                 vseed = _sub_seed(seed, code, i, 0xDA7A)
-                view = None if not cameras else camera_scene_seed(store_seed, (2 * i + code) % cameras)
+                # the view is drawn from the video's own seed, independent of its label
+                view = None if not cameras else camera_scene_seed(store_seed, vseed % cameras)
                 frames, info = render_window(
                     cast(Label, label), vseed, width=width, height=height, fps=fps, duration_s=duration_s,
                     scene_seed=view,

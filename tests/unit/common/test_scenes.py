@@ -329,3 +329,12 @@ def test_dataset_from_fixed_camera_views_shares_backgrounds(tmp_path: Path) -> N
     first = plan_stream(1, scene_seed=view, duration_s=30, incidents=1, normal_shoppers=0)
     second = plan_stream(2, scene_seed=view, duration_s=30, incidents=1, normal_shoppers=0)
     assert first.scene.seed == second.scene.seed == view
+
+
+def test_camera_views_do_not_give_the_label_away(tmp_path: Path) -> None:
+    """Each label must be filmed by every view, or a model learns the view instead of the act."""
+    manifest = json.loads(write_dataset(tmp_path, 12, seed=1, cameras=3, store_seed=4, progress=False).read_text())
+    views: dict[str, set[int]] = {"shoplifting": set(), "normal": set()}
+    for entry in manifest["files"]:
+        views[entry["label"]].add(entry["seed"] % 3)
+    assert views["shoplifting"] == views["normal"] == {0, 1, 2}
