@@ -159,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     setup_logging("INFO")
     metrics = evaluate(
         Path(args.model), Path(args.dataset), Path(args.out),
-        split_path=Path(args.split) if args.split else None, threshold=args.threshold,
+        split_path=Path(args.split) if args.split else None, threshold=args.threshold, all_videos=args.all_videos,
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="build/eval")
     evaluate.add_argument("--split", default=None, help="split file (default: the one written beside the model)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
+    evaluate.add_argument("--all-videos", action="store_true",
+                          help="score every video of DATASET_DIR (a dataset the model never saw)")
     evaluate.set_defaults(func=cmd_evaluate)
 
     classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")

@@ -217,8 +217,10 @@ def evaluate(
     threshold: float | None = None,
     progress: bool = True,
     fast: bool = False,
+    all_videos: bool = False,
 ) -> dict[str, Any]:
-    """Score the model on the held-out TEST split; write ``metrics.json`` and PNG plots to ``out_dir``.
+    """Score the model on the held-out TEST split (or, with ``all_videos``, on a whole dataset the model
+    never saw, e.g. footage of other cameras); write ``metrics.json`` and PNG plots to ``out_dir``.
 
     The split comes from ``split_path`` or the ``<model stem>.split.json`` that ``train`` wrote beside
     the model; without either, every video is evaluated and the result says so (``"split": "all"``).
@@ -235,7 +237,7 @@ def evaluate(
     items = discover_videos(dataset_dir)
     by_rel = {i.rel: i for i in items}
 
-    if split_file.is_file():
+    if split_file.is_file() and not all_videos:
         splits = read_split(split_file)
         split_used = "test"
         missing = sorted(r for name in SPLIT_NAMES for r in splits[name] if r not in by_rel)
@@ -243,7 +245,8 @@ def evaluate(
             log.warning("%d videos of the split are not in %s: %s", len(missing), dataset_dir, missing[:10])
         wanted = [by_rel[r] for name in SPLIT_NAMES for r in splits[name] if r in by_rel]
     else:
-        log.warning("no split file %s: evaluating on ALL videos (may include training data)", split_file)
+        if not all_videos:
+            log.warning("no split file %s: evaluating on ALL videos (may include training data)", split_file)
         splits = {"train": [], "val": [], "test": [i.rel for i in items]}
         split_used, missing, wanted = "all", [], list(items)
 
