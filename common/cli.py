@@ -148,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         Path(args.dataset), Path(args.out), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         val_goal=args.goal, learning_rate=args.learning_rate, patience=args.patience,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        init_from=Path(args.init_from) if args.init_from else None,
     )
     print(report)
     return 0
@@ -262,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--learning-rate", type=float, default=1e-3)
     train.add_argument("--patience", type=int, default=8, help="epochs without improvement before stopping")
     train.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside --out)")
+    train.add_argument("--init-from", default=None,
+                       help="fine-tune: start from this model's weights (same architecture) instead of random")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")

@@ -196,6 +196,7 @@ def train(
     augment: bool = True,
     min_epochs: int = 0,
     lr_patience: int | None = None,
+    init_from: Path | None = None,
 ) -> TrainReport:
     """Train, calibrate and save a classifier from ``dataset_dir`` (one subfolder per class) to ``out_path``.
 
@@ -240,6 +241,13 @@ def train(
 
     keras.utils.set_random_seed(seed)
     model = build_convlstm()
+    if init_from is not None:
+        # Fine-tuning: start from a trained model of the same architecture (e.g. the bundled one, on a
+        # store's own footage) instead of random weights.
+        from inference.model import ClipClassifier
+
+        model.set_weights(ClipClassifier.load(Path(init_from), fast=False).model.get_weights())
+        log.info("starting from the weights of %s", init_from)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
