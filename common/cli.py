@@ -116,7 +116,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging("WARNING" if not args.verbose else "INFO")
     summary = run_demo(Path(args.out), quick=args.quick)
     ok = summary["detected"] == summary["incidents"] and summary["false_alarms"] == 0
-    return 0 if ok or args.no_fail else 1
+    return 0 if ok or not args.strict else 1
 
 
 def cmd_synth_dataset(args: argparse.Namespace) -> int:
@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="build/demo")
     demo.add_argument("--quick", action="store_true", help="a shorter stream (for tests)")
     demo.add_argument("--verbose", action="store_true")
-    demo.add_argument("--no-fail", action="store_true", help="exit 0 even when an incident is missed")
+    demo.add_argument("--strict", action="store_true",
+                      help="exit 1 unless every incident is caught without false alarms")
     demo.set_defaults(func=cmd_demo)
 
     synth = sub.add_parser("synth", help="make labelled synthetic store scenes").add_subparsers(

@@ -27,6 +27,9 @@ DEMO_STORE = {"id": "demo-store", "name": "Demo Store (synthetic)", "timezone": 
 # --cameras 6 --store-seed 7`): the demo films new shoppers with two of those views, as a deployment
 # runs its model on the cameras whose footage trained it.
 DEMO_STORE_SEED = 7
+# A clip every window_s * (1 - overlap) seconds while there is motion, and the alert rule over them.
+DEMO_OVERLAP = 0.75
+DEMO_N_OF_M = (2, 4)
 # An alert counts for an incident when its clips overlap the act, allowing for the clip window.
 MATCH_BEFORE_S = 2.0
 MATCH_AFTER_S = 5.0
@@ -52,7 +55,7 @@ def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
             "source": str(streams[cam["id"]]),
             "fps": 15,
             "realtime": False,
-            "clip": {"window_s": 4.0, "overlap": 0.75},
+            "clip": {"window_s": 4.0, "overlap": DEMO_OVERLAP},
         }
         for cam in DEMO_CAMERAS
     ]
@@ -62,7 +65,7 @@ def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
             "stores": [{**DEMO_STORE, "cameras": cameras}],
             "database": {"url": f"sqlite:///{out / 'aislewatch.db'}"},
             "bus": {"kind": "inprocess"},
-            "alerts": {"n_of_m": [2, 4], "cooldown_s": 20.0},
+            "alerts": {"n_of_m": list(DEMO_N_OF_M), "cooldown_s": 20.0},
             "reporting": {"output_dir": str(out / "reports")},
             "service": {"evidence_dir": str(out / "evidence"), "metrics_port": 0},
         },
