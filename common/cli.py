@@ -161,6 +161,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         Path(args.model), Path(args.dataset), Path(args.out),
         split_path=Path(args.split) if args.split else None, threshold=args.threshold, all_videos=args.all_videos,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -274,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="build/eval")
     evaluate.add_argument("--split", default=None, help="split file (default: the one written beside the model)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
+    evaluate.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside MODEL)")
     evaluate.add_argument("--all-videos", action="store_true",
                           help="score every video of DATASET_DIR (a dataset the model never saw)")
     evaluate.set_defaults(func=cmd_evaluate)

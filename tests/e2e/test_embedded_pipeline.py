@@ -13,6 +13,7 @@ from common.demo import run_demo
 from common.settings import DEFAULT_MODEL_PATH
 
 pytestmark = pytest.mark.slow
+GHOST_S = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +42,12 @@ def test_still_periods_produce_no_clips(demo: tuple[Path, dict]) -> None:
     for truth_file in sorted((out / "streams").glob("*.truth.json")):
         truth = GroundTruth.from_json(truth_file.read_text())
         camera = truth_file.name.split(".")[0]
-        episodes = [(e.person_enter_s, e.person_exit_s) for e in truth.all_events()]
+        episodes = [(e.person_enter_s, e.person_exit_s) for e in truth.all_events]
         for row in db.results(camera):
-            # Every clip overlaps someone's presence (clips may start a window before motion begins).
-            assert any(row.source_start_s <= leave + 1.0 and row.source_end_s >= enter - 1.0
+            # Every clip overlaps someone's presence.  Allowed slack: a window may start before motion
+            # begins, and after someone leaves the running-average background keeps their "ghost" for
+            # up to ~4 s (alpha 0.02 at 15 fps) before the aisle counts as still again.
+            assert any(row.source_start_s <= leave + GHOST_S and row.source_end_s >= enter - 1.0
                        for enter, leave in episodes), (camera, row.source_start_s, row.source_end_s)
     db.close()
 
