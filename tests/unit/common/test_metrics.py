@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 
 import pytest
 from prometheus_client import REGISTRY
 
 from common.metrics import HealthServer, IngestCollector
-
-
-@dataclass(frozen=True)
-class Snap:
-    camera_id: str
-    frames_read: int = 0
-    frames_dropped: int = 0
-    clips_published: int = 0
-    clips_dropped: int = 0
-    publish_retries: int = 0
-    health_events: int = 0
-    reconnects: int = 0
-    errors: int = 0
-    state: str = "streaming"
+from ingest.worker import IngestCounters
 
 
 def get(url: str) -> tuple[int, str]:
@@ -42,7 +28,10 @@ def server():
 
 
 def test_metrics_include_ingest_counters_per_camera(server: HealthServer) -> None:
-    snaps = [Snap("cam-a", frames_read=150, clips_published=3), Snap("cam-b", frames_read=7, state="reconnecting")]
+    snaps = [
+        IngestCounters("cam-a", frames_read=150, clips_published=3, state="streaming"),
+        IngestCounters("cam-b", frames_read=7, state="reconnecting"),
+    ]
     collector = IngestCollector(lambda: snaps)
     REGISTRY.register(collector)
     try:
