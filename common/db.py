@@ -169,10 +169,11 @@ class Database:
             finally:
                 cursor.close()
 
-    def write_results(self, results: Sequence[ResultMessage]) -> int:
-        """Insert results; a clip already stored is ignored.  Returns how many rows were new."""
+    @staticmethod
+    def result_rows(results: Sequence[ResultMessage]) -> list[dict[str, Any]]:
+        """The clip_results rows for ``results`` (one per clip id, stamped with the time of storing)."""
         now = utc_now()
-        rows = [
+        return [
             {
                 "clip_id": r.clip_id,
                 "store_id": r.store_id,
@@ -191,6 +192,10 @@ class Database:
             }
             for r in _unique(results, lambda r: r.clip_id)
         ]
+
+    def write_results(self, results: Sequence[ResultMessage]) -> int:
+        """Insert results; a clip already stored is ignored.  Returns how many rows were new."""
+        rows = self.result_rows(results)
         if self.dialect == "postgresql":
             return self._copy_insert_ignore(ClipResult.__table__, rows, "clip_id")
         return self._insert_ignore(ClipResult.__table__, rows, "clip_id")

@@ -28,7 +28,6 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
@@ -83,21 +82,6 @@ def time_write_results(db: Database, results: list[ResultMessage], batch_size: i
     return time.perf_counter() - started, written
 
 
-def _result_rows(batch: list[ResultMessage]) -> list[dict[str, Any]]:
-    """The same row dicts ``Database.write_results`` builds."""
-    now = datetime.now(UTC)
-    return [
-        {
-            "clip_id": r.clip_id, "store_id": r.store_id, "camera_id": r.camera_id,
-            "start_at": r.start_at, "captured_at": r.captured_at, "source_start_s": r.source_start_s,
-            "source_end_s": r.source_end_s, "probability": r.probability, "threshold": r.threshold,
-            "suspicious": r.probability >= r.threshold, "model_version": r.model_version,
-            "evidence_path": r.snapshot_path, "inferred_at": r.inferred_at, "stored_at": now,
-        }
-        for r in batch
-    ]  # fmt: skip
-
-
 def time_values_insert(db: Database, results: list[ResultMessage], batch_size: int) -> tuple[float, int]:
     """Seconds (and new rows) for the same batches through the generic multi-row ``INSERT ... VALUES ...
     ON CONFLICT DO NOTHING`` path, which ``write_results`` used on PostgreSQL before it moved to COPY."""
@@ -106,7 +90,7 @@ def time_values_insert(db: Database, results: list[ResultMessage], batch_size: i
     written = 0
     started = time.perf_counter()
     for batch in _batches(results, batch_size):
-        written += db._insert_ignore(ClipResult.__table__, _result_rows(batch), "clip_id")
+        written += db._insert_ignore(ClipResult.__table__, Database.result_rows(batch), "clip_id")
     return time.perf_counter() - started, written
 
 
