@@ -130,11 +130,12 @@ def cmd_synth_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_synth_stream(args: argparse.Namespace) -> int:
-    from common.scenes import write_stream
+    from common.scenes import camera_scene_seed, write_stream
 
+    view = camera_scene_seed(args.store_seed, args.view) if args.view is not None else None
     truth = write_stream(
         Path(args.out), duration_s=args.duration, seed=args.seed, incidents=args.incidents,
-        normal_shoppers=args.normal, progress=True,
+        normal_shoppers=args.normal, progress=True, scene_seed=view,
     )
     print(f"wrote {args.out} ({truth.duration_s:.0f} s, {len(truth.incidents)} incidents) and its .truth.json")
     return 0
@@ -165,6 +166,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def cmd_evaluate_streams(args: argparse.Namespace) -> int:
+    from inference.stream_eval import evaluate_streams
+
+    setup_logging("WARNING")
+    n_of_m = None
+    if args.n_of_m:
+        n, _, m = args.n_of_m.partition("/")
+        n_of_m = (int(n), int(m))
+    report = evaluate_streams(
+        Path(args.streams), Path(args.out), model_path=Path(args.model) if args.model else None,
+        threshold=args.threshold, n_of_m=n_of_m, overlap=args.overlap,
+    )
+    ok = report["detected"] == report["incidents"] and report["false_alarms"] == 0
+    return 0 if ok or not args.strict else 1
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -253,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--incidents", type=int, default=3)
     st.add_argument("--normal", type=int, default=5)
     st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--view", type=int, default=None,
+                    help="film with camera view K of the store --store-seed (as `synth dataset --cameras`)")
+    st.add_argument("--store-seed", type=int, default=0, help="which synthetic store's camera views")
     st.set_defaults(func=cmd_synth_stream)
 
     train = sub.add_parser("train", help="train the ConvLSTM on DATASET_DIR (one subfolder per class)")
@@ -279,6 +299,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--all-videos", action="store_true",
                           help="score every video of DATASET_DIR (a dataset the model never saw)")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    ev_streams = sub.add_parser(
+        "evaluate-streams", help="event level: run the pipeline over recorded streams with ground truth"
+    )
+    ev_streams.add_argument("streams", help="folder of *.mp4, each with a .truth.json beside it")
+    ev_streams.add_argument("--model", default=None, help="model file (default: the bundled one)")
+    ev_streams.add_argument("--out", default="build/stream-eval")
+    ev_streams.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
+    ev_streams.add_argument("--n-of-m", default=None, help="alert rule as N/M (default: 2/4)")
+    ev_streams.add_argument("--overlap", type=float, default=None, help="clip overlap (default: 0.75, a 1 s stride)")
+    ev_streams.add_argument("--strict", action="store_true", help="exit 1 unless all caught without false alarms")
+    ev_streams.set_defaults(func=cmd_evaluate_streams)
 
     classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")
     classify.add_argument("videos", nargs="+")

@@ -46,30 +46,51 @@ FULL = StreamSpec(duration_s=150.0, incidents=2, normal_shoppers=4)
 QUICK = StreamSpec(duration_s=60.0, incidents=1, normal_shoppers=2)
 
 
-def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
-    """The demo's configuration: the defaults of a real deployment, pointed at files under ``out``."""
-    cameras = [
+def stream_settings(
+    out: Path,
+    cameras: list[dict[str, Any]],
+    *,
+    store: dict[str, Any] | None = None,
+    model_path: Path | None = None,
+    threshold: float | None = None,
+    n_of_m: tuple[int, int] = DEMO_N_OF_M,
+    overlap: float = DEMO_OVERLAP,
+    cooldown_s: float = 20.0,
+) -> Settings:
+    """Embedded settings for recorded camera files (``cameras``: id, name, source), with state under ``out``:
+    the defaults of a real deployment except for where things are kept."""
+    camera_settings = [
         {
             "id": cam["id"],
-            "name": cam["name"],
-            "source": str(streams[cam["id"]]),
+            "name": cam.get("name", cam["id"]),
+            "source": str(cam["source"]),
             "fps": 15,
             "realtime": False,
-            "clip": {"window_s": 4.0, "overlap": DEMO_OVERLAP},
+            "clip": {"window_s": 4.0, "overlap": overlap},
         }
-        for cam in DEMO_CAMERAS
+        for cam in cameras
     ]
+    model: dict[str, Any] = {"threshold": threshold}
+    if model_path is not None:
+        model["path"] = str(model_path)
     return load_settings(
         None,
         overrides={
-            "stores": [{**DEMO_STORE, "cameras": cameras}],
+            "stores": [{**(store or DEMO_STORE), "cameras": camera_settings}],
             "database": {"url": f"sqlite:///{out / 'aislewatch.db'}"},
             "bus": {"kind": "inprocess"},
-            "alerts": {"n_of_m": list(DEMO_N_OF_M), "cooldown_s": 20.0},
+            "model": model,
+            "alerts": {"n_of_m": list(n_of_m), "cooldown_s": cooldown_s},
             "reporting": {"output_dir": str(out / "reports")},
             "service": {"evidence_dir": str(out / "evidence"), "metrics_port": 0},
         },
     )
+
+
+def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
+    """The demo's configuration: the defaults of a real deployment, pointed at files under ``out``."""
+    cameras = [{"id": cam["id"], "name": cam["name"], "source": streams[cam["id"]]} for cam in DEMO_CAMERAS]
+    return stream_settings(out, cameras)
 
 
 def _say(message: str) -> None:
@@ -95,22 +116,26 @@ def _make_streams(out: Path, spec: StreamSpec) -> dict[str, Path]:
     return streams
 
 
+def _alert_matches(alert: Any, camera_id: str, incident: Any) -> bool:
+    start, end = alert.source_start_s or 0.0, alert.source_end_s or 0.0
+    return (
+        alert.kind == "suspicious_activity"
+        and alert.camera_id == camera_id
+        and start <= incident.end_s + MATCH_AFTER_S
+        and end >= incident.start_s - MATCH_BEFORE_S
+    )
+
+
 def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
-    """Match suspicious-activity alerts to ground-truth incidents.  Returns per-incident rows and false alarms."""
+    """Match suspicious-activity alerts to ground-truth incidents.  Returns per-incident rows and the number
+    of false alarms: alerts near no incident (a second alert for a caught incident is a repeat, not one)."""
     rows: list[dict[str, Any]] = []
-    used: set[str] = set()
+    near_an_incident: set[str] = set()
     for camera_id, truth in truths.items():
         for incident in truth.incidents:
-            hit = None
-            for alert in alerts:
-                if alert.kind != "suspicious_activity" or alert.camera_id != camera_id:
-                    continue
-                start, end = alert.source_start_s or 0.0, alert.source_end_s or 0.0
-                if start <= incident.end_s + MATCH_AFTER_S and end >= incident.start_s - MATCH_BEFORE_S:
-                    hit = alert
-                    break
-            if hit is not None:
-                used.add(hit.alert_id)
+            matching = [a for a in alerts if _alert_matches(a, camera_id, incident)]
+            near_an_incident.update(a.alert_id for a in matching)
+            hit = matching[0] if matching else None
             rows.append({
                 "camera": camera_id,
                 "start_s": round(incident.start_s, 1),
@@ -120,38 +145,44 @@ def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list
                 "alert_at_s": round(hit.source_end_s, 1) if hit and hit.source_end_s is not None else None,
                 "probability": round(hit.probability, 3) if hit and hit.probability is not None else None,
             })
-    false_alarms = [a for a in alerts if a.kind == "suspicious_activity" and a.alert_id not in used]
+    false_alarms = [a for a in alerts if a.kind == "suspicious_activity" and a.alert_id not in near_an_incident]
     return rows, len(false_alarms)
 
 
-def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
-    """Run the embedded pipeline end to end and write ``out/summary.json``."""
-    from common.runtime import Pipeline, load_classifier
-    from common.scenes import GroundTruth
-    from inference.worker import InferenceWorker
-    from reporting.pdf import render_store_report
+@dataclass
+class EmbeddedRun:
+    """What one embedded run over recorded cameras left in its database."""
 
-    started = time.monotonic()
+    db: Any  # common.db.Database, open: the caller closes it
+    results: list[Any]
+    alerts: list[Any]
+    health: list[Any]
+    frames: int
+    clips: int
+    drained: bool
+
+
+def prepare_output(out: Path) -> Path:
+    """``out`` resolved and emptied of a previous run's database, evidence and reports."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("aislewatch.db", "aislewatch.db-wal", "aislewatch.db-shm"):
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "evidence", ignore_errors=True)
     shutil.rmtree(out / "reports", ignore_errors=True)
+    return out
 
-    _say("[1/5] synthetic store cameras")
-    streams = _make_streams(out, QUICK if quick else FULL)
-    truths = {cid: GroundTruth.from_json(p.with_suffix(".truth.json").read_text()) for cid, p in streams.items()}
-    settings = demo_settings(out, streams)
 
-    _say(f"[2/5] loading the model {settings.model.path.name}")
-    classifier = load_classifier(settings)
-    _say(f"  model {classifier.version}, threshold {classifier.threshold:.2f} "
-         f"(trained on {classifier.metadata.trained_on.get('description', 'unknown data')})")
+def run_embedded(settings: Settings, classifier: Any, *, started: float | None = None,
+                 timeout_s: float = 240.0) -> EmbeddedRun:
+    """Every stage (ingest, inference, alerts) in this process until the recorded cameras have ended and
+    everything they produced has been classified and ruled on, with a progress line every 5 s."""
+    from common.db import Database
+    from common.runtime import Pipeline
+    from inference.worker import InferenceWorker
 
-    _say("[3/5] running cameras → clips → ConvLSTM → alerts (embedded: in-process bus + SQLite)")
+    started = time.monotonic() if started is None else started
     pipeline = Pipeline.build(settings, {"ingest", "infer", "alerts"}, classifier=classifier)
-    run_started = datetime.now(UTC)
     pipeline.start()
     last_line = [0.0]
 
@@ -167,24 +198,52 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         _say(f"  frames {frames:6d}  clips {clips:4d}  classified {inferred:4d}  elapsed {now - started:5.0f} s")
 
     try:
-        drained = pipeline.drain(timeout_s=240, progress=progress)
+        drained = pipeline.drain(timeout_s=timeout_s, progress=progress)
     finally:
         pipeline.close()
     ingest_counters = [w.counters() for w in pipeline.ingest.workers.values()]
-    clips_published = sum(c.clips_published for c in ingest_counters)
-    frames_read = sum(c.frames_read for c in ingest_counters)
     failed = pipeline.failed_worker()
     if failed is not None:
         raise RuntimeError(f"{failed.name} failed: {failed.error}")
     if not drained:
         _say("  warning: the pipeline did not drain completely before the time limit")
-
-    from common.db import Database
-
     db = Database.from_settings(settings)
-    results = db.results()
-    alerts = db.alerts()
-    health = db.health_events()
+    return EmbeddedRun(
+        db=db,
+        results=db.results(),
+        alerts=db.alerts(),
+        health=db.health_events(),
+        frames=sum(c.frames_read for c in ingest_counters),
+        clips=sum(c.clips_published for c in ingest_counters),
+        drained=drained,
+    )
+
+
+def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
+    """Run the embedded pipeline end to end and write ``out/summary.json``."""
+    from common.runtime import load_classifier
+    from common.scenes import GroundTruth
+    from reporting.pdf import render_store_report
+
+    started = time.monotonic()
+    out = prepare_output(out)
+
+    _say("[1/5] synthetic store cameras")
+    streams = _make_streams(out, QUICK if quick else FULL)
+    truths = {cid: GroundTruth.from_json(p.with_suffix(".truth.json").read_text()) for cid, p in streams.items()}
+    settings = demo_settings(out, streams)
+
+    _say(f"[2/5] loading the model {settings.model.path.name}")
+    classifier = load_classifier(settings)
+    _say(f"  model {classifier.version}, threshold {classifier.threshold:.2f} "
+         f"(trained on {classifier.metadata.trained_on.get('description', 'unknown data')})")
+
+    _say("[3/5] running cameras → clips → ConvLSTM → alerts (embedded: in-process bus + SQLite)")
+    run_started = datetime.now(UTC)
+    run = run_embedded(settings, classifier, started=started)
+    db = run.db
+    results, alerts, health = run.results, run.alerts, run.health
+    frames_read, clips_published = run.frames, run.clips
 
     _say("[4/5] manager report")
     # The scheduled job covers whole past days; the demo's data is minutes old, so cover the run's hours.

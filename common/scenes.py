@@ -30,7 +30,13 @@ Label = Literal["shoplifting", "normal"]
 EVENT_KINDS: tuple[str, ...] = ("concealment", "normal_pickup", "put_back")
 
 STILL_GAP_S = 3.0  # empty aisle before, between and after episodes in a stream
-WINDOW_MARGIN_S = 0.4  # the act lies at least this far inside a shoplifting training window
+WINDOW_MARGIN_S = 0.4  # a normal act lies at least this far inside an "act" training window
+# What a shoplifting window must show: from just before the hand sets off for the body until just after the
+# item has vanished there. The reach and the look-around may fall outside, as they do in most of the
+# stride-spaced windows a camera stream is cut into; requiring the whole act (about 2.5 s of a 4 s window)
+# left one stream window per incident, too few for an N-of-M rule.
+CONCEAL_BEFORE_S = 0.3
+CONCEAL_AFTER_S = 0.3
 _VANISH_S = 0.25  # how long a concealed item takes to shrink out of sight at the body
 _SHIFT = 4  # cv2 sub-pixel drawing: coordinates are multiplied by 2**_SHIFT
 _ONE = 1 << _SHIFT
@@ -1022,6 +1028,7 @@ class WindowInfo:
     window_start_s: float  # episode time of the first frame (the person enters at 0)
     act_start_s: float  # relative to the first frame (may lie outside the window for normal windows)
     act_end_s: float
+    motion_start_s: float  # when the hand sets off for the basket / body / shelf, relative to the first frame
     conceal_target: str
     item_state: tuple[str, ...]
     item_visible: tuple[bool, ...]
@@ -1036,6 +1043,7 @@ class WindowInfo:
             "window_start_s": round(self.window_start_s, 4),
             "act_start_s": round(self.act_start_s, 4),
             "act_end_s": round(self.act_end_s, 4),
+            "motion_start_s": round(self.motion_start_s, 4),
             "conceal_target": self.conceal_target,
         }
 
@@ -1043,8 +1051,25 @@ class WindowInfo:
 _LABELS: tuple[str, ...] = ("shoplifting", "normal")
 
 
+def concealment_core(ep: Episode) -> tuple[float, float]:
+    """The episode-time span a window must contain to count as showing a concealment."""
+    return ep.motion_start - CONCEAL_BEFORE_S, ep.act_end + CONCEAL_AFTER_S
+
+
+def window_shows_concealment(ep: Episode, start: float, duration_s: float) -> bool:
+    """True when a window [start, start + duration_s) of a concealment episode contains its core."""
+    lo, hi = concealment_core(ep)
+    return ep.kind == "concealment" and start <= lo + 1e-9 and hi <= start + duration_s + 1e-9
+
+
 def _pick_window(ep: Episode, mode: str, dur: float, rng: np.random.Generator) -> tuple[str, float] | None:
     """(mode, window start in episode time); None if a concealment episode has no act-free window."""
+    if mode == "act" and ep.kind == "concealment":
+        core_lo, core_hi = concealment_core(ep)
+        lo, hi = core_hi - dur, core_lo
+        if lo <= hi:
+            return mode, float(rng.uniform(lo, hi))
+        return mode, (core_lo + core_hi) / 2 - dur / 2
     if mode == "act":
         lo, hi = ep.act_end + WINDOW_MARGIN_S - dur, ep.act_start - WINDOW_MARGIN_S
         if lo <= hi:
@@ -1133,6 +1158,7 @@ def render_window(
         scene_seed=scene_seed,
         window_start_s=start,
         act_start_s=ep.act_start - start,
+        motion_start_s=ep.motion_start - start,
         act_end_s=ep.act_end - start,
         conceal_target=ep.conceal_target,
         item_state=tuple(states),
@@ -1151,8 +1177,9 @@ def render_episode_window(
     fps: float = 15.0,
     duration_s: float = 4.0,
 ) -> np.ndarray:
-    """(T,H,W,3) uint8 BGR: a short training video. For "shoplifting", the concealment act (hand to body + item
-    vanishing) lies well inside the window (random offset, >=0.4 s margin both sides). For "normal", a window at a
+    """(T,H,W,3) uint8 BGR: a short training video. For "shoplifting", the window holds the hand carrying the item
+    to the body and the item vanishing there, with 0.3 s either side, at a random offset (the reach and
+    look-around before it may be cut off, as in a stream window). For "normal", a window at a
     random offset of a normal episode (pick-up to basket, put-back, walking, browsing) OR of a shoplifting episode that
     does not overlap its concealment act at all (walking in/out) -- so the model learns the act, not the person."""
     frames, _ = render_window(label, seed, width=width, height=height, fps=fps, duration_s=duration_s)

@@ -4,11 +4,14 @@ Everything runs on a small grey copy (``downscale_width`` wide, about 160x90 for
 ``cv2.resize(INTER_AREA)`` of the colour frame (which also averages sensor noise away), a grey
 conversion and a 5x5 blur, then either
 
-- ``diff``: absolute difference to a running-average background (``accumulateWeighted``), or
+- ``diff``: absolute difference to a running-average background (``accumulateWeighted``, updated
+  ten times more slowly under what moves, so that people are not learnt as background), or
 - ``mog2``: OpenCV's Gaussian-mixture background subtractor (shadows off),
 
 a threshold at ``sensitivity``, the configured masks zeroed, a morphological open (drops speckles) and a
-dilation (joins the parts of one person), and ``min_area`` as a fraction of the frame.  The first
+dilation (joins the parts of one person), and ``min_area`` as a fraction of the frame.  Of the changed
+regions only those in which something moved within the last half second count: what a shopper moved and
+left (a gap on a shelf) differs from the background for a long time, but is not motion.  The first
 ``warmup_frames`` frames only learn the background and never count as motion.
 
 ``diff`` is the cheaper method (about a third of mog2's cost per frame, see tests/bench/bench_ingest.py)
@@ -25,7 +28,16 @@ import numpy as np
 
 from common.settings import MotionSettings
 
-_BG_ALPHA = 0.02  # running-average learning rate: a still object fades into the background in ~3 s at 15 fps
+_BG_ALPHA = 0.02  # running-average learning rate where nothing moves: lighting drift is followed within ~3 s
+# ...and where something does: a shopper standing at a shelf would otherwise be half absorbed within a few
+# seconds, leaving a "ghost" that kept the gate open for seconds after they walked away; a parked trolley
+# still fades into the background, in about half a minute.
+_FG_ALPHA = 0.002
+# Frame-to-frame change is remembered for 255 / _ACTIVITY_DECAY frames (about 0.5 s at 15 fps).  A changed
+# region counts only while something has moved in it lately: an item taken from a shelf leaves a lasting
+# difference from the background, but nothing moves there once the shopper has gone.
+_ACTIVITY_DECAY = 32
+_MIN_ACTIVE_PIXELS = 3
 _KERNEL_OPEN = cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
 _KERNEL_DILATE = cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
 
@@ -77,6 +89,8 @@ class MotionDetector:
         self._mask = mask_image(settings.masks, *self.size)
         self._frames = 0
         self._background: np.ndarray | None = None
+        self._previous: np.ndarray | None = None
+        self._activity: np.ndarray | None = None
         self._mog2 = None
         if settings.method == "mog2":
             self._mog2 = cv2.createBackgroundSubtractorMOG2(
@@ -110,15 +124,31 @@ class MotionDetector:
             self._background = grey.astype(np.float32)
             return np.zeros_like(grey)
         diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
-        alpha = _BG_ALPHA if self.warmed_up else 1.0 / (self._frames + 1)
-        cv2.accumulateWeighted(grey, self._background, alpha)
         _, fg = cv2.threshold(diff, self.settings.sensitivity, 255, cv2.THRESH_BINARY)
+        if not self.warmed_up:
+            cv2.accumulateWeighted(grey, self._background, 1.0 / (self._frames + 1))
+            return fg
+        moving = cv2.dilate(fg, _KERNEL_DILATE)
+        cv2.accumulateWeighted(grey, self._background, _BG_ALPHA, mask=cv2.bitwise_not(moving))
+        cv2.accumulateWeighted(grey, self._background, _FG_ALPHA, mask=moving)
         return fg
+
+    def recent_activity(self, grey: np.ndarray) -> np.ndarray:
+        """Where the picture changed from one frame to the next lately: 255 on a change, fading to 0."""
+        if self._previous is None or self._activity is None:
+            self._previous = grey
+            self._activity = np.zeros_like(grey)
+            return self._activity
+        _, changed = cv2.threshold(cv2.absdiff(grey, self._previous), self.settings.sensitivity, 255, cv2.THRESH_BINARY)
+        self._activity = cv2.max(cv2.subtract(self._activity, np.full_like(self._activity, _ACTIVITY_DECAY)), changed)
+        self._previous = grey
+        return self._activity
 
     def update(self, image: np.ndarray) -> MotionResult:
         """Motion in this BGR frame compared with the background learned from the earlier ones."""
         grey = self.grey(image)
         fg = self.foreground(grey)
+        activity = self.recent_activity(grey)
         self._frames += 1
         if not self.warmed_up:
             return NO_MOTION
@@ -127,10 +157,23 @@ class MotionDetector:
         if cv2.countNonZero(fg) < self._min_pixels:
             return NO_MOTION
         fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, _KERNEL_OPEN)
+        if cv2.countNonZero(fg) < self._min_pixels:
+            return NO_MOTION
+        regions = cv2.dilate(fg, _KERNEL_DILATE)
+        count, labels = cv2.connectedComponents(regions)
+        active_per_region = np.bincount(labels[activity > 0], minlength=count)
+        live = np.flatnonzero(active_per_region >= _MIN_ACTIVE_PIXELS)
+        live = live[live != 0]
+        if live.size == 0:
+            return NO_MOTION
+        if live.size < count - 1:  # drop the still regions
+            keep = np.isin(labels, live)
+            fg = np.where(keep, fg, 0).astype(np.uint8)
+            regions = np.where(keep, regions, 0).astype(np.uint8)
         moving_pixels = cv2.countNonZero(fg)
         if moving_pixels < self._min_pixels:
             return NO_MOTION
-        x, y, w, h = cv2.boundingRect(cv2.dilate(fg, _KERNEL_DILATE))
+        x, y, w, h = cv2.boundingRect(regions)
         fx, fy = int(x * self._sx), int(y * self._sy)
         bbox = (
             fx,

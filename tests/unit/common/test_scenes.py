@@ -13,6 +13,8 @@ import pytest
 
 from common import scenes
 from common.scenes import (
+    CONCEAL_AFTER_S,
+    CONCEAL_BEFORE_S,
     STILL_GAP_S,
     WINDOW_MARGIN_S,
     Event,
@@ -76,12 +78,19 @@ def test_unknown_label_is_rejected():
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_shoplifting_window_contains_the_whole_act_with_margin(seed: int):
+def test_shoplifting_window_shows_the_carry_and_the_vanishing_with_context(seed: int):
     frames, info = render_window("shoplifting", seed)
     duration = len(frames) / 15.0
     assert info.episode_kind == "concealment"
-    assert info.act_start_s >= WINDOW_MARGIN_S - 1e-6
-    assert info.act_end_s <= duration - WINDOW_MARGIN_S + 1e-6
+    assert info.motion_start_s >= CONCEAL_BEFORE_S - 1e-6
+    assert info.act_end_s <= duration - CONCEAL_AFTER_S + 1e-6
+
+
+def test_shoplifting_windows_sit_at_many_offsets_like_stream_windows():
+    # a stream is cut on a fixed stride, so the act lands anywhere in a window; training windows must too
+    offsets = [render_window("shoplifting", s, width=64, height=36)[1].motion_start_s for s in range(24)]
+    assert max(offsets) - min(offsets) > 1.0
+    assert any(o < 0.8 for o in offsets) and any(o > 1.5 for o in offsets)
 
 
 @pytest.mark.parametrize("seed", range(24))
@@ -105,10 +114,10 @@ def _frame_index(t: float, fps: float = 15.0) -> int:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_item_visible_at_act_start_and_gone_at_act_end(seed: int):
+def test_item_visible_when_carried_and_gone_at_act_end(seed: int):
     frames, info = render_window("shoplifting", seed)
     hidden, _ = render_window("shoplifting", seed, hide_item=True)
-    start = _frame_index(info.act_start_s)
+    start = _frame_index(info.motion_start_s)
     end = _frame_index(info.act_end_s)
     assert info.item_visible[start] and info.item_state[start] == "hand"
     assert not any(info.item_visible[end:])
@@ -133,7 +142,7 @@ def test_item_stays_visible_in_the_basket_after_a_normal_pickup():
 def test_item_cue_survives_the_64x64_squash(seed: int):
     frames, info = render_window("shoplifting", seed)
     hidden, _ = render_window("shoplifting", seed, hide_item=True)
-    mid = _frame_index((info.act_start_s + info.act_end_s) / 2)
+    mid = _frame_index((info.motion_start_s + info.act_end_s) / 2)
     assert info.item_visible[mid]
     small = cv2.resize(frames[mid], (64, 64)).astype(np.int16)
     small_hidden = cv2.resize(hidden[mid], (64, 64)).astype(np.int16)
@@ -150,6 +159,11 @@ def test_episode_plans_stay_within_the_brief():
         assert 7.9 <= ep.duration <= 14.1
         assert 0 < ep.act_start < ep.act_end < ep.duration
         assert ep.act_end - ep.act_start <= 4.0 - 2 * WINDOW_MARGIN_S
+        if kind == "concealment":  # a 4 s window at a 1 s stride catches the core at least twice, mostly
+            core_lo, core_hi = scenes.concealment_core(ep)
+            assert core_hi - core_lo <= 2.1
+            assert scenes.window_shows_concealment(ep, core_lo, 4.0)
+            assert not scenes.window_shows_concealment(ep, core_lo + 0.1, 4.0)
         if kind == "normal_pickup":
             assert (
                 ep.actor.basket is not None and ep.x_end < 0

@@ -85,3 +85,45 @@ def test_wrong_frame_size_is_rejected() -> None:
     detector = MotionDetector(MotionSettings(), W, H)
     with pytest.raises(ValueError, match="detector was built for"):
         detector.update(scene(1, width=80, height=60)[0])
+
+
+def _shopper(n_still: int, *, leave: bool, seed: int = 3) -> list:
+    """A dark figure walks in (10 frames), stands at one spot for ``n_still`` frames moving only a small
+    'hand', then (``leave``) is gone; the noisy background stays."""
+    import cv2
+    import numpy as np
+
+    from .conftest import noisy, still_background
+
+    rng = np.random.default_rng(seed)
+    background = still_background()
+    frames = [noisy(background, rng) for _ in range(15)]
+    for i in range(10):
+        frame = noisy(background, rng)
+        cv2.rectangle(frame, (10 + 6 * i, 25), (34 + 6 * i, 75), (30, 30, 200), -1)
+        frames.append(frame)
+    for i in range(n_still):
+        frame = noisy(background, rng)
+        cv2.rectangle(frame, (70, 25), (94, 75), (30, 30, 200), -1)
+        hand_y = 40 + (i % 10)
+        cv2.rectangle(frame, (95, hand_y), (100, hand_y + 4), (200, 200, 240), -1)
+        frames.append(frame)
+    if leave:
+        frames += [noisy(background, rng) for _ in range(60)]
+    return frames
+
+
+def test_a_shopper_who_walks_away_leaves_no_ghost_motion() -> None:
+    # 5 s at the shelf: a background that learnt the figure would keep reporting where it stood
+    frames = _shopper(75, leave=True)
+    _, results = moving_count(MotionSettings(method="diff"), frames)
+    gone = len(frames) - 60
+    assert all(r.moving for r in results[25:gone])  # standing still at the shelf is still someone there
+    assert not any(r.moving for r in results[gone + 3 :])  # and a moment after they leave, nothing
+
+
+def test_something_left_standing_fades_into_the_background() -> None:
+    frames = _shopper(600, leave=False)  # 40 s, a figure that only twitches a small patch
+    _, results = moving_count(MotionSettings(method="diff", min_area=0.05), frames)
+    assert results[40].moving
+    assert not results[-1].moving  # absorbed at the slow rate: not gated open forever
