@@ -241,13 +241,17 @@ def train(
 
     keras.utils.set_random_seed(seed)
     model = build_convlstm()
+    base: dict[str, Any] | None = None
     if init_from is not None:
         # Fine-tuning: start from a trained model of the same architecture (e.g. the bundled one, on a
         # store's own footage) instead of random weights.
         from inference.model import ClipClassifier
 
-        model.set_weights(ClipClassifier.load(Path(init_from), fast=False).model.get_weights())
-        log.info("starting from the weights of %s", init_from)
+        base_model = ClipClassifier.load(Path(init_from), fast=False)
+        model.set_weights(base_model.model.get_weights())
+        # the lineage travels with the model: what the starting weights had been trained on, recursively
+        base = {"version": base_model.version, "trained_on": base_model.metadata.trained_on}
+        log.info("starting from the weights of %s (%s)", init_from, base_model.version)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
         loss=keras.losses.BinaryCrossentropy(),
@@ -306,6 +310,8 @@ def train(
                 "sha256": dataset_fingerprint(items),
                 "split": counts,
                 "seed": seed,
+                "learning_rate": learning_rate,
+                "fine_tuned_from": base,
             }
         ),
         metrics=jsonable(

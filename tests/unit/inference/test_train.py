@@ -68,6 +68,15 @@ def test_train_one_epoch_writes_a_consistent_model(tiny_dataset: Path, tmp_path:
     assert classifier.version == report.version
     probs = classifier.predict(np.zeros((2, 20, 64, 64, 3), dtype=np.uint8))
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
+    assert meta.trained_on["fine_tuned_from"] is None
+
+    # Fine-tuning from it starts from its weights and records where they came from.
+    tuned = tmp_path / "tuned" / "convlstm.keras"
+    train(tiny_dataset, tuned, epochs=1, batch_size=4, seed=2, progress=False, init_from=out, learning_rate=1e-4)
+    tuned_meta = ModelMetadata.from_json(artefact_paths(tuned).sidecar.read_text())
+    assert tuned_meta.trained_on["fine_tuned_from"]["version"] == meta.version
+    assert tuned_meta.trained_on["fine_tuned_from"]["trained_on"]["sha256"] == meta.trained_on["sha256"]
+    assert tuned_meta.trained_on["learning_rate"] == pytest.approx(1e-4)
 
 
 def test_train_refuses_unknown_layouts_and_goals(tmp_path: Path) -> None:
