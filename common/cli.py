@@ -168,17 +168,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _n_of_m(text: str) -> tuple[int, int]:
+    """``N/M`` as given on the command line (the rule's bounds are the settings' to check)."""
+    n, sep, m = text.partition("/")
+    if not sep or not n.strip().isdigit() or not m.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected N/M such as 2/4, got {text!r}")
+    return int(n), int(m)
+
+
 def cmd_evaluate_streams(args: argparse.Namespace) -> int:
     from inference.stream_eval import evaluate_streams
 
     setup_logging("WARNING")
-    n_of_m = None
-    if args.n_of_m:
-        n, _, m = args.n_of_m.partition("/")
-        n_of_m = (int(n), int(m))
     report = evaluate_streams(
         Path(args.streams), Path(args.out), model_path=Path(args.model) if args.model else None,
-        threshold=args.threshold, n_of_m=n_of_m, overlap=args.overlap,
+        threshold=args.threshold, n_of_m=args.n_of_m, overlap=args.overlap,
     )
     ok = report["detected"] == report["incidents"] and report["false_alarms"] == 0
     return 0 if ok or not args.strict else 1
@@ -307,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev_streams.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ev_streams.add_argument("--out", default="build/stream-eval")
     ev_streams.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
-    ev_streams.add_argument("--n-of-m", default=None, help="alert rule as N/M (default: 2/4)")
+    ev_streams.add_argument("--n-of-m", type=_n_of_m, default=None, help="alert rule as N/M (default: 2/4)")
     ev_streams.add_argument("--overlap", type=float, default=None, help="clip overlap (default: 0.75, a 1 s stride)")
     ev_streams.add_argument("--strict", action="store_true", help="exit 1 unless all caught without false alarms")
     ev_streams.set_defaults(func=cmd_evaluate_streams)

@@ -159,7 +159,6 @@ class EmbeddedRun:
     health: list[Any]
     frames: int
     clips: int
-    drained: bool
 
 
 def prepare_output(out: Path) -> Path:
@@ -215,7 +214,6 @@ def run_embedded(settings: Settings, classifier: Any, *, started: float | None =
         health=db.health_events(),
         frames=sum(c.frames_read for c in ingest_counters),
         clips=sum(c.clips_published for c in ingest_counters),
-        drained=drained,
     )
 
 
@@ -242,8 +240,6 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     run_started = datetime.now(UTC)
     run = run_embedded(settings, classifier, started=started)
     db = run.db
-    results, alerts, health = run.results, run.alerts, run.health
-    frames_read, clips_published = run.frames, run.clips
 
     _say("[4/5] manager report")
     # The scheduled job covers whole past days; the demo's data is minutes old, so cover the run's hours.
@@ -256,20 +252,20 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     report_pdf = str(render_store_report(db, store, period_start, period_end, pdf_path, generated_at=datetime.now(UTC)))
 
     _say("[5/5] comparing with the ground truth")
-    rows, false_alarms = score_against_truth(alerts, truths)
+    rows, false_alarms = score_against_truth(run.alerts, truths)
     detected = sum(1 for r in rows if r["detected"])
     summary = {
         "incidents": len(rows),
         "detected": detected,
         "missed": len(rows) - detected,
         "false_alarms": false_alarms,
-        "frames": frames_read,
-        "clips": clips_published,
-        "results": len(results),
-        "suspicious_clips": sum(1 for r in results if r.suspicious),
-        "alerts": len([a for a in alerts if a.kind == "suspicious_activity"]),
-        "camera_offline_alerts": len([a for a in alerts if a.kind == "camera_offline"]),
-        "health_events": len(health),
+        "frames": run.frames,
+        "clips": run.clips,
+        "results": len(run.results),
+        "suspicious_clips": sum(1 for r in run.results if r.suspicious),
+        "alerts": len([a for a in run.alerts if a.kind == "suspicious_activity"]),
+        "camera_offline_alerts": len([a for a in run.alerts if a.kind == "camera_offline"]),
+        "health_events": len(run.health),
         "report_pdf": report_pdf,
         "model_version": classifier.version,
         "model_threshold": classifier.threshold,

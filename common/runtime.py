@@ -83,6 +83,16 @@ def model_threshold(settings: Settings) -> float:
     return 0.5
 
 
+def alert_threshold(settings: Settings, classifier: Any = None) -> float:
+    """The threshold the alert rules apply: ``alerts.threshold``, else ``model.threshold``, else the one
+    calibrated into the model (from ``classifier`` when loaded, else its metadata sidecar)."""
+    if settings.alerts.threshold is not None:
+        return settings.alerts.threshold
+    if settings.model.threshold is not None:
+        return settings.model.threshold
+    return classifier.threshold if classifier is not None else model_threshold(settings)
+
+
 @dataclass
 class Pipeline:
     """Whichever roles this process runs, sharing one bus and one database."""
@@ -115,9 +125,7 @@ class Pipeline:
             from alerts.worker import AlertWorker
 
             assert db is not None
-            threshold = settings.model.threshold
-            if threshold is None:
-                threshold = classifier.threshold if classifier is not None else model_threshold(settings)
+            threshold = alert_threshold(settings, classifier)
             pipeline.workers.append(AlertWorker.from_settings(settings, bus, db, threshold, stop))
         if "infer" in roles:
             from inference.worker import InferenceWorker

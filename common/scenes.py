@@ -1064,17 +1064,15 @@ def window_shows_concealment(ep: Episode, start: float, duration_s: float) -> bo
 
 def _pick_window(ep: Episode, mode: str, dur: float, rng: np.random.Generator) -> tuple[str, float] | None:
     """(mode, window start in episode time); None if a concealment episode has no act-free window."""
-    if mode == "act" and ep.kind == "concealment":
-        core_lo, core_hi = concealment_core(ep)
-        lo, hi = core_hi - dur, core_lo
+    if mode == "act":  # the window holds this span, at a random offset
+        if ep.kind == "concealment":
+            span_lo, span_hi = concealment_core(ep)
+        else:
+            span_lo, span_hi = ep.act_start - WINDOW_MARGIN_S, ep.act_end + WINDOW_MARGIN_S
+        lo, hi = span_hi - dur, span_lo
         if lo <= hi:
             return mode, float(rng.uniform(lo, hi))
-        return mode, (core_lo + core_hi) / 2 - dur / 2
-    if mode == "act":
-        lo, hi = ep.act_end + WINDOW_MARGIN_S - dur, ep.act_start - WINDOW_MARGIN_S
-        if lo <= hi:
-            return mode, float(rng.uniform(lo, hi))
-        return mode, (ep.act_start + ep.act_end) / 2 - dur / 2
+        return mode, (span_lo + span_hi) / 2 - dur / 2
     if mode in ("before_act", "after_act"):
         ranges = {
             "before_act": (-0.5, ep.act_start - dur - 0.15),

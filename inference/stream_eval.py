@@ -34,17 +34,14 @@ def find_streams(stream_dir: Path) -> dict[str, Path]:
 
 def _incident_detail(results: list[Any], camera_id: str, start_s: float, end_s: float,
                      threshold: float) -> dict[str, Any]:
-    """How the model saw one incident: the clips whose window holds it whole, and their best score."""
-    holding = [
-        r for r in results
-        if r.camera_id == camera_id and r.source_start_s is not None and r.source_end_s is not None
-        and r.source_start_s <= start_s and end_s <= r.source_end_s
-    ]
+    """How the model saw one incident: the clips whose window overlaps it, holds it whole, scores over the
+    threshold, and their best score."""
     overlapping = [
         r for r in results
         if r.camera_id == camera_id and r.source_start_s is not None and r.source_end_s is not None
         and r.source_start_s < end_s and start_s < r.source_end_s
     ]
+    holding = [r for r in overlapping if r.source_start_s <= start_s and end_s <= r.source_end_s]
     return {
         "clips_overlapping": len(overlapping),
         "clips_over_threshold": sum(1 for r in overlapping if r.probability >= threshold),
@@ -64,7 +61,7 @@ def evaluate_streams(
 ) -> dict[str, Any]:
     """Run the embedded pipeline over ``stream_dir`` and write ``out/stream-eval.json``."""
     from common.demo import DEMO_N_OF_M, DEMO_OVERLAP
-    from common.runtime import load_classifier
+    from common.runtime import alert_threshold, load_classifier
 
     started = time.monotonic()
     streams = find_streams(stream_dir)
@@ -84,7 +81,7 @@ def evaluate_streams(
         cooldown_s=8.0,
     )
     classifier = load_classifier(settings)
-    used_threshold = settings.alerts.threshold or settings.model.threshold or classifier.threshold
+    used_threshold = alert_threshold(settings, classifier)
     print(f"{len(streams)} streams, model {classifier.version}, threshold {used_threshold:.2f}, "
           f"rule {rule[0]} of {rule[1]}", flush=True)
     run = run_embedded(settings, classifier, started=started, timeout_s=max(240.0, 60.0 * len(streams)))

@@ -91,6 +91,7 @@ class MotionDetector:
         self._background: np.ndarray | None = None
         self._previous: np.ndarray | None = None
         self._activity: np.ndarray | None = None
+        self._decay: np.ndarray | None = None
         self._mog2 = None
         if settings.method == "mog2":
             self._mog2 = cv2.createBackgroundSubtractorMOG2(
@@ -135,12 +136,13 @@ class MotionDetector:
 
     def recent_activity(self, grey: np.ndarray) -> np.ndarray:
         """Where the picture changed from one frame to the next lately: 255 on a change, fading to 0."""
-        if self._previous is None or self._activity is None:
+        if self._previous is None or self._activity is None or self._decay is None:
             self._previous = grey
             self._activity = np.zeros_like(grey)
+            self._decay = np.full_like(grey, _ACTIVITY_DECAY)
             return self._activity
         _, changed = cv2.threshold(cv2.absdiff(grey, self._previous), self.settings.sensitivity, 255, cv2.THRESH_BINARY)
-        self._activity = cv2.max(cv2.subtract(self._activity, np.full_like(self._activity, _ACTIVITY_DECAY)), changed)
+        self._activity = cv2.max(cv2.subtract(self._activity, self._decay), changed)
         self._previous = grey
         return self._activity
 

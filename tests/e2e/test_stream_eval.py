@@ -49,3 +49,10 @@ def test_strict_cli_fails_when_the_threshold_cannot_be_reached(streams: Path, tm
                  "--n-of-m", "4/4", "--strict"])
     assert code == 1
     assert json.loads((tmp_path / "e" / "stream-eval.json").read_text())["detected"] == 0
+
+
+def test_a_malformed_rule_is_refused_with_the_reason(streams: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate-streams", str(streams), "--n-of-m", "2of4"])
+    assert exit_info.value.code == 2
+    assert "expected N/M such as 2/4, got '2of4'" in capsys.readouterr().err
