@@ -1,8 +1,8 @@
 """Cheap motion gating: is anything moving in this frame, how much, and where.
 
 Everything runs on a small grey copy (``downscale_width`` wide, about 160x90 for 16:9): one
-``cv2.resize(INTER_AREA)`` of the colour frame (which also averages sensor noise away), a grey
-conversion and a 5x5 blur, then either
+``cv2.resize(INTER_LINEAR)`` of the colour frame, a grey conversion and a 5x5 blur (which averages sensor
+noise away), then either
 
 - ``diff``: absolute difference to a running-average background (``accumulateWeighted``, updated
   ten times more slowly under what moves, so that people are not learnt as background), or
