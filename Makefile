@@ -27,6 +27,7 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+	$(VENV)/bin/lint-imports --no-cache
 
 test: install system-deps lint
 	@mkdir -p build

@@ -21,17 +21,11 @@ from typing import Protocol
 
 import httpx
 
-from common.logs import redact
-from common.schemas import AlertKind, AlertMessage
+from common.redaction import redact
+from common.schemas import AlertMessage
 from common.settings import EmailSettings, NotificationSettings
 
 log = logging.getLogger(__name__)
-
-_KIND_LABEL = {
-    AlertKind.SUSPICIOUS_ACTIVITY: "Suspicious activity",
-    AlertKind.CAMERA_OFFLINE: "Camera offline",
-}
-
 
 class DeliveryError(Exception):
     """A notifier gave up on an alert (after its retries); already logged by the notifier."""
@@ -145,7 +139,7 @@ class EmailNotifier:
     def build(self, alert: AlertMessage) -> EmailMessage:
         """The e-mail for one alert (separate from sending so it can be inspected)."""
         s = self.settings
-        label = _KIND_LABEL.get(alert.alert_kind, alert.alert_kind.value)
+        label = alert.alert_kind.label
         when = _when(alert)
         msg = EmailMessage()
         msg["Subject"] = f"[AisleWatch] {label} - store {alert.store_id}, camera {alert.camera_id}, {when}"

@@ -93,12 +93,13 @@ class RuleEngine:
     def __init__(
         self,
         rules: AlertRuleSettings,
-        model_threshold: float,
+        threshold: float,
         clock: Clock,
         seen_capacity: int = 4096,
     ) -> None:
+        """``threshold`` is the resolved one (``Settings.alert_threshold``), the same the results were marked by."""
         self.rules = rules
-        self.threshold = rules.threshold if rules.threshold is not None else model_threshold
+        self.threshold = threshold
         self.n, self.m = rules.n_of_m
         self.clock = clock
         self.seen_capacity = seen_capacity

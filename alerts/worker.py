@@ -26,6 +26,7 @@ from common.schemas import (
     ResultMessage,
     Topic,
 )
+from common.settings import Settings
 from common.worker import Worker
 
 
@@ -62,16 +63,17 @@ class AlertWorker(Worker):
     @classmethod
     def from_settings(
         cls,
-        settings: Any,
+        settings: Settings,
         bus: Bus,
         db: Database,
-        model_threshold: float,
+        threshold: float,
         stop: threading.Event | None = None,
     ) -> AlertWorker:
-        """Build the worker, its rule engine and its notification channels from the settings."""
+        """Build the worker, its rule engine and its notification channels from the settings; ``threshold``
+        is the resolved one (``Settings.alert_threshold``)."""
         stop = stop or threading.Event()
         clock = SystemClock()
-        engine = RuleEngine(settings.alerts, model_threshold, clock)
+        engine = RuleEngine(settings.alerts, threshold, clock)
         dispatcher = Dispatcher.from_settings(settings.notifications, stop=stop)
         return cls(engine, bus, db, dispatcher, clock, stop=stop)
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.bus import BusError, BusRecord
-from common.logs import redact
+from common.redaction import redact
 from common.schemas import Topic
 from common.settings import BusSettings
 

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from datetime import UTC, datetime
 
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]+)(?::[^@/\s]*)?@")
-_PASSWORD_PARAM = re.compile(r"(?i)\b(password|passwd|pwd|secret|token)=([^&\s]+)")
-
-
-def redact(text: str) -> str:
-    """Remove user:password@ from URLs and password=... parameters."""
-    text = _CREDENTIALS.sub(r"\g<scheme>***@", text)
-    return _PASSWORD_PARAM.sub(r"\1=***", text)
+from common.redaction import redact
 
 
 class RedactingFilter(logging.Filter):

@@ -147,6 +147,25 @@ class AlertKind(StrEnum):
     SUSPICIOUS_ACTIVITY = "suspicious_activity"
     CAMERA_OFFLINE = "camera_offline"
 
+    @property
+    def label(self) -> str:
+        """How people read the kind: in e-mails, pages and reports."""
+        return _ALERT_KIND_LABELS[self]
+
+    @classmethod
+    def label_of(cls, kind: str) -> str:
+        """The label of a kind stored as text (a database row); an unknown kind is shown as its words."""
+        try:
+            return cls(kind).label
+        except ValueError:
+            return kind.replace("_", " ").capitalize()
+
+
+_ALERT_KIND_LABELS: dict[AlertKind, str] = {
+    AlertKind.SUSPICIOUS_ACTIVITY: "Suspicious activity",
+    AlertKind.CAMERA_OFFLINE: "Camera offline",
+}
+
 
 class AlertStatus(StrEnum):
     OPEN = "open"

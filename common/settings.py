@@ -33,6 +33,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from common.redaction import redact
+
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "inference" / "bundled" / "convlstm.keras"
 
 
@@ -88,7 +90,10 @@ class ClipSettings(Section):
     frames: int = Field(20, ge=2, le=200, description="Frames per clip (the model's time steps)")
     size: int = Field(64, ge=16, le=512, description="Clip frames are resized to size x size")
     window_s: float = Field(4.0, gt=0, le=60, description="Seconds of video one clip covers")
-    overlap: float = Field(0.5, ge=0, lt=1, description="Fraction of a window shared with the next clip")
+    overlap: float = Field(
+        0.75, ge=0, lt=1,
+        description="Fraction of a window shared with the next clip (0.75: a clip a second, as evaluated)",
+    )
     crop: CropMode = Field(CropMode.FULL, description="Whole frame, or the motion region with a margin")
     crop_margin: float = Field(0.25, ge=0, le=2, description="Margin around the motion region, as a fraction")
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the evidence snapshot")
@@ -164,7 +169,9 @@ class InferenceSettings(Section):
 
 class AlertRuleSettings(Section):
     threshold: float | None = Field(None, ge=0, le=1, description="Overrides the model's calibrated threshold")
-    n_of_m: tuple[int, int] = Field((2, 3), description="Raise when N of the last M clips are suspicious")
+    n_of_m: tuple[int, int] = Field(
+        (2, 4), description="Raise when N of the last M clips are suspicious (2 of 4 is what was evaluated)"
+    )
     cooldown_s: float = Field(60.0, ge=0, le=86400, description="No second alert for a camera within this time")
     offline_alert_after_s: float = Field(
         30.0, ge=0, le=86400, description="Raise 'camera offline' when a camera stays offline this long"
@@ -311,6 +318,15 @@ class Settings(BaseSettings):
                 return store, camera
         raise KeyError(camera_id)
 
+    def alert_threshold(self, calibrated: float) -> float:
+        """The score at which a clip counts as suspicious, for the results and the alert rules alike:
+        ``alerts.threshold``, else ``model.threshold``, else ``calibrated`` (the one in the model's metadata).
+        An explicit 0 is a setting, not "unset"."""
+        for configured in (self.alerts.threshold, self.model.threshold):
+            if configured is not None:
+                return float(configured)
+        return float(calibrated)
+
     def database_url(self) -> str:
         """The database URL with the secret password merged in (never log the result)."""
         from sqlalchemy.engine import make_url
@@ -364,9 +380,6 @@ def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
     return f"{where}{path}{shown}: {reason}"
 
 
-_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<cred>[^/@\s]+)@", re.IGNORECASE)
-
-
 def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load settings from a YAML file (or defaults when ``path`` is None) plus the environment.
 
@@ -403,7 +416,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         env_keys = [k for k in os.environ if k.startswith("AISLEWATCH__")]
         if env_keys:
             problems.append("environment overrides in effect: " + ", ".join(sorted(env_keys)))
-        raise ConfigError(source, [_SECRET_IN_URL.sub(r"\g<scheme>***@", p) for p in problems]) from None
+        raise ConfigError(source, [redact(p) for p in problems]) from None
     finally:
         _YAML_DATA.reset(token)
 

@@ -20,9 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from inference.dataset import FRAME_SIZE, N_FRAMES, VideoReadError, iter_frames_at
-from inference.evaluate import jsonable
-from inference.model import ClipClassifier
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, sample_indices
+from inference.artefacts import jsonable
+from inference.dataset import VideoReadError, iter_frames_at
+from inference.model import ClipClassifier, load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -77,26 +78,8 @@ class VideoVerdict:
         return format_verdicts([self])
 
 
-def load_classifier(model_path: Path, *, fast: bool = False) -> ClipClassifier:
-    """Load a model for offline use.
-
-    Plain Keras batched predict by default: the XLA fast path pays a long compile on every load (about
-    100 s for the ConvLSTM on 2 busy cores), which a one-off evaluate/classify run never earns back.
-    When ``fast`` is asked for but cannot be built, falls back to plain Keras with a warning.
-    """
-    if not fast:
-        return ClipClassifier.load(Path(model_path), fast=False)
-    try:
-        return ClipClassifier.load(Path(model_path), fast=True)
-    except (FileNotFoundError, ValueError):
-        raise
-    except Exception as exc:  # the fast path is an optimisation; never let it block classification
-        log.warning("fast predictor unavailable (%s); using plain Keras predict", exc)
-        return ClipClassifier.load(Path(model_path), fast=False)
-
-
 def plan_windows(
-    frame_count: int, fps: float, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = N_FRAMES
+    frame_count: int, fps: float, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = CLIP_FRAMES
 ) -> list[Window]:
     """Windows over ``frame_count`` frames; a video shorter than one window gets a single whole-video window."""
     if frame_count < 1:
@@ -114,7 +97,7 @@ def plan_windows(
             starts.append(frame_count - span)
     windows = []
     for start in starts:
-        idx = np.rint(np.linspace(start, start + span - 1, n_frames)).astype(int)
+        idx = start + sample_indices(span, n_frames)
         windows.append(Window(start / fps, (start + span) / fps, tuple(int(i) for i in idx)))
     return windows
 
@@ -178,10 +161,11 @@ def score_video(
                 probabilities.extend(float(p) for p in classifier.predict(np.stack(pending)))
                 pending.clear()
 
-        for index, frame in iter_frames_at(capture, needed, FRAME_SIZE, path=path):
+        for index, frame in iter_frames_at(capture, needed, CLIP_SIZE, path=path):
             frames[index] = frame
             while next_window < len(windows) and windows[next_window].indices[-1] <= index:
-                pending.append(np.stack([frames[i] for i in windows[next_window].indices]))
+                window = windows[next_window]
+                pending.append(model_clip([frames[i] for i in window.indices], len(window.indices), CLIP_SIZE))
                 next_window += 1
                 if len(pending) >= batch_size:
                     flush()

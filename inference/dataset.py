@@ -1,10 +1,10 @@
 """Training data: class folders of videos -> uint8 clips (N, 20, 64, 64, 3) BGR, cached, split by video.
 
-Each video becomes one clip of 20 frames sampled evenly across the whole video, read in ONE sequential
+Each video becomes one clip of 20 frames picked evenly across the whole video, read in ONE sequential
 pass (``grab()`` past unwanted frames, ``retrieve()`` wanted ones; no seeking, which is slow and
-inexact on compressed streams), resized to 64x64 with ``cv2.resize``'s default (bilinear) interpolation.
-Scaling to [0, 1] happens only at the model input (``inference.model.preprocess``), so the cache and the
-live pipeline hold the same uint8 frames.  Videos that cannot be used are returned as :class:`SkippedVideo`
+inexact on compressed streams), and made model input by ``common.model_input`` exactly as ingest and
+``classify`` make it.  Scaling to [0, 1] happens only at the model input (``inference.model.preprocess``),
+so the cache and the live pipeline hold the same uint8 frames.  Videos that cannot be used are returned as :class:`SkippedVideo`
 with a reason, never dropped silently.
 """
 
@@ -23,12 +23,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices
 from inference.model import CLASS_NAMES, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 
-N_FRAMES: int = INPUT_SHAPE[0]
-FRAME_SIZE: tuple[int, int] = (INPUT_SHAPE[2], INPUT_SHAPE[1])  # cv2 wants (width, height)
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm"})
 READER_VERSION = "seq-grab-v1"  # bump when the sampling/decoding changes so old cache entries miss
 
@@ -178,13 +177,6 @@ def is_generator_dataset(dataset_dir: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- decoding
 
 
-def sample_indices(frame_count: int, n: int = N_FRAMES) -> list[int]:
-    """``n`` frame indices spread evenly over ``[0, frame_count - 1]``, first and last included."""
-    if frame_count < 1:
-        raise ValueError("frame_count must be >= 1")
-    return [int(i) for i in np.rint(np.linspace(0, frame_count - 1, n)).astype(np.int64)]
-
-
 def _frame_count(capture: cv2.VideoCapture) -> int:
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
     return int(count) if count and np.isfinite(count) and count > 0 else 0
@@ -193,10 +185,10 @@ def _frame_count(capture: cv2.VideoCapture) -> int:
 def read_frames_at(
     path: Path,
     indices: Iterable[int],
-    size: tuple[int, int] = FRAME_SIZE,
+    size: int = CLIP_SIZE,
     capture: cv2.VideoCapture | None = None,
 ) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the given frame indices in one sequential pass; returns ({index: resized BGR frame}, frames read).
+    """Decode the given frame indices in one sequential pass; returns ({index: model frame}, frames read).
 
     Stops at the last wanted index or the end of the stream (then the second value is the true frame
     count); indices past the end are simply absent from the result.
@@ -220,7 +212,7 @@ def read_frames_at(
             position += 1
             if not ok or frame is None:
                 raise VideoReadError(Path(path), f"cannot decode frame {target}")
-            frames[target] = _to_bgr_size(frame, size)
+            frames[target] = model_frame(frame, size)
         return frames, position
     finally:
         if own:
@@ -228,9 +220,9 @@ def read_frames_at(
 
 
 def iter_frames_at(
-    capture: cv2.VideoCapture, indices: Iterable[int], size: tuple[int, int] = FRAME_SIZE, *, path: Path
+    capture: cv2.VideoCapture, indices: Iterable[int], size: int = CLIP_SIZE, *, path: Path
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, resized BGR frame) for the wanted indices in one sequential pass; stops at end of stream.
+    """Yield (index, model frame) for the wanted indices in one sequential pass; stops at end of stream.
 
     The consumer can process (and forget) frames as they come, so memory stays bounded on long videos.
     """
@@ -246,19 +238,11 @@ def iter_frames_at(
         position += 1
         if not ok or frame is None:
             raise VideoReadError(Path(path), f"cannot decode frame {target}")
-        yield target, _to_bgr_size(frame, size)
+        yield target, model_frame(frame, size)
 
 
-def _to_bgr_size(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    if frame.ndim == 2:
-        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-    elif frame.shape[2] == 4:
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
-    return cv2.resize(frame, size)
-
-
-def decode_clip(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
-    """One clip from a whole video: ``n_frames`` evenly sampled frames, uint8 (n, h, w, 3) BGR.
+def decode_clip(path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
+    """One clip from a whole video: its ``n_frames`` evenly picked frames as model input (``model_clip``).
 
     Uses the container's frame count; when that is missing or wrong (the stream ends early), the true
     count found by the first pass is used for a second pass.  Raises VideoReadError.
@@ -277,7 +261,7 @@ def decode_clip(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FR
             cap = cv2.VideoCapture(str(path))
         if count < n_frames:
             raise VideoReadError(path, f"too short: {count} frames, need {n_frames}")
-        indices = sample_indices(count, n_frames)
+        indices = sample_indices(count, n_frames).tolist()
         frames, read = read_frames_at(path, indices, size, capture=cap)
         if len(frames) < len(set(indices)):
             if read == 0:
@@ -287,11 +271,11 @@ def decode_clip(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FR
             log.debug("%s: container says %d frames, stream has %d; re-reading", path, count, read)
             cap.release()
             cap = cv2.VideoCapture(str(path))
-            indices = sample_indices(read, n_frames)
+            indices = sample_indices(read, n_frames).tolist()
             frames, _ = read_frames_at(path, indices, size, capture=cap)
             if len(frames) < len(set(indices)):
                 raise VideoReadError(path, "frame count changed between reads")
-        return np.stack([frames[i] for i in indices]).astype(np.uint8, copy=False)
+        return model_clip([frames[i] for i in indices], n_frames, size)
     finally:
         cap.release()
 
@@ -299,7 +283,7 @@ def decode_clip(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FR
 # ---------------------------------------------------------------------------------------------- cache
 
 
-def cache_key(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FRAME_SIZE) -> str:
+def cache_key(path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> str:
     """Hash of the file's absolute path, size, mtime and the sampling parameters."""
     stat = Path(path).stat()
     spec = {
@@ -307,7 +291,7 @@ def cache_key(path: Path, n_frames: int = N_FRAMES, size: tuple[int, int] = FRAM
         "size": stat.st_size,
         "mtime_ns": stat.st_mtime_ns,
         "n_frames": n_frames,
-        "frame_size": list(size),
+        "frame_size": [size, size],
         "interpolation": "cv2.INTER_LINEAR",
         "reader": READER_VERSION,
     }

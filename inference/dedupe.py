@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from inference.dataset import ClipSet
 
 DEFAULT_FRAMES = 5
 DEFAULT_MAX_HAMMING = 4.0
@@ -67,6 +71,11 @@ def hamming_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return np.zeros((len(a), len(b)), dtype=np.float64)
     xor = a[:, None, :] ^ b[None, :, :]
     return np.bitwise_count(xor).mean(axis=2)
+
+
+def clip_hashes(clips: ClipSet) -> dict[str, np.ndarray]:
+    """{relative path: dHashes} for every clip of a set."""
+    return {item.rel: hash_clip(clip) for item, clip in zip(clips.items, clips.clips, strict=True)}
 
 
 def find_cross_split_duplicates(

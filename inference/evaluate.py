@@ -1,123 +1,26 @@
-"""Evaluation on the held-out test split: metrics (numpy only, no scikit-learn), plots, metrics.json.
-
-Metrics follow the usual definitions (scikit-learn's, checked by hand in the tests): a clip is positive
-when ``score >= threshold``; ROC-AUC is the trapezoidal area under the ROC curve with tied scores
-collapsed into one point; PR-AUC is average precision, ``sum_n (R_n - R_{n-1}) P_n``.  The confusion
-matrix is ``[[TN, FP], [FN, TP]]`` (rows: true normal, shoplifting; columns: predicted).
-"""
+"""Evaluation on the held-out test split: metrics (``inference.clip_metrics``), plots, metrics.json."""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from inference.calibrate import threshold_table
+from inference.artefacts import artefact_paths, jsonable
+from inference.clip_metrics import average_precision, binary_metrics, pr_curve, roc_auc, roc_curve
 from inference.dataset import (
     SPLIT_NAMES,
-    ClipSet,
     discover_videos,
     load_clips,
     read_split,
 )
-from inference.dedupe import DEFAULT_MAX_HAMMING, find_cross_split_duplicates, hash_clip
-from inference.model import CLASS_NAMES
+from inference.dedupe import DEFAULT_MAX_HAMMING, clip_hashes, find_cross_split_duplicates
+from inference.model import CLASS_NAMES, load_classifier
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------------- metrics
-
-
-def confusion_matrix(labels: np.ndarray, predictions: np.ndarray) -> np.ndarray:
-    """2x2 int matrix ``[[TN, FP], [FN, TP]]`` from 0/1 labels and 0/1 predictions."""
-    y = np.asarray(labels).astype(bool).ravel()
-    p = np.asarray(predictions).astype(bool).ravel()
-    return np.array([[np.sum(~y & ~p), np.sum(~y & p)], [np.sum(y & ~p), np.sum(y & p)]], dtype=np.int64)
-
-
-def _ratio(num: float, den: float) -> float:
-    return float(num) / float(den) if den else 0.0
-
-
-def binary_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, Any]:
-    """Accuracy, precision, recall, F1, specificity and the confusion matrix at ``threshold``."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    labels = np.asarray(labels).ravel()
-    cm = confusion_matrix(labels, scores >= threshold)
-    (tn, fp), (fn, tp) = cm.tolist()
-    precision, recall = _ratio(tp, tp + fp), _ratio(tp, tp + fn)
-    return {
-        "threshold": float(threshold),
-        "n": int(labels.size),
-        "positives": int(tp + fn),
-        "accuracy": _ratio(tp + tn, labels.size),
-        "precision": precision,
-        "recall": recall,
-        "f1": _ratio(2 * precision * recall, precision + recall),
-        "specificity": _ratio(tn, tn + fp),
-        "confusion_matrix": cm.tolist(),
-        "roc_auc": roc_auc(scores, labels),
-        "pr_auc": average_precision(scores, labels),
-    }
-
-
-def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(false-positive rates, true-positive rates, thresholds), starting at (0, 0) with threshold +inf."""
-    scores = np.asarray(scores, dtype=np.float64).ravel()
-    y = np.asarray(labels).ravel().astype(bool)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], y[order]
-    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
-    tp = np.cumsum(y)[last].astype(np.float64)
-    fp = np.cumsum(~y)[last].astype(np.float64)
-    n_pos, n_neg = float(y.sum()), float((~y).sum())
-    tpr = np.r_[0.0, tp / n_pos] if n_pos else np.full(len(tp) + 1, np.nan)
-    fpr = np.r_[0.0, fp / n_neg] if n_neg else np.full(len(fp) + 1, np.nan)
-    return fpr, tpr, np.r_[np.inf, s[last]]
-
-
-def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (NaN when only one class is present)."""
-    fpr, tpr, _ = roc_curve(scores, labels)
-    if np.isnan(fpr).any() or np.isnan(tpr).any():
-        return float("nan")
-    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))
-
-
-def pr_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(precision, recall, thresholds) at each distinct score, thresholds descending."""
-    table = threshold_table(scores, labels)
-    return table["precision"], table["recall"], table["threshold"]
-
-
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """PR-AUC as average precision ``sum (R_n - R_{n-1}) P_n`` (NaN without positives)."""
-    if not np.asarray(labels).astype(bool).any():
-        return float("nan")
-    precision, recall, _ = pr_curve(scores, labels)
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def jsonable(value: Any) -> Any:
-    """Replace NaN/inf by None and numpy scalars by Python ones so ``json.dumps`` writes strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -202,11 +105,6 @@ def plot_history(history: dict[str, list[float]], path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- evaluate
 
 
-def clip_hashes(clips: ClipSet) -> dict[str, np.ndarray]:
-    """{relative path: dHashes} for every clip of a set."""
-    return {item.rel: hash_clip(clip) for item, clip in zip(clips.items, clips.clips, strict=True)}
-
-
 def evaluate(
     model_path: Path,
     dataset_dir: Path,
@@ -226,9 +124,6 @@ def evaluate(
     the model; without either, every video is evaluated and the result says so (``"split": "all"``).
     Metrics are at ``threshold`` or the model's calibrated one.  Cross-split near-duplicates are listed.
     """
-    from inference.classify import load_classifier
-    from inference.train import artefact_paths
-
     model_path, dataset_dir, out_dir = Path(model_path), Path(dataset_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = artefact_paths(model_path)

@@ -18,12 +18,16 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
+from common.model_input import CLIP_FRAMES, CLIP_SIZE
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from common.settings import InferenceSettings, ModelSettings
+
 log = logging.getLogger(__name__)
 
-INPUT_SHAPE: tuple[int, int, int, int] = (20, 64, 64, 3)
+INPUT_SHAPE: tuple[int, int, int, int] = (CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE, 3)  # see common.model_input
 CLASS_NAMES: tuple[str, str] = ("normal", "shoplifting")  # sigmoid output = P(CLASS_NAMES[1])
 CONVLSTM_FILTERS: tuple[int, ...] = (4, 8, 14, 16)
 
@@ -245,3 +249,55 @@ class ClipClassifier:
             batch = preprocess(clips[start : start + self.max_batch_size])
             parts.append(probability_of_positive(self.model.predict(batch, verbose=0)))
         return np.concatenate(parts).astype(np.float32)
+
+
+def select_device(device: str) -> str:
+    """Pin TensorFlow to the CPU, or insist on a GPU; "auto" uses a GPU when one is visible."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        return "cpu"
+    if device == "gpu" and not gpus:
+        raise RuntimeError("model.device is 'gpu' but TensorFlow sees no GPU")
+    return "gpu" if gpus and device != "cpu" else "cpu"
+
+
+def load_classifier(
+    path: Path, *, fast: bool = False, max_batch_size: int = 32, xla: bool | None = None, device: str | None = None
+) -> ClipClassifier:
+    """The one way to load a model for scoring, by the workers and by the offline commands alike.
+
+    ``device`` ("auto", "cpu", "gpu") pins TensorFlow first; None leaves it as it is.  ``fast`` builds the
+    batched predictor (:mod:`inference.fast`); when it cannot be built, plain Keras predict is used with a
+    warning, since the fast path is an optimisation that must never stop classification.  A missing file
+    or a model of the wrong shape still raises.
+    """
+    if device is not None:
+        log.info("inference on %s", select_device(device))
+    if not fast:
+        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size)
+    try:
+        return ClipClassifier.load(Path(path), fast=True, max_batch_size=max_batch_size, xla=xla)
+    except (FileNotFoundError, ValueError):
+        raise
+    except Exception as exc:
+        log.warning("fast predictor unavailable (%s); using plain Keras predict", exc)
+        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size)
+
+
+def classifier_from_settings(model: ModelSettings, inference: InferenceSettings) -> ClipClassifier:
+    """The serving classifier the settings describe: the batched fast path on the configured device."""
+    return load_classifier(
+        model.path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla, device=model.device
+    )
+
+
+def calibrated_threshold(model_path: Path) -> float:
+    """The threshold calibrated into a model, read from its metadata sidecar without loading the model."""
+    sidecar = ModelMetadata.sidecar_path(Path(model_path))
+    if sidecar.is_file():
+        return ModelMetadata.from_json(sidecar.read_text(encoding="utf-8")).threshold
+    log.warning("no metadata beside %s; calibrated threshold taken as 0.5", model_path)
+    return 0.5

@@ -30,7 +30,9 @@ from typing import Any
 import keras
 import numpy as np
 
+from inference.artefacts import TrainArtefacts, artefact_paths, jsonable
 from inference.calibrate import ThresholdChoice, calibrate_threshold, parse_goal
+from inference.clip_metrics import binary_metrics
 from inference.dataset import (
     SPLIT_NAMES,
     ClipSet,
@@ -42,41 +44,10 @@ from inference.dataset import (
     stratified_split,
     write_split,
 )
-from inference.dedupe import DEFAULT_MAX_HAMMING, find_cross_split_duplicates
-from inference.evaluate import binary_metrics, clip_hashes, jsonable
+from inference.dedupe import DEFAULT_MAX_HAMMING, clip_hashes, find_cross_split_duplicates
 from inference.model import CLASS_NAMES, ModelMetadata, build_convlstm, preprocess, save_model
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainArtefacts:
-    """Where ``train`` writes its files for a given model path."""
-
-    model: Path
-    sidecar: Path
-    split: Path
-    history: Path
-    skipped: Path
-    duplicates: Path
-    checkpoint: Path
-    cache: Path
-
-
-def artefact_paths(model_path: Path) -> TrainArtefacts:
-    """The files written beside ``model_path`` (see the module docstring)."""
-    model_path = Path(model_path)
-    stem, folder = model_path.stem, model_path.parent
-    return TrainArtefacts(
-        model=model_path,
-        sidecar=ModelMetadata.sidecar_path(model_path),
-        split=folder / f"{stem}.split.json",
-        history=folder / f"{stem}.history.json",
-        skipped=folder / f"{stem}.skipped.json",
-        duplicates=folder / f"{stem}.duplicates.json",
-        checkpoint=folder / "checkpoints" / f"{stem}.best.keras",
-        cache=folder / "clip-cache",
-    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -26,6 +26,7 @@ from common.metrics import (
     RESULTS_WRITTEN,
 )
 from common.schemas import ClipMessage, DeadLetter, MessageError, ResultMessage, Topic
+from common.settings import Settings
 from common.worker import Worker
 from inference.batcher import Batcher
 
@@ -87,10 +88,10 @@ class InferenceWorker(Worker):
 
     @classmethod
     def from_settings(
-        cls, settings: Any, classifier: Classifier, bus: Bus, db: Database, stop: threading.Event | None = None,
-        name: str | None = None,
+        cls, settings: Settings, classifier: Classifier, bus: Bus, db: Database, threshold: float,
+        stop: threading.Event | None = None, name: str | None = None,
     ) -> InferenceWorker:
-        threshold = settings.alerts.threshold if settings.alerts.threshold is not None else settings.model.threshold
+        """``threshold`` is the resolved one (``Settings.alert_threshold``) that marks a result suspicious."""
         return cls(
             classifier,
             bus,

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from common.clock import Clock, SystemClock
-from common.logs import redact
+from common.redaction import redact
 from common.settings import CameraSettings
 
 log = logging.getLogger("aislewatch.ingest.capture")

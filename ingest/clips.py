@@ -6,9 +6,9 @@ arrives, and emitted only when it is *active*: a frame inside it moved, or motio
 within ``hold_s``.  Because the ring buffer keeps the last ``window_s`` seconds of small frames, the first
 window emitted after a still period starts before the motion onset.
 
-Each frame is resized once on arrival: straight to ``size x size`` (``crop=full``, INTER_LINEAR from the
-whole frame, the model's training preprocessing), or to a 320-wide copy kept for cropping
-(``crop=motion``).  Memory per camera stays at about ``window_s * fps`` small frames plus a few
+Each frame is converted once on arrival: straight to a model frame (``crop=full``,
+``common.model_input.model_frame``, exactly what training and ``classify`` use), or to a 320-wide copy kept
+for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames.  Memory per camera stays at about ``window_s * fps`` small frames plus a few
 full-resolution snapshot candidates (the best-moving frame of each stride cell).
 """
 
@@ -22,6 +22,7 @@ from datetime import datetime
 import cv2
 import numpy as np
 
+from common.model_input import model_clip, model_frame, sample_indices
 from common.settings import ClipSettings, CropMode, MotionSettings
 from ingest.capture import Frame
 from ingest.motion import MotionResult
@@ -59,11 +60,6 @@ class _Entry:
     moving: bool
     area: float
     bbox: tuple[int, int, int, int] | None
-
-
-def sample_indices(n: int, count: int) -> np.ndarray:
-    """``count`` indices spread evenly over ``n`` frames, first and last included (round(linspace))."""
-    return np.round(np.linspace(0, n - 1, count)).astype(np.int64)
 
 
 def crop_region(
@@ -120,7 +116,7 @@ class ClipCutter:
             if width <= CROP_COPY_WIDTH:
                 return image
             return cv2.resize(image, (CROP_COPY_WIDTH, max(1, round(height * CROP_COPY_WIDTH / width))))
-        return cv2.resize(image, (self.clip.size, self.clip.size))
+        return model_frame(image, self.clip.size)
 
     def push(self, frame: Frame, motion: MotionResult) -> list[CutClip]:
         """Add one frame; returns the clips of windows that this frame completed (usually none)."""
@@ -188,13 +184,12 @@ class ClipCutter:
         if len(entries) < (count if partial else 2):
             self.windows_skipped += 1
             return None
-        idx = sample_indices(len(entries), count)
-        chosen = [entries[i] for i in idx]
+        chosen = [entries[i] for i in sample_indices(len(entries), count)]
         crop = None
         if self.clip.crop == CropMode.MOTION:
             frames, crop = self._crop_frames(chosen, moving)
         else:
-            frames = np.stack([e.small for e in chosen])
+            frames = model_clip([e.small for e in entries], count, self.clip.size)
         return CutClip(
             frames=frames,
             source_start_s=chosen[0].t,
@@ -235,6 +230,5 @@ class ClipCutter:
         sx, sy = sw / fw, sh / fh
         x0, y0 = int(x * sx), int(y * sy)
         x1, y1 = max(x0 + 1, min(sw, round((x + w) * sx))), max(y0 + 1, min(sh, round((y + h) * sy)))
-        size = (self.clip.size, self.clip.size)
-        frames = np.stack([cv2.resize(e.small[y0:y1, x0:x1], size) for e in chosen])
+        frames = model_clip([e.small[y0:y1, x0:x1] for e in chosen], len(chosen), self.clip.size)
         return frames, (x, y, w, h)

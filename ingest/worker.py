@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from common.bus import Bus, BusError, Publisher
 from common.clock import Clock, SystemClock
-from common.logs import redact
+from common.redaction import redact
 from common.schemas import CameraHealthMessage, CameraState, ClipHeader, ClipMessage, Topic, clip_id_for
 from common.settings import CameraSettings, Settings, StoreSettings
 from common.worker import Worker

@@ -20,6 +20,7 @@ from matplotlib.patches import FancyBboxPatch, Rectangle
 from PIL import Image
 
 from common.db import Database
+from common.schemas import AlertKind
 from common.settings import StoreSettings
 from reporting import charts
 from reporting.charts import MUTED, OUTCOME_STYLE, TEXT, format_duration, format_local, format_period_length
@@ -42,7 +43,6 @@ VERIFY_NOTE = (
     "staff (for example by reviewing the footage) before any action is taken. 'Confirmed theft' and "
     "'False alarm' are verdicts recorded by staff; alerts without a verdict are shown as not yet reviewed."
 )
-KIND_LABELS = {"suspicious_activity": "Suspicious activity", "camera_offline": "Camera offline"}
 
 
 def render_store_report(
@@ -292,14 +292,14 @@ def _alerts_page(
         cells = [
             f"{at:%a %d %b %Y}\n{at:%H:%M:%S %Z}",
             "\n".join(textwrap.wrap(row.camera_name, 20, max_lines=3, placeholder="…")) or row.camera_id,
-            "\n".join(textwrap.wrap(KIND_LABELS.get(row.kind, row.kind.replace("_", " ")), 12)),
+            "\n".join(textwrap.wrap(AlertKind.label_of(row.kind), 12)),
             "-" if row.probability is None else f"{row.probability:.2f}",
             _status_text(row),
         ]
         for (x, _, _), text in zip(COLUMNS[1:], cells, strict=True):
             fig.text(_x(fig, x), _y(fig, top + 0.14), text, fontsize=8.5, color=TEXT, va="top",
                      linespacing=1.3)
-        colour = OUTCOME_STYLE.get(row.outcome, ("", MUTED))[1] if row.kind == "suspicious_activity" else MUTED
+        colour = OUTCOME_STYLE.get(row.outcome, ("", MUTED))[1] if row.kind == AlertKind.SUSPICIOUS_ACTIVITY else MUTED
         fig.add_artist(Rectangle((_x(fig, COLUMNS[-1][0] - 0.12), _y(fig, top + 0.42)), _x(fig, 0.06),
                                  _y(fig, 0) - _y(fig, 0.28), transform=fig.transFigure, color=colour,
                                  linewidth=0))
@@ -308,7 +308,7 @@ def _alerts_page(
 
 def _status_text(row: AlertRow) -> str:
     verdict = OUTCOME_STYLE.get(row.outcome, (row.outcome.replace("_", " ").capitalize(), ""))[0]
-    if row.kind != "suspicious_activity" and row.verdict is None:
+    if row.kind != AlertKind.SUSPICIOUS_ACTIVITY and row.verdict is None:
         verdict = "-"
     return f"{verdict}\n({row.status})"
 

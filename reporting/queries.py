@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from common.db import Database
 from common.models import Alert, Camera, CameraHealthEvent, ClipResult
+from common.schemas import AlertKind
 from common.settings import StoreSettings
 
 DOWN_STATES = frozenset({"offline", "error"})
@@ -121,7 +122,7 @@ class ReportData:
 
     @property
     def suspicious_alerts(self) -> tuple[AlertRow, ...]:
-        return tuple(a for a in self.alerts if a.kind == "suspicious_activity")
+        return tuple(a for a in self.alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY)
 
     @property
     def alert_outcomes(self) -> dict[str, int]:
@@ -241,7 +242,7 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
     segments, offline = _health_segments(order, initial, events, start, end)
     alert_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for a in alerts:
-        alert_counts[a.camera_id][0 if a.kind == "suspicious_activity" else 1] += 1
+        alert_counts[a.camera_id][0 if a.kind == AlertKind.SUSPICIOUS_ACTIVITY else 1] += 1
     cameras = tuple(
         CameraStats(
             camera_id=cid,

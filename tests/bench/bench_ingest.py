@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from common.bus import InProcessBus  # noqa: E402
+from common.inprocess_bus import InProcessBus  # noqa: E402
 from common.settings import CameraSettings, ClipSettings, MotionSettings  # noqa: E402
 from ingest.capture import SourceEnded, VideoSource  # noqa: E402
 from ingest.clips import ClipCutter  # noqa: E402

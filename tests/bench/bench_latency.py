@@ -42,12 +42,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common.app.runtime import Pipeline  # noqa: E402
 from common.bus import Publisher  # noqa: E402
 from common.db import Database  # noqa: E402
 from common.models import Alert, ClipResult  # noqa: E402
-from common.runtime import Pipeline, load_classifier  # noqa: E402
 from common.schemas import ClipHeader, ClipMessage, Topic  # noqa: E402
 from common.settings import Settings, load_settings  # noqa: E402
+from inference.model import classifier_from_settings  # noqa: E402
 from tests.integration.servers import KafkaServer, PostgresServer  # noqa: E402
 
 BUNDLED = ROOT / "inference" / "bundled" / "convlstm.keras"
@@ -295,7 +296,7 @@ def run(quick: bool = False) -> dict:
             tmp = Path(tmp_name)
             model_path, model_source = _model_path(tmp)
             base = bench_settings(model_path, f"sqlite:///{tmp / 'embedded.db'}", {"kind": "inprocess"})
-            classifier = load_classifier(base)
+            classifier = classifier_from_settings(base.model, base.inference)
             report.update(
                 model=model_source,
                 inference_max_batch_size=base.inference.max_batch_size,

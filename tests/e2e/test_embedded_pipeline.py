@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from common.app.demo import run_demo
 from common.db import Database
-from common.demo import run_demo
 from common.settings import DEFAULT_MODEL_PATH
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def test_every_published_clip_has_exactly_one_result(demo: tuple[Path, dict]) ->
 
 
 def test_still_periods_produce_no_clips(demo: tuple[Path, dict]) -> None:
-    from common.scenes import GroundTruth
+    from inference.synth import GroundTruth
 
     out, _ = demo
     db = Database.from_url(f"sqlite:///{out / 'aislewatch.db'}")

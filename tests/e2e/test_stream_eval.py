@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import main
-from common.scenes import camera_scene_seed, write_stream
-from inference.stream_eval import evaluate_streams, find_streams
+from common.app.cli import main
+from common.app.stream_eval import evaluate_streams, find_streams
+from inference.synth import camera_scene_seed, write_stream
 
 pytestmark = pytest.mark.slow
 

@@ -1,6 +1,6 @@
 """Helpers for the scaled-mode tests: role processes, their configuration, and what to read back.
 
-The scaled pipeline runs one role per process (``python -m common.cli ingest|infer|alerts -c FILE``), so
+The scaled pipeline runs one role per process (``python -m common.app.cli ingest|infer|alerts -c FILE``), so
 these helpers write the YAML file (secrets go through the environment, never the file), start and stop
 the processes with their logs under the test's directory, collect every clip id published on the clips
 topic with a consumer group of their own, and read result rows, health events and alerts from PostgreSQL.
@@ -55,7 +55,7 @@ def wait_until(
 
 def render_scenes(directory: Path, count: int, duration_s: float = 20.0) -> list[Path]:
     """``count`` synthetic store streams (640x360, 15 fps, one shopper each, different seeds)."""
-    from common.scenes import write_stream
+    from inference.synth import write_stream
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -215,7 +215,7 @@ def child_env(extra: Mapping[str, str]) -> dict[str, str]:
 
 @dataclass
 class RoleProcess:
-    """One ``python -m common.cli ROLE -c FILE`` child, logging to ``log_path``."""
+    """One ``python -m common.app.cli ROLE -c FILE`` child, logging to ``log_path``."""
 
     name: str
     args: list[str]
@@ -226,7 +226,7 @@ class RoleProcess:
     def start(self) -> RoleProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "common.cli", *self.args],
+                [sys.executable, "-m", "common.app.cli", *self.args],
                 cwd=REPO_ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,

@@ -1,6 +1,6 @@
 """Scaled mode against the real servers: RTSP cameras → ingest → Kafka → inference workers → PostgreSQL.
 
-Every role runs in its own process (``python -m common.cli ingest|infer|alerts -c FILE``), configured by
+Every role runs in its own process (``python -m common.app.cli ingest|infer|alerts -c FILE``), configured by
 one YAML file plus the environment (database password, credentialed camera URLs).  The cameras are four
 live, looping RTSP streams of synthetic store scenes behind RTSP basic authentication.  Published clips are
 counted by a consumer group of the test's own that reads the whole clips topic, and compared with the
@@ -417,7 +417,7 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
 
 def test_role_processes_accept_the_config_option_after_the_command() -> None:
     """``aislewatch infer -c FILE`` (as documented) and ``aislewatch -c FILE infer`` both read FILE."""
-    from common.cli import build_parser
+    from common.app.cli import build_parser
 
     parser = build_parser()
     for role in ("ingest", "infer", "alerts", "run"):

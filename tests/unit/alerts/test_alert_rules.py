@@ -9,7 +9,7 @@ import pytest
 from alerts.rules import RuleEngine
 from common.clock import FakeClock
 from common.schemas import AlertKind, CameraState
-from common.settings import AlertRuleSettings
+from common.settings import AlertRuleSettings, Settings
 
 HI, LO = 0.9, 0.1
 
@@ -20,7 +20,9 @@ def engine(n: int = 2, m: int = 3, cooldown_s: float = 60.0, threshold: float | 
     rules = AlertRuleSettings(
         n_of_m=(n, m), cooldown_s=cooldown_s, threshold=threshold, offline_alert_after_s=offline_after_s
     )
-    return RuleEngine(rules, model_threshold, clock or FakeClock(), **kwargs)
+    # the engine receives the threshold resolved as a deployment resolves it (settings, else the model's)
+    resolved = Settings(alerts=rules).alert_threshold(model_threshold)
+    return RuleEngine(rules, resolved, clock or FakeClock(), **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -12,9 +12,9 @@ from sqlalchemy.exc import OperationalError
 from alerts.delivery import Dispatcher, WebhookNotifier
 from alerts.rules import RuleEngine
 from alerts.worker import AlertWorker
-from common.bus import InProcessBus, InProcessConsumer
 from common.clock import FakeClock
 from common.db import Database
+from common.inprocess_bus import InProcessBus, InProcessConsumer
 from common.schemas import AlertKind, AlertMessage, CameraState, DeadLetter, Topic
 from common.settings import AlertRuleSettings, load_settings
 
@@ -194,7 +194,7 @@ def test_from_settings_and_thread_run(bus, db, webhook_server, make_result) -> N
     settings = load_settings(overrides={"notifications": {"log": False, "webhook_url": webhook_server.url},
                                         "alerts": {"n_of_m": [1, 1]}})
     stop = threading.Event()
-    worker = AlertWorker.from_settings(settings, bus, db, model_threshold=0.5, stop=stop)
+    worker = AlertWorker.from_settings(settings, bus, db, threshold=0.5, stop=stop)
     assert worker.engine.threshold == 0.5 and [n.name for n in worker.dispatcher.notifiers] == ["webhook"]
     worker.start_thread()
     publish_results(bus, make_result, [HI])

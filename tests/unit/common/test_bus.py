@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from common.bus import InProcessBus
+from common.inprocess_bus import InProcessBus
 from common.schemas import Topic
 
 

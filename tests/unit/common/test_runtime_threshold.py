@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.runtime import alert_threshold
+from common.app.runtime import alert_threshold
 from common.settings import Settings, load_settings
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from common.schemas import (
     SCHEMA_VERSION,
+    AlertKind,
     ClipHeader,
     ClipMessage,
     MessageError,
@@ -87,3 +88,18 @@ def test_clip_ids_are_stable_per_window() -> None:
     assert clip_id_for("cam", 2.0, "s1") == clip_id_for("cam", 2.0, "s1")
     assert clip_id_for("cam", 2.0, "s1") != clip_id_for("cam", 3.0, "s1")
     assert clip_id_for("cam", 2.0, "s1") != clip_id_for("cam2", 2.0, "s1")
+
+
+@pytest.mark.parametrize(
+    ("kind", "label"),
+    [
+        (AlertKind.SUSPICIOUS_ACTIVITY, "Suspicious activity"),
+        (AlertKind.CAMERA_OFFLINE, "Camera offline"),
+        ("camera_offline", "Camera offline"),  # as a database row stores it
+        ("tailgating", "Tailgating"),  # a kind this version does not know yet is still readable
+    ],
+)
+def test_every_alert_kind_has_one_label(kind: str, label: str) -> None:
+    assert AlertKind.label_of(kind) == label
+    if kind in set(AlertKind):
+        assert AlertKind(kind).label == label

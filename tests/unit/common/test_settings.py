@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from common.cli import main
+from common.app.cli import main
 from common.settings import BusKind, ConfigError, load_settings
 
 GOOD = """
@@ -133,3 +133,24 @@ def test_secrets_are_read_from_secret_files(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("AISLEWATCH_SECRETS_DIR", str(secrets))
     monkeypatch.setenv("AISLEWATCH__DATABASE__URL", "postgresql+psycopg2://aw@db/aislewatch")
     assert load_settings(None).database_url() == "postgresql+psycopg2://aw:from-a-file@db/aislewatch"
+
+
+def test_redaction_is_one_rule_for_logs_and_config_errors() -> None:
+    from common.redaction import redact
+
+    for url in ("rtsp://admin:s3cret@10.0.0.5/stream1", "rtsp://:s3cret@cam/1", "postgresql://aw:p@ss@db/aw"):
+        assert "s3cret" not in redact(url) and "p@ss" not in redact(url) and "***@" in redact(url)
+    assert redact("http://host/path?token=abc&x=1") == "http://host/path?token=***&x=1"
+    assert redact("rtsp://10.0.0.5/stream1") == "rtsp://10.0.0.5/stream1"  # nothing to hide, nothing changed
+    with pytest.raises(ConfigError) as info:
+        load_settings(None, overrides={"stores": [{"id": "s", "cameras": [
+            {"id": "c", "source": "rtsp://admin:s3cret@${AW_TEST_UNSET_HOST}/x"}]}]})
+    assert "s3cret" not in str(info.value) and "***@" in str(info.value)
+
+
+def test_the_alert_threshold_is_resolved_in_one_place() -> None:
+    calibrated = 0.37
+    assert load_settings(None).alert_threshold(calibrated) == 0.37
+    assert load_settings(None, overrides={"model": {"threshold": 0.6}}).alert_threshold(calibrated) == 0.6
+    both = load_settings(None, overrides={"model": {"threshold": 0.6}, "alerts": {"threshold": 0.0}})
+    assert both.alert_threshold(calibrated) == 0.0

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from common.demo import score_against_truth
+from common.app.scoring import score_against_truth
 from common.models import Alert
-from common.scenes import Event, GroundTruth
+from inference.synth import Event, GroundTruth
 
 
 def _truth(*incidents: tuple[float, float]) -> GroundTruth:

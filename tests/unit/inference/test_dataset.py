@@ -17,7 +17,6 @@ from inference.dataset import (
     discover_videos,
     load_clips,
     read_split,
-    sample_indices,
     stratified_split,
     write_split,
 )
@@ -58,19 +57,6 @@ def make_dataset(root: Path, per_class: int, names: tuple[str, str] = ("shoplift
         for i in range(per_class):
             make_video(root / name / f"v{i:02d}.mp4", [40 + 150 * (k == 0) + i] * frames)
     return root
-
-
-@pytest.mark.parametrize(
-    ("count", "expected"),
-    [
-        (20, list(range(20))),
-        (39, list(range(0, 39, 2))),
-        (58, list(range(0, 58, 3))),
-        (1, [0] * 20),
-    ],
-)
-def test_sample_indices_spread_evenly_first_to_last(count: int, expected: list[int]) -> None:
-    assert sample_indices(count, 20) == expected
 
 
 def test_decode_clip_samples_even_frames_in_one_sequential_pass(tmp_path: Path, monkeypatch) -> None:

@@ -16,11 +16,12 @@ import keras
 import numpy as np
 import pytest
 
+from inference.artefacts import artefact_paths
+from inference.clip_metrics import average_precision, binary_metrics, confusion_matrix, roc_auc
 from inference.dataset import discover_videos, stratified_split, write_split
 from inference.dedupe import find_cross_split_duplicates, hamming_matrix, hash_clip
-from inference.evaluate import average_precision, binary_metrics, confusion_matrix, evaluate, roc_auc
+from inference.evaluate import evaluate
 from inference.model import INPUT_SHAPE, ModelMetadata, save_model
-from inference.train import artefact_paths
 
 SCORES = np.array([0.95, 0.90, 0.80, 0.70, 0.60, 0.50, 0.40, 0.30, 0.20, 0.10])
 LABELS = np.array([1, 1, 0, 1, 1, 0, 1, 0, 0, 0])

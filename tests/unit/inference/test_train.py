@@ -10,9 +10,10 @@ import cv2
 import numpy as np
 import pytest
 
+from inference.artefacts import artefact_paths
 from inference.dataset import DatasetLayoutError, read_split
 from inference.model import ClipClassifier, ModelMetadata
-from inference.train import artefact_paths, train
+from inference.train import train
 
 
 def write_video(path: Path, base: int, seed: int, frames: int = 21) -> None:
@@ -33,7 +34,7 @@ def tiny_dataset(tmp_path: Path) -> Path:
         write_video(data / "normal" / f"n{i}.mp4", 30, seed=100 + i)
     (data / "normal" / "corrupt.mp4").write_bytes(np.random.default_rng(5).bytes(3000))
     (data / "shoplifting" / "empty.mp4").write_bytes(b"")
-    (data / "manifest.json").write_text(json.dumps({"generator": "aislewatch.common.scenes"}))
+    (data / "manifest.json").write_text(json.dumps({"generator": "aislewatch.inference.synth"}))
     return data
 
 

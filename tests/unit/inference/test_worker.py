@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from sqlalchemy.exc import OperationalError
 
-from common.bus import InProcessBus
-from common.db import Database
+from common.db import Database, DatabaseUnavailable
+from common.inprocess_bus import InProcessBus
 from common.schemas import ClipHeader, ClipMessage, DeadLetter, ResultMessage, Topic
 from inference.worker import InferenceWorker
 
@@ -121,26 +123,73 @@ def test_partial_batch_waits_then_flushes(db: Database) -> None:
     worker.shutdown()
 
 
-def test_nothing_is_committed_while_the_database_is_down(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sqlalchemy.exc import OperationalError
+GROUP = "aislewatch-inference"
 
+
+def database_down() -> OperationalError:
+    return OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+
+def test_nothing_is_committed_while_the_database_is_down(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
     bus = InProcessBus()
-    bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("held", 10))
+    for clip_id in ("held0", "held1", "held2"):
+        bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes(clip_id, 10))
     real_write = db.write_results
     failures = {"left": 3}
+    seen: list[tuple[str, int, int]] = []  # (when, the group's uncommitted records, results published)
 
     def flaky(results):
         if failures["left"]:
             failures["left"] -= 1
-            raise OperationalError("INSERT", {}, Exception("server closed the connection"))
-        return real_write(results)
+            seen.append(("failed", bus.lag(GROUP), bus.end_offsets(Topic.RESULTS)))
+            raise database_down()
+        written = real_write(results)  # the real SQLite write
+        seen.append(("written", bus.lag(GROUP), bus.end_offsets(Topic.RESULTS)))
+        return written
 
     monkeypatch.setattr(db, "write_results", flaky)
-    worker = InferenceWorker(BrightnessClassifier(), bus, db, max_batch_size=1, max_wait_s=0.0, poll_timeout_s=0.01)
-    run_until(worker, lambda: bus.lag("aislewatch-inference") == 0, steps=5)
+    worker = InferenceWorker(BrightnessClassifier(), bus, db, max_batch_size=8, max_wait_s=0.0, poll_timeout_s=0.01)
+    run_until(worker, lambda: bus.lag(GROUP) == 0, steps=5)
+    # while the write failed, and even once it had returned, nothing was committed or published yet
+    assert seen == [("failed", 3, 0)] * 3 + [("written", 3, 0)]
+    assert bus.lag(GROUP) == 0  # committed only after the write succeeded
     worker.shutdown()
-    assert failures["left"] == 0
-    assert [r.clip_id for r in db.results()] == ["held"]
+    assert sorted(r.clip_id for r in db.results()) == ["held0", "held1", "held2"]
+    results = bus.consumer([Topic.RESULTS], "check").poll(0.1)
+    assert sorted(ResultMessage.from_bytes(r.value).clip_id for r in results) == ["held0", "held1", "held2"]
+
+
+def test_clips_are_redelivered_when_stopped_while_the_database_is_down(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = InProcessBus()
+    for clip_id in ("a", "b", "c"):
+        bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes(clip_id, 10))
+    real_write = db.write_results
+    stop = threading.Event()
+    attempts = {"n": 0}
+
+    def down(results):
+        attempts["n"] += 1
+        stop.set()  # the service is stopped during the outage
+        raise database_down()
+
+    monkeypatch.setattr(db, "write_results", down)
+    first = InferenceWorker(BrightnessClassifier(), bus, db, max_batch_size=8, max_wait_s=0.0,
+                            poll_timeout_s=0.01, stop=stop)
+    with contextlib.suppress(DatabaseUnavailable):
+        first.run()
+    assert attempts["n"] >= 1 and db.results() == []
+    assert bus.lag(GROUP) == 3  # the first worker left the group without committing anything
+
+    monkeypatch.setattr(db, "write_results", real_write)  # the database is back
+    model = BrightnessClassifier()
+    second = InferenceWorker(model, bus, db, max_batch_size=8, max_wait_s=0.0, poll_timeout_s=0.01)
+    run_until(second, lambda: bus.lag(GROUP) == 0, steps=20)
+    second.shutdown()
+    assert sum(model.batches) == 3  # every clip was delivered again, to the new consumer
+    assert sorted(r.clip_id for r in db.results()) == ["a", "b", "c"]
+    assert bus.lag(GROUP) == 0
 
 
 def test_worker_runs_on_its_thread_and_stops_cleanly(db: Database) -> None:

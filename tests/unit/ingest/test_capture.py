@@ -7,6 +7,7 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -80,11 +81,56 @@ def test_unreadable_files_raise_fatal_errors_naming_the_path(
         source.read()
 
 
-def test_truncated_file_fails_or_ends_cleanly(truncated_video: Path) -> None:
+def test_truncated_mp4_fails_as_corrupt_naming_the_path(truncated_video: Path) -> None:
+    # mp4v writes its index (moov atom) at the end, so the first half of the file cannot be opened at all
     source = VideoSource(str(truncated_video))
-    with pytest.raises((SourceCorruptError, SourceEnded)):
+    with pytest.raises(SourceCorruptError, match="cannot open video file") as info:
+        source.read()
+    assert truncated_video.name in str(info.value)
+    assert source.state == SourceState.FAILED and source.frames_read == 0
+    with pytest.raises(SourceFatalError, match="failed"):
+        source.read()
+
+
+@pytest.fixture(scope="module")
+def cut_avi(motion_video: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The motion video as MJPG AVI (intra-only, frame count in the header): (whole file, first half)."""
+    cap = cv2.VideoCapture(str(motion_video))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    folder = tmp_path_factory.mktemp("avi")
+    whole, cut = folder / "whole.avi", folder / "cut.avi"
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
+    assert writer.isOpened()
+    for image in frames:
+        writer.write(image)
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return whole, cut
+
+
+def test_file_truncated_mid_stream_fails_as_corrupt_instead_of_ending(cut_avi: tuple[Path, Path]) -> None:
+    whole, cut = cut_avi
+    assert len(read_all(VideoSource(str(whole)))) == 120  # control: the intact file ends cleanly
+    source = VideoSource(str(cut))
+    frames = []
+    with pytest.raises(SourceCorruptError) as info:  # SourceEnded (a clean end) would escape and fail
         while True:
-            source.read()
+            frames.append(source.read())
+    assert 0 < len(frames) < 120  # the first half decoded, then the data ran out
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert f"stopped decoding at frame {len(frames)} of 120" in str(info.value)
+    assert cut.name in str(info.value)
+    assert source.state == SourceState.FAILED
+    with pytest.raises(SourceFatalError, match="failed"):
+        source.read()
 
 
 @pytest.mark.parametrize(

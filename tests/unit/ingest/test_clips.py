@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from common.model_input import sample_indices
 from common.settings import ClipSettings, MotionSettings
 from ingest.capture import Frame
-from ingest.clips import ClipCutter, crop_region, sample_indices
+from ingest.clips import ClipCutter, crop_region
 from ingest.motion import NO_MOTION, MotionResult
 
 FPS = 15.0
@@ -32,7 +33,8 @@ def feed(cutter: ClipCutter, n: int, moving=lambda i: True, image=None) -> list:
 
 
 def cutter(**clip) -> ClipCutter:
-    return ClipCutter(ClipSettings(**clip), MotionSettings(hold_s=1.0), FPS)
+    """A cutter on a 2 s stride (overlap 0.5) unless a test says otherwise: the grid these tests draw."""
+    return ClipCutter(ClipSettings(**{"overlap": 0.5, **clip}), MotionSettings(hold_s=1.0), FPS)
 
 
 def test_still_scene_produces_no_clips() -> None:
@@ -88,7 +90,7 @@ def test_first_window_after_stillness_starts_before_the_onset() -> None:
 
 
 def test_hold_keeps_cutting_after_motion_stops_then_stops() -> None:
-    c = ClipCutter(ClipSettings(), MotionSettings(hold_s=3.0), FPS)
+    c = ClipCutter(ClipSettings(overlap=0.5), MotionSettings(hold_s=3.0), FPS)
     clips = []
     for i in range(300):
         clips += c.push(frame(i), MOVING if i < 31 else NO_MOTION)  # motion until t=2.0

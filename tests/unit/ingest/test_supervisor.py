@@ -7,7 +7,7 @@ import time
 
 import yaml
 
-from common.bus import InProcessBus
+from common.inprocess_bus import InProcessBus
 from common.settings import Settings, load_settings
 from ingest.supervisor import IngestSupervisor
 

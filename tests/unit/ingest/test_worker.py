@@ -6,11 +6,13 @@ import logging
 import threading
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
-from common.bus import BusError, InProcessBus
+from common.bus import BusError
 from common.clock import FakeClock
+from common.inprocess_bus import InProcessBus
 from common.schemas import CameraHealthMessage, CameraState, ClipMessage, Topic
 from common.settings import CameraSettings, MotionSettings
 from ingest.worker import CameraWorker
@@ -75,16 +77,59 @@ def test_still_file_publishes_no_clips(still_video: Path, tmp_path: Path) -> Non
     assert worker.counters().frames_read == 90
 
 
+def health_messages(bus: InProcessBus) -> list[CameraHealthMessage]:
+    return [CameraHealthMessage.from_bytes(r.value) for r in drain(bus, Topic.CAMERA_HEALTH)]
+
+
 @pytest.mark.parametrize("fixture", ["corrupt_video", "truncated_video", "missing"])
 def test_unreadable_files_report_error_and_stop_cleanly(fixture: str, request, tmp_path: Path) -> None:
     path = tmp_path / "missing.mp4" if fixture == "missing" else request.getfixturevalue(fixture)
-    worker, bus = run_worker(camera(path), tmp_path)
-    states = health_states(bus)
-    assert states[-1] in (CameraState.ERROR, CameraState.ENDED)
+    worker, bus = run_worker(camera(path), tmp_path)  # returns: the error does not escape run()
+    health = health_messages(bus)
+    assert [h.state for h in health] == [CameraState.ERROR]  # never ONLINE, never a clean ENDED
+    assert path.name in health[0].detail
     assert worker.error is None
-    if fixture != "truncated_video":
-        assert states == [CameraState.ERROR]
-        assert worker.counters().errors == 1
+    counters = worker.counters()
+    assert counters.errors == 1 and counters.state == "error"
+    assert counters.frames_read == 0 and counters.clips_published == 0
+    assert drain(bus, Topic.CLIPS) == []
+
+
+@pytest.fixture(scope="module")
+def cut_avi(motion_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first half of the motion video as MJPG AVI: it opens and decodes, then stops part-way."""
+    cap = cv2.VideoCapture(str(motion_video))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    folder = tmp_path_factory.mktemp("avi")
+    whole, cut = folder / "whole.avi", folder / "cut.avi"
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
+    assert writer.isOpened()
+    for image in frames:
+        writer.write(image)
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def test_file_truncated_mid_stream_reports_error_not_ended(cut_avi: Path, tmp_path: Path) -> None:
+    worker, bus = run_worker(camera(cut_avi), tmp_path)
+    health = health_messages(bus)
+    assert [h.state for h in health] == [CameraState.ONLINE, CameraState.ERROR]
+    assert "stopped decoding" in health[-1].detail and cut_avi.name in health[-1].detail
+    assert worker.error is None
+    counters = worker.counters()
+    assert 0 < counters.frames_read < 120
+    assert counters.errors == 1 and counters.state == "error"
+    # what was decoded before the data ran out still produced its clips (cut at the error)
+    assert counters.clips_published == len(drain(bus, Topic.CLIPS)) > 0
 
 
 def test_worker_in_a_thread_stops_on_the_stop_event(still_video: Path, tmp_path: Path) -> None:
@@ -151,14 +196,62 @@ def test_publish_failures_are_retried_in_order(motion_video: Path, tmp_path: Pat
     assert counters.clips_dropped == 0 and counters.publish_retries > 0 and worker.pending == 0
 
 
+class OutagePublisher:
+    """Forwards to a real bus publisher, except while ``down``; records what it forwarded, in order."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = False
+        self.forwarded: list[tuple[Topic, bytes]] = []
+
+    def publish(self, topic, key, value) -> None:
+        if self.down:
+            raise BusError("broker unavailable")
+        self.inner.publish(topic, key, value)
+        self.forwarded.append((topic, value))
+
+    def flush(self, timeout_s=None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def label(topic: Topic, value: bytes) -> str:
+    """A message by what identifies it across runs: the clip id, or the health state."""
+    if topic == Topic.CLIPS:
+        return ClipMessage.from_bytes(value).header.clip_id
+    return f"health:{CameraHealthMessage.from_bytes(value).state.value}"
+
+
 def test_retry_queue_is_bounded_and_drops_oldest(motion_video: Path, tmp_path: Path) -> None:
-    publisher = FlakyPublisher(failures=10**9)
+    # every message the file produces, in order, when the bus is up (clip ids are deterministic)
+    reference = OutagePublisher(InProcessBus().publisher())
+    run_worker(camera(motion_video), tmp_path / "reference", publisher=reference)
+    produced = [label(t, v) for t, v in reference.forwarded]
+    assert produced[0] == "health:online" and produced[-1] == "health:ended" and len(produced) >= 6
+
+    size = 3
     bus = InProcessBus()
+    publisher = OutagePublisher(bus.publisher())
+    publisher.down = True  # the bus refuses everything while the file is read
     worker = CameraWorker(
-        "s1", camera(motion_video), publisher, tmp_path, clock=FakeClock(), retry_queue_size=2
+        "s1", camera(motion_video), publisher, tmp_path / "outage", clock=FakeClock(), retry_queue_size=size
     )
-    worker.run()
+    worker.setup()
+    while worker.step():
+        pass
+    assert worker.pending == size and publisher.forwarded == []
+    publisher.down = False  # the bus comes back: shutdown retries what the queue kept
+    worker.shutdown()
+
+    kept = [label(t, v) for t, v in publisher.forwarded]
+    assert kept == produced[-size:]  # the newest messages, in their order
+    assert "health:online" not in kept and produced[1] not in kept  # the oldest ones are gone
+    clips_on_bus = [ClipMessage.from_bytes(r.value).header.clip_id for r in drain(bus, Topic.CLIPS)]
+    assert clips_on_bus == [c for c in produced[-size:] if not c.startswith("health:")]
+    assert health_states(bus) == [CameraState.ENDED]
     counters = worker.counters()
-    assert worker.pending == 2
-    assert counters.clips_published == 0 and counters.clips_dropped > 0
-    del bus
+    dropped_clips = [c for c in produced[:-size] if not c.startswith("health:")]
+    assert counters.clips_dropped == len(dropped_clips) > 0
+    assert counters.clips_published == len(clips_on_bus) and worker.pending == 0

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from common.demo import prepare_output, run_embedded, score_against_truth, stream_settings
-from common.scenes import GroundTruth
+from common.app.embedded import prepare_output, run_embedded, stream_settings
+from common.app.scoring import incident_detail, load_truths, print_incident_table, score_against_truth
 
 
 def find_streams(stream_dir: Path) -> dict[str, Path]:
@@ -32,24 +32,6 @@ def find_streams(stream_dir: Path) -> dict[str, Path]:
     return streams
 
 
-def _incident_detail(results: list[Any], camera_id: str, start_s: float, end_s: float,
-                     threshold: float) -> dict[str, Any]:
-    """How the model saw one incident: the clips whose window overlaps it, holds it whole, scores over the
-    threshold, and their best score."""
-    overlapping = [
-        r for r in results
-        if r.camera_id == camera_id and r.source_start_s is not None and r.source_end_s is not None
-        and r.source_start_s < end_s and start_s < r.source_end_s
-    ]
-    holding = [r for r in overlapping if r.source_start_s <= start_s and end_s <= r.source_end_s]
-    return {
-        "clips_overlapping": len(overlapping),
-        "clips_over_threshold": sum(1 for r in overlapping if r.probability >= threshold),
-        "clips_holding_act": len(holding),
-        "peak_p": round(max((r.probability for r in overlapping), default=0.0), 3),
-    }
-
-
 def evaluate_streams(
     stream_dir: Path,
     out: Path,
@@ -60,28 +42,28 @@ def evaluate_streams(
     overlap: float | None = None,
 ) -> dict[str, Any]:
     """Run the embedded pipeline over ``stream_dir`` and write ``out/stream-eval.json``."""
-    from common.demo import DEMO_N_OF_M, DEMO_OVERLAP
-    from common.runtime import alert_threshold, load_classifier
+    from common.app.runtime import alert_threshold
+    from inference.model import classifier_from_settings
 
     started = time.monotonic()
     streams = find_streams(stream_dir)
-    truths = {cid: GroundTruth.from_json(p.with_suffix(".truth.json").read_text()) for cid, p in streams.items()}
+    truths = load_truths(streams)
     out = prepare_output(out)
-    rule = n_of_m or DEMO_N_OF_M
     settings = stream_settings(
         out,
         [{"id": cid, "source": path} for cid, path in streams.items()],
         store={"id": "eval", "name": "Stream evaluation", "timezone": "UTC"},
         model_path=model_path,
         threshold=threshold,
-        n_of_m=rule,
-        overlap=DEMO_OVERLAP if overlap is None else overlap,
+        n_of_m=n_of_m,
+        overlap=overlap,
         # generator streams may put two incidents on one camera 10 s apart; the rule's cooldown must not
         # hide the second (one incident's clips span about 5 s, so 8 s still stops repeats)
         cooldown_s=8.0,
     )
-    classifier = load_classifier(settings)
+    classifier = classifier_from_settings(settings.model, settings.inference)
     used_threshold = alert_threshold(settings, classifier)
+    rule = settings.alerts.n_of_m
     print(f"{len(streams)} streams, model {classifier.version}, threshold {used_threshold:.2f}, "
           f"rule {rule[0]} of {rule[1]}", flush=True)
     run = run_embedded(settings, classifier, started=started, timeout_s=max(240.0, 60.0 * len(streams)))
@@ -90,7 +72,7 @@ def evaluate_streams(
         # score_against_truth lists the incidents in this order
         incidents = [incident for truth in truths.values() for incident in truth.incidents]
         for row, incident in zip(rows, incidents, strict=True):
-            row.update(_incident_detail(run.results, row["camera"], incident.start_s, incident.end_s,
+            row.update(incident_detail(run.results, row["camera"], incident.start_s, incident.end_s,
                                         used_threshold))
         hours = sum(t.duration_s for t in truths.values()) / 3600.0
         detected = sum(1 for r in rows if r["detected"])
@@ -120,15 +102,11 @@ def evaluate_streams(
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    line = "-" * 78
-    print(line)
-    print(f"{'camera':14} {'incident (s)':>14} {'caught':>7} {'clips>=thr':>11} {'holding':>8} {'peak p':>7}")
-    for row in report["incident_table"]:
-        span = f"{row['start_s']:.1f}-{row['end_s']:.1f}"
-        caught = "yes" if row["detected"] else "MISSED"
-        print(f"{row['camera']:14} {span:>14} {caught:>7} {row['clips_over_threshold']:>11} "
-              f"{row['clips_holding_act']:>8} {row['peak_p']:>7.2f}")
-    print(line)
+    print_incident_table(report["incident_table"], [
+        ("clips>=thr", 11, lambda r: str(r["clips_over_threshold"])),
+        ("holding", 8, lambda r: str(r["clips_holding_act"])),
+        ("peak p", 7, lambda r: f"{r['peak_p']:.2f}"),
+    ])
     print(f"incidents {report['incidents']}  detected {report['detected']}  false alarms {report['false_alarms']} "
           f"({report['false_alarms_per_camera_hour']} per camera-hour over {report['hours'] * 60:.0f} camera-minutes, "
           f"{report['normal_shoppers']} normal shoppers)")

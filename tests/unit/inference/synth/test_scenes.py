@@ -1,4 +1,4 @@
-"""Tests for the synthetic store-scene generator (common.scenes)."""
+"""Tests for the synthetic store-scene generator (inference.synth)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from common import scenes
-from common.scenes import (
+from inference import synth
+from inference.synth import (
     CONCEAL_AFTER_S,
     CONCEAL_BEFORE_S,
     STILL_GAP_S,
@@ -37,7 +37,7 @@ def _grey_blur(frame: np.ndarray) -> np.ndarray:
 
 def _first_seed(
     pred, label: str = "normal", limit: int = 200, **kw
-) -> tuple[int, np.ndarray, scenes.WindowInfo]:
+) -> tuple[int, np.ndarray, synth.WindowInfo]:
     for seed in range(limit):
         frames, info = render_window(label, seed, **kw)  # type: ignore[arg-type]
         if pred(info):
@@ -151,19 +151,19 @@ def test_item_cue_survives_the_64x64_squash(seed: int):
 
 
 def test_episode_plans_stay_within_the_brief():
-    scene = scenes.make_scene(3, 320, 180)
+    scene = synth.make_scene(3, 320, 180)
     for i in range(60):
-        kind = scenes.EVENT_KINDS[i % 3]
+        kind = synth.EVENT_KINDS[i % 3]
         ep = plan_episode(scene, kind, np.random.default_rng(i))
         assert 0.6 <= ep.actor.height / 180 <= 0.85
         assert 7.9 <= ep.duration <= 14.1
         assert 0 < ep.act_start < ep.act_end < ep.duration
         assert ep.act_end - ep.act_start <= 4.0 - 2 * WINDOW_MARGIN_S
         if kind == "concealment":  # a 4 s window at a 1 s stride catches the core at least twice, mostly
-            core_lo, core_hi = scenes.concealment_core(ep)
+            core_lo, core_hi = synth.concealment_core(ep)
             assert core_hi - core_lo <= 2.1
-            assert scenes.window_shows_concealment(ep, core_lo, 4.0)
-            assert not scenes.window_shows_concealment(ep, core_lo + 0.1, 4.0)
+            assert synth.window_shows_concealment(ep, core_lo, 4.0)
+            assert not synth.window_shows_concealment(ep, core_lo + 0.1, 4.0)
         if kind == "normal_pickup":
             assert (
                 ep.actor.basket is not None and ep.x_end < 0
@@ -328,7 +328,7 @@ def test_write_stream_writes_video_and_truth(tmp_path: Path):
 
 def test_dataset_from_fixed_camera_views_shares_backgrounds(tmp_path: Path) -> None:
     """With ``cameras``, videos are filmed by that many fixed views (a deployment's own cameras)."""
-    from common.scenes import camera_scene_seed, plan_stream, render_window
+    from inference.synth import camera_scene_seed, plan_stream, render_window
 
     manifest = json.loads(write_dataset(tmp_path, 2, seed=5, cameras=2, store_seed=9, progress=False).read_text())
     assert manifest["cameras"] == 2 and manifest["store_seed"] == 9

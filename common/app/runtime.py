@@ -12,13 +12,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from common.bus import Bus, InProcessBus, bus_from_settings
+from common.bus import Bus
 from common.db import Database
+from common.inprocess_bus import InProcessBus
 from common.metrics import CONSUMER_LAG, HealthServer
-from common.settings import Settings
+from common.settings import BusKind, Settings
 from common.worker import Worker
 
 log = logging.getLogger("aislewatch.runtime")
@@ -37,29 +37,6 @@ def install_stop_signals(stop: threading.Event, on_reload: Callable[[], None] | 
         signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
 
 
-def select_device(device: str) -> str:
-    """Pin TensorFlow to the CPU, or insist on a GPU; "auto" uses a GPU when one is visible."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
-        return "cpu"
-    if device == "gpu" and not gpus:
-        raise RuntimeError("model.device is 'gpu' but TensorFlow sees no GPU")
-    return "gpu" if gpus and device != "cpu" else "cpu"
-
-
-def load_classifier(settings: Settings) -> Any:
-    from inference.model import ClipClassifier
-
-    log.info("inference on %s", select_device(settings.model.device))
-
-    return ClipClassifier.load(
-        Path(settings.model.path), fast=True, max_batch_size=settings.inference.max_batch_size, xla=settings.model.xla
-    )
-
-
 def open_database(settings: Settings, upgrade: bool = True) -> Database:
     db = Database.from_settings(settings)
     if upgrade:
@@ -72,25 +49,22 @@ def _alive_check(worker: Worker) -> Callable[[], bool]:
     return lambda: worker.alive
 
 
-def model_threshold(settings: Settings) -> float:
-    """The model's calibrated threshold from its metadata sidecar, without loading the model."""
-    from inference.model import ModelMetadata
-
-    sidecar = ModelMetadata.sidecar_path(Path(settings.model.path))
-    if sidecar.exists():
-        return ModelMetadata.from_json(sidecar.read_text()).threshold
-    log.warning("no metadata beside %s; alert threshold 0.5", settings.model.path)
-    return 0.5
-
-
 def alert_threshold(settings: Settings, classifier: Any = None) -> float:
-    """The threshold the alert rules apply: ``alerts.threshold``, else ``model.threshold``, else the one
-    calibrated into the model (from ``classifier`` when loaded, else its metadata sidecar)."""
-    if settings.alerts.threshold is not None:
-        return settings.alerts.threshold
-    if settings.model.threshold is not None:
-        return settings.model.threshold
-    return classifier.threshold if classifier is not None else model_threshold(settings)
+    """The threshold this deployment applies (see ``Settings.alert_threshold``), with the model's calibrated
+    one taken from ``classifier`` when it is loaded, else from the model's metadata sidecar."""
+    from inference.model import calibrated_threshold
+
+    calibrated = classifier.threshold if classifier is not None else calibrated_threshold(settings.model.path)
+    return settings.alert_threshold(calibrated)
+
+
+def bus_from_settings(settings: Settings) -> Bus:
+    """The bus the settings name: in-process (embedded mode) or Kafka (scaled mode)."""
+    if settings.bus.kind == BusKind.KAFKA:
+        from common.kafka_bus import KafkaBus
+
+        return KafkaBus.from_settings(settings.bus)
+    return InProcessBus()
 
 
 @dataclass
@@ -131,10 +105,14 @@ class Pipeline:
             from inference.worker import InferenceWorker
 
             assert db is not None
-            classifier = classifier or load_classifier(settings)
+            if classifier is None:
+                from inference.model import classifier_from_settings
+
+                classifier = classifier_from_settings(settings.model, settings.inference)
+            threshold = alert_threshold(settings, classifier)
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
-                pipeline.workers.append(InferenceWorker.from_settings(settings, classifier, bus, db, stop, name=name))
+                pipeline.workers.append(InferenceWorker.from_settings(settings, classifier, bus, db, threshold, stop, name=name))
         if "ingest" in roles:
             from ingest.supervisor import IngestSupervisor
 

@@ -32,7 +32,7 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from common.runtime import open_database
+    from common.app.runtime import open_database
 
     settings = _settings(args)
     db = open_database(settings, upgrade=True)
@@ -42,7 +42,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, roles: set[str]) -> int:
-    from common.runtime import Pipeline, install_stop_signals
+    from common.app.runtime import Pipeline, install_stop_signals
 
     settings = _settings(args)
     setup_logging(settings.service.log_level, settings.service.log_json)
@@ -88,7 +88,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from common.runtime import open_database
+    from common.app.runtime import open_database
     from reporting.job import ReportScheduler, generate_reports
 
     settings = _settings(args)
@@ -96,7 +96,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = open_database(settings)
     try:
         if args.schedule:
-            from common.runtime import install_stop_signals
+            from common.app.runtime import install_stop_signals
 
             stop = threading.Event()
             install_stop_signals(stop)
@@ -111,7 +111,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from common.demo import run_demo
+    from common.app.demo import run_demo
 
     setup_logging("WARNING" if not args.verbose else "INFO")
     summary = run_demo(Path(args.out), quick=args.quick)
@@ -120,7 +120,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth_dataset(args: argparse.Namespace) -> int:
-    from common.scenes import write_dataset
+    from inference.synth import write_dataset
 
     manifest = write_dataset(
         Path(args.out), args.per_class, seed=args.seed, progress=True, cameras=args.cameras, store_seed=args.store_seed
@@ -130,7 +130,7 @@ def cmd_synth_dataset(args: argparse.Namespace) -> int:
 
 
 def cmd_synth_stream(args: argparse.Namespace) -> int:
-    from common.scenes import camera_scene_seed, write_stream
+    from inference.synth import camera_scene_seed, write_stream
 
     view = camera_scene_seed(args.store_seed, args.view) if args.view is not None else None
     truth = write_stream(
@@ -177,7 +177,7 @@ def _n_of_m(text: str) -> tuple[int, int]:
 
 
 def cmd_evaluate_streams(args: argparse.Namespace) -> int:
-    from inference.stream_eval import evaluate_streams
+    from common.app.stream_eval import evaluate_streams
 
     setup_logging("WARNING")
     report = evaluate_streams(
@@ -190,13 +190,14 @@ def cmd_evaluate_streams(args: argparse.Namespace) -> int:
 
 def cmd_classify(args: argparse.Namespace) -> int:
     from inference.classify import classify_videos
+    from inference.model import calibrated_threshold
 
     setup_logging("WARNING")
     settings = _settings(args)
     model = Path(args.model) if args.model else settings.model.path
     threshold = args.threshold
     if threshold is None:
-        threshold = settings.alerts.threshold if settings.alerts.threshold is not None else settings.model.threshold
+        threshold = settings.alert_threshold(calibrated_threshold(Path(model)))
     verdicts = classify_videos(
         [Path(v) for v in args.videos], Path(model), Path(args.out), as_json=args.json, threshold=threshold,
         window_s=args.window, stride_s=args.stride,
@@ -209,12 +210,6 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(verdict)
         failed += int(getattr(verdict, "error", None) is not None)
     return 1 if failed else 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from tests.bench.__main__ import main as bench_main
-
-    return bench_main(["--quick"] if args.quick else [])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,8 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev_streams.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ev_streams.add_argument("--out", default="build/stream-eval")
     ev_streams.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
-    ev_streams.add_argument("--n-of-m", type=_n_of_m, default=None, help="alert rule as N/M (default: 2/4)")
-    ev_streams.add_argument("--overlap", type=float, default=None, help="clip overlap (default: 0.75, a 1 s stride)")
+    ev_streams.add_argument("--n-of-m", type=_n_of_m, default=None,
+                            help="alert rule as N/M (default: the alerts.n_of_m default, 2/4)")
+    ev_streams.add_argument("--overlap", type=float, default=None,
+                            help="clip overlap (default: the clip.overlap default, 0.75: a 1 s stride)")
     ev_streams.add_argument("--strict", action="store_true", help="exit 1 unless all caught without false alarms")
     ev_streams.set_defaults(func=cmd_evaluate_streams)
 
@@ -326,9 +323,6 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--stride", type=float, default=1.0, help="seconds between window starts")
     classify.set_defaults(func=cmd_classify)
 
-    bench = sub.add_parser("bench", help="run the benchmarks into build/bench.json")
-    bench.add_argument("--quick", action="store_true")
-    bench.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,0 +1,63 @@
+"""The model's input, defined once: how decoded video frames become a clip for the ConvLSTM.
+
+Ingest (live cameras), the training-set builder, ``evaluate``, ``classify`` and ``evaluate-streams`` all
+go through these functions, so the model is never trained on one input and served another.  A clip is
+``frames`` frames picked evenly over a window (first and last included), each turned into a
+``size x size`` BGR uint8 image by :func:`model_frame`.  Scaling to [0, 1] happens on the model side
+(``inference.model.preprocess``), so clips travel and are cached as the same uint8 bytes everywhere.
+
+Picking and converting commute (each frame is converted on its own), which lets a caller convert every
+frame once on arrival to save memory (ingest), or pick the frames before decoding the rest (a long video
+file): :func:`model_frame` leaves an image that is already a model frame as it is, and sampling ``n`` of
+``n`` frames takes them all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+CLIP_FRAMES = 20  # the ConvLSTM's time steps
+CLIP_SIZE = 64  # frames are CLIP_SIZE x CLIP_SIZE pixels
+RESIZE_INTERPOLATION = cv2.INTER_LINEAR  # cv2.resize's default, what the bundled model was trained on
+
+
+def sample_indices(available: int, count: int = CLIP_FRAMES) -> np.ndarray:
+    """Which ``count`` of ``available`` consecutive frames make a clip: spread evenly, first and last
+    included (``round(linspace)``, ties to even).  With fewer frames than ``count`` some repeat."""
+    if available < 1:
+        raise ValueError(f"a window needs at least one frame, got {available}")
+    if count < 1:
+        raise ValueError(f"a clip needs at least one frame, got {count}")
+    return np.rint(np.linspace(0, available - 1, count)).astype(np.int64)
+
+
+def model_frame(image: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
+    """One decoded frame as the model sees it: 3-channel BGR (grey and BGRA converted), ``size x size``
+    by bilinear resize of the whole frame, uint8.  A frame that is already that is returned as it is."""
+    if image.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8 images, got {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    elif image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"frames must be (H, W), (H, W, 3) or (H, W, 4) images, got shape {image.shape}")
+    if image.shape[:2] == (size, size):
+        return image
+    return cv2.resize(image, (size, size), interpolation=RESIZE_INTERPOLATION)
+
+
+def model_clip(window: Sequence[np.ndarray], count: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
+    """The frames of one window, in time order, as model input: ``(count, size, size, 3)`` uint8 BGR.
+
+    ``window`` holds every decoded frame of the window (any size and colour layout :func:`model_frame`
+    takes), or just the ones :func:`sample_indices` picked, or those already passed through
+    :func:`model_frame`: the bytes come out the same.
+    """
+    if not len(window):
+        raise ValueError("a clip needs at least one frame")
+    picked = sample_indices(len(window), count)
+    return np.stack([model_frame(window[int(i)], size) for i in picked])
