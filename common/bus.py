@@ -3,11 +3,15 @@
 Workers only see ``Bus``: they publish bytes keyed by camera id and consume records in a consumer
 group, committing after their output is durable.  Delivery is at-least-once; consumers make their
 effects idempotent (results and alerts are keyed by clip id / alert id).
+
+A message counts as published only once the bus acknowledged it: either ``flush`` returned, or the
+``on_delivery`` callback given to ``publish`` was called with ``None``.  The callback may run on another
+thread (Kafka's sender) and must only record the outcome.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -28,12 +32,21 @@ class BusRecord:
 
 
 class BusError(Exception):
-    """The bus cannot be reached or refused a message; retryable unless stated otherwise."""
+    """The bus cannot be reached or refused a message; retryable unless ``retryable`` says otherwise."""
+
+    retryable = True
+
+
+# Called once per message with None when the bus acknowledged it, or the error that made it fail.
+DeliveryCallback = Callable[[BaseException | None], None]
 
 
 class Publisher(Protocol):
-    def publish(self, topic: Topic, key: str | None, value: bytes) -> None:
-        """Queue a message; ``flush`` makes it durable."""
+    def publish(
+        self, topic: Topic, key: str | None, value: bytes, on_delivery: DeliveryCallback | None = None
+    ) -> None:
+        """Queue a message; ``flush`` makes it durable, and ``on_delivery`` (when given) hears the outcome.
+        Raises BusError when the message cannot even be queued."""
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every queued message is acknowledged, or raise BusError."""

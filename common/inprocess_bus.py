@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from common.bus import BusError, BusRecord
+from common.bus import BusError, BusRecord, DeliveryCallback
 from common.schemas import Topic, utc_now
 
 
@@ -138,8 +138,12 @@ class InProcessPublisher:
     def __init__(self, bus: InProcessBus) -> None:
         self._bus = bus
 
-    def publish(self, topic: Topic, key: str | None, value: bytes) -> None:
+    def publish(
+        self, topic: Topic, key: str | None, value: bytes, on_delivery: DeliveryCallback | None = None
+    ) -> None:
         self._bus._append(topic, key, value)
+        if on_delivery is not None:
+            on_delivery(None)  # appended is durable for as long as the process lives
 
     def flush(self, timeout_s: float | None = None) -> None:
         """In-process appends are immediately visible; nothing to wait for."""

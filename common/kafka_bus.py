@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common.bus import BusError, BusRecord
+from common.bus import BusError, BusRecord, DeliveryCallback
 from common.redaction import redact
 from common.schemas import Topic
 from common.settings import BusSettings
@@ -29,10 +29,13 @@ from common.settings import BusSettings
 log = logging.getLogger(__name__)
 
 _TOPIC_HEADROOM_BYTES = 64 * 1024  # record batch overhead on top of the largest message
+_PRUNE_EVERY = 1024  # unflushed futures kept before resolved successes are forgotten
 
 
 class MessageTooLargeError(BusError):
     """The message exceeds ``max_message_bytes``; not retryable (publishing it again fails again)."""
+
+    retryable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,14 @@ class _Throttled:
 
 def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
+
+
+def _delivery_error(exc: BaseException) -> BusError:
+    """A failed send as a BusError, retryable as kafka-python judges it (a timeout is, a too-large record
+    is not)."""
+    error = BusError(f"not delivered: {_describe(exc)}")
+    error.retryable = bool(getattr(exc, "retriable", True))
+    return error
 
 
 class KafkaBus:
@@ -270,7 +281,7 @@ class KafkaPublisher:
     def __init__(self, bus: KafkaBus) -> None:
         self._bus = bus
         self._producer: Any = None
-        self._pending: list[Any] = []
+        self._unflushed: list[Any] = []  # futures of messages published without a callback
         self._lock = threading.Lock()
         self._warn = _Throttled()
 
@@ -294,8 +305,15 @@ class KafkaPublisher:
                 raise BusError(f"cannot reach Kafka at {bus._servers()}: {_describe(exc)}") from exc
         return self._producer
 
-    def publish(self, topic: Topic, key: str | None, value: bytes) -> None:
-        """Queue ``value`` for ``topic``, partitioned by ``key``; raise BusError if it cannot be queued."""
+    def publish(
+        self, topic: Topic, key: str | None, value: bytes, on_delivery: DeliveryCallback | None = None
+    ) -> None:
+        """Queue ``value`` for ``topic``, partitioned by ``key``; raise BusError if it cannot be queued.
+
+        With ``on_delivery`` the outcome goes to the callback (on kafka-python's sender thread) and
+        nothing is kept here; without it ``flush`` reports the outcome.  Either way nothing accumulates:
+        futures already resolved are forgotten as new messages are queued.
+        """
         from kafka.errors import MessageSizeTooLargeError
 
         if len(value) > self._bus.max_message_bytes:
@@ -316,7 +334,14 @@ class KafkaPublisher:
             except Exception as exc:
                 self._warn.warning("Kafka publish to %s failed: %s", topic.value, _describe(exc))
                 raise BusError(f"cannot publish to {topic.value}: {_describe(exc)}") from exc
-            self._pending.append(future)
+            if on_delivery is not None:
+                future.add_callback(lambda _metadata: on_delivery(None))
+                future.add_errback(lambda exc: on_delivery(_delivery_error(exc)))
+                return
+            self._unflushed.append(future)
+            if len(self._unflushed) >= _PRUNE_EVERY:
+                # keep only what flush still has to report: failures and messages in flight
+                self._unflushed = [f for f in self._unflushed if not f.is_done or f.failed()]
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every queued message is acknowledged; raise BusError if any was not.
@@ -328,8 +353,8 @@ class KafkaPublisher:
         t = self._bus.tuning
         timeout = timeout_s if timeout_s is not None else t.delivery_timeout_s + t.request_timeout_s
         with self._lock:
-            pending, self._pending = self._pending, []
-            if self._producer is None or not pending:
+            pending, self._unflushed = self._unflushed, []
+            if self._producer is None:
                 return
             try:
                 self._producer.flush(timeout=timeout)
@@ -357,7 +382,7 @@ class KafkaPublisher:
     def close(self) -> None:
         with self._lock:
             producer, self._producer = self._producer, None
-            self._pending = []
+            self._unflushed = []
         if producer is not None:
             try:
                 producer.close(timeout=5)

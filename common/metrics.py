@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, His
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from common.schemas import CameraState
+
 CLIPS_INFERRED = Counter("aislewatch_clips_inferred_total", "Clips classified by the model")
 RESULTS_WRITTEN = Counter("aislewatch_results_written_total", "New result rows written")
 BATCH_SIZE = Histogram(
@@ -31,12 +33,18 @@ DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the de
 _INGEST_FIELDS = {
     "frames_read": "Frames read from the camera",
     "frames_dropped": "Frames dropped (source behind real time or queue full)",
-    "clips_published": "Motion-gated clips published to the bus",
-    "clips_dropped": "Clips dropped because the publish retry queue was full",
-    "publish_retries": "Publish attempts retried after a bus error",
+    "clips_published": "Motion-gated clips the bus acknowledged",
+    "clips_dropped": "Clips dropped: the spool was over its budget (or disabled), or the bus refused them for good",
+    "publish_retries": "Messages sent again after the bus refused or failed to deliver them",
     "health_events": "Camera health events published",
     "reconnects": "Camera reconnect attempts",
     "errors": "Camera errors (corrupt stream, failed open)",
+}
+
+_INGEST_GAUGES = {
+    "messages_unacknowledged": "Messages in memory the bus has not acknowledged yet",
+    "messages_spooled": "Messages waiting on disk for the bus",
+    "spool_bytes": "Bytes of the camera's spool",
 }
 
 
@@ -53,9 +61,14 @@ class IngestCollector(Collector):
             for snap in snapshots:
                 family.add_metric([snap.camera_id], float(getattr(snap, field)))
             yield family
+        for field, help_text in _INGEST_GAUGES.items():
+            gauge = GaugeMetricFamily(f"aislewatch_ingest_{field}", help_text, labels=["camera"])
+            for snap in snapshots:
+                gauge.add_metric([snap.camera_id], float(getattr(snap, field)))
+            yield gauge
         online = GaugeMetricFamily("aislewatch_camera_streaming", "1 while the camera is streaming", labels=["camera"])
         for snap in snapshots:
-            online.add_metric([snap.camera_id], 1.0 if snap.state == "streaming" else 0.0)
+            online.add_metric([snap.camera_id], 1.0 if snap.state == CameraState.ONLINE else 0.0)
         yield online
 
 

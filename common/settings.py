@@ -226,6 +226,25 @@ class NotificationSettings(Section):
     email: EmailSettings = Field(default_factory=EmailSettings)
 
 
+class IngestSettings(Section):
+    """How camera workers hand clips to the bus without losing them (see README, "Nothing lost")."""
+
+    spool_dir: Path = Field(
+        Path("build/spool"), description="Where clips wait on disk while the bus is down (one folder per camera)"
+    )
+    spool_max_mb: int = Field(
+        512, ge=0, le=1_000_000,
+        description="Disk budget per camera for spooled clips (0: no spool, drop beyond the memory queue); "
+        "a clip a second is about 360 MB per camera-hour",
+    )
+    memory_queue: int = Field(
+        32, ge=1, le=10_000, description="Messages a camera keeps in memory while the bus cannot take them"
+    )
+    max_in_flight: int = Field(
+        32, ge=1, le=10_000, description="Messages a camera has sent that the bus has not acknowledged yet"
+    )
+
+
 class ReportingSettings(Section):
     output_dir: Path = Field(Path("build/reports"), description="Where PDF reports and charts are written")
     period_days: int = Field(7, ge=1, le=366, description="Days covered by a scheduled report")
@@ -271,6 +290,7 @@ class Settings(BaseSettings):
 
     stores: list[StoreSettings] = Field(default_factory=list)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     inference: InferenceSettings = Field(default_factory=InferenceSettings)
     alerts: AlertRuleSettings = Field(default_factory=AlertRuleSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -4,21 +4,22 @@ Health events on ``Topic.CAMERA_HEALTH``: ONLINE on the first frame after each (
 live source stops delivering (read timeout = ``offline_after_s``) or cannot be reached, ENDED at the end of a
 non-looping file, ERROR for a file that cannot be opened or decoded.  Source problems never escape ``run``.
 
-Publishing never blocks capture: a message the bus refuses waits in a small bounded queue and is retried
-with backoff; when the queue is full the oldest message is dropped and counted.
+Publishing never blocks capture and loses nothing within a disk budget (``ingest.publishing``): a clip
+counts as published once the bus acknowledged it; one the bus refuses or fails to deliver is sent again in
+order; what waits beyond a small in-memory queue is spooled to disk, and only past the spool's budget are
+the oldest clips dropped, counted and logged.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from common.bus import Bus, BusError, Publisher
+from common.bus import Bus, Publisher
 from common.clock import Clock, SystemClock
 from common.redaction import redact
 from common.schemas import CameraHealthMessage, CameraState, ClipHeader, ClipMessage, Topic, clip_id_for
@@ -36,7 +37,9 @@ from ingest.capture import (
 )
 from ingest.clips import ClipCutter, CutClip
 from ingest.motion import MotionDetector
+from ingest.publishing import PublishQueue
 from ingest.snapshot import save_snapshot
+from ingest.spool import Spool
 
 RETRY_BACKOFF = Backoff(initial_s=0.5, max_s=10.0)
 
@@ -72,18 +75,13 @@ class IngestCounters:
     clips_published: int = 0
     clips_dropped: int = 0
     publish_retries: int = 0
+    messages_unacknowledged: int = 0
+    messages_spooled: int = 0
+    spool_bytes: int = 0
     health_events: int = 0
     reconnects: int = 0
     errors: int = 0
     state: str = "starting"
-
-
-@dataclass(slots=True)
-class _Pending:
-    topic: Topic
-    key: str
-    value: bytes
-    is_clip: bool
 
 
 class CameraWorker(Worker):
@@ -100,7 +98,11 @@ class CameraWorker(Worker):
         source_factory: SourceFactory | None = None,
         retry_queue_size: int = 32,
         retry_backoff: Backoff = RETRY_BACKOFF,
+        spool: Spool | None = None,
+        max_in_flight: int = 32,
     ) -> None:
+        """``retry_queue_size`` messages wait in memory while the bus cannot take them, and beyond that go
+        to ``spool`` (or, without one, the oldest are dropped); ``max_in_flight`` await acknowledgement."""
         self.name = f"capture:{camera.id}"
         super().__init__(stop)
         self.store_id = store_id
@@ -112,17 +114,13 @@ class CameraWorker(Worker):
         self.source: FrameSource | None = None
         self.motion: MotionDetector | None = None
         self.cutter: ClipCutter | None = None
-        self._pending: deque[_Pending] = deque()
-        self._retry_queue_size = max(1, retry_queue_size)
-        self._retry_backoff = retry_backoff
-        self._retry_attempt = 0
-        self._retry_at = 0.0
+        self.outbox = PublishQueue(
+            publisher, camera.id, self.clock, spool=spool, max_in_flight=max_in_flight,
+            max_waiting=retry_queue_size, backoff=retry_backoff,
+        )
         self._session_online = False
         self._offline_reported = False
         self._frames_read = 0
-        self._clips_published = 0
-        self._clips_dropped = 0
-        self._publish_retries = 0
         self._health_events = 0
         self._errors = 0
         self._state = "starting"
@@ -132,20 +130,32 @@ class CameraWorker(Worker):
     def from_settings(
         cls, settings: Settings, store: StoreSettings, camera: CameraSettings, bus: Bus, stop: threading.Event
     ) -> CameraWorker:
-        """A worker for ``camera`` publishing on ``bus`` with the service's evidence directory."""
-        return cls(store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop)
+        """A worker for ``camera`` publishing on ``bus`` with the service's evidence directory and, when the
+        ingest settings give it a budget, a spool under ``ingest.spool_dir/<camera id>``."""
+        ingest = settings.ingest
+        spool = None
+        if ingest.spool_max_mb > 0:
+            spool = Spool(ingest.spool_dir / camera.id, camera.id, ingest.spool_max_mb * 1_000_000)
+        return cls(
+            store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop,
+            retry_queue_size=ingest.memory_queue, max_in_flight=ingest.max_in_flight, spool=spool,
+        )
 
     # -- counters ----------------------------------------------------------------------------------
     def counters(self) -> IngestCounters:
         source = self.source
+        publishing = self.outbox.counters()
         with self._lock:
             return IngestCounters(
                 camera_id=self.camera.id,
                 frames_read=self._frames_read,
                 frames_dropped=getattr(source, "frames_dropped", 0),
-                clips_published=self._clips_published,
-                clips_dropped=self._clips_dropped,
-                publish_retries=self._publish_retries,
+                clips_published=publishing.clips_published,
+                clips_dropped=publishing.clips_dropped,
+                publish_retries=publishing.publish_retries,
+                messages_unacknowledged=publishing.in_flight + publishing.waiting,
+                messages_spooled=publishing.spooled,
+                spool_bytes=publishing.spool_bytes,
                 health_events=self._health_events,
                 reconnects=getattr(source, "reconnects", 0),
                 errors=self._errors,
@@ -157,7 +167,7 @@ class CameraWorker(Worker):
         self.source = self._source_factory(self.camera, self.stop_event, self.clock)
 
     def step(self) -> bool:
-        self._retry_pending()
+        self.outbox.pump()
         assert self.source is not None
         try:
             frame = self.source.read()
@@ -183,11 +193,11 @@ class CameraWorker(Worker):
             if self.cutter is not None and self.stop_event.is_set():
                 # stopped from outside: windows still open are cut short, not published
                 self.cutter = None
-            self._retry_pending(force=True)
-            try:
-                self.publisher.flush(5.0)
-            except BusError as exc:
-                self.log.warning("camera %s: flush at shutdown failed: %s", self.camera.id, redact(str(exc)))
+            self.outbox.close(timeout_s=5.0)
+            left = self.outbox.counters()
+            if left.spooled:
+                self.log.warning("camera %s: %d messages left in the spool for the next start",
+                                 self.camera.id, left.spooled)
         finally:
             if self.source is not None:
                 self.source.close()
@@ -275,9 +285,7 @@ class CameraWorker(Worker):
             snapshot_path=snapshot,
             published_at=self.clock.now(),
         )
-        self._publish(
-            _Pending(Topic.CLIPS, self.camera.id, ClipMessage(header, clip.frames).to_bytes(), True)
-        )
+        self.outbox.submit(Topic.CLIPS, ClipMessage(header, clip.frames).to_bytes(), is_clip=True)
 
     def _health(self, state: CameraState, detail: str) -> None:
         message = CameraHealthMessage(
@@ -293,61 +301,12 @@ class CameraWorker(Worker):
             self._health_events += 1
             self._state = state.value
         self.log.info("camera %s %s: %s", self.camera.id, state.value, message.detail)
-        self._publish(_Pending(Topic.CAMERA_HEALTH, self.camera.id, message.to_bytes(), False))
-
-    def _publish(self, item: _Pending) -> None:
-        if self._pending:
-            self._enqueue(item)  # keep order behind messages already waiting
-            self._retry_pending()
-            return
-        try:
-            self.publisher.publish(item.topic, item.key, item.value)
-        except BusError as exc:
-            self.log.warning("camera %s: publish failed, will retry: %s", self.camera.id, redact(str(exc)))
-            self._enqueue(item)
-            self._schedule_retry()
-            return
-        self._published(item)
-
-    def _published(self, item: _Pending) -> None:
-        if item.is_clip:
-            with self._lock:
-                self._clips_published += 1
-
-    def _enqueue(self, item: _Pending) -> None:
-        if len(self._pending) >= self._retry_queue_size:
-            dropped = self._pending.popleft()
-            with self._lock:
-                self._clips_dropped += int(dropped.is_clip)
-            self.log.warning(
-                "camera %s: retry queue full, dropped the oldest %s message", self.camera.id, dropped.topic
-            )
-        self._pending.append(item)
-
-    def _schedule_retry(self) -> None:
-        self._retry_at = self.clock.monotonic() + self._retry_backoff.delay(self._retry_attempt)
-        self._retry_attempt += 1
-
-    def _retry_pending(self, force: bool = False) -> None:
-        if not self._pending or (not force and self.clock.monotonic() < self._retry_at):
-            return
-        while self._pending:
-            item = self._pending[0]
-            with self._lock:
-                self._publish_retries += 1
-            try:
-                self.publisher.publish(item.topic, item.key, item.value)
-            except BusError:
-                self._schedule_retry()
-                return
-            self._pending.popleft()
-            self._published(item)
-        self._retry_attempt = 0
+        self.outbox.submit(Topic.CAMERA_HEALTH, message.to_bytes(), is_clip=False)
 
     @property
     def pending(self) -> int:
-        """Messages waiting for the bus to accept them."""
-        return len(self._pending)
+        """Messages the bus has not acknowledged yet, in memory or in the spool."""
+        return self.outbox.unacknowledged
 
 
 def counters_of(workers: dict[str, Any]) -> list[IngestCounters]:

@@ -64,6 +64,7 @@ def stream_settings(
             "alerts": {"cooldown_s": cooldown_s, **({} if n_of_m is None else {"n_of_m": list(n_of_m)})},
             "reporting": {"output_dir": str(out / "reports")},
             "service": {"evidence_dir": str(out / "evidence"), "metrics_port": 0},
+            "ingest": {"spool_dir": str(out / "spool")},
         },
     )
 
@@ -81,12 +82,13 @@ class EmbeddedRun:
 
 
 def prepare_output(out: Path) -> Path:
-    """``out`` resolved and emptied of a previous run's database, evidence and reports."""
+    """``out`` resolved and emptied of a previous run's database, evidence, spool and reports."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("aislewatch.db", "aislewatch.db-wal", "aislewatch.db-shm"):
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "evidence", ignore_errors=True)
+    shutil.rmtree(out / "spool", ignore_errors=True)
     shutil.rmtree(out / "reports", ignore_errors=True)
     return out
 

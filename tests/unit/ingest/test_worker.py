@@ -165,11 +165,13 @@ class FlakyPublisher:
         self.failures = failures
         self.accepted: list[tuple[Topic, str, bytes]] = []
 
-    def publish(self, topic, key, value) -> None:
+    def publish(self, topic, key, value, on_delivery=None) -> None:
         if self.failures > 0:
             self.failures -= 1
             raise BusError("broker unavailable")
         self.accepted.append((topic, key, value))
+        if on_delivery is not None:
+            on_delivery(None)
 
     def flush(self, timeout_s=None) -> None:
         pass
@@ -204,10 +206,10 @@ class OutagePublisher:
         self.down = False
         self.forwarded: list[tuple[Topic, bytes]] = []
 
-    def publish(self, topic, key, value) -> None:
+    def publish(self, topic, key, value, on_delivery=None) -> None:
         if self.down:
             raise BusError("broker unavailable")
-        self.inner.publish(topic, key, value)
+        self.inner.publish(topic, key, value, on_delivery=on_delivery)
         self.forwarded.append((topic, value))
 
     def flush(self, timeout_s=None) -> None:
