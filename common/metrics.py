@@ -33,6 +33,7 @@ DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the de
 _INGEST_FIELDS = {
     "frames_read": "Frames read from the camera",
     "frames_dropped": "Frames dropped (source behind real time or queue full)",
+    "clips_cut": "Motion-gated clips cut",
     "clips_published": "Motion-gated clips the bus acknowledged",
     "clips_dropped": "Clips dropped: the spool was over its budget (or disabled), or the bus refused them for good",
     "publish_retries": "Messages sent again after the bus refused or failed to deliver them",

@@ -72,6 +72,7 @@ class IngestCounters:
     camera_id: str
     frames_read: int = 0
     frames_dropped: int = 0
+    clips_cut: int = 0
     clips_published: int = 0
     clips_dropped: int = 0
     publish_retries: int = 0
@@ -121,6 +122,7 @@ class CameraWorker(Worker):
         self._session_online = False
         self._offline_reported = False
         self._frames_read = 0
+        self._clips_cut = 0
         self._health_events = 0
         self._errors = 0
         self._state = "starting"
@@ -150,6 +152,7 @@ class CameraWorker(Worker):
                 camera_id=self.camera.id,
                 frames_read=self._frames_read,
                 frames_dropped=getattr(source, "frames_dropped", 0),
+                clips_cut=self._clips_cut,
                 clips_published=publishing.clips_published,
                 clips_dropped=publishing.clips_dropped,
                 publish_retries=publishing.publish_retries,
@@ -285,6 +288,8 @@ class CameraWorker(Worker):
             snapshot_path=snapshot,
             published_at=self.clock.now(),
         )
+        with self._lock:
+            self._clips_cut += 1
         self.outbox.submit(Topic.CLIPS, ClipMessage(header, clip.frames).to_bytes(), is_clip=True)
 
     def _health(self, state: CameraState, detail: str) -> None:
