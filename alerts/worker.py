@@ -34,6 +34,7 @@ class AlertWorker(Worker):
     """Turns results and camera health into stored, published and delivered alerts."""
 
     name = "alerts"
+    topics: tuple[Topic, ...] = (Topic.RESULTS, Topic.CAMERA_HEALTH)
 
     def __init__(
         self,
@@ -98,7 +99,7 @@ class AlertWorker(Worker):
 
     # -- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
-        self._consumer = self.bus.consumer([Topic.RESULTS, Topic.CAMERA_HEALTH], self.group_id)
+        self._consumer = self.bus.consumer(list(self.topics), self.group_id)
         self._publisher = self.bus.publisher()
 
     def step(self) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from common.bus import BusError, BusRecord, DeliveryCallback
@@ -113,14 +113,15 @@ class InProcessBus:
                 del part.records[:drop]
                 part.base_offset += drop
 
-    def lag(self, group_id: str) -> int:
-        """Records not yet committed by ``group_id`` across its topics."""
+    def lag(self, group_id: str, topics: Iterable[Topic] | None = None) -> int:
+        """Records of ``topics`` (default: every topic the group reads) not yet committed by ``group_id``."""
         with self._lock:
             group = self._groups.get(group_id)
             if group is None:
                 return 0
+            wanted = set(group.committed) if topics is None else set(topics) & set(group.committed)
             return sum(
-                self._topics[t].base_offset + len(self._topics[t].records) - c for t, c in group.committed.items()
+                self._topics[t].base_offset + len(self._topics[t].records) - group.committed[t] for t in wanted
             )
 
     def end_offsets(self, topic: Topic) -> int:

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -24,7 +25,7 @@ BATCH_SIZE = Histogram(
     "aislewatch_batch_size", "Clips per inference batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
 BATCH_SECONDS = Histogram("aislewatch_batch_seconds", "Model time per inference batch")
-CONSUMER_LAG = Gauge("aislewatch_consumer_lag", "Records not yet processed", ["group"])
+CONSUMER_LAG = Gauge("aislewatch_consumer_lag", "Records not yet committed, per consumer group and topic", ["group", "topic"])
 ERRORS = Counter("aislewatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
 
@@ -108,10 +109,11 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path.startswith("/metrics"):
+                path = urlsplit(self.path).path  # exact routes; a query string is allowed
+                if path == "/metrics":
                     body = generate_latest()
                     self._send(200, CONTENT_TYPE_LATEST, body)
-                elif self.path.startswith("/healthz"):
+                elif path == "/healthz":
                     status = {name: bool(check()) for name, check in list(checks.items())}
                     ok = all(status.values())
                     self._send(200 if ok else 503, "application/json", json.dumps(status).encode())

@@ -33,7 +33,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from common.redaction import redact
+from common.redaction import redact, register_secret
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "inference" / "bundled" / "convlstm.keras"
 
@@ -123,17 +123,23 @@ class CameraSettings(Section):
             object.__setattr__(self, "name", self.id)
         return self
 
-    @field_validator("source")
-    @classmethod
-    def _placeholders_are_set(cls, source: str) -> str:
-        missing = [name for name in _ENV_PLACEHOLDER.findall(source) if name not in os.environ]
-        if missing:
-            raise ValueError(f"environment variable(s) {', '.join(missing)} used in the source are not set")
-        return source
+    def missing_variables(self) -> list[str]:
+        """The ${VAR} placeholders of the source that the environment does not set."""
+        return [name for name in _ENV_PLACEHOLDER.findall(self.source) if name not in os.environ]
 
     def resolved_source(self) -> str:
-        """The source with ${VAR} placeholders filled from the environment (never log the result)."""
-        return _ENV_PLACEHOLDER.sub(lambda m: os.environ.get(m.group(1), ""), self.source)
+        """The source with ${VAR} placeholders filled from the environment (never log the result).
+
+        Only processes that open cameras call this; the values filled in are registered with
+        ``common.redaction`` so they are masked wherever they would be shown."""
+        missing = self.missing_variables()
+        if missing:
+            raise ValueError(
+                f"camera {self.id}: environment variable(s) {', '.join(missing)} used in the source are not set"
+            )
+        for name in _ENV_PLACEHOLDER.findall(self.source):
+            register_secret(os.environ[name])
+        return _ENV_PLACEHOLDER.sub(lambda m: os.environ[m.group(1)], self.source)
 
 
 class StoreSettings(Section):
@@ -353,6 +359,7 @@ class Settings(BaseSettings):
 
         url = make_url(self.database.url)
         if self.database.password is not None:
+            register_secret(self.database.password.get_secret_value())
             url = url.set(password=self.database.password.get_secret_value())
         return url.render_as_string(hide_password=False)
 
@@ -400,10 +407,14 @@ def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
     return f"{where}{path}{shown}: {reason}"
 
 
-def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    path: str | Path | None = None, overrides: dict[str, Any] | None = None, *, camera_credentials: bool = False
+) -> Settings:
     """Load settings from a YAML file (or defaults when ``path`` is None) plus the environment.
 
-    Raises ConfigError naming the file, the key path, the value and the reason.
+    With ``camera_credentials`` (processes that open cameras: ingest, run) every ${VAR} a camera source
+    uses must be set; the other roles never resolve them.  Raises ConfigError naming the file, the key
+    path, the value and the reason.
     """
     source = str(path) if path is not None else "(defaults and environment)"
     data: dict[str, Any] = {}
@@ -429,7 +440,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     if secrets_dir and not Path(secrets_dir).is_dir():
         raise ConfigError(source, [f"AISLEWATCH_SECRETS_DIR={secrets_dir} is not a directory"])
     try:
-        return Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
+        settings = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValidationError as exc:
         lines = _yaml_line_index(text) if text else {}
         problems = [_describe(err, lines) for err in exc.errors()]
@@ -439,6 +450,26 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
         raise ConfigError(source, [redact(p) for p in problems]) from None
     finally:
         _YAML_DATA.reset(token)
+    if camera_credentials:
+        problems = _missing_camera_variables(settings, _yaml_line_index(text) if text else {})
+        if problems:
+            raise ConfigError(source, problems)
+    return settings
+
+
+def _missing_camera_variables(settings: Settings, lines: dict[tuple[str | int, ...], int]) -> list[str]:
+    problems = []
+    for i, store in enumerate(settings.stores):
+        for j, camera in enumerate(store.cameras):
+            missing = camera.missing_variables() if camera.enabled else []
+            if missing:
+                line = lines.get(("stores", i, "cameras", j, "source"))
+                where = f"line {line}: " if line else ""
+                problems.append(
+                    f"{where}stores[{i}].cameras[{j}].source: environment variable(s) {', '.join(missing)} "
+                    "used in the source are not set (this process opens the camera)"
+                )
+    return problems
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class InferenceStats:
 
 class InferenceWorker(Worker):
     name = "infer"
+    topics: tuple[Topic, ...] = (Topic.CLIPS,)
 
     def __init__(
         self,
@@ -105,7 +106,7 @@ class InferenceWorker(Worker):
         )
 
     def setup(self) -> None:
-        self._consumer = self.bus.consumer([Topic.CLIPS], self.group_id)
+        self._consumer = self.bus.consumer(list(self.topics), self.group_id)
         self._publisher = self.bus.publisher()
 
     def step(self) -> bool:

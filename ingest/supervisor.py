@@ -165,10 +165,11 @@ class IngestSupervisor:
         return result
 
     def watch_config(
-        self, path: str | Path, interval_s: float = 2.0, loader: Callable[[Path], Settings] = load_settings
+        self, path: str | Path, interval_s: float = 2.0, loader: Callable[[Path], Settings] | None = None
     ) -> threading.Thread:
         """Poll ``path``'s modification time and reload when it changes; a bad file is logged and ignored."""
         file = Path(path)
+        load = loader or (lambda p: load_settings(p, camera_credentials=True))  # this process opens cameras
 
         def mtime() -> int | None:
             try:
@@ -184,7 +185,7 @@ class IngestSupervisor:
                     continue
                 last = current
                 try:
-                    settings = loader(file)
+                    settings = load(file)
                 except ConfigError as exc:
                     log.error("configuration change ignored: %s", exc)
                     continue

@@ -18,9 +18,11 @@ from common.settings import ConfigError, Settings, load_settings
 log = logging.getLogger("aislewatch.cli")
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _settings(args: argparse.Namespace, *, opens_cameras: bool = False) -> Settings:
+    """The settings named by ``-c`` or $AISLEWATCH_CONFIG; a process that opens cameras also needs every
+    camera credential variable set (the other roles never resolve them)."""
     path = args.config or os.environ.get("AISLEWATCH_CONFIG")
-    return load_settings(path)
+    return load_settings(path, camera_credentials=opens_cameras)
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
@@ -28,6 +30,11 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     cameras = settings.cameras()
     print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
           f"database={settings.database.url.split(':', 1)[0]}")
+    for _, camera in cameras:
+        missing = camera.missing_variables()
+        if missing:
+            print(f"  note: camera {camera.id} needs {', '.join(missing)} in the environment of the processes "
+                  "that open it (ingest, run); they are not set here")
     return 0
 
 
@@ -44,14 +51,15 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, roles: set[str]) -> int:
     from common.app.runtime import Pipeline, install_stop_signals
 
-    settings = _settings(args)
+    opens_cameras = "ingest" in roles
+    settings = _settings(args, opens_cameras=opens_cameras)
     setup_logging(settings.service.log_level, settings.service.log_json)
     stop = threading.Event()
     pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
 
     def reload() -> None:
         try:
-            pipeline.reload(_settings(args))
+            pipeline.reload(_settings(args, opens_cameras=opens_cameras))
             log.info("configuration reloaded")
         except ConfigError as exc:
             log.error("configuration not reloaded: %s", exc)

@@ -164,14 +164,18 @@ class Pipeline:
                 self.stop.set()
 
     def _export_lag(self) -> None:
+        """Per consumer group of this process's workers and per topic it reads: a lag on results must not
+        hide behind a clips lag of 0."""
         lag = getattr(self.bus, "lag", None)
         if lag is None:
             return
-        for group in (self.settings.inference.group_id, "aislewatch-alerts"):
-            try:
-                CONSUMER_LAG.labels(group).set(lag(group))
-            except Exception:  # lag is best-effort telemetry
-                pass
+        for worker in self.workers:
+            group, topics = getattr(worker, "group_id", None), getattr(worker, "topics", ())
+            for topic in topics if group else ():
+                try:
+                    CONSUMER_LAG.labels(group, topic.value).set(lag(group, [topic]))
+                except Exception:  # lag is best-effort telemetry
+                    pass
 
     def drain(self, timeout_s: float = 300.0, progress: Callable[[], None] | None = None) -> bool:
         """After every file camera has ended, wait until inference and alerts have consumed everything."""

@@ -64,3 +64,20 @@ def test_poll_wakes_up_when_a_record_arrives() -> None:
     threading.Timer(0.05, lambda: bus.publisher().publish(Topic.ALERTS, "k", b"late")).start()
     records = consumer.poll(5.0)
     assert [r.value for r in records] == [b"late"]
+
+
+def test_lag_is_per_topic_of_the_group() -> None:
+    from common.schemas import Topic
+
+    bus = InProcessBus()
+    consumer = bus.consumer([Topic.RESULTS, Topic.CAMERA_HEALTH], "alerts")
+    publisher = bus.publisher()
+    for _ in range(3):
+        publisher.publish(Topic.RESULTS, "cam", b"r")
+    publisher.publish(Topic.CAMERA_HEALTH, "cam", b"h")
+    publisher.publish(Topic.CLIPS, "cam", b"c")  # not read by the group: never its lag
+    assert (bus.lag("alerts", [Topic.RESULTS]), bus.lag("alerts", [Topic.CAMERA_HEALTH])) == (3, 1)
+    assert bus.lag("alerts") == 4 and bus.lag("alerts", [Topic.CLIPS]) == 0
+    consumer.poll(0, 10)
+    consumer.commit()
+    assert bus.lag("alerts") == 0

@@ -28,9 +28,9 @@ def server():
 
 
 def test_metrics_include_ingest_counters_per_camera(server: HealthServer) -> None:
-    snaps = [
-        IngestCounters("cam-a", frames_read=150, clips_published=3, state="streaming"),
-        IngestCounters("cam-b", frames_read=7, state="reconnecting"),
+    snaps = [  # the states the camera worker really reports (CameraState values)
+        IngestCounters("cam-a", frames_read=150, clips_cut=4, clips_published=3, messages_spooled=1, state="online"),
+        IngestCounters("cam-b", frames_read=7, state="offline"),
     ]
     collector = IngestCollector(lambda: snaps)
     REGISTRY.register(collector)
@@ -41,7 +41,19 @@ def test_metrics_include_ingest_counters_per_camera(server: HealthServer) -> Non
     assert status == 200
     assert 'aislewatch_ingest_frames_read_total{camera="cam-a"} 150.0' in body
     assert 'aislewatch_ingest_clips_published_total{camera="cam-a"} 3.0' in body
+    assert 'aislewatch_ingest_clips_cut_total{camera="cam-a"} 4.0' in body
+    assert 'aislewatch_ingest_messages_spooled{camera="cam-a"} 1.0' in body
+    assert 'aislewatch_camera_streaming{camera="cam-a"} 1.0' in body
     assert 'aislewatch_camera_streaming{camera="cam-b"} 0.0' in body
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [("/metrics", 200), ("/healthz", 200), ("/healthz?verbose=1", 200), ("/metricsXYZ", 404),
+     ("/healthz/../x", 404), ("/metrics/extra", 404), ("/", 404)],
+)
+def test_only_the_exact_routes_answer(server: HealthServer, path: str, status: int) -> None:
+    assert get(f"http://127.0.0.1:{server.port}{path}")[0] == status
 
 
 def test_healthz_turns_503_when_a_check_fails(server: HealthServer) -> None:
