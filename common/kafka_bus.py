@@ -44,7 +44,7 @@ class KafkaTuning:
 
     request_timeout_s: float = 10.0
     delivery_timeout_s: float = 30.0
-    max_block_s: float = 5.0
+    max_block_s: float = 1.0  # a send waits at most this for metadata: capture must not stall long
     linger_ms: int = 5
     session_timeout_s: float = 8.0
     heartbeat_interval_s: float = 2.0
@@ -72,11 +72,16 @@ def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
+# Failures that sending the same bytes again cannot cure; every other failure (a delivery timeout, a
+# producer reset, a sequence error after one) is retryable: the caller sends the message again.
+_BAD_MESSAGE_ERRORS = ("MessageSizeTooLargeError", "RecordListTooLargeError", "InvalidRecordError",
+                       "CorruptRecordError")
+
+
 def _delivery_error(exc: BaseException) -> BusError:
-    """A failed send as a BusError, retryable as kafka-python judges it (a timeout is, a too-large record
-    is not)."""
+    """A failed send as a BusError; not retryable only when the message itself is at fault."""
     error = BusError(f"not delivered: {_describe(exc)}")
-    error.retryable = bool(getattr(exc, "retriable", True))
+    error.retryable = type(exc).__name__ not in _BAD_MESSAGE_ERRORS
     return error
 
 
@@ -118,7 +123,7 @@ class KafkaBus:
             partitions=settings.partitions,
             replication_factor=settings.replication_factor,
             max_message_bytes=settings.max_message_bytes,
-            tuning=tuning,
+            tuning=tuning or KafkaTuning(delivery_timeout_s=settings.delivery_timeout_s),
         )
 
     # -- names -----------------------------------------------------------------------------------
@@ -282,12 +287,27 @@ class KafkaPublisher:
         self._bus = bus
         self._producer: Any = None
         self._unflushed: list[Any] = []  # futures of messages published without a callback
+        self._stale = False  # a delivery failed: the next publish starts a new producer
         self._lock = threading.Lock()
         self._warn = _Throttled()
+
+    def _failed(self, exc: BaseException, on_delivery: DeliveryCallback) -> None:
+        """A message expired or failed: tell the caller, and start the next send on a fresh producer.
+        kafka-python's idempotent producer can stay stuck after batches expired during a broker outage
+        (nothing is sent once the broker is back), so a publisher whose deliveries failed recreates it."""
+        self._stale = True
+        on_delivery(_delivery_error(exc))
 
     def _get_producer(self) -> Any:
         from kafka import KafkaProducer
 
+        if self._stale and self._producer is not None:
+            stale, self._producer, self._stale = self._producer, None, False
+            log.info("recreating the Kafka producer after failed deliveries")
+            try:
+                stale.close(timeout=0)  # what it still holds fails to its callbacks and is sent again
+            except Exception:
+                log.debug("closing the stale Kafka producer failed", exc_info=True)
         if self._producer is None:
             bus, t = self._bus, self._bus.tuning
             try:
@@ -336,7 +356,7 @@ class KafkaPublisher:
                 raise BusError(f"cannot publish to {topic.value}: {_describe(exc)}") from exc
             if on_delivery is not None:
                 future.add_callback(lambda _metadata: on_delivery(None))
-                future.add_errback(lambda exc: on_delivery(_delivery_error(exc)))
+                future.add_errback(lambda exc: self._failed(exc, on_delivery))
                 return
             self._unflushed.append(future)
             if len(self._unflushed) >= _PRUNE_EVERY:

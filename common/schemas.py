@@ -63,9 +63,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def clip_id_for(camera_id: str, source_start_s: float, session: str) -> str:
-    """A clip id that is the same each time the same window of the same capture session is cut."""
-    raw = f"{camera_id}|{session}|{source_start_s:.3f}".encode()
+def clip_id_for(camera_id: str, window_index: int, session: str) -> str:
+    """A clip id that is the same each time the same window of the same capture session is cut.
+
+    Keyed by the window's place on the clip grid, not by its first frame's time: when frames come
+    sparsely (a stalled capture), two neighbouring windows can start with the same frame."""
+    raw = f"{camera_id}|{session}|w{window_index}".encode()
     return hashlib.sha1(raw).hexdigest()[:24]
 
 

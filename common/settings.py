@@ -212,6 +212,10 @@ class BusSettings(Section):
     partitions: int = Field(12, ge=1, le=10000, description="Partitions of topics created if missing")
     replication_factor: int = Field(1, ge=1, le=10)
     max_message_bytes: int = Field(1_000_000, ge=100_000, description="Broker message size limit to stay under")
+    delivery_timeout_s: float = Field(
+        30.0, ge=12, le=3600,
+        description="How long the producer tries to deliver a message before it counts as failed and is sent again",
+    )
 
 
 class EmailSettings(Section):

@@ -197,10 +197,9 @@ class CameraWorker(Worker):
                 # stopped from outside: windows still open are cut short, not published
                 self.cutter = None
             self.outbox.close(timeout_s=5.0)
-            left = self.outbox.counters()
-            if left.spooled:
-                self.log.warning("camera %s: %d messages left in the spool for the next start",
-                                 self.camera.id, left.spooled)
+            c = self.counters()
+            self.log.info("camera %s: %d clips cut, %d published, %d dropped, %d messages left in the spool",
+                          self.camera.id, c.clips_cut, c.clips_published, c.clips_dropped, c.messages_spooled)
         finally:
             if self.source is not None:
                 self.source.close()
@@ -258,7 +257,7 @@ class CameraWorker(Worker):
     # -- publishing --------------------------------------------------------------------------------
     def _emit(self, clip: CutClip) -> None:
         assert self.source is not None
-        clip_id = clip_id_for(self.camera.id, clip.source_start_s, self.source.session)
+        clip_id = clip_id_for(self.camera.id, clip.window_index, self.source.session)
         snapshot: str | None = None
         try:
             snapshot = str(

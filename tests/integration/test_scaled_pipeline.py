@@ -12,6 +12,7 @@ of a result row says which worker stored it.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 import uuid
@@ -90,9 +91,10 @@ class Scaled:
         self.phases.append((time.monotonic() - self.started, what))
 
     # -- processes ------------------------------------------------------------------------------------
-    def start_ingest(self) -> RoleProcess:
+    def start_ingest(self, **env: str) -> RoleProcess:
         credentialed = {cid: self.rtsp.url(cid) for cid in self.camera_ids}
-        return self.procs.start("ingest", "ingest", {"AISLEWATCH__STORES": stores_env(credentialed, OFFLINE_AFTER_S)})
+        env = {"AISLEWATCH__STORES": stores_env(credentialed, OFFLINE_AFTER_S), **env}
+        return self.procs.start("ingest", "ingest", env)
 
     def start_infer(self, name: str, version: str) -> RoleProcess:
         env = {"AISLEWATCH__MODEL__PATH": str(self.models[version]), "AISLEWATCH__DATABASE__PASSWORD": self.db_password}
@@ -340,6 +342,49 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
     assert good_id in published
     rows = scaled.assert_exactly_once(published)
     assert len(rows) > published_before_outage + 6
+    for name in ("infer-a", "infer-b"):
+        assert scaled.procs[name].terminate() == 0, scaled.diagnostics()
+    scaled.assert_no_secret_in_logs()
+
+
+# -- 2b: the Kafka broker stopped for longer than the producer's delivery timeout ------------------------
+
+INGEST_SUMMARY = re.compile(r"camera (\S+): (\d+) clips cut, (\d+) published, (\d+) dropped")
+
+
+@pytest.mark.slow
+def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled, kafka_server) -> None:  # type: ignore[no-untyped-def]
+    """Clips cut while Kafka is down (longer than ingest's 12 s delivery timeout) are spooled and sent again:
+    every clip cut reaches the broker and gets exactly one result row."""
+    scaled.start_collector()
+    scaled.start_infer("infer-a", VERSION_A)
+    scaled.start_infer("infer-b", VERSION_B)
+    # little room in memory, so that the outage must go through the spool on disk
+    scaled.start_ingest(AISLEWATCH__BUS__DELIVERY_TIMEOUT_S="12", AISLEWATCH__INGEST__MEMORY_QUEUE="2",
+                        AISLEWATCH__INGEST__MAX_IN_FLIGHT="2", AISLEWATCH__INGEST__SPOOL_DIR=str(scaled.tmp / "spool"))
+    scaled.wait(lambda: len(scaled.db.result_ids()) >= 4, 120, "the first result rows")
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+
+    kafka_server.stop()
+    scaled.phase("kafka stopped")
+    try:
+        time.sleep(16.0)  # past the delivery timeout, with four cameras cutting clips
+        spooled = list((scaled.tmp / "spool").rglob("*.msg*"))
+        assert spooled, f"clips cut during the outage were not spooled\n{scaled.diagnostics()}"
+    finally:
+        kafka_server.start()
+        scaled.phase("kafka started")
+    scaled.wait(lambda: len(scaled.db.result_ids()) >= 4 + len(spooled), 120, "rows for the spooled clips")
+    scaled.assert_alive("ingest", "infer-a", "infer-b")
+
+    published = scaled.stop_ingest_and_drain(timeout_s=120.0)
+    summaries = INGEST_SUMMARY.findall(scaled.procs["ingest"].log_text())
+    assert {camera for camera, *_ in summaries} == set(scaled.camera_ids), scaled.diagnostics()
+    cut = sum(int(n) for _, n, _, _ in summaries)
+    assert all(int(published_n) == int(cut_n) and dropped == "0" for _, cut_n, published_n, dropped in summaries)
+    assert cut == len(published), f"{cut} clips cut, {len(published)} reached Kafka\n{scaled.diagnostics()}"
+    scaled.assert_exactly_once(published)
+    assert not list((scaled.tmp / "spool").rglob("*.msg*")), "the spool was not emptied"
     for name in ("infer-a", "infer-b"):
         assert scaled.procs[name].terminate() == 0, scaled.diagnostics()
     scaled.assert_no_secret_in_logs()

@@ -85,9 +85,10 @@ def test_newer_schema_version_is_refused() -> None:
 
 
 def test_clip_ids_are_stable_per_window() -> None:
-    assert clip_id_for("cam", 2.0, "s1") == clip_id_for("cam", 2.0, "s1")
-    assert clip_id_for("cam", 2.0, "s1") != clip_id_for("cam", 3.0, "s1")
-    assert clip_id_for("cam", 2.0, "s1") != clip_id_for("cam2", 2.0, "s1")
+    assert clip_id_for("cam", 2, "s1") == clip_id_for("cam", 2, "s1")
+    assert clip_id_for("cam", 2, "s1") != clip_id_for("cam", 3, "s1")
+    assert clip_id_for("cam", 2, "s1") != clip_id_for("cam2", 2, "s1")
+    assert clip_id_for("cam", 2, "s1") != clip_id_for("cam", 2, "s2")
 
 
 @pytest.mark.parametrize(

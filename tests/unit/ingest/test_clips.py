@@ -158,3 +158,17 @@ def test_memory_is_bounded_by_the_window() -> None:
     feed(c, 2000)
     assert len(c._ring) <= 4 * FPS + 2
     assert len(c._cells) <= 3
+
+
+def test_windows_after_a_stalled_capture_can_share_their_first_frame_but_not_their_id() -> None:
+    from common.schemas import clip_id_for
+
+    c = cutter(overlap=0.75)  # a window every second
+    times = [i / FPS for i in range(15)] + [4.5 + i / FPS for i in range(30)]  # capture stalled 1.0-4.5 s
+    clips = []
+    for i, t in enumerate(times):
+        clips += c.push(Frame(i, np.full((90, 160, 3), i % 256, np.uint8), t, T0 + timedelta(seconds=t)), MOVING)
+    starts = [(clip.window_index, round(clip.source_start_s, 3)) for clip in clips]
+    assert (1, 4.5) in starts and (2, 4.5) in starts  # windows [1, 5) and [2, 6) both begin at 4.5 s
+    ids = [clip_id_for("cam", clip.window_index, "session") for clip in clips]
+    assert len(set(ids)) == len(clips)
