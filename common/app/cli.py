@@ -18,16 +18,29 @@ from common.settings import ConfigError, Settings, load_settings
 log = logging.getLogger("aislewatch.cli")
 
 
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config or os.environ.get("AISLEWATCH_CONFIG")
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    path = args.config or os.environ.get("AISLEWATCH_CONFIG")
-    return load_settings(path)
+    return load_settings(_config_path(args))
+
+
+def _source(args: argparse.Namespace) -> str:
+    """How ConfigError names where the settings came from (as ``load_settings`` does)."""
+    return _config_path(args) or "(defaults and environment)"
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from common.app.runtime import check_clips_fit_model
+    from inference.metadata import model_input_shape
+
     settings = load_settings(args.file)
+    check_clips_fit_model(settings, args.file)
     cameras = settings.cameras()
     print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
-          f"database={settings.database.url.split(':', 1)[0]}")
+          f"database={settings.database.url.split(':', 1)[0]}, "
+          f"model input {model_input_shape(settings.model.path)}")
     return 0
 
 
@@ -42,25 +55,33 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, roles: set[str]) -> int:
-    from common.app.runtime import Pipeline, install_stop_signals
+    from common.app.runtime import Pipeline, check_clips_fit_model, install_stop_signals
 
-    settings = _settings(args)
+    def checked(path: str | Path | None) -> Settings:
+        """Settings from ``path``; a process that infers refuses clips its model cannot take, at start and
+        on every reload (before anything is loaded or restarted)."""
+        loaded = load_settings(path)
+        if "infer" in roles:
+            check_clips_fit_model(loaded, str(path) if path is not None else _source(args))
+        return loaded
+
+    config_path = _config_path(args)
+    settings = checked(config_path)
     setup_logging(settings.service.log_level, settings.service.log_json)
     stop = threading.Event()
     pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
 
     def reload() -> None:
         try:
-            pipeline.reload(_settings(args))
+            pipeline.reload(checked(config_path))
             log.info("configuration reloaded")
         except ConfigError as exc:
             log.error("configuration not reloaded: %s", exc)
 
     install_stop_signals(stop, on_reload=reload if "ingest" in roles else None)
     pipeline.start()
-    config_path = args.config or os.environ.get("AISLEWATCH_CONFIG")
     if pipeline.ingest is not None and config_path:
-        pipeline.ingest.watch_config(Path(config_path))
+        pipeline.ingest.watch_config(Path(config_path), loader=checked)
     try:
         pipeline.wait()
     finally:

@@ -18,7 +18,7 @@ from common.bus import Bus
 from common.db import Database
 from common.inprocess_bus import InProcessBus
 from common.metrics import CONSUMER_LAG, HealthServer
-from common.settings import BusKind, Settings
+from common.settings import BusKind, ConfigError, Settings
 from common.worker import Worker
 
 log = logging.getLogger("aislewatch.runtime")
@@ -52,10 +52,21 @@ def _alive_check(worker: Worker) -> Callable[[], bool]:
 def alert_threshold(settings: Settings, classifier: Any = None) -> float:
     """The threshold this deployment applies (see ``Settings.alert_threshold``), with the model's calibrated
     one taken from ``classifier`` when it is loaded, else from the model's metadata sidecar."""
-    from inference.model import calibrated_threshold
+    from inference.metadata import calibrated_threshold
 
     calibrated = classifier.threshold if classifier is not None else calibrated_threshold(settings.model.path)
     return settings.alert_threshold(calibrated)
+
+
+def check_clips_fit_model(settings: Settings, source: str) -> None:
+    """Refuse settings whose cameras cut clips the configured model cannot take (``clip.frames``, ``clip.size``
+    against the model's input shape, from its metadata sidecar: TensorFlow is not loaded).  Raises ConfigError
+    naming ``source``, each camera, both shapes and the setting to change."""
+    from inference.metadata import clip_settings_problems
+
+    problems = clip_settings_problems(settings)
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def bus_from_settings(settings: Settings) -> Bus:
