@@ -3,6 +3,9 @@
 Offsets are committed only after the batch's results are durably in the database and published, so
 a crash anywhere before the commit redelivers the clips (at-least-once) and the idempotent result
 insert (unique clip id) turns that into exactly one row per clip.
+
+Nothing a message holds can stop the worker: a clip that cannot be decoded, or whose shape does not fit
+the model, goes to the dead-letter topic with the reason and is committed with the batch.
 """
 
 from __future__ import annotations
@@ -29,10 +32,15 @@ from common.schemas import ClipMessage, DeadLetter, MessageError, ResultMessage,
 from common.settings import Settings
 from common.worker import Worker
 from inference.batcher import Batcher
+from inference.metadata import INPUT_SHAPE
 
 
 class Classifier(Protocol):
-    """What the worker needs of a model (inference.model.ClipClassifier provides it)."""
+    """What the worker needs of a model (inference.model.ClipClassifier provides it).
+
+    A classifier may also say which clip shape it takes (``input_shape``, as ClipClassifier does); one
+    that does not takes the pipeline's ``INPUT_SHAPE``.
+    """
 
     @property
     def threshold(self) -> float: ...
@@ -69,6 +77,7 @@ class InferenceWorker(Worker):
         stop: threading.Event | None = None,
         poll_timeout_s: float = 0.2,
         name: str | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         if name:
             self.name = name
@@ -77,6 +86,7 @@ class InferenceWorker(Worker):
         self.bus = bus
         self.db = db
         self.threshold = classifier.threshold if threshold is None else threshold
+        self.input_shape = tuple(input_shape or getattr(classifier, "input_shape", None) or INPUT_SHAPE)
         self.group_id = group_id
         self.clock = clock or SystemClock()
         self.batcher: Batcher[tuple[BusRecord, ClipMessage]] = Batcher(max_batch_size, max_wait_s, self.clock)
@@ -124,6 +134,16 @@ class InferenceWorker(Worker):
         except MessageError as exc:
             self.log.warning("clip at %s offset %d (key %s) rejected: %s", record.topic, record.offset, record.key, exc)
             self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, str(exc)))
+            return
+        shape = tuple(clip.frames.shape)
+        if shape != self.input_shape:
+            h = clip.header
+            reason = (
+                f"clip shape {shape} does not fit the model's input {self.input_shape}: clip {h.clip_id} of "
+                f"camera {h.camera_id} (set that camera's clip.frames and clip.size to match the model)"
+            )
+            self.log.warning("clip at %s offset %d rejected: %s", record.topic, record.offset, reason)
+            self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, reason))
             return
         self.batcher.add((record, clip))
 
