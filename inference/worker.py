@@ -5,7 +5,9 @@ a crash anywhere before the commit redelivers the clips (at-least-once) and the 
 insert (unique clip id) turns that into exactly one row per clip.
 
 Nothing a message holds can stop the worker: a clip that cannot be decoded, or whose shape does not fit
-the model, goes to the dead-letter topic with the reason and is committed with the batch.
+the model, goes to the dead-letter topic with the reason and is committed with the batch.  A commit the
+group refuses after a rebalance (``CommitFailedError``) is logged and the worker polls on: the records it
+held go to whoever owns their partitions now, and their results are idempotent by clip id.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.bus import Bus, BusError, BusRecord, Consumer, Publisher
+from common.bus import Bus, BusError, BusRecord, CommitFailedError, Consumer, Publisher
 from common.clock import Clock, SystemClock
 from common.db import Database
 from common.metrics import (
@@ -58,6 +60,7 @@ class InferenceStats:
     results_written: int = 0
     dead_letters: int = 0
     last_batch_size: int = 0
+    commits_refused: int = 0
 
 
 class InferenceWorker(Worker):
@@ -205,7 +208,24 @@ class InferenceWorker(Worker):
             DEAD_LETTERS.labels(dead.source_topic).inc()
         self.stats.dead_letters += len(self._dead)
         self._dead.clear()
-        self._consumer.commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit what was polled so far; a refused commit never stops the worker (see the module docstring)."""
+        assert self._consumer is not None
+        try:
+            self._consumer.commit()
+        except CommitFailedError as exc:
+            ERRORS.labels("infer", "bus").inc()
+            self.stats.commits_refused += 1
+            dropped = len(self.batcher.take())
+            self.log.warning(
+                "commit refused after a consumer-group rebalance (%s); dropped %d clips in flight, the "
+                "partitions' owners get the uncommitted clips again; polling on", exc, dropped,
+            )
+        except BusError as exc:
+            ERRORS.labels("infer", "bus").inc()
+            self.log.warning("commit failed (%s); its offsets go with the next commit", exc)
 
     def shutdown(self) -> None:
         """Finish the pending batch (so its offsets can be committed), then leave the group."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from common.bus import BusRecord, CommitFailedError
 from common.db import Database, DatabaseUnavailable
-from common.inprocess_bus import InProcessBus
+from common.inprocess_bus import InProcessBus, InProcessConsumer
 from common.schemas import ClipHeader, ClipMessage, DeadLetter, ResultMessage, Topic
 from inference.worker import InferenceWorker
 
@@ -270,3 +272,73 @@ def test_the_models_own_input_shape_is_the_one_checked(db: Database) -> None:
     assert [r.clip_id for r in db.results()] == ["short"]
     (letter,) = bus.consumer([Topic.DEAD_LETTER], "check").poll(0.1)
     assert "(20, 64, 64, 3) does not fit the model's input (10, 64, 64, 3)" in DeadLetter.from_bytes(letter.value).reason
+
+
+class RebalancedOnce:
+    """The real in-process consumer, except that its first commit is refused as after a consumer-group
+    rebalance: like Kafka, the group then hands the uncommitted records out again (here to the same member,
+    which got its partition back)."""
+
+    def __init__(self, bus: InProcessBus, topics: list[Topic], group_id: str) -> None:
+        self.bus, self.topics, self.group_id = bus, topics, group_id
+        self.inner: InProcessConsumer = bus.consumer(topics, group_id)
+        self.refusals = 0
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[BusRecord]:
+        return self.inner.poll(timeout_s, max_records)
+
+    def commit(self) -> None:
+        if self.refusals == 0:
+            self.refusals += 1
+            self.inner.close()  # the rebalance: uncommitted records go back to the group
+            self.inner = self.bus.consumer(self.topics, self.group_id)
+            raise CommitFailedError("commit failed after a rebalance; records will be redelivered")
+        self.inner.commit()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RebalancingBus:
+    """The in-process bus whose consumers are RebalancedOnce."""
+
+    def __init__(self) -> None:
+        self.inner = InProcessBus()
+        self.consumers: list[RebalancedOnce] = []
+
+    def publisher(self):
+        return self.inner.publisher()
+
+    def consumer(self, topics, group_id: str) -> RebalancedOnce:
+        consumer = RebalancedOnce(self.inner, list(topics), group_id)
+        self.consumers.append(consumer)
+        return consumer
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_commit_refused_after_a_rebalance_does_not_stop_the_worker(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RebalancingBus()
+    for i in range(3):
+        bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes(f"c{i}", 200))
+    stop = threading.Event()
+    model = BrightnessClassifier()
+    worker = InferenceWorker(model, bus, db, max_batch_size=8, max_wait_s=0.05, poll_timeout_s=0.01, stop=stop)
+    with caplog.at_level(logging.WARNING, logger="aislewatch.infer"):
+        worker.start_thread()
+        try:
+            assert wait_for(lambda: bus.inner.lag(GROUP) == 0)
+            assert bus.consumers[0].refusals == 1
+            assert model.batches == [3, 3]  # the refused batch came again and was scored again
+            assert sorted(r.clip_id for r in db.results()) == ["c0", "c1", "c2"]  # one row per clip
+            assert worker.alive and worker.error is None and worker.stats.commits_refused == 1
+            bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("after", 10))
+            assert wait_for(lambda: "after" in {r.clip_id for r in db.results()} and bus.inner.lag(GROUP) == 0)
+        finally:
+            stop.set()
+            worker.join(5)
+    assert worker.error is None
+    assert any("commit refused after a consumer-group rebalance" in r.getMessage() for r in caplog.records)
