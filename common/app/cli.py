@@ -230,6 +230,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         else:
             print(verdict)
         failed += int(getattr(verdict, "error", None) is not None)
+        if getattr(verdict, "partial", False) and not args.accept_partial:
+            print(f"aislewatch: {verdict.path} is truncated: {verdict.decoded}; its verdict covers only that "
+                  "(--accept-partial accepts it)", file=sys.stderr)
+            failed += 1
     return 1 if failed else 0
 
 
@@ -342,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threshold", type=float, default=None, help="default: config, else the model's")
     classify.add_argument("--window", type=float, default=4.0, help="seconds per window (20 frames)")
     classify.add_argument("--stride", type=float, default=1.0, help="seconds between window starts")
+    classify.add_argument("--accept-partial", action="store_true",
+                          help="exit 0 for a truncated file too (its verdict covers what could be decoded)")
     classify.set_defaults(func=cmd_classify)
 
     return parser
