@@ -41,6 +41,12 @@ class BusError(Exception):
 DeliveryCallback = Callable[[BaseException | None], None]
 
 
+class CommitFailedError(BusError):
+    """The consumer group rebalanced before the commit: it was refused, and the records polled since the
+    last commit will be delivered again to whichever member owns their partitions now.  The caller drops
+    the work in flight and polls on."""
+
+
 class Publisher(Protocol):
     def publish(
         self, topic: Topic, key: str | None, value: bytes, on_delivery: DeliveryCallback | None = None
@@ -59,7 +65,9 @@ class Consumer(Protocol):
         """Return the next records (possibly none) of the subscribed topics."""
 
     def commit(self) -> None:
-        """Mark every record returned by ``poll`` so far as done for this consumer group."""
+        """Mark every record returned by ``poll`` so far as done for this consumer group.
+
+        Raises CommitFailedError after a rebalance, BusError when the bus cannot be reached."""
 
     def close(self) -> None:
         """Leave the group; records polled but not committed go to another consumer."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common.bus import BusError, BusRecord, DeliveryCallback
+from common.bus import BusError, BusRecord, CommitFailedError, DeliveryCallback
 from common.redaction import redact
 from common.schemas import Topic
 from common.settings import BusSettings
@@ -506,10 +506,12 @@ class KafkaBusConsumer:
         """Commit every record returned by ``poll`` so far (of partitions this consumer still owns).
 
         Raises BusError when the commit fails: a timeout keeps the offsets for the next ``commit``; a
-        rebalance drops them (those records are redelivered to the partitions' new owners).
+        rebalance drops them and raises CommitFailedError (those records are redelivered to the partitions'
+        new owners).
         """
         from kafka import OffsetAndMetadata
-        from kafka.errors import CommitFailedError, RebalanceInProgressError
+        from kafka.errors import CommitFailedError as KafkaCommitFailedError
+        from kafka.errors import RebalanceInProgressError
 
         if self._consumer is None or not self._pending:
             return
@@ -520,9 +522,9 @@ class KafkaBusConsumer:
             return
         try:
             self._consumer.commit(offsets, timeout_ms=int(self._bus.tuning.request_timeout_s * 1000))
-        except (CommitFailedError, RebalanceInProgressError) as exc:
+        except (KafkaCommitFailedError, RebalanceInProgressError) as exc:
             self._pending.clear()
-            raise BusError(
+            raise CommitFailedError(
                 f"commit failed after a rebalance; records will be redelivered: {_describe(exc)}"
             ) from exc
         except Exception as exc:

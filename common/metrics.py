@@ -35,6 +35,7 @@ _INGEST_FIELDS = {
     "frames_read": "Frames read from the camera",
     "frames_dropped": "Frames dropped (source behind real time or queue full)",
     "clips_cut": "Motion-gated clips cut",
+    "windows_incomplete": "Windows left uncut because the file ended inside them (a clip spans window_s, always)",
     "clips_published": "Motion-gated clips the bus acknowledged",
     "clips_dropped": "Clips dropped: the spool was over its budget (or disabled), or the bus refused them for good",
     "publish_retries": "Messages sent again after the bus refused or failed to deliver them",

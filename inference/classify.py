@@ -6,6 +6,10 @@ exactly like a training clip.  The file is read once, sequentially; windows are 
 soon as their last frame has been read, and frames no later window needs are dropped, so memory stays
 bounded on hour-long files.  The verdict is "shoplifting" when at least ``min_consecutive`` consecutive
 windows score at or above the threshold (a sustained signal, like the live N-of-M alert rule).
+
+A file whose stream ends before the frame count it declares (truncated, or corrupt part-way) is scored as
+far as it decodes; its verdict is marked ``partial`` with the frames and seconds decoded of those declared,
+and ``aislewatch classify`` exits non-zero for it unless ``--accept-partial`` is given.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, sample_indices
 from inference.artefacts import jsonable
-from inference.dataset import VideoReadError, iter_frames_at
+from inference.dataset import ReadProgress, VideoReadError, iter_frames_at
 from inference.model import ClipClassifier, load_classifier
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,19 @@ class VideoVerdict:
     model_version: str | None = None
     error: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    partial: bool = False  # the stream ended before ``frame_count``: only what decoded was scored
+    decoded_frames: int | None = None
+    decoded_s: float | None = None
+
+    @property
+    def decoded(self) -> str:
+        """How much of the video was decoded, e.g. "decoded 60 frames (6.0 s) of 120 declared (12.0 s)"."""
+        if self.decoded_frames is None or self.frame_count is None or not self.fps:
+            return ""
+        return (
+            f"decoded {self.decoded_frames} frames ({self.decoded_frames / self.fps:.1f} s) of "
+            f"{self.frame_count} declared ({self.frame_count / self.fps:.1f} s)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable(asdict(self))
@@ -139,8 +156,14 @@ def score_video(
     window_s: float = 4.0,
     stride_s: float = 1.0,
     batch_size: int = 32,
+    progress: ReadProgress | None = None,
 ) -> tuple[list[WindowScore], int, float, list[str]]:
-    """Score every window of a video in one sequential read; returns (scores, frame count, fps, notes)."""
+    """Score every window of a video in one sequential read; returns (scores, frame count, fps, notes).
+
+    ``progress``, when given, says how many frames were decoded and whether the stream ended before the
+    declared frame count; the windows past that point are not scored.
+    """
+    progress = progress if progress is not None else ReadProgress()
     path = Path(path)
     capture = cv2.VideoCapture(str(path))
     try:
@@ -161,7 +184,7 @@ def score_video(
                 probabilities.extend(float(p) for p in classifier.predict(np.stack(pending)))
                 pending.clear()
 
-        for index, frame in iter_frames_at(capture, needed, CLIP_SIZE, path=path):
+        for index, frame in iter_frames_at(capture, needed, CLIP_SIZE, path=path, progress=progress):
             frames[index] = frame
             while next_window < len(windows) and windows[next_window].indices[-1] <= index:
                 window = windows[next_window]
@@ -176,8 +199,8 @@ def score_video(
         flush()
         if next_window < len(windows):
             notes.append(
-                f"stream ended before frame {windows[next_window].indices[-1]} "
-                f"(file declares {count}); {len(windows) - next_window} windows not scored"
+                f"truncated: decoded {progress.frames} frames ({progress.frames / fps:.1f} s) of {count} "
+                f"declared ({count / fps:.1f} s); {len(windows) - next_window} windows not scored"
             )
         if not probabilities:
             raise VideoReadError(path, "no frames could be decoded")
@@ -289,7 +312,10 @@ def classify_videos(
         try:
             if not path.is_file():
                 raise VideoReadError(path, "file not found")
-            scores, count, fps, notes = score_video(classifier, path, window_s=window_s, stride_s=stride_s)
+            progress = ReadProgress()
+            scores, count, fps, notes = score_video(
+                classifier, path, window_s=window_s, stride_s=stride_s, progress=progress
+            )
         except (VideoReadError, cv2.error) as exc:
             reason = exc.reason if isinstance(exc, VideoReadError) else f"decoder error: {exc}".splitlines()[0]
             log.error("cannot classify %s: %s", path, reason)
@@ -297,6 +323,10 @@ def classify_videos(
                                          model_version=classifier.version))
             continue
         label, flagged, incidents = decide(scores, used_threshold, min_consecutive)
+        partial = progress.ended and progress.frames < count
+        decoded = progress.frames if partial else count
+        if partial:
+            log.warning("%s is truncated: %d of %d frames decoded; its verdict covers those", path, decoded, count)
         verdict = VideoVerdict(
             path=str(path),
             verdict=label,
@@ -310,6 +340,9 @@ def classify_videos(
             incidents=incidents,
             model_version=classifier.version,
             notes=tuple(notes),
+            partial=partial,
+            decoded_frames=decoded,
+            decoded_s=round(decoded / fps, 3),
         )
         chart = out_dir / _chart_name(path, chart_names)
         plot_timeline(verdict, chart)
@@ -329,8 +362,9 @@ def format_verdicts(verdicts: list[VideoVerdict], *, as_json: bool = False) -> s
         if v.verdict == VERDICT_ERROR:
             lines.append(f"{v.path}: ERROR {v.error}")
             continue
+        partial = f" PARTIAL ({v.decoded})" if v.partial else ""
         lines.append(
-            f"{v.path}: {v.verdict.upper()} (max p={v.max_probability:.3f}, threshold {v.threshold:.3f}, "
+            f"{v.path}: {v.verdict.upper()}{partial} (max p={v.max_probability:.3f}, threshold {v.threshold:.3f}, "
             f"{len(v.windows)} windows over {v.duration_s:.1f} s) chart: {v.chart}"
         )
         lines.extend(f"  incident {i.start_s:.1f}-{i.end_s:.1f} s, peak p={i.probability:.3f}" for i in v.incidents)

@@ -219,23 +219,43 @@ def read_frames_at(
             cap.release()
 
 
+@dataclass
+class ReadProgress:
+    """How far a sequential read got: frames decoded from the start, and whether the stream ended first."""
+
+    frames: int = 0
+    ended: bool = False
+
+
 def iter_frames_at(
-    capture: cv2.VideoCapture, indices: Iterable[int], size: int = CLIP_SIZE, *, path: Path
+    capture: cv2.VideoCapture,
+    indices: Iterable[int],
+    size: int = CLIP_SIZE,
+    *,
+    path: Path,
+    progress: ReadProgress | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield (index, model frame) for the wanted indices in one sequential pass; stops at end of stream.
 
     The consumer can process (and forget) frames as they come, so memory stays bounded on long videos.
+    ``progress``, when given, counts the frames decoded and notes a stream that ended before the last
+    wanted frame (a truncated file).
     """
+    progress = progress if progress is not None else ReadProgress()
     position = 0
     for target in sorted({int(i) for i in indices if int(i) >= 0}):
         while position < target:
             if not capture.grab():
+                progress.ended = True
                 return
             position += 1
+            progress.frames = position
         if not capture.grab():
+            progress.ended = True
             return
         ok, frame = capture.retrieve()
         position += 1
+        progress.frames = position
         if not ok or frame is None:
             raise VideoReadError(Path(path), f"cannot decode frame {target}")
         yield target, model_frame(frame, size)

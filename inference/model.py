@@ -1,85 +1,38 @@
 """The clip classifier: architecture, model files with metadata sidecars, and loading for inference.
 
 A model file is a Keras ``.keras`` (or legacy Keras 2 ``.h5``) next to a JSON sidecar with the same stem
-(``convlstm.keras`` + ``convlstm.json``) holding :class:`ModelMetadata`: version, calibrated threshold and
-what it was trained on.  :class:`ClipClassifier` is what the inference worker and evaluation use.
+(``convlstm.keras`` + ``convlstm.json``) holding :class:`ModelMetadata` (``inference.metadata``, readable
+without TensorFlow): version, calibrated threshold, input shape and what it was trained on.
+:class:`ClipClassifier` is what the inference worker and evaluation use.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
 
-from common.model_input import CLIP_FRAMES, CLIP_SIZE
+from inference.metadata import CLASS_NAMES as CLASS_NAMES  # re-exported: defined with the metadata
+from inference.metadata import INPUT_SHAPE, ModelMetadata
+from inference.metadata import calibrated_threshold as calibrated_threshold
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from common.settings import InferenceSettings, ModelSettings
 
+
 log = logging.getLogger(__name__)
 
-INPUT_SHAPE: tuple[int, int, int, int] = (CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE, 3)  # see common.model_input
-CLASS_NAMES: tuple[str, str] = ("normal", "shoplifting")  # sigmoid output = P(CLASS_NAMES[1])
 CONVLSTM_FILTERS: tuple[int, ...] = (4, 8, 14, 16)
 
 
 class ModelShapeError(ValueError):
     """The model file expects clips of another shape than the pipeline produces."""
-
-
-@dataclass(frozen=True)
-class ModelMetadata:
-    """What a model file is: version, calibrated threshold, provenance; stored as the JSON sidecar."""
-
-    version: str
-    input_shape: tuple[int, int, int, int] = INPUT_SHAPE
-    class_names: tuple[str, str] = CLASS_NAMES
-    threshold: float = 0.5
-    threshold_goal: str = "default"  # e.g. "max_f1" or "min_precision=0.95"
-    architecture: str = "convlstm-4-8-14-16"
-    trained_on: dict = field(default_factory=dict)  # {"description", "synthetic": bool, "videos": n, "sha256"}
-    metrics: dict = field(default_factory=dict)
-    created_at: str = ""
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= float(self.threshold) <= 1.0:
-            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
-        if len(self.class_names) != 2:
-            raise ValueError(f"need exactly two class names, got {self.class_names!r}")
-
-    def to_json(self) -> str:
-        """Serialise to the sidecar's JSON text (tuples become lists)."""
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
-
-    @classmethod
-    def from_json(cls, text: str) -> ModelMetadata:
-        """Parse sidecar JSON; unknown keys are ignored so newer sidecars still load."""
-        raw = json.loads(text)
-        if not isinstance(raw, dict) or "version" not in raw:
-            raise ValueError("model metadata must be a JSON object with a 'version'")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
-        if "input_shape" in values:
-            values["input_shape"] = tuple(int(v) for v in values["input_shape"])
-        if "class_names" in values:
-            values["class_names"] = tuple(str(v) for v in values["class_names"])
-        if "threshold" in values:
-            values["threshold"] = float(values["threshold"])
-        return cls(**values)
-
-    @classmethod
-    def sidecar_path(cls, model_path: Path) -> Path:
-        """Where a model file's metadata lives: same stem, ``.json``."""
-        return Path(model_path).with_suffix(".json")
 
 
 def build_convlstm(input_shape: tuple[int, ...] = INPUT_SHAPE, dropout: float = 0.2) -> keras.Model:
@@ -231,6 +184,11 @@ class ClipClassifier:
         """The model version from the metadata (or the file's sha256 prefix)."""
         return self.metadata.version
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The clip shape the model takes (frames, height, width, channels)."""
+        return tuple(self.metadata.input_shape)
+
     def predict(self, clips: np.ndarray) -> np.ndarray:
         """uint8 clips (N, 20, 64, 64, 3) BGR -> float32 (N,) probability of shoplifting."""
         clips = np.asarray(clips)
@@ -292,12 +250,3 @@ def classifier_from_settings(model: ModelSettings, inference: InferenceSettings)
     return load_classifier(
         model.path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla, device=model.device
     )
-
-
-def calibrated_threshold(model_path: Path) -> float:
-    """The threshold calibrated into a model, read from its metadata sidecar without loading the model."""
-    sidecar = ModelMetadata.sidecar_path(Path(model_path))
-    if sidecar.is_file():
-        return ModelMetadata.from_json(sidecar.read_text(encoding="utf-8")).threshold
-    log.warning("no metadata beside %s; calibrated threshold taken as 0.5", model_path)
-    return 0.5

@@ -3,6 +3,11 @@
 Offsets are committed only after the batch's results are durably in the database and published, so
 a crash anywhere before the commit redelivers the clips (at-least-once) and the idempotent result
 insert (unique clip id) turns that into exactly one row per clip.
+
+Nothing a message holds can stop the worker: a clip that cannot be decoded, or whose shape does not fit
+the model, goes to the dead-letter topic with the reason and is committed with the batch.  A commit the
+group refuses after a rebalance (``CommitFailedError``) is logged and the worker polls on: the records it
+held go to whoever owns their partitions now, and their results are idempotent by clip id.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from common.bus import Bus, BusError, BusRecord, Consumer, Publisher
+from common.bus import Bus, BusError, BusRecord, CommitFailedError, Consumer, Publisher
 from common.clock import Clock, SystemClock
 from common.db import Database
 from common.metrics import (
@@ -29,10 +34,15 @@ from common.schemas import ClipMessage, DeadLetter, MessageError, ResultMessage,
 from common.settings import Settings
 from common.worker import Worker
 from inference.batcher import Batcher
+from inference.metadata import INPUT_SHAPE
 
 
 class Classifier(Protocol):
-    """What the worker needs of a model (inference.model.ClipClassifier provides it)."""
+    """What the worker needs of a model (inference.model.ClipClassifier provides it).
+
+    A classifier may also say which clip shape it takes (``input_shape``, as ClipClassifier does); one
+    that does not takes the pipeline's ``INPUT_SHAPE``.
+    """
 
     @property
     def threshold(self) -> float: ...
@@ -50,6 +60,7 @@ class InferenceStats:
     results_written: int = 0
     dead_letters: int = 0
     last_batch_size: int = 0
+    commits_refused: int = 0
 
 
 class InferenceWorker(Worker):
@@ -70,6 +81,7 @@ class InferenceWorker(Worker):
         stop: threading.Event | None = None,
         poll_timeout_s: float = 0.2,
         name: str | None = None,
+        input_shape: tuple[int, ...] | None = None,
     ) -> None:
         if name:
             self.name = name
@@ -78,6 +90,7 @@ class InferenceWorker(Worker):
         self.bus = bus
         self.db = db
         self.threshold = classifier.threshold if threshold is None else threshold
+        self.input_shape = tuple(input_shape or getattr(classifier, "input_shape", None) or INPUT_SHAPE)
         self.group_id = group_id
         self.clock = clock or SystemClock()
         self.batcher: Batcher[tuple[BusRecord, ClipMessage]] = Batcher(max_batch_size, max_wait_s, self.clock)
@@ -125,6 +138,16 @@ class InferenceWorker(Worker):
         except MessageError as exc:
             self.log.warning("clip at %s offset %d (key %s) rejected: %s", record.topic, record.offset, record.key, exc)
             self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, str(exc)))
+            return
+        shape = tuple(clip.frames.shape)
+        if shape != self.input_shape:
+            h = clip.header
+            reason = (
+                f"clip shape {shape} does not fit the model's input {self.input_shape}: clip {h.clip_id} of "
+                f"camera {h.camera_id} (set that camera's clip.frames and clip.size to match the model)"
+            )
+            self.log.warning("clip at %s offset %d rejected: %s", record.topic, record.offset, reason)
+            self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, reason))
             return
         self.batcher.add((record, clip))
 
@@ -186,7 +209,24 @@ class InferenceWorker(Worker):
             DEAD_LETTERS.labels(dead.source_topic).inc()
         self.stats.dead_letters += len(self._dead)
         self._dead.clear()
-        self._consumer.commit()
+        self._commit()
+
+    def _commit(self) -> None:
+        """Commit what was polled so far; a refused commit never stops the worker (see the module docstring)."""
+        assert self._consumer is not None
+        try:
+            self._consumer.commit()
+        except CommitFailedError as exc:
+            ERRORS.labels("infer", "bus").inc()
+            self.stats.commits_refused += 1
+            dropped = len(self.batcher.take())
+            self.log.warning(
+                "commit refused after a consumer-group rebalance (%s); dropped %d clips in flight, the "
+                "partitions' owners get the uncommitted clips again; polling on", exc, dropped,
+            )
+        except BusError as exc:
+            ERRORS.labels("infer", "bus").inc()
+            self.log.warning("commit failed (%s); its offsets go with the next commit", exc)
 
     def shutdown(self) -> None:
         """Finish the pending batch (so its offsets can be committed), then leave the group."""

@@ -6,6 +6,12 @@ arrives, and emitted only when it is *active*: a frame inside it moved, or motio
 within ``hold_s``.  Because the ring buffer keeps the last ``window_s`` seconds of small frames, the first
 window emitted after a still period starts before the motion onset.
 
+A clip always spans ``window_s`` of source time, as the model was trained.  When the source ends (end of
+file, a live stream lost), ``flush`` emits an open window only if the source covered it: its last frame is
+within one frame interval of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
+2 s on a 1 s stride).  The windows the source ended inside of would be time-compressed clips; they are
+dropped, and those that would have been cut are counted in ``windows_incomplete``.
+
 Each frame is converted once on arrival: straight to a model frame (``crop=full``,
 ``common.model_input.model_frame``, exactly what training and ``classify`` use), or to a 320-wide copy kept
 for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames.  Memory per camera stays at about ``window_s * fps`` small frames plus a few
@@ -103,11 +109,14 @@ class ClipCutter:
         self._last_image: np.ndarray | None = None
         self._last_bbox: tuple[int, int, int, int] | None = None
         self._frame_size: tuple[int, int] | None = None
-        self.windows_skipped = 0
+        self.windows_skipped = 0  # active windows with fewer than two frames
+        self.windows_incomplete = 0  # active windows the source ended inside of (see the module docstring)
 
     def reset(self) -> None:
-        """Forget everything (a new capture session starts)."""
+        """Forget everything but the counters (a new capture session starts)."""
+        skipped, incomplete = self.windows_skipped, self.windows_incomplete
         self.__init__(self.clip, self.motion, self.fps)  # type: ignore[misc]
+        self.windows_skipped, self.windows_incomplete = skipped, incomplete
 
     # -- feeding -----------------------------------------------------------------------------------
     def _small(self, image: np.ndarray) -> np.ndarray:
@@ -129,7 +138,7 @@ class ClipCutter:
         if not self._ring:
             self._next_k = max(self._next_k, math.floor((t - self.window_s) / self.stride_s + 1e-9) + 1)
         while self._next_k * self.stride_s + self.window_s <= t + 1e-9:
-            clip = self._decide(self._next_k, partial=False)
+            clip = self._decide(self._next_k)
             if clip is not None:
                 out.append(clip)
             self._advance()
@@ -146,14 +155,18 @@ class ClipCutter:
         return out
 
     def flush(self) -> list[CutClip]:
-        """Emit the windows still open at the source's end that hold at least ``frames`` distinct frames."""
+        """At the source's end: emit the open windows the source covered to their end, drop the others."""
         out: list[CutClip] = []
         if self._next_k is not None and self._ring:
             last_t = self._ring[-1].t
+            covered_until = last_t + 1.0 / self.fps + 1e-6  # where the last frame's interval ends
             while self._next_k * self.stride_s <= last_t + 1e-9:
-                clip = self._decide(self._next_k, partial=True)
-                if clip is not None:
-                    out.append(clip)
+                if self._next_k * self.stride_s + self.window_s <= covered_until:
+                    clip = self._decide(self._next_k)
+                    if clip is not None:
+                        out.append(clip)
+                elif self._active_entries(self._next_k) is not None:
+                    self.windows_incomplete += 1
                 self._advance()
         self.reset()
         return out
@@ -171,17 +184,26 @@ class ClipCutter:
         for cell in [c for c in self._cells if c < self._next_k]:
             del self._cells[cell]
 
-    def _decide(self, k: int, partial: bool) -> CutClip | None:
+    def _active_entries(self, k: int) -> list[_Entry] | None:
+        """The frames of window ``k`` when it is active (see the module docstring), else None."""
         start = k * self.stride_s - 1e-9
         end = k * self.stride_s + self.window_s - 1e-9
         entries = [e for e in self._ring if start <= e.t < end]
         if not entries:
             return None
-        moving = [e for e in entries if e.moving]
-        if not moving and self._pruned_motion_t + self.motion.hold_s < start:
+        if not any(e.moving for e in entries) and self._pruned_motion_t + self.motion.hold_s < start:
             return None
+        return entries
+
+    def _decide(self, k: int) -> CutClip | None:
+        entries = self._active_entries(k)
+        if entries is None:
+            return None
+        start = k * self.stride_s - 1e-9
+        end = k * self.stride_s + self.window_s - 1e-9
+        moving = [e for e in entries if e.moving]
         count = self.clip.frames
-        if len(entries) < (count if partial else 2):
+        if len(entries) < 2:
             self.windows_skipped += 1
             return None
         chosen = [entries[i] for i in sample_indices(len(entries), count)]

@@ -73,6 +73,7 @@ class IngestCounters:
     frames_read: int = 0
     frames_dropped: int = 0
     clips_cut: int = 0
+    windows_incomplete: int = 0
     clips_published: int = 0
     clips_dropped: int = 0
     publish_retries: int = 0
@@ -123,6 +124,7 @@ class CameraWorker(Worker):
         self._offline_reported = False
         self._frames_read = 0
         self._clips_cut = 0
+        self._windows_incomplete_before = 0  # of the cutters of earlier capture sessions
         self._health_events = 0
         self._errors = 0
         self._state = "starting"
@@ -153,6 +155,8 @@ class CameraWorker(Worker):
                 frames_read=self._frames_read,
                 frames_dropped=getattr(source, "frames_dropped", 0),
                 clips_cut=self._clips_cut,
+                windows_incomplete=self._windows_incomplete_before
+                + (self.cutter.windows_incomplete if self.cutter is not None else 0),
                 clips_published=publishing.clips_published,
                 clips_dropped=publishing.clips_dropped,
                 publish_retries=publishing.publish_retries,
@@ -229,6 +233,8 @@ class CameraWorker(Worker):
         ):
             self.motion = MotionDetector(self.camera.motion, width, height)
         if self.cutter is None or self.source.live:
+            if self.cutter is not None:
+                self._windows_incomplete_before += self.cutter.windows_incomplete
             self.cutter = ClipCutter(self.camera.clip, self.camera.motion, self.source.fps)
         self._session_online = True
         self._offline_reported = False

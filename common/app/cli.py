@@ -18,18 +18,29 @@ from common.settings import ConfigError, Settings, load_settings
 log = logging.getLogger("aislewatch.cli")
 
 
-def _settings(args: argparse.Namespace, *, opens_cameras: bool = False) -> Settings:
-    """The settings named by ``-c`` or $AISLEWATCH_CONFIG; a process that opens cameras also needs every
-    camera credential variable set (the other roles never resolve them)."""
-    path = args.config or os.environ.get("AISLEWATCH_CONFIG")
-    return load_settings(path, camera_credentials=opens_cameras)
+def _config_path(args: argparse.Namespace) -> str | None:
+    return args.config or os.environ.get("AISLEWATCH_CONFIG")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(_config_path(args))
+
+
+def _source(args: argparse.Namespace) -> str:
+    """How ConfigError names where the settings came from (as ``load_settings`` does)."""
+    return _config_path(args) or "(defaults and environment)"
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
+    from common.app.runtime import check_clips_fit_model
+    from inference.metadata import model_input_shape
+
     settings = load_settings(args.file)
+    check_clips_fit_model(settings, args.file)
     cameras = settings.cameras()
     print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
-          f"database={settings.database.url.split(':', 1)[0]}")
+          f"database={settings.database.url.split(':', 1)[0]}, "
+          f"model input {model_input_shape(settings.model.path)}")
     for _, camera in cameras:
         missing = camera.missing_variables()
         if missing:
@@ -49,26 +60,34 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, roles: set[str]) -> int:
-    from common.app.runtime import Pipeline, install_stop_signals
+    from common.app.runtime import Pipeline, check_clips_fit_model, install_stop_signals
 
-    opens_cameras = "ingest" in roles
-    settings = _settings(args, opens_cameras=opens_cameras)
+    def checked(path: str | Path | None) -> Settings:
+        """Settings from ``path``, at start and on every reload (before anything is loaded or restarted): a
+        process that opens cameras needs every camera credential variable set (the other roles never
+        resolve them), and one that infers refuses clips its model cannot take."""
+        loaded = load_settings(path, camera_credentials="ingest" in roles)
+        if "infer" in roles:
+            check_clips_fit_model(loaded, str(path) if path is not None else _source(args))
+        return loaded
+
+    config_path = _config_path(args)
+    settings = checked(config_path)
     setup_logging(settings.service.log_level, settings.service.log_json)
     stop = threading.Event()
     pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
 
     def reload() -> None:
         try:
-            pipeline.reload(_settings(args, opens_cameras=opens_cameras))
+            pipeline.reload(checked(config_path))
             log.info("configuration reloaded")
         except ConfigError as exc:
             log.error("configuration not reloaded: %s", exc)
 
     install_stop_signals(stop, on_reload=reload if "ingest" in roles else None)
     pipeline.start()
-    config_path = args.config or os.environ.get("AISLEWATCH_CONFIG")
     if pipeline.ingest is not None and config_path:
-        pipeline.ingest.watch_config(Path(config_path))
+        pipeline.ingest.watch_config(Path(config_path), loader=checked)
     try:
         pipeline.wait()
     finally:
@@ -217,6 +236,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         else:
             print(verdict)
         failed += int(getattr(verdict, "error", None) is not None)
+        if getattr(verdict, "partial", False) and not args.accept_partial:
+            print(f"aislewatch: {verdict.path} is truncated: {verdict.decoded}; its verdict covers only that "
+                  "(--accept-partial accepts it)", file=sys.stderr)
+            failed += 1
     return 1 if failed else 0
 
 
@@ -329,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--threshold", type=float, default=None, help="default: config, else the model's")
     classify.add_argument("--window", type=float, default=4.0, help="seconds per window (20 frames)")
     classify.add_argument("--stride", type=float, default=1.0, help="seconds between window starts")
+    classify.add_argument("--accept-partial", action="store_true",
+                          help="exit 0 for a truncated file too (its verdict covers what could be decoded)")
     classify.set_defaults(func=cmd_classify)
 
     return parser

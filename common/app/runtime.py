@@ -18,10 +18,22 @@ from common.bus import Bus
 from common.db import Database
 from common.inprocess_bus import InProcessBus
 from common.metrics import CONSUMER_LAG, HealthServer
-from common.settings import BusKind, Settings
+from common.schemas import Topic
+from common.settings import BusKind, ConfigError, Settings
 from common.worker import Worker
 
 log = logging.getLogger("aislewatch.runtime")
+
+ALERTS_GROUP = "aislewatch-alerts"  # the alert worker's consumer group
+
+
+def consumer_groups(settings: Settings) -> list[tuple[str, tuple[Topic, ...]]]:
+    """The consumer groups of the pipeline with the topics each reads, upstream first: inference (clips),
+    then alerts (the results inference publishes before it commits its clips, and camera health)."""
+    from alerts.worker import AlertWorker
+    from inference.worker import InferenceWorker
+
+    return [(settings.inference.group_id, InferenceWorker.topics), (ALERTS_GROUP, AlertWorker.topics)]
 
 
 def install_stop_signals(stop: threading.Event, on_reload: Callable[[], None] | None = None) -> None:
@@ -52,10 +64,21 @@ def _alive_check(worker: Worker) -> Callable[[], bool]:
 def alert_threshold(settings: Settings, classifier: Any = None) -> float:
     """The threshold this deployment applies (see ``Settings.alert_threshold``), with the model's calibrated
     one taken from ``classifier`` when it is loaded, else from the model's metadata sidecar."""
-    from inference.model import calibrated_threshold
+    from inference.metadata import calibrated_threshold
 
     calibrated = classifier.threshold if classifier is not None else calibrated_threshold(settings.model.path)
     return settings.alert_threshold(calibrated)
+
+
+def check_clips_fit_model(settings: Settings, source: str) -> None:
+    """Refuse settings whose cameras cut clips the configured model cannot take (``clip.frames``, ``clip.size``
+    against the model's input shape, from its metadata sidecar: TensorFlow is not loaded).  Raises ConfigError
+    naming ``source``, each camera, both shapes and the setting to change."""
+    from inference.metadata import clip_settings_problems
+
+    problems = clip_settings_problems(settings)
+    if problems:
+        raise ConfigError(source, problems)
 
 
 def bus_from_settings(settings: Settings) -> Bus:
@@ -78,6 +101,7 @@ class Pipeline:
     workers: list[Worker] = field(default_factory=list)
     ingest: Any = None  # IngestSupervisor when this process ingests
     health: HealthServer | None = None
+    roles: frozenset[str] = frozenset()
 
     @classmethod
     def build(
@@ -94,7 +118,7 @@ class Pipeline:
         bus = bus or bus_from_settings(settings)
         needs_db = bool(roles & {"infer", "alerts"})
         db = open_database(settings) if needs_db else None
-        pipeline = cls(settings, bus, db, stop)
+        pipeline = cls(settings, bus, db, stop, roles=frozenset(roles))
         if "alerts" in roles:
             from alerts.worker import AlertWorker
 
@@ -154,28 +178,72 @@ class Pipeline:
     def failed_worker(self) -> Worker | None:
         return next((w for w in self.workers if w.error is not None), None)
 
-    def wait(self, poll_s: float = 1.0) -> None:
-        """Block until the stop event is set, exporting consumer lag as it goes."""
+    def wait(self, poll_s: float = 1.0) -> bool:
+        """Block until the stop event is set, or until this process has :meth:`finished` its work, exporting
+        consumer lag as it goes.  True when it returned because the work was done."""
         while not self.stop.wait(poll_s):
             self._export_lag()
             failed = self.failed_worker()
             if failed is not None:
                 log.error("%s failed: %s; stopping", failed.name, failed.error)
                 self.stop.set()
+            elif self.finished():
+                log.info("every camera has ended and everything it sent is processed; stopping")
+                return True
+        return False
+
+    def finished(self) -> bool:
+        """Whether this process has nothing left to do: it runs every role (ingest, infer, alerts), every camera
+        it reads is a file that ends (none live, none looping), all of them have ended, and inference and
+        alerts have consumed everything (lag 0 in both groups).  Live cameras keep a pipeline running."""
+        from ingest.capture import is_live
+
+        ingest = self.ingest
+        if ingest is None or not {"infer", "alerts"} <= self.roles:
+            return False
+        cameras = [camera for _, camera in ingest.settings.cameras()]
+        if not cameras or any(is_live(camera.source) or camera.loop for camera in cameras):
+            return False
+        workers = ingest.workers
+        if set(workers) != {camera.id for camera in cameras}:
+            return False
+        # A worker that died of an error is not finished: the supervisor's watchdog restarts it.
+        if any(w.alive or getattr(w, "error", None) is not None for w in workers.values()):
+            return False
+        return self._drained()
+
+    def _lag(self, group: str, topics: tuple[Topic, ...]) -> int | None:
+        """Records of ``topics`` not yet committed by ``group``; None when the bus cannot say."""
+        bus = self.bus
+        lag = getattr(bus, "lag", None)
+        if lag is None:
+            return None
+        try:
+            return int(lag(group, topics))
+        except Exception as exc:  # the broker is unreachable: the lag is unknown, not zero
+            log.debug("lag of %s unknown: %s", group, exc)
+            return None
+
+    def _drained(self, settle_s: float = 0.3) -> bool:
+        """Lag 0 in every consumer group, upstream first, twice ``settle_s`` apart (the alert worker reads
+        what the inference worker publishes)."""
+        groups = consumer_groups(self.settings)
+        for attempt in range(2):
+            if not all(self._lag(group, topics) == 0 for group, topics in groups):
+                return False
+            if attempt == 0:
+                time.sleep(settle_s)
+        return True
 
     def _export_lag(self) -> None:
-        """Per consumer group of this process's workers and per topic it reads: a lag on results must not
-        hide behind a clips lag of 0."""
-        lag = getattr(self.bus, "lag", None)
-        if lag is None:
-            return
-        for worker in self.workers:
-            group, topics = getattr(worker, "group_id", None), getattr(worker, "topics", ())
-            for topic in topics if group else ():
-                try:
-                    CONSUMER_LAG.labels(group, topic.value).set(lag(group, [topic]))
-                except Exception:  # lag is best-effort telemetry
-                    pass
+        """Per consumer group this process runs and per topic it reads: a lag on results must not hide
+        behind a clips lag of 0."""
+        mine = {getattr(worker, "group_id", None) for worker in self.workers}
+        for group, topics in consumer_groups(self.settings):
+            for topic in topics if group in mine else ():
+                lag = self._lag(group, (topic,))
+                if lag is not None:
+                    CONSUMER_LAG.labels(group, topic.value).set(lag)
 
     def drain(self, timeout_s: float = 300.0, progress: Callable[[], None] | None = None) -> bool:
         """After every file camera has ended, wait until inference and alerts have consumed everything."""
@@ -185,21 +253,16 @@ class Pipeline:
                     progress()
                 if self.stop.is_set() or self.failed_worker():
                     return False
-        bus = self.bus
-        if not isinstance(bus, InProcessBus):
+        if getattr(self.bus, "lag", None) is None:
             return True
         deadline = time.monotonic() + timeout_s
-        groups = [self.settings.inference.group_id, "aislewatch-alerts"]
         while time.monotonic() < deadline:
             if progress:
                 progress()
             if self.failed_worker():
                 return False
-            if all(bus.lag(g) == 0 for g in groups):
-                # The alert worker reads results the inference worker publishes; check twice.
-                time.sleep(0.3)
-                if all(bus.lag(g) == 0 for g in groups):
-                    return True
+            if self._drained():
+                return True
             time.sleep(0.2)
         return False
 

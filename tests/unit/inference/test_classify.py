@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import pytest
 
+from common.app.cli import main
 from inference import classify as cl
 from inference.classify import WindowScore, classify_videos, decide, format_verdicts, plan_windows
 from inference.model import INPUT_SHAPE, ModelMetadata, save_model
@@ -159,3 +160,53 @@ def test_verdict_prints_as_text_and_json(tmp_path: Path, model_path: Path) -> No
     (verdict,) = classify_videos([make_video(tmp_path / "v.mp4", 6.0, bright=(0.0, 6.0))], model_path, tmp_path)
     assert str(verdict).startswith(f"{verdict.path}: SHOPLIFTING")
     assert json.loads(verdict.to_json())["verdict"] == "shoplifting"
+
+
+@pytest.fixture(scope="module")
+def cut_avi(tmp_path_factory) -> tuple[Path, Path, int]:
+    """12 s at 10 fps as MJPG AVI (intra-only, frame count in the header), bright from 2 s to 5 s:
+    (whole file, its first half, how many frames of the half decode)."""
+    folder = tmp_path_factory.mktemp("avi")
+    whole, cut = folder / "whole.avi", folder / "cut.avi"
+    rng = np.random.default_rng(4)
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (64, 64))
+    for i in range(120):
+        level = 230 if 2.0 <= i / FPS < 5.0 else 30
+        writer.write(np.clip(level + rng.normal(0, 8, (64, 64, 3)), 0, 255).astype(np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    capture, decodable = cv2.VideoCapture(str(cut)), 0
+    while capture.read()[0]:
+        decodable += 1
+    capture.release()
+    assert 30 < decodable < 100  # the first half decodes, then the data runs out
+    return whole, cut, decodable
+
+
+def test_a_truncated_file_fails_unless_partial_is_accepted(
+    tmp_path: Path, model_path: Path, cut_avi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    whole, cut, decodable = cut_avi
+    numbers = f"decoded {decodable} frames ({decodable / FPS:.1f} s) of 120 declared (12.0 s)"
+    base = ["classify", "--model", str(model_path), "--out", str(tmp_path / "out")]
+
+    assert main([*base, str(whole)]) == 0  # control: the intact file
+    assert "PARTIAL" not in capsys.readouterr().out
+
+    assert main([*base, str(cut)]) == 1
+    captured = capsys.readouterr()
+    assert numbers in captured.err and "--accept-partial" in captured.err
+    assert f"SHOPLIFTING PARTIAL ({numbers})" in captured.out  # the bright act decoded, so it is found
+
+    assert main([*base, "--accept-partial", str(cut)]) == 0
+    assert numbers in capsys.readouterr().out
+
+    assert main([*base, "--json", str(cut)]) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["partial"] is True and verdict["frame_count"] == 120
+    assert verdict["decoded_frames"] == decodable and verdict["decoded_s"] == pytest.approx(decodable / FPS)
+    assert max(w["end_s"] for w in verdict["windows"]) <= decodable / FPS  # only decoded windows scored
+    assert any(numbers in note for note in verdict["notes"])
+    saved = json.loads((tmp_path / "out" / "verdicts.json").read_text())["videos"][0]
+    assert saved["partial"] is True and saved["decoded_frames"] == decodable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from common.bus import BusRecord, CommitFailedError
 from common.db import Database, DatabaseUnavailable
-from common.inprocess_bus import InProcessBus
+from common.inprocess_bus import InProcessBus, InProcessConsumer
 from common.schemas import ClipHeader, ClipMessage, DeadLetter, ResultMessage, Topic
 from inference.worker import InferenceWorker
 
@@ -35,8 +37,8 @@ class BrightnessClassifier:
         return clips.reshape(len(clips), -1).mean(axis=1).astype(np.float32) / 255.0
 
 
-def clip_bytes(clip_id: str, brightness: int, camera: str = "cam") -> bytes:
-    frames = np.full((20, 64, 64, 3), brightness, dtype=np.uint8)
+def clip_bytes(clip_id: str, brightness: int, camera: str = "cam", shape: tuple = (20, 64, 64, 3)) -> bytes:
+    frames = np.full(shape, brightness, dtype=np.uint8)
     header = ClipHeader(clip_id=clip_id, store_id="s", camera_id=camera, captured_at=T0 + timedelta(seconds=4),
                         start_at=T0, source_start_s=0, source_end_s=4, shape=frames.shape)
     return ClipMessage(header, frames).to_bytes()
@@ -207,3 +209,136 @@ def test_worker_runs_on_its_thread_and_stops_cleanly(db: Database) -> None:
     worker.join(5)
     assert not worker.alive and worker.error is None
     assert [r.clip_id for r in db.results()] == ["t"]
+
+
+def wait_for(condition, timeout_s: float = 10.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout_s / 0.02)):
+        if condition():
+            return True
+        done.wait(0.02)
+    return condition()
+
+
+def test_clips_that_do_not_fit_the_model_are_dead_lettered_and_the_batch_goes_on(db: Database) -> None:
+    bus = InProcessBus()
+    pub = bus.publisher()
+    # one batch: good clips around clips of 10 frames and of 32x32 px (clip settings the model cannot take)
+    pub.publish(Topic.CLIPS, "cam", clip_bytes("good0", 255))
+    pub.publish(Topic.CLIPS, "cam", clip_bytes("short", 10, shape=(10, 64, 64, 3)))
+    pub.publish(Topic.CLIPS, "cam", clip_bytes("good1", 0))
+    pub.publish(Topic.CLIPS, "cam-small", clip_bytes("small", 10, camera="cam-small", shape=(20, 32, 32, 3)))
+    pub.publish(Topic.CLIPS, "cam", clip_bytes("good2", 255))
+    stop = threading.Event()
+    model = BrightnessClassifier()  # asserts it is only ever given (20, 64, 64, 3)
+    worker = InferenceWorker(model, bus, db, max_batch_size=8, max_wait_s=0.05, poll_timeout_s=0.01, stop=stop)
+    worker.start_thread()
+    try:
+        assert wait_for(lambda: bus.lag(GROUP) == 0)
+        assert sorted(r.clip_id for r in db.results()) == ["good0", "good1", "good2"]
+        assert model.batches == [3]  # the good clips of the batch, scored together
+        letters = [DeadLetter.from_bytes(r.value) for r in bus.consumer([Topic.DEAD_LETTER], "check").poll(0.1)]
+        assert [(d.key, d.source_topic) for d in letters] == [("cam", "clips"), ("cam-small", "clips")]
+        short, small = (d.reason for d in letters)
+        assert "(10, 64, 64, 3)" in short and "(20, 64, 64, 3)" in short and "short" in short
+        assert "(20, 32, 32, 3)" in small and "(20, 64, 64, 3)" in small and "camera cam-small" in small
+        assert worker.stats.dead_letters == 2
+        # still alive, and it goes on scoring what comes next
+        assert worker.alive and worker.error is None
+        pub.publish(Topic.CLIPS, "cam", clip_bytes("later", 0))
+        assert wait_for(lambda: "later" in {r.clip_id for r in db.results()})
+        assert worker.alive and bus.lag(GROUP) == 0
+    finally:
+        stop.set()
+        worker.join(5)
+    assert worker.error is None
+
+
+def test_the_models_own_input_shape_is_the_one_checked(db: Database) -> None:
+    class ShortModel(BrightnessClassifier):
+        input_shape = (10, 64, 64, 3)
+
+        def predict(self, clips: np.ndarray) -> np.ndarray:
+            assert clips.shape[1:] == self.input_shape
+            self.batches.append(len(clips))
+            return np.zeros(len(clips), np.float32)
+
+    bus = InProcessBus()
+    bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("short", 10, shape=(10, 64, 64, 3)))
+    bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("usual", 10))
+    worker = InferenceWorker(ShortModel(), bus, db, max_batch_size=8, max_wait_s=0.0, poll_timeout_s=0.01)
+    run_until(worker, lambda: bus.lag(GROUP) == 0)
+    worker.shutdown()
+    assert [r.clip_id for r in db.results()] == ["short"]
+    (letter,) = bus.consumer([Topic.DEAD_LETTER], "check").poll(0.1)
+    assert "(20, 64, 64, 3) does not fit the model's input (10, 64, 64, 3)" in DeadLetter.from_bytes(letter.value).reason
+
+
+class RebalancedOnce:
+    """The real in-process consumer, except that its first commit is refused as after a consumer-group
+    rebalance: like Kafka, the group then hands the uncommitted records out again (here to the same member,
+    which got its partition back)."""
+
+    def __init__(self, bus: InProcessBus, topics: list[Topic], group_id: str) -> None:
+        self.bus, self.topics, self.group_id = bus, topics, group_id
+        self.inner: InProcessConsumer = bus.consumer(topics, group_id)
+        self.refusals = 0
+
+    def poll(self, timeout_s: float, max_records: int = 500) -> list[BusRecord]:
+        return self.inner.poll(timeout_s, max_records)
+
+    def commit(self) -> None:
+        if self.refusals == 0:
+            self.refusals += 1
+            self.inner.close()  # the rebalance: uncommitted records go back to the group
+            self.inner = self.bus.consumer(self.topics, self.group_id)
+            raise CommitFailedError("commit failed after a rebalance; records will be redelivered")
+        self.inner.commit()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class RebalancingBus:
+    """The in-process bus whose consumers are RebalancedOnce."""
+
+    def __init__(self) -> None:
+        self.inner = InProcessBus()
+        self.consumers: list[RebalancedOnce] = []
+
+    def publisher(self):
+        return self.inner.publisher()
+
+    def consumer(self, topics, group_id: str) -> RebalancedOnce:
+        consumer = RebalancedOnce(self.inner, list(topics), group_id)
+        self.consumers.append(consumer)
+        return consumer
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_commit_refused_after_a_rebalance_does_not_stop_the_worker(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    bus = RebalancingBus()
+    for i in range(3):
+        bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes(f"c{i}", 200))
+    stop = threading.Event()
+    model = BrightnessClassifier()
+    worker = InferenceWorker(model, bus, db, max_batch_size=8, max_wait_s=0.05, poll_timeout_s=0.01, stop=stop)
+    with caplog.at_level(logging.WARNING, logger="aislewatch.infer"):
+        worker.start_thread()
+        try:
+            assert wait_for(lambda: bus.inner.lag(GROUP) == 0)
+            assert bus.consumers[0].refusals == 1
+            assert model.batches == [3, 3]  # the refused batch came again and was scored again
+            assert sorted(r.clip_id for r in db.results()) == ["c0", "c1", "c2"]  # one row per clip
+            assert worker.alive and worker.error is None and worker.stats.commits_refused == 1
+            bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("after", 10))
+            assert wait_for(lambda: "after" in {r.clip_id for r in db.results()} and bus.inner.lag(GROUP) == 0)
+        finally:
+            stop.set()
+            worker.join(5)
+    assert worker.error is None
+    assert any("commit refused after a consumer-group rebalance" in r.getMessage() for r in caplog.records)

@@ -142,15 +142,33 @@ def test_crop_region_is_square_ish_and_clamped(bbox, expected) -> None:
     assert crop_region(bbox, 0.25, 640, 360) == expected
 
 
-@pytest.mark.parametrize(("n", "emitted"), [(70, 2), (45, 1), (15, 0)])
-def test_flush_emits_partial_windows_only_with_enough_frames(n: int, emitted: int) -> None:
-    c = cutter()
+@pytest.mark.parametrize(
+    ("n", "overlap", "starts", "incomplete"),
+    [
+        (60, 0.5, [0], 1),  # ends exactly at the end of [0, 4): complete; [2, 6) is not
+        (70, 0.5, [0], 2),  # [0, 4) cut while reading; the file ends inside [2, 6) and [4, 8)
+        (45, 0.5, [], 2),  # 3 s of video: inside [0, 4) and [2, 6), so no clip at all
+        (15, 0.5, [], 1),
+        (90, 0.75, [0, 1, 2], 3),  # 6 s on a 1 s stride: [2, 6) ends with the file; [3, 7) ... [5, 9) do not
+    ],
+)
+def test_flush_emits_only_windows_the_source_covered(n: int, overlap: float, starts: list[int], incomplete: int) -> None:
+    c = cutter(overlap=overlap)
     clips = feed(c, n)
     clips += c.flush()
-    assert len(clips) == emitted
-    for clip in clips:
+    assert [round(clip.source_start_s, 3) for clip in clips] == starts
+    for clip in clips:  # every clip spans the whole 4 s window: 60 frames, first to last 59 frame intervals
         indices = clip.frames[:, 0, 0, 0].astype(int)
-        assert len(set(indices.tolist())) == 20
+        assert indices[-1] - indices[0] == 59 and len(set(indices.tolist())) == 20
+        assert clip.source_end_s - clip.source_start_s == pytest.approx(59 / FPS)
+    assert c.windows_incomplete == incomplete  # counted, and kept across the reset that flush does
+
+
+def test_windows_the_source_ended_in_are_counted_only_when_they_would_have_been_cut() -> None:
+    c = cutter()
+    feed(c, 70, moving=lambda i: i < 15)  # motion for the first second, then still until 4.6 s
+    assert c.flush() == []
+    assert c.windows_incomplete == 0  # [2, 6) and [4, 8) are still: no clip was lost
 
 
 def test_memory_is_bounded_by_the_window() -> None:

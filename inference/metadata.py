@@ -1,0 +1,135 @@
+"""What a model file is, read from its JSON sidecar without loading TensorFlow: version, calibrated
+threshold, provenance and the clip shape it takes; and whether configured cameras cut clips that fit it.
+
+A model file is a Keras ``.keras`` (or legacy ``.h5``) next to a sidecar with the same stem
+(``convlstm.keras`` + ``convlstm.json``).  ``aislewatch config check`` and the start-up of ``infer`` and
+``run`` read the sidecar here, so a camera whose ``clip.frames`` or ``clip.size`` cannot feed the model is
+refused before anything loads, instead of every clip of that camera ending in the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.model_input import CLIP_FRAMES, CLIP_SIZE
+from common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INPUT_SHAPE: tuple[int, int, int, int] = (CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE, 3)  # see common.model_input
+CLASS_NAMES: tuple[str, str] = ("normal", "shoplifting")  # sigmoid output = P(CLASS_NAMES[1])
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What a model file is: version, calibrated threshold, provenance; stored as the JSON sidecar."""
+
+    version: str
+    input_shape: tuple[int, int, int, int] = INPUT_SHAPE
+    class_names: tuple[str, str] = CLASS_NAMES
+    threshold: float = 0.5
+    threshold_goal: str = "default"  # e.g. "max_f1" or "min_precision=0.95"
+    architecture: str = "convlstm-4-8-14-16"
+    trained_on: dict = field(default_factory=dict)  # {"description", "synthetic": bool, "videos": n, "sha256"}
+    metrics: dict = field(default_factory=dict)
+    created_at: str = ""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.threshold) <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if len(self.class_names) != 2:
+            raise ValueError(f"need exactly two class names, got {self.class_names!r}")
+
+    def to_json(self) -> str:
+        """Serialise to the sidecar's JSON text (tuples become lists)."""
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelMetadata:
+        """Parse sidecar JSON; unknown keys are ignored so newer sidecars still load."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or "version" not in raw:
+            raise ValueError("model metadata must be a JSON object with a 'version'")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {k: v for k, v in raw.items() if k in known}
+        if "input_shape" in values:
+            values["input_shape"] = tuple(int(v) for v in values["input_shape"])
+        if "class_names" in values:
+            values["class_names"] = tuple(str(v) for v in values["class_names"])
+        if "threshold" in values:
+            values["threshold"] = float(values["threshold"])
+        return cls(**values)
+
+    @classmethod
+    def sidecar_path(cls, model_path: Path) -> Path:
+        """Where a model file's metadata lives: same stem, ``.json``."""
+        return Path(model_path).with_suffix(".json")
+
+    @classmethod
+    def read(cls, model_path: Path) -> ModelMetadata | None:
+        """The metadata beside ``model_path``, or None when there is no sidecar (ValueError when it is broken)."""
+        sidecar = cls.sidecar_path(Path(model_path))
+        if not sidecar.is_file():
+            return None
+        try:
+            return cls.from_json(sidecar.read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{sidecar}: unreadable model metadata: {exc}") from exc
+
+
+def calibrated_threshold(model_path: Path) -> float:
+    """The threshold calibrated into a model, read from its metadata sidecar without loading the model."""
+    metadata = ModelMetadata.read(Path(model_path))
+    if metadata is not None:
+        return metadata.threshold
+    log.warning("no metadata beside %s; calibrated threshold taken as 0.5", model_path)
+    return 0.5
+
+
+def model_input_shape(model_path: Path) -> tuple[int, ...]:
+    """The clip shape (frames, height, width, channels) a model takes, from its sidecar; a model without
+    one must take the pipeline's ``INPUT_SHAPE`` (loading checks the model itself against it)."""
+    metadata = ModelMetadata.read(Path(model_path))
+    return INPUT_SHAPE if metadata is None else tuple(metadata.input_shape)
+
+
+def clip_shape(frames: int, size: int) -> tuple[int, int, int, int]:
+    """The shape of the clips a camera with ``clip.frames`` and ``clip.size`` cuts (BGR, square frames)."""
+    return (frames, size, size, 3)
+
+
+def clip_settings_problems(settings: Settings) -> list[str]:
+    """One line per camera whose clip settings cannot feed the configured model: the camera, both shapes
+    and the setting to change (as ``config check`` names keys).  Reads only the model's sidecar."""
+    model = settings.model.path
+    try:
+        wanted = model_input_shape(model)
+    except ValueError as exc:
+        return [f"model.path ({model}): {exc}"]
+    if len(wanted) != 4 or wanted[1] != wanted[2] or wanted[3] != 3:
+        return [f"model.path ({model}): input shape {wanted} is not (frames, size, size, 3)"]
+    frames, size = wanted[0], wanted[1]
+    problems = []
+    for s, store in enumerate(settings.stores):
+        for c, camera in enumerate(store.cameras):
+            if not camera.enabled:
+                continue
+            cut = clip_shape(camera.clip.frames, camera.clip.size)
+            if cut == tuple(wanted):
+                continue
+            key = f"stores[{s}].cameras[{c}].clip"
+            changes = []
+            if camera.clip.frames != frames:
+                changes.append(f"{key}.frames to {frames} (is {camera.clip.frames})")
+            if camera.clip.size != size:
+                changes.append(f"{key}.size to {size} (is {camera.clip.size})")
+            problems.append(
+                f"camera {camera.id} (store {store.id}) cuts clips of shape {cut}, but the model {model.name} "
+                f"takes {tuple(wanted)}: set " + " and ".join(changes)
+            )
+    return problems
