@@ -172,8 +172,13 @@ def kafka_lib_dir() -> Path:
 
 
 def random_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what kafka-storage makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (what kafka-storage makes),
+    never starting with "-", which ``kafka-storage format --cluster-id`` would read as an option (about
+    one id in 64 did, and the broker never started)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaServer(_Server):
