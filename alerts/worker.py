@@ -1,19 +1,24 @@
 """The alert worker: consumes results and camera health, applies the rules, stores, publishes and delivers alerts.
 
 Per poll: decode (bad messages go to the dead-letter topic) → store health events → run the rules →
-store each alert (idempotent on ``alert_id``) → publish it on the alerts topic → deliver the newly
-stored ones → commit the consumer.  Committing last makes the work at-least-once; the deterministic
-alert id plus the insert-ignore write make a re-raised alert recognisable, so people are notified once.
+store each alert together with its outbox rows (one transaction, idempotent on ``alert_id``) → write
+the log line of a new alert → publish it on the alerts topic → commit the consumer.  Webhook and e-mail
+go out from the outbox on their own thread (``alerts.outbox``), retried until delivered or expired, so
+a notifier that is down or a crash after the insert no longer loses the delivery.  Committing last
+makes the work at-least-once; the deterministic alert id plus the insert-ignore write make a re-raised
+alert recognisable, so people are notified once.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
-from alerts.delivery import Dispatcher
+from alerts.delivery import DeliveryError, Notifier, notifiers_from_settings
+from alerts.outbox import OutboxSender
 from alerts.rules import RuleEngine
 from common.bus import Bus, BusRecord, Consumer, Publisher
 from common.clock import Clock, SystemClock
@@ -40,24 +45,33 @@ class AlertWorker(Worker):
         engine: RuleEngine,
         bus: Bus,
         db: Database,
-        dispatcher: Dispatcher,
         clock: Clock,
+        *,
+        immediate: Sequence[Notifier] = (),
+        outbox: OutboxSender | None = None,
         stop: threading.Event | None = None,
         group_id: str = "aislewatch-alerts",
         poll_timeout_s: float = 0.2,
+        deliver_in_thread: bool = True,
     ) -> None:
+        """``immediate`` channels are written when an alert is stored; ``outbox`` delivers the others, on
+        its own thread unless ``deliver_in_thread`` is False (then the caller drives ``outbox.send_due``)."""
         super().__init__(stop)
         self.engine = engine
         self.bus = bus
         self.db = db
-        self.dispatcher = dispatcher
         self.clock = clock
+        self.immediate = list(immediate)
+        self.outbox = outbox
         self.group_id = group_id
         self.poll_timeout_s = poll_timeout_s
+        self.deliver_in_thread = deliver_in_thread
         self._consumer: Consumer | None = None
         self._publisher: Publisher | None = None
+        self._outbox_thread: threading.Thread | None = None
         self.alerts_raised: Counter[str] = Counter()  # by alert kind, every alert the rules raised
         self.alerts_stored = 0  # newly inserted (the others were already stored before a restart)
+        self.immediate_outcomes: dict[str, Counter[str]] = {n.name: Counter() for n in self.immediate}
         self.dead_letters = 0
 
     @classmethod
@@ -69,30 +83,32 @@ class AlertWorker(Worker):
         threshold: float,
         stop: threading.Event | None = None,
     ) -> AlertWorker:
-        """Build the worker, its rule engine and its notification channels from the settings; ``threshold``
+        """Build the worker, its rule engine, its channels and its outbox from the settings; ``threshold``
         is the resolved one (``Settings.alert_threshold``)."""
         stop = stop or threading.Event()
         clock = SystemClock()
         engine = RuleEngine(settings.alerts, threshold, clock)
-        dispatcher = Dispatcher.from_settings(settings.notifications, stop=stop)
-        return cls(engine, bus, db, dispatcher, clock, stop=stop)
+        notifiers = notifiers_from_settings(settings.notifications)
+        durable = [n for n in notifiers if not n.immediate]
+        outbox = OutboxSender.from_settings(settings.notifications, db, durable, clock) if durable else None
+        immediate = [n for n in notifiers if n.immediate]
+        return cls(engine, bus, db, clock, immediate=immediate, outbox=outbox, stop=stop)
 
     # -- counters --------------------------------------------------------------------------------
-    @property
-    def deliveries_ok(self) -> int:
-        return sum(self.dispatcher.sent.values())
-
-    @property
-    def deliveries_failed(self) -> int:
-        return sum(self.dispatcher.failed.values())
+    def deliveries(self) -> dict[str, dict[str, int]]:
+        """Delivery attempts by channel and outcome (ok, retry, failed, expired)."""
+        out = {name: dict(c) for name, c in self.immediate_outcomes.items()}
+        if self.outbox is not None:
+            out.update({name: dict(c) for name, c in self.outbox.outcomes.items()})
+        return out
 
     def counters(self) -> dict[str, Any]:
         """A snapshot of the worker's counters (for metrics and tests)."""
         return {
             "alerts_raised": dict(self.alerts_raised),
             "alerts_stored": self.alerts_stored,
-            "deliveries_ok": dict(self.dispatcher.sent),
-            "deliveries_failed": dict(self.dispatcher.failed),
+            "deliveries": self.deliveries(),
+            "deliveries_pending": dict(self.outbox.pending) if self.outbox is not None else {},
             "dead_letters": self.dead_letters,
         }
 
@@ -100,9 +116,13 @@ class AlertWorker(Worker):
     def setup(self) -> None:
         self._consumer = self.bus.consumer([Topic.RESULTS, Topic.CAMERA_HEALTH], self.group_id)
         self._publisher = self.bus.publisher()
+        if self.outbox is not None and self.deliver_in_thread:
+            self._outbox_thread = self.outbox.start_thread()  # sends what was pending before the start, too
 
     def step(self) -> bool:
         assert self._consumer is not None and self._publisher is not None, "setup() was not called"
+        if self._outbox_thread is not None and self.outbox is not None and self.outbox.error is not None:
+            raise RuntimeError(f"the delivery loop stopped: {self.outbox.error!r}")
         records = self._consumer.poll(self.poll_timeout_s)
         try:
             published = self._process(records)
@@ -117,14 +137,23 @@ class AlertWorker(Worker):
         return True
 
     def shutdown(self) -> None:
-        if self._publisher is not None:
-            try:
-                self._publisher.flush(timeout_s=5.0)
-            finally:
-                self._publisher.close()
-        if self._consumer is not None:
-            self._consumer.close()
-        self.dispatcher.close()
+        try:
+            if self._publisher is not None:
+                try:
+                    self._publisher.flush(timeout_s=5.0)
+                finally:
+                    self._publisher.close()
+            if self._consumer is not None:
+                self._consumer.close()
+        finally:
+            if self.outbox is not None:
+                if self._outbox_thread is not None:
+                    self.outbox.stop()  # its last pass sends what is due, then it closes its channels
+                    self.outbox.join(30.0)
+                else:
+                    self.outbox.close()
+            for notifier in self.immediate:
+                notifier.close()
 
     # -- one batch -------------------------------------------------------------------------------
     def _process(self, records: list[BusRecord]) -> bool:
@@ -150,20 +179,38 @@ class AlertWorker(Worker):
                 alerts.extend(self.engine.on_health(message))
         alerts.extend(self.engine.tick())
 
+        channels = self.outbox.channels if self.outbox is not None else []
+        stored = False
         for alert in alerts:
             self.alerts_raised[alert.alert_kind.value] += 1
-            # One by one (alerts are rare) so the insert count says whether this alert is new.
-            inserted = self.db.retrying(partial(self.db.write_alerts, [alert]), self.stop_event, "alert write")
-            # Published even when already stored: a crash between the write and the publish must not
-            # lose it from the topic; its consumers key on alert_id.
-            self._publisher.publish(Topic.ALERTS, alert.camera_id, alert.to_bytes())
+            # One by one (alerts are rare) so the insert count says whether this alert is new; its outbox
+            # rows are written in the same transaction.
+            write = partial(self.db.write_alerts, [alert], channels, self.clock.now())
+            inserted = self.db.retrying(write, self.stop_event, "alert write")
             if inserted:
                 self.alerts_stored += 1
-                self.dispatcher.send(alert)
+                stored = True
+                self._deliver_immediately(alert)
             else:
                 self.log.info("alert %s (camera %s) was stored before; not delivered again",
                               alert.alert_id, alert.camera_id)
+            # Published even when already stored: a crash between the write and the publish must not
+            # lose it from the topic; its consumers key on alert_id.
+            self._publisher.publish(Topic.ALERTS, alert.camera_id, alert.to_bytes())
+        if stored and self.outbox is not None:
+            self.outbox.wake()
         return bool(alerts) or len(inputs) < len(records)  # alerts or dead letters went out
+
+    def _deliver_immediately(self, alert: AlertMessage) -> None:
+        for notifier in self.immediate:
+            try:
+                notifier.send(alert)
+            except Exception as exc:  # one channel failing must not stop the others or the worker
+                if not isinstance(exc, DeliveryError):
+                    self.log.exception("notifier %s failed on alert %s", notifier.name, alert.alert_id)
+                self.immediate_outcomes[notifier.name]["failed"] += 1
+            else:
+                self.immediate_outcomes[notifier.name]["ok"] += 1
 
     def _decode(self, record: BusRecord) -> ResultMessage | CameraHealthMessage | None:
         try:
