@@ -4,9 +4,13 @@ Per poll: decode (bad messages go to the dead-letter topic) → store health eve
 store each alert together with its outbox rows (one transaction, idempotent on ``alert_id``) → write
 the log line of a new alert → publish it on the alerts topic → commit the consumer.  Webhook and e-mail
 go out from the outbox on their own thread (``alerts.outbox``), retried until delivered or expired, so
-a notifier that is down or a crash after the insert no longer loses the delivery.  Committing last
-makes the work at-least-once; the deterministic alert id plus the insert-ignore write make a re-raised
-alert recognisable, so people are notified once.
+a notifier that is down or a crash after the insert no longer loses the delivery.
+
+Restarts lose no rule state: at start the worker restores outages that are still open from the stored
+health events, and before the first result of each camera it rebuilds that camera's window and
+cooldown from the stored results and its last alert (``RuleEngine.rebuild_window``).  Committing last
+makes the work at-least-once; the rebuilt state reproduces the same alert ids, and the insert-ignore
+write recognises a re-raised alert, so people are notified once.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from common.bus import Bus, BusRecord, Consumer, Publisher
 from common.clock import Clock, SystemClock
 from common.db import Database, DatabaseUnavailable
 from common.schemas import (
+    AlertKind,
     AlertMessage,
     CameraHealthMessage,
     DeadLetter,
@@ -72,6 +77,8 @@ class AlertWorker(Worker):
         self.alerts_raised: Counter[str] = Counter()  # by alert kind, every alert the rules raised
         self.alerts_stored = 0  # newly inserted (the others were already stored before a restart)
         self.immediate_outcomes: dict[str, Counter[str]] = {n.name: Counter() for n in self.immediate}
+        self.windows_rebuilt = 0  # cameras whose window was rebuilt from stored results or alerts
+        self.outages_restored = 0
         self.dead_letters = 0
 
     @classmethod
@@ -109,11 +116,14 @@ class AlertWorker(Worker):
             "alerts_stored": self.alerts_stored,
             "deliveries": self.deliveries(),
             "deliveries_pending": dict(self.outbox.pending) if self.outbox is not None else {},
+            "windows_rebuilt": self.windows_rebuilt,
+            "outages_restored": self.outages_restored,
             "dead_letters": self.dead_letters,
         }
 
     # -- lifecycle -------------------------------------------------------------------------------
     def setup(self) -> None:
+        self._restore_outages()
         self._consumer = self.bus.consumer([Topic.RESULTS, Topic.CAMERA_HEALTH], self.group_id)
         self._publisher = self.bus.publisher()
         if self.outbox is not None and self.deliver_in_thread:
@@ -155,6 +165,34 @@ class AlertWorker(Worker):
             for notifier in self.immediate:
                 notifier.close()
 
+    # -- rule state after a restart --------------------------------------------------------------
+    def _restore_outages(self) -> None:
+        outages = self.db.retrying(self.db.open_outages, self.stop_event, "outage rebuild")
+        for camera_id, events in outages.items():
+            if self.engine.restore_outage(events, self.db.alert_exists):
+                self.outages_restored += 1
+                self.log.info("camera %s is still %s since %s (restored from the stored health events)",
+                              camera_id, events[0].state.value, events[-1].at.isoformat())
+
+    def _rebuild_window(self, first: ResultMessage) -> list[AlertMessage]:
+        """Rebuild the window of ``first``'s camera from what is stored before ``first`` (the first result
+        of that camera this worker consumes, so where its predecessor stopped)."""
+        camera_id, before = first.camera_id, first.captured_at
+        last_alert_at = self.db.retrying(
+            lambda: self.db.last_alert_at(camera_id, AlertKind.SUSPICIOUS_ACTIVITY, before=before),
+            self.stop_event, "rule state rebuild",
+        )
+        history = self.db.retrying(
+            lambda: self.db.results_before(camera_id, before, after=last_alert_at, limit=self.engine.replay_limit),
+            self.stop_event, "rule state rebuild",
+        )
+        alerts = self.engine.rebuild_window(camera_id, last_alert_at, history)
+        if history or last_alert_at is not None:
+            self.windows_rebuilt += 1
+            self.log.info("camera %s: window rebuilt from %d stored results, last alert %s",
+                          camera_id, len(history), last_alert_at.isoformat() if last_alert_at else "none")
+        return alerts
+
     # -- one batch -------------------------------------------------------------------------------
     def _process(self, records: list[BusRecord]) -> bool:
         """Handle one polled batch (plus the clock-driven rules); True when anything was published."""
@@ -174,6 +212,8 @@ class AlertWorker(Worker):
         alerts: list[AlertMessage] = []
         for message in inputs:  # in arrival order, so a camera's results and health interleave as sent
             if isinstance(message, ResultMessage):
+                if not self.engine.has_window(message.camera_id):
+                    alerts.extend(self._rebuild_window(message))
                 alerts.extend(self.engine.on_result(message))
             else:
                 alerts.extend(self.engine.on_health(message))

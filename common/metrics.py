@@ -87,6 +87,11 @@ class AlertCollector(Collector):
         for channel, n in c.get("deliveries_pending", {}).items():
             pending.add_metric([str(channel)], float(n))
         yield pending
+        rebuilt = CounterMetricFamily(
+            "aislewatch_alert_windows_rebuilt", "Cameras whose rule window was rebuilt from the database at start"
+        )
+        rebuilt.add_metric([], float(c.get("windows_rebuilt", 0)))
+        yield rebuilt
 
 
 def register_collector(collector: Collector) -> Collector:
