@@ -1,25 +1,30 @@
-"""Alert delivery to people and systems: the log, a webhook (JSON POST) and e-mail.
+"""Alert delivery to people and systems: the log, a webhook (signed JSON POST) and e-mail.
 
-Each channel is a ``Notifier``.  A notifier raises ``DeliveryError`` when it gives up; the
-``Dispatcher`` sends every alert to every channel, isolates one channel's failure from the others,
-counts sent/failed per channel and never raises into the worker.
+Each channel is a ``Notifier`` that makes one attempt per ``send`` and raises ``DeliveryError`` when it
+fails, saying whether asking again can help.  The log channel is ``immediate``: the alert worker writes
+it as soon as an alert is stored.  Webhook and e-mail go through the outbox (``alerts.outbox``), which
+retries them with backoff until they are delivered or expire, across restarts.  Sending is therefore
+at-least-once; every attempt of one alert on one channel carries the same id (``webhook-id``, the
+e-mail's ``Message-ID``), so the receiver can keep exactly one.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
-import random
 import smtplib
 import ssl
-import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Protocol
 
 import httpx
+from standardwebhooks import Webhook
 
 from common.redaction import redact
 from common.schemas import AlertMessage
@@ -27,18 +32,32 @@ from common.settings import EmailSettings, NotificationSettings
 
 log = logging.getLogger(__name__)
 
+# Answers a webhook receiver gives while it is busy or briefly unable: worth asking again.
+_RETRYABLE_HTTP = frozenset({408, 425, 429})
+
+
 class DeliveryError(Exception):
-    """A notifier gave up on an alert (after its retries); already logged by the notifier."""
+    """One delivery attempt failed; ``retryable`` says whether another attempt could succeed."""
+
+    def __init__(self, message: str, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class Notifier(Protocol):
     name: str
+    immediate: bool  # True: sent once when the alert is stored; False: through the outbox
 
     def send(self, alert: AlertMessage) -> None:
-        """Deliver one alert, or raise DeliveryError."""
+        """Make one attempt to deliver ``alert``, or raise DeliveryError."""
 
     def close(self) -> None:
         """Release connections."""
+
+
+def delivery_id(alert_id: str, channel: str) -> str:
+    """The id every attempt of one alert on one channel carries, for the receiver to de-duplicate on."""
+    return f"{alert_id}-{channel}"
 
 
 def _when(alert: AlertMessage) -> str:
@@ -49,6 +68,7 @@ class LogNotifier:
     """Writes each alert as one log line (the channel that always works)."""
 
     name = "log"
+    immediate = True
 
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("aislewatch.alerts")
@@ -66,54 +86,58 @@ class LogNotifier:
 
 
 class WebhookNotifier:
-    """POSTs the alert as JSON; retries 5xx answers and connection errors with capped backoff."""
+    """POSTs the alert as JSON, signed the Standard Webhooks way (https://www.standardwebhooks.com/).
+
+    Headers: ``webhook-id`` (the alert id and channel, the same on every attempt), ``webhook-timestamp``
+    (unix seconds of this attempt) and, with a secret, ``webhook-signature``: ``v1,`` + base64 of
+    HMAC-SHA256(key, ``{id}.{timestamp}.{body}``).  2xx is delivered; 5xx, 408, 425, 429 and connection
+    errors are worth retrying; any other answer is the receiver refusing this alert.
+    """
 
     name = "webhook"
+    immediate = False
 
     def __init__(
         self,
         url: str,
         timeout_s: float = 5.0,
-        retries: int = 3,
-        backoff_s: float = 0.5,
-        max_backoff_s: float = 10.0,
-        stop: threading.Event | None = None,
+        secret: bytes | None = None,
         client: httpx.Client | None = None,
+        unix_time: Callable[[], float] = time.time,
     ) -> None:
         self.url = url
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        # Waiting on the stop event (not time.sleep) lets shutdown cut a retry sequence short.
-        self._stop = stop or threading.Event()
         self._client = client or httpx.Client(timeout=timeout_s)
         self._shown_url = redact(url)
+        # The library does the signing (a few lines, but the receiver verifies with the same reference code).
+        self._signer = Webhook(secret) if secret else None
+        self._unix_time = unix_time  # the receiver checks the timestamp against its clock: real time only
+
+    def request(self, alert: AlertMessage) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one attempt (separate from sending so they can be inspected)."""
+        body = json.dumps(alert.model_dump(mode="json"), separators=(",", ":")).encode("utf-8")
+        webhook_id = delivery_id(alert.alert_id, self.name)
+        timestamp = int(self._unix_time())
+        headers = {
+            "content-type": "application/json",
+            "webhook-id": webhook_id,
+            "webhook-timestamp": str(timestamp),
+        }
+        if self._signer is not None:
+            headers["webhook-signature"] = self._signer.sign(
+                webhook_id, datetime.fromtimestamp(timestamp, UTC), body.decode("utf-8")
+            )
+        return body, headers
 
     def send(self, alert: AlertMessage) -> None:
-        payload = alert.model_dump(mode="json")
-        attempts = self.retries + 1
-        problem = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                response = self._client.post(self.url, json=payload)
-            except httpx.TransportError as exc:  # refused, reset, timed out
-                problem = f"{type(exc).__name__}: {redact(str(exc))}"
-            else:
-                if response.status_code < 400:
-                    return
-                problem = f"HTTP {response.status_code}"
-                if response.status_code < 500:  # the receiver rejects this alert; asking again won't help
-                    break
-            if attempt < attempts:
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-                log.warning("webhook %s failed for alert %s (attempt %d/%d, %s); retrying in %.1fs",
-                            self._shown_url, alert.alert_id, attempt, attempts, problem, delay)
-                if self._stop.wait(delay):
-                    problem += " (stopped while retrying)"
-                    break
-        log.error("webhook %s gave up on alert %s (camera %s): %s",
-                  self._shown_url, alert.alert_id, alert.camera_id, problem)
-        raise DeliveryError(f"webhook: {problem}")
+        body, headers = self.request(alert)
+        try:
+            response = self._client.post(self.url, content=body, headers=headers)
+        except httpx.TransportError as exc:  # refused, reset, timed out
+            raise DeliveryError(f"{type(exc).__name__}: {redact(str(exc))}") from None
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        raise DeliveryError(f"HTTP {status} from {self._shown_url}", retryable=status >= 500 or status in _RETRYABLE_HTTP)
 
     def close(self) -> None:
         self._client.close()
@@ -123,6 +147,7 @@ class EmailNotifier:
     """Sends each alert as an e-mail (plain text + HTML) with the evidence snapshot attached and inlined."""
 
     name = "email"
+    immediate = False
 
     def __init__(
         self,
@@ -146,7 +171,8 @@ class EmailNotifier:
         msg["From"] = s.sender
         msg["To"] = ", ".join(s.recipients)
         msg["Date"] = formatdate(localtime=False)
-        msg["Message-ID"] = make_msgid(idstring=alert.alert_id[:16], domain="aislewatch")
+        # The same on every attempt, so a mail system (or a person's client) can see a retry as one message.
+        msg["Message-ID"] = f"<{delivery_id(alert.alert_id, self.name)}@aislewatch>"
 
         facts: list[tuple[str, str]] = [
             ("Alert", label),
@@ -208,53 +234,28 @@ class EmailNotifier:
             # Only the exception type and SMTP code: the text of an auth error may echo credentials.
             code = getattr(exc, "smtp_code", None)
             detail = f"{type(exc).__name__}" + (f" {code}" if code else "")
-            log.error("e-mail for alert %s via %s:%d failed: %s", alert.alert_id, s.host, s.port, detail)
-            raise DeliveryError(f"email: {detail}") from None
+            # Recipients refused for good (5xx) are a fact about the addresses; anything else (a login
+            # fixed later, a server away, a full mailbox) may pass on another attempt.
+            retryable = True
+            if isinstance(exc, smtplib.SMTPRecipientsRefused):
+                retryable = any(code < 500 for code, _ in exc.recipients.values())
+            raise DeliveryError(f"e-mail via {s.host}:{s.port}: {detail}", retryable=retryable) from None
 
     def close(self) -> None:
         pass
 
 
-class Dispatcher:
-    """Sends every alert to every notifier, isolating failures and counting them per channel."""
-
-    def __init__(self, notifiers: Sequence[Notifier]) -> None:
-        self.notifiers = list(notifiers)
-        self.sent: dict[str, int] = {n.name: 0 for n in self.notifiers}
-        self.failed: dict[str, int] = {n.name: 0 for n in self.notifiers}
-
-    @classmethod
-    def from_settings(cls, settings: NotificationSettings, stop: threading.Event | None = None) -> Dispatcher:
-        """The channels the notification settings enable."""
-        notifiers: list[Notifier] = []
-        if settings.log:
-            notifiers.append(LogNotifier())
-        if settings.webhook_url:
-            notifiers.append(WebhookNotifier(settings.webhook_url, timeout_s=settings.webhook_timeout_s, stop=stop))
-        if settings.email.enabled:
-            notifiers.append(EmailNotifier(settings.email))
-        return cls(notifiers)
-
-    def send(self, alert: AlertMessage) -> bool:
-        """Deliver to all channels; True when every channel succeeded.  Never raises."""
-        ok = True
-        for notifier in self.notifiers:
-            try:
-                notifier.send(alert)
-            except DeliveryError:
-                ok = False
-                self.failed[notifier.name] = self.failed.get(notifier.name, 0) + 1
-            except Exception:  # a bug in one channel must not stop the others or the worker
-                ok = False
-                self.failed[notifier.name] = self.failed.get(notifier.name, 0) + 1
-                log.exception("notifier %s failed on alert %s", notifier.name, alert.alert_id)
-            else:
-                self.sent[notifier.name] = self.sent.get(notifier.name, 0) + 1
-        return ok
-
-    def close(self) -> None:
-        for notifier in self.notifiers:
-            try:
-                notifier.close()
-            except Exception:
-                log.exception("closing notifier %s failed", notifier.name)
+def notifiers_from_settings(settings: NotificationSettings) -> list[Notifier]:
+    """The channels the notification settings enable, in a fixed order: log, webhook, e-mail."""
+    notifiers: list[Notifier] = []
+    if settings.log:
+        notifiers.append(LogNotifier())
+    webhook = settings.webhook
+    if webhook.url:
+        if webhook.secret is None:
+            log.warning("notifications.webhook.secret is not set: webhooks to %s go out unsigned",
+                        redact(webhook.url))
+        notifiers.append(WebhookNotifier(webhook.url, timeout_s=webhook.timeout_s, secret=webhook.signing_key()))
+    if settings.email.enabled:
+        notifiers.append(EmailNotifier(settings.email))
+    return notifiers

@@ -9,6 +9,10 @@ Two rules:
 
 The engine is pure state + arithmetic (no I/O), so it is driven the same way live, in replays and in
 tests; the caller (``alerts.worker``) persists, publishes and delivers what it returns.
+
+State survives a restart without a snapshot because the database holds what it was made from: the
+caller hands ``rebuild_window`` a camera's stored results and last alert before that camera's first
+result after the start, and ``restore_outage`` the health events of a camera that is still offline.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import bisect
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime
 
 from common.clock import Clock
 from common.schemas import AlertKind, AlertMessage, CameraHealthMessage, CameraState, ResultMessage
@@ -30,11 +34,20 @@ log = logging.getLogger(__name__)
 # States that start (or continue) an outage.  ENDED is a file source that finished: not an outage.
 _OUTAGE_STATES = frozenset({CameraState.OFFLINE, CameraState.ERROR})
 
+# A rebuilt window replays up to this many windows' worth (x M) of a camera's stored results: M of them
+# give the exact window; the rest let a restart raise an alert its predecessor died before storing.
+REPLAY_WINDOWS = 16
+
 
 def alert_id_for(kind: AlertKind, camera_id: str, first_id: str) -> str:
     """A deterministic alert id, so reprocessing the same input after a crash gives the same alert.
 
-    Alert rows are unique on ``alert_id``, so a re-raised alert is recognised as already stored.
+    ``first_id`` is the first clip of the incident window (suspicious activity) or the health event that
+    started the outage (camera offline).  Both are reproduced by a restarted worker: its window is
+    rebuilt from the results stored before the first one it consumes, starting after the camera's last
+    alert (``RuleEngine.rebuild_window``), so it holds the same clips the dead worker's did, and an outage
+    is restored from the event that started it.  Alert rows are unique on ``alert_id``, so a re-raised
+    alert is recognised as already stored and delivered no second time.
     """
     return hashlib.sha1(f"{kind.value}|{camera_id}|{first_id}".encode()).hexdigest()
 
@@ -79,7 +92,6 @@ class _Outage:
     store_id: str
     offline: bool = False
     since_mono: float = 0.0  # clock.monotonic() when the outage was first seen
-    since_wall: datetime | None = None  # clock.now() at the same moment (for snapshots)
     reported_at: datetime | None = None  # the ``at`` of the health message that started the outage
     event_id: str = ""
     state: CameraState = CameraState.ONLINE
@@ -108,6 +120,36 @@ class RuleEngine:
         self._health_seen = _SeenIds(seen_capacity)
 
     # -- suspicious activity ---------------------------------------------------------------------
+    @property
+    def replay_limit(self) -> int:
+        """How many stored results of a camera ``rebuild_window`` wants."""
+        return REPLAY_WINDOWS * self.m
+
+    def has_window(self, camera_id: str) -> bool:
+        """True once the camera's window exists (built live or rebuilt)."""
+        return camera_id in self._windows
+
+    def rebuild_window(
+        self, camera_id: str, last_alert_at: datetime | None, history: list[ResultMessage]
+    ) -> list[AlertMessage]:
+        """Rebuild a camera's window after a restart; the alerts the replay raises (normally none).
+
+        ``last_alert_at`` is the camera's newest suspicious-activity alert before the first result this
+        worker consumes, ``history`` the results stored between the two, oldest first (the newest
+        ``replay_limit``).  The window starts as that alert left it (empty, cooling down from it) and
+        the history is replayed through ``on_result``: the window ends up holding the clips it held
+        before the restart.  A replayed stretch that completes an alert raises it again; its id is the
+        one it had, so an alert stored before is not stored twice, and one that was never stored (the
+        worker died first) is raised now.
+        """
+        self._windows[camera_id] = _CameraWindow(
+            seen=_SeenIds(self.seen_capacity), last_alert_at=last_alert_at, watermark=last_alert_at
+        )
+        alerts: list[AlertMessage] = []
+        for result in sorted(history, key=lambda r: r.captured_at):
+            alerts.extend(self.on_result(result))
+        return alerts
+
     def on_result(self, result: ResultMessage) -> list[AlertMessage]:
         """Add one clip result; return the alert it completes, if any (at most one)."""
         window = self._windows.get(result.camera_id)
@@ -188,13 +230,45 @@ class RuleEngine:
                 outage.offline = True
                 outage.alerted = False
                 outage.since_mono = self.clock.monotonic()
-                outage.since_wall = self.clock.now()
                 outage.reported_at = health.at
                 outage.event_id = health.event_id
         else:  # ONLINE, or ENDED (a file that finished is not an outage)
             outage.offline = False
             outage.alerted = False
         return []
+
+    def restore_outage(self, events: list[CameraHealthMessage], alert_stored: Callable[[str], bool]) -> bool:
+        """Restore a camera's outage after a restart from its stored health events, newest first, back to
+        the last event that was not an outage; ``alert_stored(alert_id)`` says whether its offline alert
+        is stored already.  True when an outage was restored.
+
+        The outage counts from the ``at`` of the event that started it (the local receipt time is gone
+        with the old process), so the alert comes as soon as the outage has lasted
+        ``offline_alert_after_s``, once: its id comes from that same event.
+        """
+        if not events or events[0].state not in _OUTAGE_STATES:
+            return False
+        latest = events[0]
+        start = latest
+        for event in events[1:]:
+            if event.state not in _OUTAGE_STATES:
+                break
+            start = event
+        for event in events:
+            self._health_seen.add(event.event_id)
+        now_wall = self.clock.now()
+        elapsed = max(0.0, (now_wall - start.at).total_seconds())
+        self._outages[latest.camera_id] = _Outage(
+            store_id=latest.store_id,
+            offline=True,
+            since_mono=self.clock.monotonic() - elapsed,
+            reported_at=start.at,
+            event_id=start.event_id,
+            state=latest.state,
+            alerted=alert_stored(alert_id_for(AlertKind.CAMERA_OFFLINE, latest.camera_id, start.event_id)),
+            last_at=latest.at,
+        )
+        return True
 
     def tick(self) -> list[AlertMessage]:
         """Raise one ``camera_offline`` alert for each outage that has lasted past the limit."""
@@ -225,70 +299,3 @@ class RuleEngine:
                 )
             )
         return alerts
-
-    # -- persistence -----------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        """The engine's state as JSON-compatible data, to survive a restart with ``restore``."""
-        now_wall = self.clock.now()
-        now_mono = self.clock.monotonic()
-        return {
-            "windows": {
-                camera: {
-                    "results": [r.model_dump(mode="json") for r in w.results],
-                    "seen": w.seen.items(),
-                    "last_alert_at": w.last_alert_at.isoformat() if w.last_alert_at else None,
-                    "watermark": w.watermark.isoformat() if w.watermark else None,
-                }
-                for camera, w in self._windows.items()
-            },
-            "outages": {
-                camera: {
-                    "store_id": o.store_id,
-                    "offline": o.offline,
-                    # Monotonic time does not survive a restart: store the wall-clock start instead.
-                    "since": (now_wall - timedelta(seconds=now_mono - o.since_mono)).isoformat(),
-                    "reported_at": o.reported_at.isoformat() if o.reported_at else None,
-                    "event_id": o.event_id,
-                    "state": o.state.value,
-                    "alerted": o.alerted,
-                    "last_at": o.last_at.isoformat() if o.last_at else None,
-                }
-                for camera, o in self._outages.items()
-            },
-            "health_seen": self._health_seen.items(),
-        }
-
-    def restore(self, state: dict[str, Any]) -> None:
-        """Replace the engine's state with one taken by ``snapshot``."""
-
-        def when(text: str | None) -> datetime | None:
-            return datetime.fromisoformat(text) if text else None
-
-        self._windows = {}
-        for camera, data in state.get("windows", {}).items():
-            window = _CameraWindow(seen=_SeenIds(self.seen_capacity))
-            for clip_id in data["seen"]:
-                window.seen.add(clip_id)
-            window.results = [ResultMessage.model_validate(r) for r in data["results"]][-self.m :]
-            window.last_alert_at = when(data["last_alert_at"])
-            window.watermark = when(data["watermark"])
-            self._windows[camera] = window
-        self._outages = {}
-        now_wall = self.clock.now()
-        now_mono = self.clock.monotonic()
-        for camera, data in state.get("outages", {}).items():
-            since = when(data["since"]) or now_wall
-            self._outages[camera] = _Outage(
-                store_id=data["store_id"],
-                offline=data["offline"],
-                since_mono=now_mono - max(0.0, (now_wall - since).total_seconds()),
-                since_wall=since,
-                reported_at=when(data["reported_at"]),
-                event_id=data["event_id"],
-                state=CameraState(data["state"]),
-                alerted=data["alerted"],
-                last_at=when(data["last_at"]),
-            )
-        self._health_seen = _SeenIds(self.seen_capacity)
-        for event_id in state.get("health_seen", []):
-            self._health_seen.add(event_id)

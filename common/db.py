@@ -8,18 +8,27 @@ import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.models import Alert, Camera, CameraHealthEvent, ClipResult, Store
-from common.schemas import AlertMessage, CameraHealthMessage, ResultMessage, utc_now
+from common.models import Alert, AlertDelivery, Camera, CameraHealthEvent, ClipResult, Store
+from common.schemas import (
+    AlertKind,
+    AlertMessage,
+    CameraHealthMessage,
+    CameraState,
+    DeliveryStatus,
+    ResultMessage,
+    utc_now,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +39,17 @@ T = TypeVar("T")
 
 class DatabaseUnavailable(Exception):
     """The database cannot be reached right now; the caller keeps its data and retries."""
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """One outbox row that is due, with the alert it delivers."""
+
+    id: int
+    channel: str
+    attempts: int  # attempts made before this one
+    created_at: datetime
+    alert: AlertMessage
 
 
 def _is_disconnect(exc: BaseException) -> bool:
@@ -124,19 +144,28 @@ class Database:
                 delay = min(self.retry_max_s, delay * 2) * random.uniform(0.8, 1.2)
 
     # -- idempotent writes -----------------------------------------------------------------------
-    def _insert_ignore(self, table: Any, rows: Sequence[dict[str, Any]], key: str) -> int:
-        if not rows:
-            return 0
-        stmt: Any
+    def _insert_ignore_stmt(self, table: Any, keys: Sequence[str]) -> Any:
         if self.dialect == "postgresql":
-            stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=[key])
-        elif self.dialect == "sqlite":
-            stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=[key])
-        else:  # pragma: no cover - other backends are not supported
-            raise NotImplementedError(self.dialect)
-        with self.engine.begin() as connection:
-            result = connection.execute(stmt.returning(getattr(table.c, key)), list(rows))
-            return len(result.fetchall())
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        if self.dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(keys))
+        raise NotImplementedError(self.dialect)  # pragma: no cover - other backends are not supported
+
+    def _insert_ignore(self, table: Any, rows: Sequence[dict[str, Any]], key: str) -> int:
+        """Insert ``rows``, skipping those whose ``key`` is stored already; how many were new."""
+        return len(self._insert_new_keys(table, rows, key))
+
+    def _insert_new_keys(
+        self, table: Any, rows: Sequence[dict[str, Any]], key: str, connection: Connection | None = None
+    ) -> list[Any]:
+        """Insert ``rows``, skipping those whose ``key`` is stored already; the keys that were new."""
+        if not rows:
+            return []
+        stmt = self._insert_ignore_stmt(table, [key]).returning(getattr(table.c, key))
+        if connection is not None:
+            return list(connection.execute(stmt, list(rows)).scalars())
+        with self.engine.begin() as own:
+            return list(own.execute(stmt, list(rows)).scalars())
 
     def _copy_insert_ignore(self, table: Any, rows: Sequence[dict[str, Any]], key: str) -> int:
         """PostgreSQL bulk path: COPY into a session-local staging table, then one
@@ -200,7 +229,15 @@ class Database:
             return self._copy_insert_ignore(ClipResult.__table__, rows, "clip_id")
         return self._insert_ignore(ClipResult.__table__, rows, "clip_id")
 
-    def write_alerts(self, alerts: Sequence[AlertMessage]) -> int:
+    def write_alerts(
+        self, alerts: Sequence[AlertMessage], channels: Sequence[str] = (), now: datetime | None = None
+    ) -> int:
+        """Store alerts (an alert id stored before is ignored) and, in the same transaction, one pending
+        outbox row per new alert and channel in ``channels``, due at ``now``.  Returns how many were new.
+
+        One transaction for both is what makes "stored" imply "will be delivered": a crash either keeps
+        the alert and its deliveries or neither, and a re-raised alert adds no second delivery.
+        """
         rows = [
             {
                 "alert_id": a.alert_id,
@@ -218,7 +255,26 @@ class Database:
             }
             for a in _unique(alerts, lambda a: a.alert_id)
         ]
-        return self._insert_ignore(Alert.__table__, rows, "alert_id")
+        if not rows:
+            return 0
+        when = now or utc_now()
+        with self.engine.begin() as connection:
+            new_ids = self._insert_new_keys(Alert.__table__, rows, "alert_id", connection)
+            deliveries = [
+                {
+                    "alert_id": alert_id,
+                    "channel": channel,
+                    "status": DeliveryStatus.PENDING.value,
+                    "attempts": 0,
+                    "created_at": when,
+                    "next_attempt_at": when,
+                }
+                for alert_id in new_ids
+                for channel in dict.fromkeys(channels)
+            ]
+            if deliveries:
+                connection.execute(insert(AlertDelivery), deliveries)
+        return len(new_ids)
 
     def write_health_events(self, events: Sequence[CameraHealthMessage]) -> int:
         rows = [
@@ -246,6 +302,119 @@ class Database:
                 for camera in store.cameras:
                     session.merge(Camera(id=camera.id, store_id=store.id, name=camera.name))
 
+    # -- the outbox ------------------------------------------------------------------------------
+    def due_deliveries(self, channels: Sequence[str], now: datetime, limit: int = 50) -> list[DueDelivery]:
+        """Pending outbox rows of ``channels`` whose next attempt is due at ``now``, oldest due first."""
+        if not channels:
+            return []
+        stmt = (
+            select(AlertDelivery, Alert)
+            .join(Alert, Alert.alert_id == AlertDelivery.alert_id)
+            .where(
+                AlertDelivery.status == DeliveryStatus.PENDING.value,
+                AlertDelivery.channel.in_(list(channels)),
+                AlertDelivery.next_attempt_at <= now,
+            )
+            .order_by(AlertDelivery.next_attempt_at, AlertDelivery.id)
+            .limit(limit)
+        )
+        with self.sessions() as session:
+            return [
+                DueDelivery(d.id, d.channel, d.attempts, d.created_at, alert_message(a))
+                for d, a in session.execute(stmt)
+            ]
+
+    def record_delivery(
+        self,
+        delivery_id: int,
+        status: DeliveryStatus,
+        attempts: int,
+        *,
+        next_attempt_at: datetime | None = None,
+        last_error: str | None = None,
+        delivered_at: datetime | None = None,
+    ) -> None:
+        """Write the outcome of one delivery attempt (or of giving up) to its outbox row."""
+        values: dict[str, Any] = {"status": status.value, "attempts": attempts, "last_error": last_error}
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        if delivered_at is not None:
+            values["delivered_at"] = delivered_at
+        with self.engine.begin() as connection:
+            connection.execute(update(AlertDelivery).where(AlertDelivery.id == delivery_id).values(**values))
+
+    def pending_deliveries(self) -> dict[str, int]:
+        """How many outbox rows are still pending, by channel."""
+        stmt = (
+            select(AlertDelivery.channel, func.count())
+            .where(AlertDelivery.status == DeliveryStatus.PENDING.value)
+            .group_by(AlertDelivery.channel)
+        )
+        with self.engine.connect() as connection:
+            return {channel: int(n) for channel, n in connection.execute(stmt)}
+
+    def deliveries(self, alert_id: str | None = None) -> list[AlertDelivery]:
+        with self.sessions() as session:
+            stmt = select(AlertDelivery).order_by(AlertDelivery.id)
+            if alert_id:
+                stmt = stmt.where(AlertDelivery.alert_id == alert_id)
+            return list(session.scalars(stmt))
+
+    # -- what the alert rules rebuild their state from ---------------------------------------------
+    def results_before(
+        self, camera_id: str, before: datetime, after: datetime | None = None, limit: int = 100
+    ) -> list[ResultMessage]:
+        """The newest ``limit`` results of a camera captured in (``after``, ``before``), oldest first."""
+        stmt = select(ClipResult).where(ClipResult.camera_id == camera_id, ClipResult.captured_at < before)
+        if after is not None:
+            stmt = stmt.where(ClipResult.captured_at > after)
+        stmt = stmt.order_by(ClipResult.captured_at.desc(), ClipResult.id.desc()).limit(limit)
+        with self.sessions() as session:
+            rows = list(session.scalars(stmt))
+        return [result_message(r) for r in reversed(rows)]
+
+    def last_alert_at(self, camera_id: str, kind: AlertKind, before: datetime | None = None) -> datetime | None:
+        """When the camera's newest alert of ``kind`` (raised before ``before``, if given) was raised."""
+        stmt = select(Alert.raised_at).where(Alert.camera_id == camera_id, Alert.kind == kind.value)
+        if before is not None:
+            stmt = stmt.where(Alert.raised_at < before)
+        with self.sessions() as session:
+            return session.scalar(stmt.order_by(Alert.raised_at.desc()).limit(1))
+
+    def alert_exists(self, alert_id: str) -> bool:
+        with self.sessions() as session:
+            return session.scalar(select(Alert.id).where(Alert.alert_id == alert_id)) is not None
+
+    def open_outages(self, history: int = 100) -> dict[str, list[CameraHealthMessage]]:
+        """Cameras whose newest health event is an outage (offline or error), each with its newest events,
+        newest first, back to and including the last event that was not an outage (at most ``history``)."""
+        outage_states = [CameraState.OFFLINE.value, CameraState.ERROR.value]
+        newest = (
+            select(CameraHealthEvent.camera_id, func.max(CameraHealthEvent.at).label("at"))
+            .group_by(CameraHealthEvent.camera_id)
+            .subquery()
+        )
+        stmt = select(CameraHealthEvent.camera_id).join(
+            newest, (CameraHealthEvent.camera_id == newest.c.camera_id) & (CameraHealthEvent.at == newest.c.at)
+        ).where(CameraHealthEvent.state.in_(outage_states))
+        out: dict[str, list[CameraHealthMessage]] = {}
+        with self.sessions() as session:
+            for camera_id in sorted(set(session.scalars(stmt))):
+                events = session.scalars(
+                    select(CameraHealthEvent)
+                    .where(CameraHealthEvent.camera_id == camera_id)
+                    .order_by(CameraHealthEvent.at.desc(), CameraHealthEvent.id.desc())
+                    .limit(history)
+                )
+                tail: list[CameraHealthMessage] = []
+                for event_row in events:
+                    tail.append(health_message(event_row))
+                    if event_row.state not in outage_states:
+                        break
+                if tail and tail[0].state.value in outage_states:
+                    out[camera_id] = tail
+        return out
+
     # -- reads -----------------------------------------------------------------------------------
     def results(self, camera_id: str | None = None) -> list[ClipResult]:
         with self.sessions() as session:
@@ -267,6 +436,54 @@ class Database:
             if camera_id:
                 stmt = stmt.where(CameraHealthEvent.camera_id == camera_id)
             return list(session.scalars(stmt))
+
+
+def result_message(row: ClipResult) -> ResultMessage:
+    """A stored result as the message it was stored from."""
+    return ResultMessage(
+        clip_id=row.clip_id,
+        store_id=row.store_id,
+        camera_id=row.camera_id,
+        captured_at=row.captured_at,
+        start_at=row.start_at,
+        source_start_s=row.source_start_s,
+        source_end_s=row.source_end_s,
+        probability=row.probability,
+        threshold=row.threshold,
+        model_version=row.model_version,
+        snapshot_path=row.evidence_path,
+        inferred_at=row.inferred_at,
+    )
+
+
+def alert_message(row: Alert) -> AlertMessage:
+    """A stored alert as the message it was stored from."""
+    return AlertMessage(
+        alert_id=row.alert_id,
+        alert_kind=AlertKind(row.kind),
+        store_id=row.store_id,
+        camera_id=row.camera_id,
+        raised_at=row.raised_at,
+        probability=row.probability,
+        clip_ids=tuple(row.clip_ids or ()),
+        source_start_s=row.source_start_s,
+        source_end_s=row.source_end_s,
+        snapshot_path=row.evidence_path,
+        message=row.message,
+    )
+
+
+def health_message(row: CameraHealthEvent) -> CameraHealthMessage:
+    """A stored health event as the message it was stored from."""
+    return CameraHealthMessage(
+        event_id=row.event_id,
+        store_id=row.store_id,
+        camera_id=row.camera_id,
+        state=CameraState(row.state),
+        at=row.at,
+        detail=row.detail,
+        reconnects=row.reconnects,
+    )
 
 
 def _unique(items: Sequence[T], key: Callable[[T], str]) -> list[T]:

@@ -87,11 +87,27 @@ class AlertCollector(Collector):
         for kind, n in c.get("alerts_raised", {}).items():
             raised.add_metric([str(kind)], float(n))
         yield raised
-        delivered = CounterMetricFamily("aislewatch_alert_deliveries", "Alert deliveries", labels=["channel", "outcome"])
-        for outcome, key in (("ok", "deliveries_ok"), ("failed", "deliveries_failed")):
-            for channel, n in c.get(key, {}).items():
-                delivered.add_metric([str(channel), outcome], float(n))
+        delivered = CounterMetricFamily(
+            "aislewatch_alert_deliveries",
+            "Alert delivery attempts by channel and outcome: ok, retry (failed, tried again later), "
+            "failed (refused for good), expired (undelivered after notifications.give_up_after)",
+            labels=["channel", "outcome"],
+        )
+        for channel, outcomes in c.get("deliveries", {}).items():
+            for outcome, n in outcomes.items():
+                delivered.add_metric([str(channel), str(outcome)], float(n))
         yield delivered
+        pending = GaugeMetricFamily(
+            "aislewatch_alert_deliveries_pending", "Outbox rows not delivered yet, by channel", labels=["channel"]
+        )
+        for channel, n in c.get("deliveries_pending", {}).items():
+            pending.add_metric([str(channel)], float(n))
+        yield pending
+        rebuilt = CounterMetricFamily(
+            "aislewatch_alert_windows_rebuilt", "Cameras whose rule window was rebuilt from the database at start"
+        )
+        rebuilt.add_metric([], float(c.get("windows_rebuilt", 0)))
+        yield rebuilt
 
 
 def register_collector(collector: Collector) -> Collector:

@@ -5,7 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Dialect, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -99,7 +111,38 @@ class Alert(Base):
     acknowledged_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
-    __table_args__ = (Index("ix_alerts_store_time", "store_id", "raised_at"),)
+    __table_args__ = (
+        Index("ix_alerts_store_time", "store_id", "raised_at"),
+        # The alert worker's start-up rebuild: the last alert of each camera and kind (migration 0002).
+        Index("ix_alerts_camera_kind_time", "camera_id", "kind", "raised_at"),
+    )
+
+
+class AlertDelivery(Base):
+    """The outbox: one row per alert and notification channel, written in the alert's own transaction.
+
+    The delivery loop (``alerts.outbox``) sends the due ``pending`` rows and marks each ``delivered``,
+    ``failed`` (the receiver refused it for good) or ``expired`` (still undelivered after
+    ``notifications.give_up_after``); a failed attempt only moves ``next_attempt_at`` on.  A row pending
+    when the worker stops is sent when it starts again.
+    """
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[str] = mapped_column(String(64), ForeignKey("alerts.alert_id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+
+    __table_args__ = (
+        UniqueConstraint("alert_id", "channel", name="uq_alert_deliveries_alert_channel"),
+        Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+    )
 
 
 class CameraHealthEvent(Base):

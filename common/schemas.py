@@ -175,6 +175,15 @@ class AlertStatus(StrEnum):
     ACKNOWLEDGED = "acknowledged"
 
 
+class DeliveryStatus(StrEnum):
+    """Where one alert stands with one notification channel (a row of the outbox)."""
+
+    PENDING = "pending"  # not delivered yet; sent when ``next_attempt_at`` is due
+    DELIVERED = "delivered"
+    FAILED = "failed"  # the receiver refused it in a way that asking again cannot change
+    EXPIRED = "expired"  # still undelivered after ``notifications.give_up_after``
+
+
 class Verdict(StrEnum):
     THEFT = "theft"
     FALSE_ALARM = "false_alarm"

@@ -1,17 +1,20 @@
 """All AisleWatch settings in one typed model.
 
 Read from a YAML file, then overridden by environment variables (``AISLEWATCH__SECTION__FIELD``).
-Secrets (database password, SMTP password, camera credentials) belong in the environment or in
-``*_file`` secret files, never in the YAML checked into a repository.
+Secrets (database password, SMTP password, webhook signing secret, camera credentials) belong in the
+environment or in ``*_file`` secret files, never in the YAML checked into a repository.
 
 Every section forbids unknown keys so a typo fails at start instead of being silently ignored.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from contextvars import ContextVar
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
@@ -229,11 +232,68 @@ class EmailSettings(Section):
     recipients: list[str] = Field(default_factory=list)
 
 
+class WebhookSettings(Section):
+    url: str | None = Field(None, description="POST every alert as JSON to this URL")
+    timeout_s: float = Field(5.0, gt=0, le=120, description="Time limit of one POST")
+    secret: SecretStr | None = Field(
+        None,
+        description="Signing key of the Standard Webhooks signature (webhook-signature header): any text, or "
+        "whsec_ followed by base64 bytes; set from the environment or a secret file, never in the YAML",
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, secret: SecretStr | None) -> SecretStr | None:
+        if secret is None:
+            return None
+        value = secret.get_secret_value()
+        if not value:
+            raise ValueError("the webhook secret is empty")
+        if value.startswith(WEBHOOK_SECRET_PREFIX):
+            try:
+                key = base64.b64decode(value[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("a whsec_ webhook secret must be base64 after the prefix") from None
+            if not key:
+                raise ValueError("the webhook secret is empty")
+        return secret
+
+    def signing_key(self) -> bytes | None:
+        """The HMAC key: the decoded bytes of a ``whsec_`` secret, else the secret's UTF-8 bytes."""
+        if self.secret is None:
+            return None
+        value = self.secret.get_secret_value()
+        if value.startswith(WEBHOOK_SECRET_PREFIX):
+            return base64.b64decode(value[len(WEBHOOK_SECRET_PREFIX) :])
+        return value.encode("utf-8")
+
+
+WEBHOOK_SECRET_PREFIX = "whsec_"
+
+
 class NotificationSettings(Section):
-    log: bool = Field(True, description="Write every alert to the log")
-    webhook_url: str | None = Field(None, description="POST every alert as JSON to this URL")
-    webhook_timeout_s: float = Field(5.0, gt=0, le=120)
+    log: bool = Field(True, description="Write every alert to the log (at once; not through the outbox)")
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
     email: EmailSettings = Field(default_factory=EmailSettings)
+    give_up_after: timedelta = Field(
+        timedelta(hours=24),
+        ge=timedelta(minutes=1),
+        le=timedelta(days=30),
+        description="Retry a webhook or e-mail delivery until it succeeds or is this old, then mark it expired: "
+        "seconds, HH:MM:SS or ISO 8601 (PT24H)",
+    )
+    retry_initial_s: float = Field(
+        2.0, gt=0, le=3600, description="Wait before the first retry of a failed delivery; doubled per attempt"
+    )
+    retry_max_s: float = Field(300.0, gt=0, le=86400, description="Longest wait between two delivery attempts")
+
+    @model_validator(mode="after")
+    def _check_backoff(self) -> NotificationSettings:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(
+                f"retry_initial_s ({self.retry_initial_s}) must not exceed retry_max_s ({self.retry_max_s})"
+            )
+        return self
 
 
 class IngestSettings(Section):

@@ -172,8 +172,10 @@ def write_config(
     evidence_dir: Path,
     offline_after_s: float = 2.0,
     offline_alert_after_s: float = 3.0,
+    sections: Mapping[str, Any] | None = None,
 ) -> Path:
-    """The YAML every role process reads; camera URLs here carry no credentials, the URL no password."""
+    """The YAML every role process reads; camera URLs here carry no credentials, the URL no password.
+    ``sections`` adds (or replaces) whole top-level sections, e.g. ``{"notifications": {...}}``."""
     config = {
         "stores": stores_section(cameras, offline_after_s),
         "model": {"threshold": 0.5},  # so the alerts role does not load the model for its threshold
@@ -189,6 +191,7 @@ def write_config(
         },
         "service": {"metrics_port": 0, "evidence_dir": str(evidence_dir), "log_level": "INFO"},
     }
+    config.update(sections or {})
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     path.chmod(0o600)
     return path

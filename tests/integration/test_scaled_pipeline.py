@@ -357,13 +357,14 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled,
     """Clips cut while Kafka is down (longer than ingest's 12 s delivery timeout) are spooled and sent again:
     every clip cut reaches the broker and gets exactly one result row."""
     scaled.start_collector()
+    scaled.start_alerts()
     scaled.start_infer("infer-a", VERSION_A)
     scaled.start_infer("infer-b", VERSION_B)
     # little room in memory, so that the outage must go through the spool on disk
     scaled.start_ingest(AISLEWATCH__BUS__DELIVERY_TIMEOUT_S="12", AISLEWATCH__INGEST__MEMORY_QUEUE="2",
                         AISLEWATCH__INGEST__MAX_IN_FLIGHT="2", AISLEWATCH__INGEST__SPOOL_DIR=str(scaled.tmp / "spool"))
     scaled.wait(lambda: len(scaled.db.result_ids()) >= 4, 120, "the first result rows")
-    scaled.assert_alive("ingest", "infer-a", "infer-b")
+    scaled.assert_alive("ingest", "infer-a", "infer-b", "alerts")
 
     kafka_server.stop()
     scaled.phase("kafka stopped")
@@ -375,7 +376,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled,
         kafka_server.start()
         scaled.phase("kafka started")
     scaled.wait(lambda: len(scaled.db.result_ids()) >= 4 + len(spooled), 120, "rows for the spooled clips")
-    scaled.assert_alive("ingest", "infer-a", "infer-b")
+    scaled.assert_alive("ingest", "infer-a", "infer-b", "alerts")  # every role rode the outage out
 
     published = scaled.stop_ingest_and_drain(timeout_s=120.0)
     summaries = INGEST_SUMMARY.findall(scaled.procs["ingest"].log_text())
@@ -385,7 +386,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled,
     assert cut == len(published), f"{cut} clips cut, {len(published)} reached Kafka\n{scaled.diagnostics()}"
     scaled.assert_exactly_once(published)
     assert not list((scaled.tmp / "spool").rglob("*.msg*")), "the spool was not emptied"
-    for name in ("infer-a", "infer-b"):
+    for name in ("infer-a", "infer-b", "alerts"):
         assert scaled.procs[name].terminate() == 0, scaled.diagnostics()
     scaled.assert_no_secret_in_logs()
 

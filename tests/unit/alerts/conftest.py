@@ -68,9 +68,20 @@ class WebhookServer:
     """A real HTTP server on loopback that records POSTed JSON and answers with scripted status codes."""
 
     url: str
-    statuses: list[int] = field(default_factory=list)  # answered in order; 200 once exhausted
-    bodies: list[Any] = field(default_factory=list)
+    statuses: list[int] = field(default_factory=list)  # answered in order; then ``default_status``
+    default_status: int = 200
+    bodies: list[Any] = field(default_factory=list)  # JSON of the accepted posts
+    posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)  # every post: headers, body, answer
     requests: int = 0
+
+    @property
+    def accepted_ids(self) -> list[str]:
+        """``webhook-id`` of every post answered 2xx, in order (a receiver de-duplicates on these)."""
+        return [h.get("webhook-id", "") for h, _, status in self.posts if 200 <= status < 300]
+
+    @property
+    def distinct_ids(self) -> set[str]:
+        return set(self.accepted_ids)
 
 
 @pytest.fixture
@@ -83,7 +94,8 @@ def webhook_server() -> Iterator[WebhookServer]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             with lock:
                 state.requests += 1
-                status = state.statuses.pop(0) if state.statuses else 200
+                status = state.statuses.pop(0) if state.statuses else state.default_status
+                state.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
                 if status < 400:
                     state.bodies.append(json.loads(body))
             self.send_response(status)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import socket
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -17,8 +20,15 @@ import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from alerts.delivery import DeliveryError, Dispatcher, EmailNotifier, LogNotifier, WebhookNotifier
+from alerts.delivery import (
+    DeliveryError,
+    EmailNotifier,
+    LogNotifier,
+    WebhookNotifier,
+    notifiers_from_settings,
+)
 from common.schemas import AlertKind, AlertMessage
 from common.settings import EmailSettings, NotificationSettings
 
@@ -53,98 +63,93 @@ def test_log_notifier_writes_one_line(caplog: pytest.LogCaptureFixture) -> None:
 
 
 # -- webhook -----------------------------------------------------------------------------------------
-def test_webhook_posts_the_alert_json(webhook_server) -> None:
+SECRET_BYTES = b"\x01\x02 desk-signing-key \xff"
+WHSEC = "whsec_" + base64.b64encode(SECRET_BYTES).decode()
+
+
+def test_webhook_posts_the_alert_json_with_a_stable_id(webhook_server) -> None:
     alert = make_alert()
-    notifier = WebhookNotifier(webhook_server.url, timeout_s=5, retries=0)
+    notifier = WebhookNotifier(webhook_server.url, timeout_s=5)
+    notifier.send(alert)
+    notifier.send(alert)  # a retry of the same alert
+    notifier.close()
+    assert webhook_server.bodies == [alert.model_dump(mode="json")] * 2
+    assert AlertMessage.model_validate(webhook_server.bodies[0]) == alert
+    assert webhook_server.accepted_ids == [f"{alert.alert_id}-webhook"] * 2  # the same id on every attempt
+    headers = webhook_server.posts[0][0]
+    assert headers["content-type"] == "application/json"
+    assert abs(int(headers["webhook-timestamp"]) - time.time()) < 60
+    assert "webhook-signature" not in headers  # no secret, no signature
+
+
+@pytest.mark.parametrize("secret", [WHSEC, "plain text secret"], ids=["whsec-base64", "plain"])
+def test_webhook_signature_verifies_as_standard_webhooks(webhook_server, secret: str) -> None:
+    settings = NotificationSettings(webhook={"url": webhook_server.url, "secret": secret})
+    (notifier,) = [n for n in notifiers_from_settings(settings) if n.name == "webhook"]
+    alert = make_alert()
     notifier.send(alert)
     notifier.close()
-    assert webhook_server.bodies == [alert.model_dump(mode="json")]
-    assert AlertMessage.model_validate(webhook_server.bodies[0]) == alert
+    ((headers, body, _),) = webhook_server.posts
+
+    key = SECRET_BYTES if secret.startswith("whsec_") else secret.encode()
+    # The reference library, as a receiver uses it (it checks the timestamp is within 5 minutes) ...
+    verified = Webhook(key).verify(body, headers)
+    assert verified["alert_id"] == alert.alert_id
+    # ... and the scheme computed independently: v1,base64(HMAC-SHA256(key, "{id}.{timestamp}.{body}")).
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.{body.decode()}".encode()
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    assert headers["webhook-signature"] == f"v1,{expected}"
+    # A body changed on the way fails verification.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(key).verify(body.replace(b"cam-1", b"cam-2"), headers)
 
 
 @pytest.mark.parametrize(
-    ("statuses", "retries", "delivered", "requests"),
-    [
-        ([500], 2, True, 2),  # a 500, then success
-        ([502, 503], 2, True, 3),
-        ([500, 500, 500], 2, False, 3),  # gives up after the retries
-        ([400], 3, False, 1),  # a client error is not retried
-    ],
+    ("status", "retryable"),
+    [(500, True), (502, True), (503, True), (429, True), (408, True), (400, False), (404, False), (410, False),
+     (301, False)],
 )
-def test_webhook_retries_server_errors(
-    webhook_server, statuses: list[int], retries: int, delivered: bool, requests: int
-) -> None:
-    webhook_server.statuses.extend(statuses)
-    notifier = WebhookNotifier(webhook_server.url, timeout_s=5, retries=retries, backoff_s=0.001)
-    if delivered:
+def test_webhook_failure_says_whether_a_retry_can_help(webhook_server, status: int, retryable: bool) -> None:
+    webhook_server.statuses.append(status)
+    notifier = WebhookNotifier(webhook_server.url, timeout_s=5)
+    with pytest.raises(DeliveryError) as failure:
         notifier.send(make_alert())
-    else:
-        with pytest.raises(DeliveryError):
-            notifier.send(make_alert())
-    assert webhook_server.requests == requests
-    assert len(webhook_server.bodies) == (1 if delivered else 0)
+    assert failure.value.retryable is retryable
+    assert str(status) in str(failure.value)
+    assert webhook_server.requests == 1  # one attempt per send: the outbox does the retrying
 
 
-def test_webhook_connection_refused_is_retried_then_given_up(caplog: pytest.LogCaptureFixture) -> None:
+def test_webhook_connection_refused_is_retryable_and_hides_credentials() -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    notifier = WebhookNotifier(f"http://user:pw@127.0.0.1:{port}/hook", timeout_s=2, retries=2, backoff_s=0.001)
-    dispatcher = Dispatcher([notifier])
-    with caplog.at_level(logging.WARNING):
-        assert dispatcher.send(make_alert()) is False  # never raises into the caller
-    assert dispatcher.failed == {"webhook": 1} and dispatcher.sent == {"webhook": 0}
-    assert sum("retrying" in r.getMessage() for r in caplog.records) == 2
-    assert any(r.levelno == logging.ERROR and "gave up" in r.getMessage() for r in caplog.records)
-    assert "pw@" not in caplog.text
-
-
-# -- dispatcher --------------------------------------------------------------------------------------
-@dataclass
-class Recorder:
-    name: str
-    fail: Exception | None = None
-    got: list[AlertMessage] = field(default_factory=list)
-
-    def send(self, alert: AlertMessage) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.got.append(alert)
-
-    def close(self) -> None:
-        pass
-
-
-def test_dispatcher_isolates_failures_and_counts_per_channel() -> None:
-    broken = Recorder("broken", fail=RuntimeError("bug"))
-    refused = Recorder("refused", fail=DeliveryError("gave up"))
-    good = Recorder("good")
-    dispatcher = Dispatcher([broken, refused, good])
-    assert dispatcher.send(make_alert()) is False
-    assert dispatcher.send(make_alert()) is False
-    assert len(good.got) == 2
-    assert dispatcher.sent == {"broken": 0, "refused": 0, "good": 2}
-    assert dispatcher.failed == {"broken": 2, "refused": 2, "good": 0}
+    notifier = WebhookNotifier(f"http://user:pw@127.0.0.1:{port}/hook", timeout_s=2)
+    with pytest.raises(DeliveryError) as failure:
+        notifier.send(make_alert())
+    assert failure.value.retryable is True
+    assert "pw@" not in str(failure.value)
 
 
 @pytest.mark.parametrize(
-    ("settings", "channels"),
+    ("settings", "channels", "immediate"),
     [
-        ({}, ["log"]),
-        ({"log": False}, []),
-        ({"webhook_url": "http://127.0.0.1:1/x"}, ["log", "webhook"]),
-        ({"log": False, "email": {"enabled": True, "recipients": ["sec@example.com"]}}, ["email"]),
+        ({}, ["log"], [True]),
+        ({"log": False}, [], []),
+        ({"webhook": {"url": "http://127.0.0.1:1/x"}}, ["log", "webhook"], [True, False]),
+        ({"log": False, "email": {"enabled": True, "recipients": ["sec@example.com"]}}, ["email"], [False]),
     ],
 )
-def test_dispatcher_from_settings(settings: dict[str, Any], channels: list[str]) -> None:
-    dispatcher = Dispatcher.from_settings(NotificationSettings(**settings))
-    assert [n.name for n in dispatcher.notifiers] == channels
-    dispatcher.close()
+def test_channels_from_settings(settings: dict[str, Any], channels: list[str], immediate: list[bool]) -> None:
+    notifiers = notifiers_from_settings(NotificationSettings(**settings))
+    assert [n.name for n in notifiers] == channels
+    assert [n.immediate for n in notifiers] == immediate  # only the log skips the outbox
+    for n in notifiers:
+        n.close()
 
 
 def test_email_without_recipients_fails_at_start() -> None:
     with pytest.raises(ValueError, match="recipients"):
-        Dispatcher.from_settings(NotificationSettings(email={"enabled": True}))
+        notifiers_from_settings(NotificationSettings(email={"enabled": True}))
 
 
 # -- e-mail ------------------------------------------------------------------------------------------
@@ -238,9 +243,33 @@ def test_email_login_and_password_never_logged(
     inbox, port = smtp_server
     settings = EmailSettings(enabled=True, host="127.0.0.1", port=port, recipients=["desk@shop.test"],
                              username="desk", password=password)
-    dispatcher = Dispatcher([EmailNotifier(settings)])
+    notifier = EmailNotifier(settings)
     with caplog.at_level(logging.DEBUG):
-        assert dispatcher.send(make_alert()) is delivered
+        if delivered:
+            notifier.send(make_alert())
+        else:
+            with pytest.raises(DeliveryError) as failure:
+                notifier.send(make_alert())
+            assert failure.value.retryable is True  # a password fixed later makes the next attempt pass
+            assert password not in str(failure.value)
     assert len(inbox.messages) == (1 if delivered else 0)
-    assert dispatcher.failed["email"] == (0 if delivered else 1)
     assert password not in caplog.text
+
+
+def test_email_message_id_is_the_same_on_every_attempt(smtp_server) -> None:
+    inbox, port = smtp_server
+    notifier = EmailNotifier(EmailSettings(enabled=True, host="127.0.0.1", port=port, recipients=["d@shop.test"]))
+    notifier.send(make_alert())
+    notifier.send(make_alert())
+    ids = [message_from_bytes(raw, policy=policy.default)["Message-ID"] for _, _, raw in inbox.messages]
+    assert ids == [f"<{'a' * 40}-email@aislewatch>"] * 2
+
+
+def test_email_server_down_is_retryable() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    notifier = EmailNotifier(EmailSettings(enabled=True, host="127.0.0.1", port=port, recipients=["d@shop.test"]))
+    with pytest.raises(DeliveryError) as failure:
+        notifier.send(make_alert())
+    assert failure.value.retryable is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 
 import pytest
 
@@ -185,21 +186,85 @@ def test_camera_offline(make_health, steps: list[tuple]) -> None:
     assert len(set(ids)) == len(ids)  # each outage has its own alert id
 
 
-def test_snapshot_restore_keeps_window_cooldown_and_outage(make_result, make_health) -> None:
-    clock = FakeClock()
-    rules = engine(2, 3, cooldown_s=100, clock=clock)
-    assert rules.on_result(make_result(0, HI)) == []
-    assert rules.on_result(make_result(1, HI))  # alert at t=2 s, cooldown until t=102 s
-    assert rules.on_result(make_result(40, HI)) == []  # t=80 s: one hit, kept in the window
-    rules.on_health(make_health("e1", OFFLINE, at=clock.now()))
-    clock.advance(20)
-    restored = engine(2, 3, cooldown_s=100, clock=clock)
-    restored.restore(rules.snapshot())
+RESTART_STREAMS = [
+    pytest.param([HI, HI, LO, LO, HI, HI], 0.0, id="two-bursts"),
+    pytest.param([HI, LO, HI, HI, HI, LO, HI, HI, LO, LO], 0.0, id="back-to-back"),
+    pytest.param([HI, HI, HI, HI, LO, HI, HI, HI, HI, HI], 10.0, id="cooldown-10s"),
+    pytest.param([HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI, HI], 60.0, id="long-cooldown"),
+    pytest.param([LO, HI, LO, LO, HI, LO, HI, LO, LO, HI, HI], 0.0, id="sparse-hits"),
+]
 
-    later = [make_result(40, HI), make_result(41, HI), make_result(60, HI)]  # 40 again: a redelivery
-    expected = [a for r in later for a in rules.on_result(r)]
-    got = [a for r in later for a in restored.on_result(r)]
-    assert [a.clip_ids for a in got] == [("cam-1-clip-40", "cam-1-clip-41", "cam-1-clip-60")]
-    assert got == expected
-    clock.advance(15)
-    assert [a.alert_kind for a in restored.tick()] == [AlertKind.CAMERA_OFFLINE]
+
+@pytest.mark.parametrize(("probabilities", "cooldown_s"), RESTART_STREAMS)
+def test_a_rebuilt_window_raises_what_the_uninterrupted_one_raises(
+    make_result, probabilities: list[float], cooldown_s: float
+) -> None:
+    """Restart before every clip in turn: rebuilt from what a database holds at that point (the results
+    before the clip, the last alert before it), the engine raises the same alerts, with the same ids,
+    as one that never stopped."""
+    results = [make_result(i, p) for i, p in enumerate(probabilities)]
+    live = engine(2, 3, cooldown_s=cooldown_s)
+    raised = [live.on_result(r) for r in results]  # raised[i]: the alerts clip i completed
+    for restart in range(len(results)):
+        stored = [a for step in raised[:restart] for a in step]
+        first = results[restart]
+        last_alert_at = max((a.raised_at for a in stored if a.raised_at < first.captured_at), default=None)
+        history = [r for r in results[:restart] if last_alert_at is None or r.captured_at > last_alert_at]
+        rebuilt = engine(2, 3, cooldown_s=cooldown_s)
+        replayed = rebuilt.rebuild_window("cam-1", last_alert_at, history[-rebuilt.replay_limit :])
+        after = [a for r in results[restart:] for a in rebuilt.on_result(r)]
+        expected = [a for step in raised[restart:] for a in step]
+        assert [a.alert_id for a in replayed] == [], f"restart before clip {restart} re-raised a stored alert"
+        assert after == expected, f"restart before clip {restart}"
+
+
+def test_a_rebuilt_window_raises_an_alert_its_predecessor_never_stored(make_result) -> None:
+    """The worker died after consuming clip 1 but before storing its alert: the replay raises it."""
+    results = [make_result(0, HI), make_result(1, HI), make_result(2, LO)]
+    live = engine(2, 3)
+    live.on_result(results[0])
+    (original,) = live.on_result(results[1])
+    rebuilt = engine(2, 3)
+    assert rebuilt.rebuild_window("cam-1", None, results[:2]) == [original]
+    assert rebuilt.on_result(results[2]) == []
+    assert rebuilt.on_result(results[1]) == []  # a redelivered clip counts once
+
+
+@pytest.mark.parametrize(
+    ("events", "stored", "after_s", "alerts"),
+    [
+        pytest.param([("e2", OFFLINE, 3), ("e1", ONLINE, 0)], False, 27, 1, id="offline-3s-before-restart"),
+        pytest.param([("e2", OFFLINE, 3), ("e1", ONLINE, 0)], False, 26, 0, id="not-yet-30s"),
+        pytest.param([("e2", OFFLINE, 3), ("e1", ONLINE, 0)], True, 100, 0, id="alert-already-stored"),
+        pytest.param([("e3", ERROR, 10), ("e2", OFFLINE, 3), ("e1", ONLINE, 0)], False, 27, 1,
+                     id="counts-from-the-first-outage-event"),
+        pytest.param([("e1", OFFLINE, 0)], False, 30, 1, id="offline-since-the-first-event"),
+    ],
+)
+def test_an_outage_is_restored_from_its_health_events(
+    make_health, events: list[tuple], stored: bool, after_s: float, alerts: int
+) -> None:
+    """Restored 3 s into the outage (the restart) and ticked ``after_s`` later: one alert once the outage
+    has lasted 30 s since the event that started it, with that event's alert id, and none if stored."""
+    from alerts.rules import alert_id_for
+
+    clock = FakeClock()
+    t0 = clock.now()
+    messages = [make_health(e, state, at=t0 + timedelta(seconds=s)) for e, state, s in events]
+    start = [m for m in messages if m.state in (OFFLINE, ERROR)][-1]
+    clock.advance((start.at - t0).total_seconds() + 3)  # the restart, 3 s into the outage
+    rules = engine(offline_after_s=30, clock=clock)
+    asked: list[str] = []
+    assert rules.restore_outage(messages, lambda alert_id: asked.append(alert_id) or stored)
+    assert asked == [alert_id_for(AlertKind.CAMERA_OFFLINE, "cam-1", start.event_id)]
+    assert rules.on_health(messages[0]) == []  # the same event redelivered changes nothing
+    clock.advance(after_s)
+    raised = rules.tick() + rules.tick()
+    assert len(raised) == alerts
+    assert all(a.alert_id == asked[0] for a in raised)
+
+
+def test_an_outage_that_ended_is_not_restored(make_health) -> None:
+    rules = engine()
+    assert rules.restore_outage([make_health("e2", ONLINE), make_health("e1", OFFLINE)], lambda _: False) is False
+    assert rules.restore_outage([], lambda _: False) is False

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from alerts.delivery import Dispatcher, WebhookNotifier
+from alerts.delivery import LogNotifier, WebhookNotifier
+from alerts.outbox import OutboxSender
 from alerts.rules import RuleEngine
 from alerts.worker import AlertWorker
 from common.clock import FakeClock
@@ -38,10 +39,12 @@ def bus() -> Iterator[InProcessBus]:
 
 
 def make_worker(bus: InProcessBus, db: Database, url: str, clock: FakeClock | None = None) -> AlertWorker:
+    """A worker whose outbox is driven by ``drain`` (not by its thread), so each test sees every attempt."""
     clock = clock or FakeClock()
     rules = AlertRuleSettings(n_of_m=(2, 3), cooldown_s=60, offline_alert_after_s=30)
-    dispatcher = Dispatcher([WebhookNotifier(url, timeout_s=5, retries=2, backoff_s=0.001)])
-    worker = AlertWorker(RuleEngine(rules, 0.5, clock), bus, db, dispatcher, clock, poll_timeout_s=0)
+    outbox = OutboxSender(db, [WebhookNotifier(url, timeout_s=5)], clock, retry_initial_s=1, retry_max_s=60)
+    worker = AlertWorker(RuleEngine(rules, 0.5, clock), bus, db, clock, immediate=[LogNotifier()], outbox=outbox,
+                         poll_timeout_s=0, deliver_in_thread=False)
     worker.setup()
     return worker
 
@@ -49,16 +52,21 @@ def make_worker(bus: InProcessBus, db: Database, url: str, clock: FakeClock | No
 def drain(worker: AlertWorker, steps: int = 3) -> None:
     for _ in range(steps):
         assert worker.step()
+    assert worker.outbox is not None
+    worker.outbox.send_due()
 
 
 def watch(bus: InProcessBus, topic: Topic) -> InProcessConsumer:
     return bus.consumer([topic], f"test-{topic.value}")
 
 
-def publish_results(bus: InProcessBus, make_result, probabilities: list[float]) -> None:
+def publish_results(bus: InProcessBus, make_result, probabilities: list[float], db: Database | None = None) -> None:
+    """Results as inference hands them over: stored (when ``db`` is given), then published."""
+    results = [make_result(i, p) for i, p in enumerate(probabilities)]
+    if db is not None:
+        db.write_results(results)
     publisher = bus.publisher()
-    for i, p in enumerate(probabilities):
-        r = make_result(i, p)
+    for r in results:
         publisher.publish(Topic.RESULTS, r.camera_id, r.to_bytes())
 
 
@@ -76,9 +84,13 @@ def test_results_to_stored_published_and_delivered_alert(bus, db, webhook_server
     published = AlertMessage.from_bytes(record.value)
     assert published.alert_id == row.alert_id
     assert [b["alert_id"] for b in webhook_server.bodies] == [row.alert_id]
+    assert webhook_server.accepted_ids == [f"{row.alert_id}-webhook"]
+    assert [(d.channel, d.status, d.attempts) for d in db.deliveries()] == [("webhook", "delivered", 1)]
     assert bus.lag(GROUP) == 0  # committed after the work was done
-    assert worker.counters()["alerts_raised"] == {"suspicious_activity": 1}
-    assert worker.deliveries_ok == 1 and worker.deliveries_failed == 0
+    counters = worker.counters()
+    assert counters["alerts_raised"] == {"suspicious_activity": 1}
+    assert counters["deliveries"] == {"log": {"ok": 1}, "webhook": {"ok": 1}}
+    assert counters["deliveries_pending"] == {}
     worker.shutdown()
 
 
@@ -162,10 +174,10 @@ def test_database_outage_backs_off_without_losing_the_alert(
     real_write = db.write_alerts
     failures = [OperationalError("INSERT", {}, Exception("database is locked"))]
 
-    def flaky(alerts: list[AlertMessage]) -> int:
+    def flaky(alerts: list[AlertMessage], *args: object) -> int:
         if failures:
             raise failures.pop()
-        return real_write(alerts)
+        return real_write(alerts, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(db, "write_alerts", flaky)
     publish_results(bus, make_result, [HI, HI])
@@ -183,7 +195,7 @@ def test_stop_during_outage_leaves_the_batch_uncommitted(
         worker.stop_event.set()  # shutdown arrives while the database is unreachable
         raise OperationalError("INSERT", {}, Exception("connection refused"))
 
-    monkeypatch.setattr(db, "write_alerts", down)
+    monkeypatch.setattr(db, "write_alerts", lambda *args: down(args[0]))
     publish_results(bus, make_result, [HI, HI])
     assert worker.step() is False
     assert bus.lag(GROUP) == 2 and webhook_server.requests == 0
@@ -191,11 +203,12 @@ def test_stop_during_outage_leaves_the_batch_uncommitted(
 
 
 def test_from_settings_and_thread_run(bus, db, webhook_server, make_result) -> None:
-    settings = load_settings(overrides={"notifications": {"log": False, "webhook_url": webhook_server.url},
+    settings = load_settings(overrides={"notifications": {"log": False, "webhook": {"url": webhook_server.url}},
                                         "alerts": {"n_of_m": [1, 1]}})
     stop = threading.Event()
     worker = AlertWorker.from_settings(settings, bus, db, threshold=0.5, stop=stop)
-    assert worker.engine.threshold == 0.5 and [n.name for n in worker.dispatcher.notifiers] == ["webhook"]
+    assert worker.engine.threshold == 0.5 and worker.immediate == []
+    assert worker.outbox is not None and worker.outbox.channels == ["webhook"]
     worker.start_thread()
     publish_results(bus, make_result, [HI])
     for _ in range(200):
@@ -205,4 +218,49 @@ def test_from_settings_and_thread_run(bus, db, webhook_server, make_result) -> N
     stop.set()
     worker.join(5)
     assert not worker.alive and worker.error is None
+    assert not worker.outbox.alive and worker.outbox.error is None  # the delivery thread stopped with it
     assert webhook_server.requests == 1 and len(db.alerts()) == 1
+    assert [d.status for d in db.deliveries()] == ["delivered"]
+
+
+class BusOutage:
+    """Wraps a real in-process publisher; while ``down`` nothing it is given is acknowledged (flush fails)."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.down = True
+        self.queued: list[tuple[Topic, str | None, bytes]] = []
+
+    def publish(self, topic, key, value, on_delivery=None) -> None:
+        self.queued.append((topic, key, value))
+
+    def flush(self, timeout_s=None) -> None:
+        queued, self.queued = self.queued, []
+        if self.down:
+            from common.bus import BusError
+
+            raise BusError("broker unavailable")  # what was queued is lost, as when deliveries expire
+        for topic, key, value in queued:
+            self.inner.publish(topic, key, value)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_bus_outage_holds_the_batch_until_its_alert_is_on_the_bus(bus, db, webhook_server, make_result) -> None:
+    alerts_topic = watch(bus, Topic.ALERTS)
+    worker = make_worker(bus, db, webhook_server.url)
+    outage = BusOutage(bus.publisher())
+    worker._publisher = outage
+    publish_results(bus, make_result, [HI, LO, HI])
+    stepped = threading.Thread(target=worker.step)
+    stepped.start()
+    stepped.join(1.0)
+    assert stepped.is_alive(), "the worker keeps retrying its publish while the bus is down"
+    assert bus.lag(GROUP, [Topic.RESULTS]) == 3 and alerts_topic.poll(0) == []  # nothing committed, nothing out
+    outage.down = False
+    stepped.join(10.0)
+    assert not stepped.is_alive() and worker.error is None
+    (alert,) = [AlertMessage.from_bytes(r.value) for r in alerts_topic.poll(0)]
+    assert alert.alert_kind == AlertKind.SUSPICIOUS_ACTIVITY and len(db.alerts()) == 1
+    assert bus.lag(GROUP, [Topic.RESULTS]) == 0  # committed once the alert was acknowledged

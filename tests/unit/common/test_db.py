@@ -7,11 +7,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import inspect, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from common.db import Database, DatabaseUnavailable
-from common.schemas import AlertKind, AlertMessage, CameraHealthMessage, CameraState, ResultMessage
+from common.schemas import (
+    AlertKind,
+    AlertMessage,
+    CameraHealthMessage,
+    CameraState,
+    DeliveryStatus,
+    ResultMessage,
+)
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -33,7 +40,8 @@ def db(tmp_path: Path) -> Database:
 
 def test_upgrade_creates_every_table(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
-    assert {"stores", "cameras", "clip_results", "alerts", "camera_health_events", "alembic_version"} <= tables
+    assert {"stores", "cameras", "clip_results", "alerts", "camera_health_events", "alert_deliveries",
+            "alembic_version"} <= tables
     db.upgrade()  # a second upgrade is a no-op
 
 
@@ -79,3 +87,86 @@ def test_retrying_gives_up_only_at_shutdown(db: Database) -> None:
 
     with pytest.raises(DatabaseUnavailable):
         db.retrying(down, stop)
+
+
+def test_migrations_build_the_schema_the_models_describe(db: Database) -> None:
+    """Alembic's own comparison: nothing in common/models.py is missing from (or different in) the migrations."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from common.models import Base
+
+    with db.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def alert_message(alert_id: str, at: datetime = T0, camera_id: str = "cam",
+                  kind: AlertKind = AlertKind.SUSPICIOUS_ACTIVITY) -> AlertMessage:
+    return AlertMessage(alert_id=alert_id, alert_kind=kind, store_id="s", camera_id=camera_id, raised_at=at,
+                        probability=0.9, clip_ids=("a", "b"), message="m")
+
+
+def test_an_alert_and_its_outbox_rows_are_written_together(db: Database) -> None:
+    assert db.write_alerts([alert_message("al1")], ["webhook", "email"], now=T0) == 1
+    rows = db.deliveries("al1")
+    assert [(r.channel, r.status, r.attempts, r.next_attempt_at) for r in rows] == [
+        ("webhook", "pending", 0, T0), ("email", "pending", 0, T0)]
+    assert db.write_alerts([alert_message("al1")], ["webhook", "email"], now=T0) == 0
+    assert len(db.deliveries()) == 2  # a re-raised alert adds no second delivery
+    assert db.pending_deliveries() == {"webhook": 1, "email": 1}
+
+    (due,) = db.due_deliveries(["webhook"], now=T0)
+    assert due.channel == "webhook" and due.attempts == 0 and due.alert == alert_message("al1")
+    assert db.due_deliveries(["webhook"], now=T0 - timedelta(seconds=1)) == []
+    db.record_delivery(due.id, DeliveryStatus.DELIVERED, 1, delivered_at=T0)
+    assert db.due_deliveries(["webhook", "email"], now=T0)[0].channel == "email"
+    assert db.pending_deliveries() == {"email": 1}
+
+
+def test_a_failed_outbox_insert_leaves_no_alert(db: Database) -> None:
+    """One transaction: when the delivery rows cannot be written, the alert is not stored either."""
+    with db.engine.begin() as connection:
+        connection.execute(text(
+            "CREATE TRIGGER no_deliveries BEFORE INSERT ON alert_deliveries BEGIN SELECT RAISE(ABORT, 'full'); END"))
+    with pytest.raises(IntegrityError):
+        db.write_alerts([alert_message("al1")], ["webhook"], now=T0)
+    assert db.alerts() == []
+    assert db.write_alerts([alert_message("al2")], [], now=T0) == 1  # no channels, no outbox rows to fail
+
+
+def test_rebuild_reads(db: Database) -> None:
+    def at(i: int, camera: str = "cam") -> ResultMessage:
+        base = result(f"{camera}-{i}")
+        return base.model_copy(update={"camera_id": camera, "captured_at": T0 + timedelta(seconds=i)})
+
+    db.write_results([at(i) for i in range(6)] + [at(i, "other") for i in range(6)])
+    assert [r.clip_id for r in db.results_before("cam", T0 + timedelta(seconds=4))] == [
+        "cam-0", "cam-1", "cam-2", "cam-3"]
+    assert [r.clip_id for r in db.results_before("cam", T0 + timedelta(seconds=4), after=T0 + timedelta(seconds=1),
+                                                 limit=2)] == ["cam-2", "cam-3"]  # the newest, oldest first
+    assert db.results_before("cam", T0 + timedelta(seconds=5))[0] == at(0)  # the message it was stored from
+
+    db.write_alerts([alert_message("a1", T0 + timedelta(seconds=2)), alert_message("a2", T0 + timedelta(seconds=5)),
+                     alert_message("o1", T0 + timedelta(seconds=9), kind=AlertKind.CAMERA_OFFLINE)])
+    assert db.last_alert_at("cam", AlertKind.SUSPICIOUS_ACTIVITY) == T0 + timedelta(seconds=5)
+    assert db.last_alert_at("cam", AlertKind.SUSPICIOUS_ACTIVITY, before=T0 + timedelta(seconds=5)) == (
+        T0 + timedelta(seconds=2))
+    assert db.last_alert_at("other", AlertKind.SUSPICIOUS_ACTIVITY) is None
+    assert db.alert_exists("o1") and not db.alert_exists("o2")
+
+
+def test_open_outages_reach_back_to_the_last_good_event(db: Database) -> None:
+    def event(event_id: str, camera: str, state: CameraState, s: int) -> CameraHealthMessage:
+        return CameraHealthMessage(event_id=event_id, store_id="s", camera_id=camera, state=state,
+                                   at=T0 + timedelta(seconds=s))
+
+    db.write_health_events([
+        event("a1", "a", CameraState.OFFLINE, 0), event("a2", "a", CameraState.ONLINE, 1),
+        event("a3", "a", CameraState.OFFLINE, 2), event("a4", "a", CameraState.ERROR, 3),  # a: down since a3
+        event("b1", "b", CameraState.OFFLINE, 0), event("b2", "b", CameraState.ONLINE, 1),  # b: back
+        event("c1", "c", CameraState.ERROR, 5),  # c: down since its first event
+    ])
+    outages = db.open_outages()
+    assert {camera: [e.event_id for e in events] for camera, events in outages.items()} == {
+        "a": ["a4", "a3", "a2"], "c": ["c1"]}

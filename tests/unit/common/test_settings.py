@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,12 @@ def test_password_from_environment_is_merged_but_not_in_yaml(monkeypatch: pytest
         ("bus:\n  kind: rabbitmq\n", ["bus.kind", "rabbitmq"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("alerts: [unclosed\n", ["not valid YAML"]),
+        ("notifications:\n  give_up_after: 30\n", ["notifications.give_up_after", "greater than or equal to 1 minute"]),
+        ("notifications:\n  give_up_after: P60D\n", ["notifications.give_up_after", "less than or equal to 30 days"]),
+        ("notifications:\n  retry_initial_s: 90\n  retry_max_s: 60\n", ["notifications", "must not exceed"]),
+        ("notifications:\n  webhook_url: http://x\n", ["notifications.webhook_url", "unknown key"]),
+        ("notifications:\n  webhook: {url: http://x, secret: 'whsec_not*base64'}\n",
+         ["notifications.webhook.secret", "base64"]),
     ],
 )
 def test_broken_config_names_field_and_reason(tmp_path: Path, snippet: str, expected: list[str]) -> None:
@@ -162,6 +170,31 @@ def test_secrets_are_read_from_secret_files(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("AISLEWATCH_SECRETS_DIR", str(secrets))
     monkeypatch.setenv("AISLEWATCH__DATABASE__URL", "postgresql+psycopg2://aw@db/aislewatch")
     assert load_settings(None).database_url() == "postgresql+psycopg2://aw:from-a-file@db/aislewatch"
+
+
+def test_webhook_secret_from_the_environment_or_a_secret_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = b"\x00\x10 signing key \xfe"
+    whsec = "whsec_" + base64.b64encode(raw).decode()
+    monkeypatch.setenv("AISLEWATCH__NOTIFICATIONS__WEBHOOK__SECRET", whsec)
+    webhook = load_settings(write(tmp_path, "notifications:\n  webhook: {url: 'https://desk.test/hook'}\n"))
+    assert webhook.notifications.webhook.signing_key() == raw  # the whsec_ form is decoded
+    assert whsec not in repr(webhook.notifications) and whsec not in str(webhook.model_dump())
+    monkeypatch.delenv("AISLEWATCH__NOTIFICATIONS__WEBHOOK__SECRET")
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "aislewatch__notifications__webhook__secret").write_text("plain-text-key")
+    monkeypatch.setenv("AISLEWATCH_SECRETS_DIR", str(secrets))
+    assert load_settings(None).notifications.webhook.signing_key() == b"plain-text-key"  # other text as is
+
+
+def test_give_up_after_accepts_durations() -> None:
+    assert load_settings(None).notifications.give_up_after == timedelta(hours=24)
+    for value, expected in [("PT6H", timedelta(hours=6)), (7200, timedelta(hours=2)), ("00:30:00", timedelta(minutes=30))]:
+        settings = load_settings(overrides={"notifications": {"give_up_after": value}})
+        assert settings.notifications.give_up_after == expected
 
 
 def test_redaction_is_one_rule_for_logs_and_config_errors() -> None:
