@@ -136,6 +136,8 @@ class AlertWorker(Worker):
         if self._outbox_thread is not None and self.outbox is not None and self.outbox.error is not None:
             raise RuntimeError(f"the delivery loop stopped: {self.outbox.error!r}")
         records = self._consumer.poll(self.poll_timeout_s)
+        if records or getattr(self._consumer, "failing_since", None) is not None:
+            self.input_waiting()
         try:
             self._process(records)
         except DatabaseUnavailable as exc:
@@ -147,6 +149,8 @@ class AlertWorker(Worker):
             return False  # stopped during a bus outage: nothing committed, the records come again
         if records:
             self._commit()
+        if getattr(self._consumer, "failing_since", None) is None:
+            self.progressed()
         return True
 
     def _publish_outgoing(self) -> bool:

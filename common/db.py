@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -52,10 +53,27 @@ class DueDelivery:
     alert: AlertMessage
 
 
+# PostgreSQL error classes that mean "the server cannot serve us now", not "this statement is wrong":
+# connection exceptions (08xxx), the server shutting down or starting (57P01-57P03), too many connections.
+_PG_TRANSIENT_PREFIXES = ("08", "57P01", "57P02", "57P03", "53300")
+# SQLite operational errors that pass: another writer holds the file, or the file system hiccupped.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy", "unable to open database file",
+                     "disk i/o error")
+
+
 def _is_disconnect(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError):
+    """Whether retrying can help: the connection was lost or the server is away; never a schema or
+    programming error (SQLite's "no such table" is an OperationalError too, and fails fast)."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    if not isinstance(exc, OperationalError):
+        return False
+    orig = exc.orig
+    if isinstance(orig, sqlite3.Error):
+        message = str(orig).lower()
+        return any(part in message for part in _SQLITE_TRANSIENT)
+    code = getattr(orig, "pgcode", None)
+    return code is None or code.startswith(_PG_TRANSIENT_PREFIXES)
 
 
 class Database:

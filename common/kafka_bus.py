@@ -421,6 +421,7 @@ class KafkaBusConsumer:
         self.group_id = group_id
         self._consumer: Any = None
         self._pending: dict[Any, int] = {}  # TopicPartition -> next offset to commit
+        self.failing_since: float | None = None  # monotonic time of the first failed poll in a row
         self._closed = False
         self._warn = _Throttled()
 
@@ -482,8 +483,11 @@ class KafkaBusConsumer:
             batches = consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records)
         except Exception as exc:
             self._warn.warning("Kafka poll for group %s failed (retrying): %s", self.group_id, _describe(exc))
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
             time.sleep(max(0.0, timeout_s - (time.monotonic() - started)))
             return []
+        self.failing_since = None
         out: list[BusRecord] = []
         for tp, records in batches.items():
             topic = self._bus.topic_of(tp.topic)

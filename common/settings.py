@@ -325,6 +325,10 @@ class ServiceSettings(Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus/health port; 0 disables the endpoint")
     evidence_dir: Path = Field(Path("build/evidence"), description="Where evidence snapshots are written")
+    stall_after_s: float = Field(
+        120.0, ge=5, le=86400,
+        description="/healthz answers 503 when a worker with work waiting has made no progress for this long",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_json: bool = False
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from abc import ABC, abstractmethod
 
 
@@ -13,6 +14,11 @@ class Worker(ABC):
     ``run`` loops until the stop event is set or ``step`` reports the work is finished, then calls
     ``shutdown`` exactly once (drain → commit → close).  Signal handlers live in the parent process and
     only set the event.
+
+    Health is progress, not a live thread: a worker calls ``input_waiting`` when it has work it has not
+    finished (records polled, a batch held, an input it cannot read) and ``progressed`` when it finished
+    some; ``stalled_for`` is how long work has waited without any progress (a worker stuck retrying a
+    database write or a broker that is away).  An idle worker is not stalled.
     """
 
     name: str = "worker"
@@ -22,6 +28,8 @@ class Worker(ABC):
         self.log = logging.getLogger(f"aislewatch.{self.name}")
         self.error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self._progress_at = time.monotonic()
+        self._waiting_since: float | None = None
 
     def setup(self) -> None:
         """Acquire resources before the loop (connections, models)."""
@@ -67,3 +75,25 @@ class Worker(ABC):
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    # -- progress ----------------------------------------------------------------------------------
+    def input_waiting(self) -> None:
+        """There is work this worker has not finished yet (kept from the first call until progress)."""
+        if self._waiting_since is None:
+            self._waiting_since = time.monotonic()
+
+    def progressed(self, idle: bool = True) -> None:
+        """Some work was finished; ``idle`` when nothing else is waiting."""
+        self._progress_at = time.monotonic()
+        if idle:
+            self._waiting_since = None
+
+    def stalled_for(self) -> float:
+        """Seconds that work has been waiting with no progress (0 when idle or moving)."""
+        if self._waiting_since is None:
+            return 0.0
+        return max(0.0, time.monotonic() - max(self._progress_at, self._waiting_since))
+
+    def healthy(self, stall_after_s: float) -> bool:
+        """Running, and not stalled for ``stall_after_s`` or longer."""
+        return self.alive and self.error is None and self.stalled_for() < stall_after_s

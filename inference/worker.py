@@ -128,8 +128,13 @@ class InferenceWorker(Worker):
         timeout = self.poll_timeout_s if wait is None else min(self.poll_timeout_s, wait)
         for record in self._consumer.poll(timeout, max_records=self.batcher.room()):
             self._accept(record)
+        if len(self.batcher) or self._dead or getattr(self._consumer, "failing_since", None) is not None:
+            self.input_waiting()  # a batch is held, or the bus cannot be read
+        else:
+            self.progressed()  # idle
         if self.batcher.due() or (self._dead and not len(self.batcher)):
             self._process(self.batcher.take())
+            self.progressed(idle=not len(self.batcher))
         return True
 
     def _accept(self, record: BusRecord) -> None:

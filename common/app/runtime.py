@@ -57,8 +57,9 @@ def open_database(settings: Settings, upgrade: bool = True) -> Database:
     return db
 
 
-def _alive_check(worker: Worker) -> Callable[[], bool]:
-    return lambda: worker.alive
+def _health_check(worker: Worker, stall_after_s: float) -> Callable[[], bool]:
+    """Healthy while the worker runs and makes progress on the work it has (see ``common.worker``)."""
+    return lambda: worker.healthy(stall_after_s)
 
 
 def alert_threshold(settings: Settings, classifier: Any = None) -> float:
@@ -149,7 +150,7 @@ class Pipeline:
             self.health = HealthServer(svc.metrics_host, svc.metrics_port).start()
             self._register_collectors()
             for worker in self.workers:
-                self.health.add_check(worker.name, _alive_check(worker))
+                self.health.add_check(worker.name, _health_check(worker, svc.stall_after_s))
             log.info("metrics and health on http://%s:%d/metrics", svc.metrics_host, self.health.port)
         for worker in self.workers:
             worker.start_thread()

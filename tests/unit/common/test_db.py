@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -87,6 +88,61 @@ def test_retrying_gives_up_only_at_shutdown(db: Database) -> None:
 
     with pytest.raises(DatabaseUnavailable):
         db.retrying(down, stop)
+
+
+def test_a_schema_error_fails_fast_instead_of_being_retried(tmp_path: Path) -> None:
+    fresh = Database.from_url(f"sqlite:///{tmp_path / 'never-upgraded.db'}")  # no tables
+    calls = {"n": 0}
+
+    def write() -> int:
+        calls["n"] += 1
+        return fresh.write_results([result("x")])
+
+    try:
+        with pytest.raises(OperationalError, match="no such table"):
+            fresh.retrying(write)
+        assert calls["n"] == 1
+    finally:
+        fresh.close()
+
+
+class _Pg(Exception):
+    """What psycopg2 raises: an error with the server's SQLSTATE (None for client-side connection errors)."""
+
+    def __init__(self, message: str, pgcode: str | None) -> None:
+        super().__init__(message)
+        self.pgcode = pgcode
+
+
+@pytest.mark.parametrize(
+    ("orig", "retried"),
+    [
+        (sqlite3.OperationalError("database is locked"), True),
+        (sqlite3.OperationalError("unable to open database file"), True),
+        (sqlite3.OperationalError("no such column: shape"), False),
+        (_Pg("could not connect to server: Connection refused", None), True),
+        (_Pg("terminating connection due to administrator command", "57P01"), True),
+        (_Pg("the database system is starting up", "57P03"), True),
+        (_Pg("connection failure", "08006"), True),
+        (_Pg("canceling statement due to statement timeout", "57014"), False),
+        (_Pg("disk full", "53100"), False),
+    ],
+)
+def test_only_connection_errors_are_retried(db: Database, orig: Exception, retried: bool) -> None:
+    calls = {"n": 0}
+
+    def once_failing() -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OperationalError("INSERT", {}, orig)
+        return 1
+
+    if retried:
+        assert db.retrying(once_failing) == 1 and calls["n"] == 2
+    else:
+        with pytest.raises(OperationalError):
+            db.retrying(once_failing)
+        assert calls["n"] == 1
 
 
 def test_migrations_build_the_schema_the_models_describe(db: Database) -> None:

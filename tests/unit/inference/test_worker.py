@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,9 +15,11 @@ import numpy as np
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from common.app.runtime import _health_check
 from common.bus import BusRecord, CommitFailedError
 from common.db import Database, DatabaseUnavailable
 from common.inprocess_bus import InProcessBus, InProcessConsumer
+from common.metrics import HealthServer
 from common.schemas import ClipHeader, ClipMessage, DeadLetter, ResultMessage, Topic
 from inference.worker import InferenceWorker
 
@@ -342,3 +347,52 @@ def test_a_commit_refused_after_a_rebalance_does_not_stop_the_worker(
             worker.join(5)
     assert worker.error is None
     assert any("commit refused after a consumer-group rebalance" in r.getMessage() for r in caplog.records)
+
+
+def test_health_is_progress_a_worker_stuck_on_the_database_is_stalled(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bus = InProcessBus()
+    real_write = db.write_results
+    down = threading.Event()
+    down.set()
+
+    def write(results):
+        if down.is_set():
+            raise database_down()
+        return real_write(results)
+
+    monkeypatch.setattr(db, "write_results", write)
+    stop = threading.Event()
+    worker = InferenceWorker(BrightnessClassifier(), bus, db, max_batch_size=8, max_wait_s=0.0,
+                             poll_timeout_s=0.02, stop=stop)
+    worker.start_thread()
+    health = HealthServer("127.0.0.1", 0).start()
+    health.add_check("infer", _health_check(worker, stall_after_s=0.3))  # what a deployment's /healthz asks
+
+    def healthz() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{health.port}/healthz", timeout=5) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    try:
+        time.sleep(0.5)
+        assert worker.healthy(stall_after_s=0.3), "an idle worker is healthy, however long it waits"
+        assert healthz() == 200
+        bus.publisher().publish(Topic.CLIPS, "cam", clip_bytes("stuck", 10))
+        time.sleep(0.6)  # the write is retried (the thread is alive) but nothing moves
+        assert worker.alive and worker.stalled_for() >= 0.5
+        assert not worker.healthy(stall_after_s=0.3) and healthz() == 503
+        down.clear()  # the database is back
+        deadline = time.monotonic() + 10
+        while not db.results() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+        assert [r.clip_id for r in db.results()] == ["stuck"]
+        assert worker.healthy(stall_after_s=0.3) and worker.stalled_for() == 0.0 and healthz() == 200
+    finally:
+        health.close()
+        stop.set()
+        worker.join(5)
