@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
@@ -202,23 +203,11 @@ class OutboxSender(Worker):
                   row.alert.alert_id, row.alert.camera_id, row.channel, attempts,
                   str(now - row.created_at).split(".")[0], error)
 
-    def _record(
-        self,
-        row: DueDelivery,
-        status: DeliveryStatus,
-        attempts: int,
-        *,
-        next_attempt_at: datetime | None = None,
-        last_error: str | None = None,
-        delivered_at: datetime | None = None,
-    ) -> None:
+    def _record(self, row: DueDelivery, status: DeliveryStatus, attempts: int, **outcome: Any) -> None:
+        """Store an attempt's outcome (``Database.record_delivery``'s keywords), retried while the database
+        is away."""
         self.db.retrying(
-            lambda: self.db.record_delivery(
-                row.id, status, attempts,
-                next_attempt_at=next_attempt_at, last_error=last_error, delivered_at=delivered_at,
-            ),
-            self.stop_event,
-            "outbox update",
+            lambda: self.db.record_delivery(row.id, status, attempts, **outcome), self.stop_event, "outbox update"
         )
 
     def _refresh_pending(self) -> None:
