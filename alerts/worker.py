@@ -39,6 +39,8 @@ from common.schemas import (
 from common.settings import Settings
 from common.worker import Worker
 
+GROUP_ID = "aislewatch-alerts"  # the alert worker's consumer group (one worker: see README)
+
 
 class AlertWorker(Worker):
     """Turns results and camera health into stored, published and delivered alerts."""
@@ -56,7 +58,7 @@ class AlertWorker(Worker):
         immediate: Sequence[Notifier] = (),
         outbox: OutboxSender | None = None,
         stop: threading.Event | None = None,
-        group_id: str = "aislewatch-alerts",
+        group_id: str = GROUP_ID,
         poll_timeout_s: float = 0.2,
         deliver_in_thread: bool = True,
     ) -> None:

@@ -24,6 +24,7 @@ from common.models import Alert, AlertDelivery, Camera, CameraHealthEvent, ClipR
 from common.schemas import (
     AlertKind,
     AlertMessage,
+    AlertStatus,
     CameraHealthMessage,
     CameraState,
     DeliveryStatus,
@@ -56,6 +57,8 @@ class DueDelivery:
 # PostgreSQL error classes that mean "the server cannot serve us now", not "this statement is wrong":
 # connection exceptions (08xxx), the server shutting down or starting (57P01-57P03), too many connections.
 _PG_TRANSIENT_PREFIXES = ("08", "57P01", "57P02", "57P03", "53300")
+# Connection errors that waiting cannot cure: wrong credentials, a database or role that is not there.
+_PG_REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry", "password")
 # SQLite operational errors that pass: another writer holds the file, or the file system hiccupped.
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "busy", "unable to open database file",
                      "disk i/o error")
@@ -73,7 +76,10 @@ def _is_disconnect(exc: BaseException) -> bool:
         message = str(orig).lower()
         return any(part in message for part in _SQLITE_TRANSIENT)
     code = getattr(orig, "pgcode", None)
-    return code is None or code.startswith(_PG_TRANSIENT_PREFIXES)
+    if code is None:  # raised while connecting: the server is away, or it refused us for good
+        message = str(orig).lower()
+        return not any(part in message for part in _PG_REFUSALS)
+    return code.startswith(_PG_TRANSIENT_PREFIXES)
 
 
 class Database:
@@ -269,7 +275,7 @@ class Database:
                 "source_end_s": a.source_end_s,
                 "evidence_path": a.snapshot_path,
                 "message": a.message,
-                "status": "open",
+                "status": AlertStatus.OPEN.value,
             }
             for a in _unique(alerts, lambda a: a.alert_id)
         ]

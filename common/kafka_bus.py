@@ -78,6 +78,13 @@ _BAD_MESSAGE_ERRORS = ("MessageSizeTooLargeError", "RecordListTooLargeError", "I
                        "CorruptRecordError")
 
 
+def _close_quietly(producer: Any) -> None:
+    try:
+        producer.close(timeout=5)
+    except Exception:  # it was failing already; closing it must not raise anywhere
+        log.debug("closing a replaced Kafka producer failed", exc_info=True)
+
+
 def _delivery_error(exc: BaseException) -> BusError:
     """A failed send as a BusError; not retryable only when the message itself is at fault."""
     error = BusError(f"not delivered: {_describe(exc)}")
@@ -110,6 +117,7 @@ class KafkaBus:
         self._by_name = {self.topic_name(t): t for t in Topic}
         self._known_topics: set[str] = set()
         self._admin: Any = None
+        self._admin_retry_at = 0.0  # after a failed bootstrap, when the next one may be tried
         self._clients: weakref.WeakSet[KafkaPublisher | KafkaBusConsumer] = weakref.WeakSet()
         self._lock = threading.RLock()
         self._closed = False
@@ -152,14 +160,23 @@ class KafkaBus:
         with self._lock:
             if self._closed:
                 raise BusError("kafka bus is closed")
+            if self._admin is not None:
+                return self._admin
+            if time.monotonic() < self._admin_retry_at:
+                # every camera shares this bus: one failed bootstrap answers them all for a moment
+                raise BusError(f"cannot reach Kafka at {self._servers()} (retrying shortly)")
+        try:  # outside the lock: a bootstrap can take seconds while the broker is away
+            admin = KafkaAdminClient(client_id=f"{self.client_id}-admin", **self._common_config())
+        except Exception as exc:
+            with self._lock:
+                self._admin_retry_at = time.monotonic() + self.tuning.reconnect_backoff_max_s
+            raise BusError(f"cannot reach Kafka at {self._servers()}: {_describe(exc)}") from exc
+        with self._lock:
             if self._admin is None:
-                try:
-                    self._admin = KafkaAdminClient(
-                        client_id=f"{self.client_id}-admin", **self._common_config()
-                    )
-                except Exception as exc:
-                    raise BusError(f"cannot reach Kafka at {self._servers()}: {_describe(exc)}") from exc
-            return self._admin
+                self._admin = admin
+                return admin
+        admin.close()  # another thread made one meanwhile
+        return self._admin
 
     def _reset_admin(self) -> None:
         with self._lock:
@@ -288,14 +305,17 @@ class KafkaPublisher:
         self._producer: Any = None
         self._unflushed: list[Any] = []  # futures of messages published without a callback
         self._stale = False  # a delivery failed: the next publish starts a new producer
+        self._generation = 0  # which producer a callback belongs to
         self._lock = threading.Lock()
         self._warn = _Throttled()
 
-    def _failed(self, exc: BaseException, on_delivery: DeliveryCallback) -> None:
+    def _failed(self, exc: BaseException, on_delivery: DeliveryCallback, generation: int) -> None:
         """A message expired or failed: tell the caller, and start the next send on a fresh producer.
         kafka-python's idempotent producer can stay stuck after batches expired during a broker outage
-        (nothing is sent once the broker is back), so a publisher whose deliveries failed recreates it."""
-        self._stale = True
+        (nothing is sent once the broker is back), so a publisher whose deliveries failed recreates it;
+        failures of a producer already replaced do not condemn its successor."""
+        if generation == self._generation:
+            self._stale = True
         on_delivery(_delivery_error(exc))
 
     def _get_producer(self) -> Any:
@@ -303,11 +323,11 @@ class KafkaPublisher:
 
         if self._stale and self._producer is not None:
             stale, self._producer, self._stale = self._producer, None, False
+            self._generation += 1
             log.info("recreating the Kafka producer after failed deliveries")
-            try:
-                stale.close(timeout=0)  # what it still holds fails to its callbacks and is sent again
-            except Exception:
-                log.debug("closing the stale Kafka producer failed", exc_info=True)
+            # Closed off the caller's thread: kafka-python's close() flushes first and may block.  What the
+            # old producer still holds fails to its callbacks and is sent again on the new one.
+            threading.Thread(target=_close_quietly, args=(stale,), name="kafka-producer-close", daemon=True).start()
         if self._producer is None:
             bus, t = self._bus, self._bus.tuning
             try:
@@ -356,7 +376,8 @@ class KafkaPublisher:
                 raise BusError(f"cannot publish to {topic.value}: {_describe(exc)}") from exc
             if on_delivery is not None:
                 future.add_callback(lambda _metadata: on_delivery(None))
-                future.add_errback(lambda exc: self._failed(exc, on_delivery))
+                generation = self._generation
+                future.add_errback(lambda exc: self._failed(exc, on_delivery, generation))
                 return
             self._unflushed.append(future)
             if len(self._unflushed) >= _PRUNE_EVERY:
@@ -379,6 +400,7 @@ class KafkaPublisher:
             try:
                 self._producer.flush(timeout=timeout)
             except KafkaTimeoutError as exc:
+                self._stale = True
                 self._warn.warning(
                     "Kafka did not acknowledge %d messages within %.0f s", len(pending), timeout
                 )
@@ -390,6 +412,7 @@ class KafkaPublisher:
         failed = [f.exception for f in pending if f.is_done and f.failed()]
         unfinished = sum(1 for f in pending if not f.is_done)
         if failed or unfinished:
+            self._stale = True  # as for callbacks: the caller publishes again, on a fresh producer
             first = failed[0] if failed else None
             detail = _describe(first) if first is not None else "not completed"
             self._warn.warning(

@@ -216,9 +216,9 @@ def train(
     if init_from is not None:
         # Fine-tuning: start from a trained model of the same architecture (e.g. the bundled one, on a
         # store's own footage) instead of random weights.
-        from inference.model import ClipClassifier
+        from inference.model import load_classifier
 
-        base_model = ClipClassifier.load(Path(init_from), fast=False)
+        base_model = load_classifier(Path(init_from))
         model.set_weights(base_model.model.get_weights())
         # the lineage travels with the model: what the starting weights had been trained on, recursively
         base = {"version": base_model.version, "trained_on": base_model.metadata.trained_on}

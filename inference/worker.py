@@ -21,7 +21,7 @@ import numpy as np
 
 from common.bus import Bus, BusError, BusRecord, CommitFailedError, Consumer, Publisher
 from common.clock import Clock, SystemClock
-from common.db import Database
+from common.db import Database, DatabaseUnavailable
 from common.metrics import (
     BATCH_SECONDS,
     BATCH_SIZE,
@@ -133,7 +133,13 @@ class InferenceWorker(Worker):
         else:
             self.progressed()  # idle
         if self.batcher.due() or (self._dead and not len(self.batcher)):
-            self._process(self.batcher.take())
+            batch = self.batcher.take()
+            try:
+                self._process(batch)
+            except DatabaseUnavailable as exc:
+                # only raised once stop is set: the batch stays uncommitted and is consumed again
+                self.log.warning("stopping with %d clips unwritten: %s", len(batch), exc)
+                return False
             self.progressed(idle=not len(self.batcher))
         return True
 

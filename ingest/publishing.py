@@ -2,7 +2,10 @@
 
 Messages go out in the order they were made.  Each is sent with a delivery callback; until it is
 acknowledged it stays *in flight* (at most ``max_in_flight``).  One that fails (the broker was down past
-its delivery timeout, or refused it) is sent again, before anything newer, after a capped backoff.
+its delivery timeout, or refused it) is sent again after a capped backoff, once everything in flight has
+settled and before anything newer; a message acknowledged while an older one failed stays where it is,
+so after a failure the broker may hold a camera's clips slightly out of order (consumers order by capture
+time and are idempotent by clip id).
 Messages the bus cannot take yet wait in memory (at most ``max_waiting``); beyond that the oldest go to
 the camera's :class:`~ingest.spool.Spool` on disk, and only past the spool's budget are clips dropped:
 counted, logged, never silently.  Nothing here blocks capture for longer than one ``publish`` call.
@@ -110,7 +113,14 @@ class PublishQueue:
         if self.spool is None:
             self._drop(item, "no spool configured and the in-memory queue is full")
             return
-        for dropped in self.spool.add(item.seq, item.topic, item.value, item.is_clip):
+        if item.spooled is not None and self.spool.put_back(item.spooled):
+            return  # its file was still on disk: back in line, not a second copy
+        try:
+            dropped_by_budget = self.spool.add(item.seq, item.topic, item.value, item.is_clip)
+        except OSError as exc:  # a full or failing disk must not stop the camera
+            self._drop(item, f"cannot write to the spool: {exc}")
+            return
+        for dropped in dropped_by_budget:
             self._count_dropped(dropped.is_clip)
             log.warning("camera %s: spool over its %d MB budget, dropped the oldest clip (%s)", self.key,
                         self.spool.max_bytes // 1_000_000, dropped.topic.value)
@@ -129,6 +139,8 @@ class PublishQueue:
         self._settle()
         if self.clock.monotonic() < self._resume_at:
             return
+        if self._retry and self._in_flight:
+            return  # a send failed: let the rest settle first, so what failed goes again before anything new
         while len(self._in_flight) < self.max_in_flight:
             item = self._oldest_unsent()
             if item is None:

@@ -57,9 +57,13 @@ class Spool:
         self.max_bytes = max_bytes
         self.directory.mkdir(parents=True, exist_ok=True)
         self._entries: list[tuple[int, Topic, bool, Path, int]] = []  # seq, topic, is_clip, path, size
-        for path in self.directory.iterdir():
+        for path in sorted(self.directory.iterdir()):
             if path.name.endswith(_SENDING):  # taken by the last process, never acknowledged
-                path = path.rename(path.with_name(path.name.removesuffix(_SENDING)))
+                kept = path.with_name(path.name.removesuffix(_SENDING))
+                if kept.exists():
+                    path.unlink()  # the same message is on disk already
+                    continue
+                path = path.rename(kept)
             parsed = _parse(path)
             if parsed is None:
                 if path.name.endswith(".tmp"):
@@ -126,6 +130,17 @@ class Spool:
         os.replace(path, sending)
         self._remove(0)
         return SpooledMessage(seq, topic, self.key, value, is_clip, sending)
+
+    def put_back(self, message: SpooledMessage) -> bool:
+        """A message taken from the spool goes back in line (its send failed and memory is full); False
+        when its file is gone."""
+        if message.path is None or not message.path.exists():
+            return False
+        path = message.path.with_name(message.path.name.removesuffix(_SENDING))
+        os.replace(message.path, path)
+        bisect.insort(self._entries, (message.seq, message.topic, message.is_clip, path, len(message.value)))
+        self.bytes += len(message.value)
+        return True
 
     @staticmethod
     def delivered(message: SpooledMessage) -> None:

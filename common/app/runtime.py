@@ -24,12 +24,12 @@ from common.worker import Worker
 
 log = logging.getLogger("aislewatch.runtime")
 
-ALERTS_GROUP = "aislewatch-alerts"  # the alert worker's consumer group
 
 
 def consumer_groups(settings: Settings) -> list[tuple[str, tuple[Topic, ...]]]:
     """The consumer groups of the pipeline with the topics each reads, upstream first: inference (clips),
     then alerts (the results inference publishes before it commits its clips, and camera health)."""
+    from alerts.worker import GROUP_ID as ALERTS_GROUP
     from alerts.worker import AlertWorker
     from inference.worker import InferenceWorker
 

@@ -96,12 +96,13 @@ class Scaled:
         env = {"AISLEWATCH__STORES": stores_env(credentialed, OFFLINE_AFTER_S), **env}
         return self.procs.start("ingest", "ingest", env)
 
-    def start_infer(self, name: str, version: str) -> RoleProcess:
-        env = {"AISLEWATCH__MODEL__PATH": str(self.models[version]), "AISLEWATCH__DATABASE__PASSWORD": self.db_password}
+    def start_infer(self, name: str, version: str, **env: str) -> RoleProcess:
+        env = {"AISLEWATCH__MODEL__PATH": str(self.models[version]), "AISLEWATCH__DATABASE__PASSWORD": self.db_password,
+               **env}
         return self.procs.start(name, "infer", env)
 
-    def start_alerts(self) -> RoleProcess:
-        return self.procs.start("alerts", "alerts", {"AISLEWATCH__DATABASE__PASSWORD": self.db_password})
+    def start_alerts(self, **env: str) -> RoleProcess:
+        return self.procs.start("alerts", "alerts", {"AISLEWATCH__DATABASE__PASSWORD": self.db_password, **env})
 
     def start_collector(self) -> ClipCollector:
         self.collector = ClipCollector(self.bus_settings).start()
@@ -354,15 +355,16 @@ INGEST_SUMMARY = re.compile(r"camera (\S+): (\d+) clips cut, (\d+) published, (\
 
 @pytest.mark.slow
 def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled, kafka_server) -> None:  # type: ignore[no-untyped-def]
-    """Clips cut while Kafka is down (longer than ingest's 12 s delivery timeout) are spooled and sent again:
-    every clip cut reaches the broker and gets exactly one result row."""
+    """Clips cut while Kafka is down (longer than every role's 12 s delivery timeout) are spooled and sent
+    again: every clip cut reaches the broker and gets exactly one result row, and every role rides it out."""
+    short = {"AISLEWATCH__BUS__DELIVERY_TIMEOUT_S": "12"}  # every role's producer times out in the outage
     scaled.start_collector()
-    scaled.start_alerts()
-    scaled.start_infer("infer-a", VERSION_A)
-    scaled.start_infer("infer-b", VERSION_B)
+    scaled.start_alerts(**short)
+    scaled.start_infer("infer-a", VERSION_A, **short)
+    scaled.start_infer("infer-b", VERSION_B, **short)
     # little room in memory, so that the outage must go through the spool on disk
-    scaled.start_ingest(AISLEWATCH__BUS__DELIVERY_TIMEOUT_S="12", AISLEWATCH__INGEST__MEMORY_QUEUE="2",
-                        AISLEWATCH__INGEST__MAX_IN_FLIGHT="2", AISLEWATCH__INGEST__SPOOL_DIR=str(scaled.tmp / "spool"))
+    scaled.start_ingest(**short, AISLEWATCH__INGEST__MEMORY_QUEUE="2", AISLEWATCH__INGEST__MAX_IN_FLIGHT="2",
+                        AISLEWATCH__INGEST__SPOOL_DIR=str(scaled.tmp / "spool"))
     scaled.wait(lambda: len(scaled.db.result_ids()) >= 4, 120, "the first result rows")
     scaled.assert_alive("ingest", "infer-a", "infer-b", "alerts")
 

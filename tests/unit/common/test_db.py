@@ -121,6 +121,8 @@ class _Pg(Exception):
         (sqlite3.OperationalError("unable to open database file"), True),
         (sqlite3.OperationalError("no such column: shape"), False),
         (_Pg("could not connect to server: Connection refused", None), True),
+        (_Pg('FATAL:  password authentication failed for user "aw"', None), False),
+        (_Pg('FATAL:  database "aislewatch" does not exist', None), False),
         (_Pg("terminating connection due to administrator command", "57P01"), True),
         (_Pg("the database system is starting up", "57P03"), True),
         (_Pg("connection failure", "08006"), True),

@@ -205,3 +205,59 @@ def test_the_in_process_bus_acknowledges_at_once() -> None:
 def test_a_negative_budget_is_refused(tmp_path: Path, budget: int) -> None:
     with pytest.raises(ValueError, match="max_bytes"):
         Spool(tmp_path, "cam1", budget)
+
+
+def test_a_partial_failure_sends_the_failed_message_again_and_loses_nothing() -> None:
+    bus = DeferredPublisher()
+    q = queue(bus)
+    for i in range(4):
+        q.submit(Topic.CLIPS, message(i), is_clip=True)
+    bus.ack(1, error=BusError("delivery timeout"))  # the oldest failed ...
+    q.pump()
+    q.submit(Topic.CLIPS, message(4), is_clip=True)
+    assert [index(v) for v in bus.sent] == [0, 1, 2, 3], "nothing new while the others are unsettled"
+    bus.ack()  # ... the others are acknowledged
+    q.pump()
+    q.pump()
+    assert [index(v) for v in bus.sent] == [0, 1, 2, 3, 0, 4]  # the failed one goes before the new one
+    bus.ack()
+    q.pump()
+    assert sorted(index(v) for v in bus.acknowledged) == [0, 1, 2, 3, 4] and q.unacknowledged == 0
+
+
+def test_a_message_back_from_the_spool_is_put_back_not_copied(tmp_path: Path) -> None:
+    bus = DeferredPublisher()
+    bus.down = True
+    q = queue(bus, tmp_path, max_waiting=1, max_in_flight=1)
+    for i in range(4):
+        q.submit(Topic.CLIPS, message(i), is_clip=True)
+    bus.down = False
+    q.pump()  # message 0 was in memory; the spool holds 1..3
+    bus.ack(error=BusError("delivery timeout"))
+    bus.down = True
+    for i in range(4, 7):  # the failed one and newer ones overflow memory again
+        q.submit(Topic.CLIPS, message(i), is_clip=True)
+    q.close(timeout_s=0.1)
+    names = sorted(p.name for p in (tmp_path / "spool").iterdir())
+    assert len(names) == len({n.split(".")[0] for n in names}) == 7, names  # each message once on disk
+
+    later = DeferredPublisher()
+    again = queue(later, tmp_path)
+    while again.unacknowledged:
+        again.pump()
+        later.ack()
+    assert [index(v) for v in later.acknowledged] == list(range(7))
+
+
+def test_a_full_disk_drops_and_counts_instead_of_stopping_the_camera(tmp_path: Path, monkeypatch) -> None:
+    bus = DeferredPublisher()
+    bus.down = True
+    q = queue(bus, tmp_path, max_waiting=1)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Spool, "add", disk_full)
+    for i in range(5):
+        q.submit(Topic.CLIPS, message(i), is_clip=True)  # must not raise
+    assert q.counters().clips_dropped == 4 and q.counters().waiting == 1
