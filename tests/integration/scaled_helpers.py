@@ -449,6 +449,10 @@ class DatabaseProbe:
         rows = self._query("SELECT kind, camera_id, message, raised_at FROM alerts ORDER BY raised_at, id")
         return [] if rows is None else [(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def alert_ids(self) -> set[str]:
+        rows = self._query("SELECT alert_id FROM alerts")
+        return set() if rows is None else {r[0] for r in rows}
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -456,3 +460,23 @@ class DatabaseProbe:
 def stores_env(cameras: Mapping[str, str], offline_after_s: float) -> str:
     """``AISLEWATCH__STORES`` for the ingest process: the stores section with credentialed camera URLs."""
     return json.dumps(stores_section(cameras, offline_after_s))
+
+
+# -- a webhook receiver (the conftest fixture ``receiver`` serves it) ---------------------------------------
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver on loopback: answers ``status`` and records every post."""
+
+    url: str = ""
+    status: int = 503
+    posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> list[tuple[dict[str, str], bytes, int]]:
+        with self.lock:
+            return list(self.posts)
+
+    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
+        return [p for p in self.snapshot() if p[2] == 200]

@@ -15,15 +15,12 @@ import json
 import os
 import threading
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scaled_helpers import RoleProcesses, split_password, wait_until, write_config
+from scaled_helpers import Receiver, RoleProcesses, split_password, wait_until, write_config
 from standardwebhooks import Webhook
 
 from common.db import Database
@@ -35,52 +32,6 @@ pytestmark = pytest.mark.slow
 CAMERA = "aisle-fault"
 KEY = os.urandom(24)
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: answers ``status`` and records every post."""
-
-    url: str = ""
-    status: int = 503
-    posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def snapshot(self) -> list[tuple[dict[str, str], bytes, int]]:
-        with self.lock:
-            return list(self.posts)
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
-        return [p for p in self.snapshot() if p[2] == 200]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with state.lock:
-                status = state.status
-                state.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/aislewatch"
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def suspicious_result(index: int, at: datetime) -> ResultMessage:

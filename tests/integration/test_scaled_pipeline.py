@@ -30,6 +30,7 @@ from scaled_helpers import (
     ClipCollector,
     DatabaseProbe,
     RandomModels,
+    Receiver,
     RoleProcess,
     RoleProcesses,
     camera_ids_on_distinct_partitions,
@@ -51,6 +52,10 @@ pytestmark = pytest.mark.slow
 VERSION_A, VERSION_B = "it-random-a", "it-random-b"
 OFFLINE_AFTER_S = 2.0
 OFFLINE_ALERT_AFTER_S = 3.0
+
+
+# Each camera's summary line when ingest stops: cut, acknowledged by the broker, dropped.
+INGEST_SUMMARY = re.compile(r"camera (\S+): (\d+) clips cut, (\d+) published, (\d+) dropped")
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class Scaled:
     db_password: str
     models: dict[str, Path]
     secrets: list[str] = field(default_factory=list)
+    receiver: Receiver | None = None  # the alerts' webhook, on loopback
     collector: ClipCollector | None = None
     phases: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -127,8 +133,9 @@ class Scaled:
         assert not dead, f"processes exited early: {dead}\n{self.diagnostics()}"
 
     # -- checks ---------------------------------------------------------------------------------------
-    def stop_ingest_and_drain(self, timeout_s: float = 90.0) -> set[str]:
-        """SIGTERM ingest, read the whole clips topic, wait until every clip has its row; the clip ids."""
+    def stop_ingest_and_drain(self, timeout_s: float = 90.0, injected: frozenset[str] = frozenset()) -> set[str]:
+        """SIGTERM ingest, read the whole clips topic, check that it holds every clip ingest cut (plus the
+        ``injected`` ones a test published itself), wait until every clip has its row; the clip ids."""
         code = self.procs["ingest"].terminate()
         assert code == 0, f"ingest exited with {code} on SIGTERM\n{self.diagnostics()}"
         collector = self.collector
@@ -142,12 +149,32 @@ class Scaled:
         assert collector.error is None, f"collector failed: {collector.error!r}"
         published, _, _ = collector.snapshot()
         assert published, f"no clip was published\n{self.diagnostics()}"
+        cut = self.clips_cut()
+        from_ingest = published - injected
+        assert cut == len(from_ingest), f"{cut} clips cut, {len(from_ingest)} reached Kafka\n{self.diagnostics()}"
         self.wait(
             lambda: published <= set(self.db.result_ids()),
             timeout_s,
             f"result rows for all {len(published)} published clips",
         )
         return published
+
+    def clips_cut(self) -> int:
+        """Clips the ingest process cut, from each camera's summary line at shutdown (all cameras present)."""
+        summaries = INGEST_SUMMARY.findall(self.procs["ingest"].log_text())
+        assert {camera for camera, *_ in summaries} == set(self.camera_ids), self.diagnostics()
+        return sum(int(n) for _, n, _, _ in summaries)
+
+    def assert_delivered_once(self, alert_ids: set[str], timeout_s: float = 30.0) -> None:
+        """Every alert reached the webhook exactly once (one accepted post per webhook-id), and nothing else."""
+        receiver = self.receiver
+        assert receiver is not None
+        wanted = {f"{a}-webhook" for a in alert_ids}
+        self.wait(lambda: wanted <= {h["webhook-id"] for h, _, _ in receiver.accepted()}, timeout_s,
+                  f"the webhook to receive all {len(alert_ids)} alerts")
+        accepted = Counter(h["webhook-id"] for h, _, _ in receiver.accepted())
+        assert set(accepted) == wanted, f"posts for unknown alerts: {set(accepted) - wanted}"
+        assert all(n == 1 for n in accepted.values()), f"alerts posted more than once: {accepted}"
 
     def assert_exactly_once(self, published: set[str]) -> list:  # type: ignore[type-arg]
         """Every published clip id has exactly one result row, and there are no other rows."""
@@ -178,6 +205,7 @@ def scaled(  # type: ignore[no-untyped-def]
     kafka_bus_settings,
     kafka_topic_prefix: str,
     pg_url: str,
+    receiver: Receiver,
 ) -> Iterator[Scaled]:
     """Four credentialed RTSP cameras and the configuration of a scaled deployment; processes started by the test."""
     camera_ids = camera_ids_on_distinct_partitions(4, kafka_bus_settings.partitions)
@@ -196,7 +224,9 @@ def scaled(  # type: ignore[no-untyped-def]
         evidence_dir=evidence,
         offline_after_s=OFFLINE_AFTER_S,
         offline_alert_after_s=OFFLINE_ALERT_AFTER_S,
+        sections={"notifications": {"log": True, "webhook": {"url": receiver.url, "timeout_s": 5}}},
     )
+    receiver.status = 200
     text = config.read_text()
     assert rtsp_password not in text and db_password not in text, "secrets must stay out of the YAML"
     logs = tmp_path / "logs"
@@ -213,6 +243,7 @@ def scaled(  # type: ignore[no-untyped-def]
         db_password=db_password,
         models=assets.models,
         secrets=[rtsp_password, db_password],
+        receiver=receiver,
     )
     try:
         yield harness
@@ -338,7 +369,7 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
     assert letter.payload_len == len(bad_payload)
 
     scaled.assert_alive("ingest", "infer-a", "infer-b")
-    published = scaled.stop_ingest_and_drain()
+    published = scaled.stop_ingest_and_drain(injected=frozenset({good_id}))
     assert collector.snapshot()[2] == 1, "the collector saw the one malformed record"
     assert good_id in published
     rows = scaled.assert_exactly_once(published)
@@ -349,9 +380,6 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
 
 
 # -- 2b: the Kafka broker stopped for longer than the producer's delivery timeout ------------------------
-
-INGEST_SUMMARY = re.compile(r"camera (\S+): (\d+) clips cut, (\d+) published, (\d+) dropped")
-
 
 @pytest.mark.slow
 def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled, kafka_server) -> None:  # type: ignore[no-untyped-def]
@@ -380,12 +408,9 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(scaled: Scaled,
     scaled.wait(lambda: len(scaled.db.result_ids()) >= 4 + len(spooled), 120, "rows for the spooled clips")
     scaled.assert_alive("ingest", "infer-a", "infer-b", "alerts")  # every role rode the outage out
 
-    published = scaled.stop_ingest_and_drain(timeout_s=120.0)
+    published = scaled.stop_ingest_and_drain(timeout_s=120.0)  # every clip cut reached Kafka
     summaries = INGEST_SUMMARY.findall(scaled.procs["ingest"].log_text())
-    assert {camera for camera, *_ in summaries} == set(scaled.camera_ids), scaled.diagnostics()
-    cut = sum(int(n) for _, n, _, _ in summaries)
     assert all(int(published_n) == int(cut_n) and dropped == "0" for _, cut_n, published_n, dropped in summaries)
-    assert cut == len(published), f"{cut} clips cut, {len(published)} reached Kafka\n{scaled.diagnostics()}"
     scaled.assert_exactly_once(published)
     assert not list((scaled.tmp / "spool").rglob("*.msg*")), "the spool was not emptied"
     for name in ("infer-a", "infer-b", "alerts"):
@@ -457,6 +482,9 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
         assert 1 + least <= len(mine) <= 1 + most, f"{camera}: alerts {mine}, later outages {later} s"
     details = " ".join(d for *_, d in events)
     assert all(secret not in details for secret in scaled.secrets), "a password reached the health events"
+    stored = scaled.db.alert_ids()
+    assert len(stored) == len(alerts)
+    scaled.assert_delivered_once(stored)  # each camera-offline alert reached the webhook exactly once
 
     assert scaled.procs["ingest"].terminate() == 0, scaled.diagnostics()
     assert scaled.procs["alerts"].terminate() == 0, scaled.diagnostics()
