@@ -321,13 +321,13 @@ def test_postgres_restart_and_a_malformed_clip_lose_and_double_nothing(
     scaled.phase("postgres stopped")
     try:
         # Clips keep coming while the database is away; the workers hold their batches and retry.
-        outage_until = time.monotonic() + 6.0
+        outage_until = time.monotonic() + 30.0  # a 30 s outage, as a database failover can take
         scaled.wait(
             lambda: time.monotonic() >= outage_until
             and len(collector.snapshot()[0]) >= published_before_outage + 6
             and any("result write failed" in p.log_text() for n, p in scaled.procs.processes.items() if n != "ingest"),
-            60,
-            "6 s of outage with clips published meanwhile, and a worker retrying its result write",
+            90,
+            "30 s of outage with clips published meanwhile, and a worker retrying its result write",
         )
     finally:
         postgres_server.start()
@@ -447,6 +447,9 @@ def test_rtsp_restart_records_offline_online_and_one_offline_alert_per_camera(sc
             30,
             f"a camera_offline alert for every camera (offline longer than {OFFLINE_ALERT_AFTER_S} s)",
         )
+        # the outage goes on for 30 s in all, through the cameras' reconnect attempts
+        wait_until(lambda: datetime.now(UTC) >= stopped_at + timedelta(seconds=30), 40, "a 30 s RTSP outage",
+                   interval_s=0.2)
     finally:
         restarted_at = datetime.now(UTC)
         scaled.rtsp.start()
