@@ -82,3 +82,27 @@ def truncated_video(tmp_path_factory: pytest.TempPathFactory, motion_video: Path
     path = tmp_path_factory.mktemp("videos") / "truncated.mp4"
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+@pytest.fixture(scope="module")
+def cut_avi(motion_video: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The motion video as MJPG AVI (intra-only, frame count in the header): (whole file, first half)."""
+    cap = cv2.VideoCapture(str(motion_video))
+    frames = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        frames.append(image)
+    cap.release()
+    folder = tmp_path_factory.mktemp("avi")
+    whole, cut = folder / "whole.avi", folder / "cut.avi"
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
+    assert writer.isOpened()
+    for image in frames:
+        writer.write(image)
+    writer.release()
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    return whole, cut

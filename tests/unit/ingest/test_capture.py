@@ -7,7 +7,6 @@ import random
 from datetime import UTC, datetime
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -90,30 +89,6 @@ def test_truncated_mp4_fails_as_corrupt_naming_the_path(truncated_video: Path) -
     assert source.state == SourceState.FAILED and source.frames_read == 0
     with pytest.raises(SourceFatalError, match="failed"):
         source.read()
-
-
-@pytest.fixture(scope="module")
-def cut_avi(motion_video: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The motion video as MJPG AVI (intra-only, frame count in the header): (whole file, first half)."""
-    cap = cv2.VideoCapture(str(motion_video))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    folder = tmp_path_factory.mktemp("avi")
-    whole, cut = folder / "whole.avi", folder / "cut.avi"
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
-    assert writer.isOpened()
-    for image in frames:
-        writer.write(image)
-    writer.release()
-    data = whole.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    return whole, cut
 
 
 def test_file_truncated_mid_stream_fails_as_corrupt_instead_of_ending(cut_avi: tuple[Path, Path]) -> None:

@@ -6,7 +6,6 @@ import logging
 import threading
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -95,35 +94,12 @@ def test_unreadable_files_report_error_and_stop_cleanly(fixture: str, request, t
     assert drain(bus, Topic.CLIPS) == []
 
 
-@pytest.fixture(scope="module")
-def cut_avi(motion_video: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The first half of the motion video as MJPG AVI: it opens and decodes, then stops part-way."""
-    cap = cv2.VideoCapture(str(motion_video))
-    frames = []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(image)
-    cap.release()
-    folder = tmp_path_factory.mktemp("avi")
-    whole, cut = folder / "whole.avi", folder / "cut.avi"
-    height, width = frames[0].shape[:2]
-    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (width, height))
-    assert writer.isOpened()
-    for image in frames:
-        writer.write(image)
-    writer.release()
-    data = whole.read_bytes()
-    cut.write_bytes(data[: len(data) // 2])
-    return cut
-
-
-def test_file_truncated_mid_stream_reports_error_not_ended(cut_avi: Path, tmp_path: Path) -> None:
-    worker, bus = run_worker(camera(cut_avi), tmp_path)
+def test_file_truncated_mid_stream_reports_error_not_ended(cut_avi: tuple[Path, Path], tmp_path: Path) -> None:
+    _, cut = cut_avi
+    worker, bus = run_worker(camera(cut), tmp_path)
     health = health_messages(bus)
     assert [h.state for h in health] == [CameraState.ONLINE, CameraState.ERROR]
-    assert "stopped decoding" in health[-1].detail and cut_avi.name in health[-1].detail
+    assert "stopped decoding" in health[-1].detail and cut.name in health[-1].detail
     assert worker.error is None
     counters = worker.counters()
     assert 0 < counters.frames_read < 120
