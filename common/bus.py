@@ -57,6 +57,9 @@ class Publisher(Protocol):
     def flush(self, timeout_s: float | None = None) -> None:
         """Block until every queued message is acknowledged, or raise BusError."""
 
+    def reset(self) -> None:
+        """Give up on what was sent so far and start afresh (a new connection); the caller sends again."""
+
     def close(self) -> None: ...
 
 

@@ -149,6 +149,9 @@ class InProcessPublisher:
     def flush(self, timeout_s: float | None = None) -> None:
         """In-process appends are immediately visible; nothing to wait for."""
 
+    def reset(self) -> None:
+        """Nothing is ever pending here."""
+
     def close(self) -> None:
         pass
 

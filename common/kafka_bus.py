@@ -318,6 +318,11 @@ class KafkaPublisher:
             self._stale = True
         on_delivery(_delivery_error(exc))
 
+    def reset(self) -> None:
+        """Start the next send on a fresh producer (the caller gave up waiting on this one)."""
+        self._stale = True
+        self._generation += 1  # answers still to come from the old producer condemn nothing
+
     def _get_producer(self) -> Any:
         from kafka import KafkaProducer
 

@@ -41,6 +41,8 @@ class Outgoing:
     is_clip: bool
     spooled: SpooledMessage | None = None  # taken from the spool: its file goes once acknowledged
     outcome: object = field(default=_UNSET)  # None once acknowledged, the error when it failed
+    attempt: int = 0  # which send the outcome belongs to (a late answer to an abandoned send is ignored)
+    sent_at: float = 0.0  # monotonic time of the current send
 
     @property
     def done(self) -> bool:
@@ -71,6 +73,7 @@ class PublishQueue:
         max_in_flight: int = 32,
         max_waiting: int = 32,
         backoff: Backoff | None = None,
+        ack_timeout_s: float = 60.0,
     ) -> None:
         self.publisher = publisher
         self.key = key
@@ -79,6 +82,9 @@ class PublishQueue:
         self.max_in_flight = max(1, max_in_flight)
         self.max_waiting = max(1, max_waiting)
         self.backoff = backoff or Backoff(initial_s=0.5, max_s=10.0)
+        # An answer the bus owes for longer than this is not coming: a producer can stay stuck after an
+        # outage with its messages neither delivered nor failed.  Set above the bus's delivery timeout.
+        self.ack_timeout_s = ack_timeout_s
         self._lock = threading.Lock()  # delivery callbacks run on the bus's thread
         self._in_flight: deque[Outgoing] = deque()
         self._retry: deque[Outgoing] = deque()
@@ -155,6 +161,7 @@ class PublishQueue:
         """Count the acknowledged messages at the front, in order; failed ones wait to be sent again."""
         failure: object = None
         dropped: list[tuple[Outgoing, object]] = []
+        self._abandon_overdue()
         with self._lock:
             while self._in_flight and self._in_flight[0].done:
                 item = self._in_flight.popleft()
@@ -175,6 +182,23 @@ class PublishQueue:
                 Spool.delivered(item.spooled)
         if failure is not None:
             self._back_off(redact(str(failure)))
+
+    def _abandon_overdue(self) -> None:
+        """When the oldest message in flight has waited past ``ack_timeout_s``, give up on every send in
+        flight: they count as failed (a late answer is ignored) and the publisher starts afresh."""
+        with self._lock:
+            if not self._in_flight or self._in_flight[0].done:
+                return
+            waited = self.clock.monotonic() - self._in_flight[0].sent_at
+            if waited < self.ack_timeout_s:
+                return
+            overdue = [item for item in self._in_flight if not item.done]
+            for item in overdue:
+                item.attempt += 1  # what the abandoned send may still answer goes nowhere
+                item.outcome = BusError(f"not acknowledged within {self.ack_timeout_s:.0f} s")
+        log.warning("camera %s: %d messages unanswered for %.0f s; sending them again on a fresh connection",
+                    self.key, len(overdue), waited)
+        self.publisher.reset()
 
     def _oldest_unsent(self) -> Outgoing | None:
         """The unsent message with the lowest sequence number: a failed one, a spooled one or a new one."""
@@ -198,9 +222,14 @@ class PublishQueue:
     def _send(self, item: Outgoing) -> bool:
         """Hand one message to the bus; False (and the message back at the front) when it refused."""
 
+        item.attempt += 1
+        item.sent_at = self.clock.monotonic()
+        attempt = item.attempt
+
         def on_delivery(error: BaseException | None) -> None:
             with self._lock:
-                item.outcome = error
+                if item.attempt == attempt:
+                    item.outcome = error
 
         try:
             self.publisher.publish(item.topic, self.key, item.value, on_delivery=on_delivery)

@@ -102,6 +102,7 @@ class CameraWorker(Worker):
         retry_backoff: Backoff = RETRY_BACKOFF,
         spool: Spool | None = None,
         max_in_flight: int = 32,
+        ack_timeout_s: float = 60.0,
     ) -> None:
         """``retry_queue_size`` messages wait in memory while the bus cannot take them, and beyond that go
         to ``spool`` (or, without one, the oldest are dropped); ``max_in_flight`` await acknowledgement."""
@@ -118,7 +119,7 @@ class CameraWorker(Worker):
         self.cutter: ClipCutter | None = None
         self.outbox = PublishQueue(
             publisher, camera.id, self.clock, spool=spool, max_in_flight=max_in_flight,
-            max_waiting=retry_queue_size, backoff=retry_backoff,
+            max_waiting=retry_queue_size, backoff=retry_backoff, ack_timeout_s=ack_timeout_s,
         )
         self._session_online = False
         self._offline_reported = False
@@ -143,6 +144,8 @@ class CameraWorker(Worker):
         return cls(
             store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop,
             retry_queue_size=ingest.memory_queue, max_in_flight=ingest.max_in_flight, spool=spool,
+            # the bus answers every send within its delivery timeout, or something is stuck
+            ack_timeout_s=settings.bus.delivery_timeout_s + 20.0,
         )
 
     # -- counters ----------------------------------------------------------------------------------

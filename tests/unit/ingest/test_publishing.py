@@ -44,6 +44,9 @@ class DeferredPublisher:
     def flush(self, timeout_s=None) -> None:
         pass
 
+    def reset(self) -> None:
+        self.resets = getattr(self, "resets", 0) + 1
+
     def close(self) -> None:
         pass
 
@@ -261,3 +264,27 @@ def test_a_full_disk_drops_and_counts_instead_of_stopping_the_camera(tmp_path: P
     for i in range(5):
         q.submit(Topic.CLIPS, message(i), is_clip=True)  # must not raise
     assert q.counters().clips_dropped == 4 and q.counters().waiting == 1
+
+
+def test_sends_left_unanswered_past_the_ack_timeout_go_again_on_a_fresh_connection() -> None:
+    bus = DeferredPublisher()
+    clock = FakeClock()
+    q = PublishQueue(bus, "cam1", clock, backoff=NO_WAIT, ack_timeout_s=42.0)
+    for i in range(3):
+        q.submit(Topic.CLIPS, message(i), is_clip=True)
+    stuck = list(bus.unsettled)  # a producer stuck after an outage: these never answer
+    bus.unsettled.clear()
+    clock.advance(41.0)
+    q.pump()
+    assert len(bus.sent) == 3 and getattr(bus, "resets", 0) == 0  # still within the timeout
+    clock.advance(2.0)
+    q.pump()
+    q.pump()
+    assert getattr(bus, "resets", 0) == 1 and [index(v) for v in bus.sent] == [0, 1, 2, 0, 1, 2]
+    for _, callback in stuck:
+        callback(None)  # a late answer from the abandoned producer counts for nothing
+    q.pump()
+    assert q.counters().clips_published == 0 and q.counters().in_flight == 3
+    bus.ack()
+    q.pump()
+    assert [index(v) for v in bus.acknowledged] == [0, 1, 2] and q.counters().clips_published == 3

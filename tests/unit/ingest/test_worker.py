@@ -152,6 +152,9 @@ class FlakyPublisher:
     def flush(self, timeout_s=None) -> None:
         pass
 
+    def reset(self) -> None:
+        self.resets = getattr(self, "resets", 0) + 1
+
     def close(self) -> None:
         pass
 
@@ -190,6 +193,9 @@ class OutagePublisher:
 
     def flush(self, timeout_s=None) -> None:
         pass
+
+    def reset(self) -> None:
+        self.resets = getattr(self, "resets", 0) + 1
 
     def close(self) -> None:
         pass
