@@ -16,14 +16,12 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from scaled_helpers import RoleProcesses, split_password, wait_until, write_config
+from scaled_helpers import RoleProcesses, WebhookReceiver, split_password, wait_until, write_config
 from standardwebhooks import Webhook
 
 from common.db import Database
@@ -37,50 +35,14 @@ KEY = os.urandom(24)
 SECRET = "whsec_" + base64.b64encode(KEY).decode()
 
 
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: answers ``status`` and records every post."""
-
-    url: str = ""
-    status: int = 503
-    posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def snapshot(self) -> list[tuple[dict[str, str], bytes, int]]:
-        with self.lock:
-            return list(self.posts)
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
-        return [p for p in self.snapshot() if p[2] == 200]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with state.lock:
-                status = state.status
-                state.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/aislewatch"
+def receiver() -> Iterator[WebhookReceiver]:
+    """A loopback webhook receiver that answers 503 until the test says otherwise."""
+    state = WebhookReceiver(status=503).start()
     try:
         yield state
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        state.close()
 
 
 def suspicious_result(index: int, at: datetime) -> ResultMessage:
@@ -93,7 +55,7 @@ def suspicious_result(index: int, at: datetime) -> ResultMessage:
 
 
 def test_sigkill_after_the_alert_and_during_503s_delivers_it_exactly_once(
-    tmp_path: Path, pg_url: str, kafka_bus_settings: Any, receiver: Receiver
+    tmp_path: Path, pg_url: str, kafka_bus_settings: Any, receiver: WebhookReceiver
 ) -> None:
     database_url, db_password = split_password(pg_url)
     assert db_password
