@@ -818,7 +818,7 @@ def _read_back(bootstrap: str, topic: str) -> tuple[set[str], int]:
     return ids, records
 
 
-def run_ingest_memory(directory: Path, quick: bool, kafka: KafkaServer, video: Path) -> dict[str, Any]:
+def run_ingest_memory(directory: Path, logs: Path, quick: bool, kafka: KafkaServer, video: Path) -> dict[str, Any]:
     load_before = _load()
     clips = 2_000 if quick else 20_000
     rate = RATE_PER_S
@@ -832,7 +832,7 @@ def run_ingest_memory(directory: Path, quick: bool, kafka: KafkaServer, video: P
         "spool_dir": str(directory / "spool"), "settle_s": SETTLE_S,
     }
     directory.mkdir(parents=True, exist_ok=True)
-    log_path = directory / "memory-child.log"
+    log_path = logs / "memory-child.log"
     began = time.monotonic()
     with open(log_path, "wb") as log:
         child = subprocess.Popen(
@@ -909,6 +909,7 @@ def run_ingest_memory(directory: Path, quick: bool, kafka: KafkaServer, video: P
         "seconds": round(time.monotonic() - began, 1),
         "load_average_before": load_before,
         "load_average_after": load_after,
+        "log": str(log_path),
     }
 
 
@@ -929,7 +930,7 @@ def run(quick: bool = False) -> dict[str, Any]:
             postgres.start()
             report["faults"] = run_faults(tmp / "faults", logs, quick, kafka, postgres)
             video = tmp / "faults" / "scenes" / "aisle-0.mp4"
-            report["ingest_memory"] = run_ingest_memory(tmp / "memory", quick, kafka, video)
+            report["ingest_memory"] = run_ingest_memory(tmp / "memory", logs, quick, kafka, video)
         finally:
             kafka.close()
             postgres.close()
