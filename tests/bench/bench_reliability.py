@@ -690,8 +690,16 @@ def _status_mb(key: str) -> float:
 def _memory_child(params: dict[str, Any]) -> int:
     """One camera's publishing path at a steady rate (see the module docstring); prints progress lines
     ``PROGRESS submitted acknowledged rss_mb`` and finally ``RESULT {json}``."""
+    import logging
+
     import cv2
     import numpy as np
+
+    # The log (stderr, kept under build/bench-reliability/) is the evidence when clips do not get through:
+    # the bus's own DEBUG lines say what happened to a stale producer; kafka-python's reconnect noise is left out.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    logging.getLogger("common.kafka_bus").setLevel(logging.DEBUG)
 
     from common.clock import SystemClock
     from common.kafka_bus import KafkaBus
