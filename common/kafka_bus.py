@@ -79,10 +79,21 @@ _BAD_MESSAGE_ERRORS = ("MessageSizeTooLargeError", "RecordListTooLargeError", "I
 
 
 def _close_quietly(producer: Any) -> None:
+    """Close a replaced producer for good.  kafka-python 3.0's ``close`` flushes first and raises when that
+    times out, before it would force-close the sender: then the sender thread lives on and what it holds
+    never fails to its callbacks.  So when ``close`` raises, force-close the sender ourselves."""
     try:
         producer.close(timeout=5)
+        return
+    except Exception:
+        log.debug("closing a replaced Kafka producer failed; forcing it", exc_info=True)
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None and sender.is_alive():
+            sender.force_close()  # fails the incomplete batches to their callbacks and stops the thread
+            sender.join(5)
     except Exception:  # it was failing already; closing it must not raise anywhere
-        log.debug("closing a replaced Kafka producer failed", exc_info=True)
+        log.debug("force-closing a replaced Kafka producer failed", exc_info=True)
 
 
 def _delivery_error(exc: BaseException) -> BusError:

@@ -23,6 +23,7 @@ from common.bus import BusError, Publisher
 from common.clock import Clock
 from common.redaction import redact
 from common.schemas import Topic
+from common.settings import BusSettings
 from ingest.capture import Backoff
 from ingest.spool import Spool, SpooledMessage
 
@@ -58,6 +59,12 @@ class PublishCounters:
     waiting: int  # in memory, not yet sent
     spooled: int  # on disk, not yet sent
     spool_bytes: int
+
+
+def ack_timeout_for(bus: BusSettings) -> float:
+    """How long a send may go unanswered before it counts as failed: the bus answers every send within
+    its delivery timeout (delivered or expired), so waiting well past it means the producer is stuck."""
+    return bus.delivery_timeout_s + 20.0
 
 
 class PublishQueue:

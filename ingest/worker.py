@@ -37,7 +37,7 @@ from ingest.capture import (
 )
 from ingest.clips import ClipCutter, CutClip
 from ingest.motion import MotionDetector
-from ingest.publishing import PublishQueue
+from ingest.publishing import PublishQueue, ack_timeout_for
 from ingest.snapshot import save_snapshot
 from ingest.spool import Spool
 
@@ -144,8 +144,7 @@ class CameraWorker(Worker):
         return cls(
             store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop,
             retry_queue_size=ingest.memory_queue, max_in_flight=ingest.max_in_flight, spool=spool,
-            # the bus answers every send within its delivery timeout, or something is stuck
-            ack_timeout_s=settings.bus.delivery_timeout_s + 20.0,
+            ack_timeout_s=ack_timeout_for(settings.bus),
         )
 
     # -- counters ----------------------------------------------------------------------------------

@@ -9,17 +9,14 @@ Tests using these fixtures get the matching marker (kafka, postgres, rtsp) autom
 from __future__ import annotations
 
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scaled_helpers import Receiver
+from scaled_helpers import WebhookReceiver
 from servers import KafkaServer, PostgresServer, RtspServer, write_synthetic_video
 
 _MARKERS_BY_FIXTURE = {
@@ -173,30 +170,10 @@ def synthetic_video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
+def receiver() -> Iterator[WebhookReceiver]:
     """A loopback webhook receiver answering 503 until a test sets ``status`` (every post is recorded)."""
-    state = Receiver()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with state.lock:
-                status = state.status
-                state.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/aislewatch"
+    state = WebhookReceiver(status=503).start()
     try:
         yield state
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        state.close()

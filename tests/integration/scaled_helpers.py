@@ -3,7 +3,9 @@
 The scaled pipeline runs one role per process (``python -m common.app.cli ingest|infer|alerts -c FILE``), so
 these helpers write the YAML file (secrets go through the environment, never the file), start and stop
 the processes with their logs under the test's directory, collect every clip id published on the clips
-topic with a consumer group of their own, and read result rows, health events and alerts from PostgreSQL.
+topic with a consumer group of their own, read result rows, health events and alerts from PostgreSQL,
+and receive webhooks on loopback.  The reliability benchmark (``tests/bench/bench_reliability.py``) drives
+the same machinery.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -364,6 +367,11 @@ class ClipCollector:
         with self._lock:
             return set(self.clip_ids), self.records, self.malformed
 
+    def ids_read(self) -> list[str]:
+        """Every clip id read so far, in reading order, repeats included (a clip sent twice is read twice)."""
+        with self._lock:
+            return list(self.clip_ids)
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join(10)
@@ -398,6 +406,67 @@ def read_topic(bus_settings: Any, topic: Any, timeout_s: float, until: Callable[
         consumer.close()
         bus.close()
     return values
+
+
+# -- webhooks --------------------------------------------------------------------------------------------
+
+Post = tuple[dict[str, str], bytes, int]  # lower-cased headers, body, the status answered
+
+
+@dataclass
+class WebhookReceiver:
+    """A webhook receiver on loopback: answers ``status`` to every POST and records each one.
+
+    ``start()`` serves on a free port (``url``), ``close()`` stops.  It keeps every post, retries
+    included, so a caller can count accepted posts per ``webhook-id`` (a receiver de-duplicates on it).
+    """
+
+    status: int = 200
+    url: str = ""
+    posts: list[Post] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def start(self) -> WebhookReceiver:
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                with state.lock:
+                    status = state.status
+                    state.posts.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="webhook-receiver", daemon=True
+        )
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/aislewatch"
+        return self
+
+    def snapshot(self) -> list[Post]:
+        with self.lock:
+            return list(self.posts)
+
+    def accepted(self) -> list[Post]:
+        return [p for p in self.snapshot() if p[2] == 200]
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
 
 
 # -- the database ----------------------------------------------------------------------------------------
@@ -460,23 +529,3 @@ class DatabaseProbe:
 def stores_env(cameras: Mapping[str, str], offline_after_s: float) -> str:
     """``AISLEWATCH__STORES`` for the ingest process: the stores section with credentialed camera URLs."""
     return json.dumps(stores_section(cameras, offline_after_s))
-
-
-# -- a webhook receiver (the conftest fixture ``receiver`` serves it) ---------------------------------------
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver on loopback: answers ``status`` and records every post."""
-
-    url: str = ""
-    status: int = 503
-    posts: list[tuple[dict[str, str], bytes, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def snapshot(self) -> list[tuple[dict[str, str], bytes, int]]:
-        with self.lock:
-            return list(self.posts)
-
-    def accepted(self) -> list[tuple[dict[str, str], bytes, int]]:
-        return [p for p in self.snapshot() if p[2] == 200]

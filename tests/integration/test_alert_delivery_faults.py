@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from scaled_helpers import Receiver, RoleProcesses, split_password, wait_until, write_config
+from scaled_helpers import RoleProcesses, WebhookReceiver, split_password, wait_until, write_config
 from standardwebhooks import Webhook
 
 from common.db import Database
@@ -44,7 +44,7 @@ def suspicious_result(index: int, at: datetime) -> ResultMessage:
 
 
 def test_sigkill_after_the_alert_and_during_503s_delivers_it_exactly_once(
-    tmp_path: Path, pg_url: str, kafka_bus_settings: Any, receiver: Receiver
+    tmp_path: Path, pg_url: str, kafka_bus_settings: Any, receiver: WebhookReceiver
 ) -> None:
     database_url, db_password = split_password(pg_url)
     assert db_password

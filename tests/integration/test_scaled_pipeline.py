@@ -30,9 +30,9 @@ from scaled_helpers import (
     ClipCollector,
     DatabaseProbe,
     RandomModels,
-    Receiver,
     RoleProcess,
     RoleProcesses,
+    WebhookReceiver,
     camera_ids_on_distinct_partitions,
     end_offsets,
     read_topic,
@@ -87,7 +87,7 @@ class Scaled:
     db_password: str
     models: dict[str, Path]
     secrets: list[str] = field(default_factory=list)
-    receiver: Receiver | None = None  # the alerts' webhook, on loopback
+    receiver: WebhookReceiver | None = None  # the alerts' webhook, on loopback
     collector: ClipCollector | None = None
     phases: list[tuple[float, str]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
@@ -205,7 +205,7 @@ def scaled(  # type: ignore[no-untyped-def]
     kafka_bus_settings,
     kafka_topic_prefix: str,
     pg_url: str,
-    receiver: Receiver,
+    receiver: WebhookReceiver,
 ) -> Iterator[Scaled]:
     """Four credentialed RTSP cameras and the configuration of a scaled deployment; processes started by the test."""
     camera_ids = camera_ids_on_distinct_partitions(4, kafka_bus_settings.partitions)
