@@ -213,6 +213,14 @@ def score_video(
         capture.release()
 
 
+def _header_overstates(progress: ReadProgress, count: int, fps: float) -> bool:
+    """A stream that ends early in frames but not in time: its last frame's own timestamp reaches the
+    declared duration (e.g. a file that declares 50 fps and holds 25), so nothing is missing from it."""
+    if progress.last_time_s is None or fps <= 0:
+        return False
+    return progress.last_time_s >= count / fps - max(1.0, 2.0 / fps)
+
+
 def merge_spans(spans: list[WindowScore]) -> tuple[WindowScore, ...]:
     """Merge time-overlapping spans (sorted by start) into one each, keeping the peak probability."""
     merged: list[WindowScore] = []
@@ -323,7 +331,14 @@ def classify_videos(
                                          model_version=classifier.version))
             continue
         label, flagged, incidents = decide(scores, used_threshold, min_consecutive)
-        partial = progress.ended and progress.frames < count
+        partial = progress.ended and progress.frames < count and not _header_overstates(progress, count, fps)
+        if progress.ended and progress.frames < count and not partial:
+            notes = [n for n in notes if not n.startswith("truncated:")]
+            notes.append(
+                f"the file declares {count} frames at {fps:g} fps but holds {progress.frames} frames over the "
+                f"same {progress.last_time_s:.1f} s (its frame-rate header is wrong; the windows follow the "
+                "declared rate, so each spans more real time than window_s)"
+            )
         decoded = progress.frames if partial else count
         if partial:
             log.warning("%s is truncated: %d of %d frames decoded; its verdict covers those", path, decoded, count)

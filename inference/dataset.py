@@ -225,6 +225,7 @@ class ReadProgress:
 
     frames: int = 0
     ended: bool = False
+    last_time_s: float | None = None  # the container's timestamp of the last frame read, when it has one
 
 
 def iter_frames_at(
@@ -243,15 +244,22 @@ def iter_frames_at(
     """
     progress = progress if progress is not None else ReadProgress()
     position = 0
+    def read_one() -> bool:
+        if not capture.grab():
+            progress.ended = True
+            return False
+        at_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
+        if at_ms and at_ms > 0:
+            progress.last_time_s = at_ms / 1000.0
+        return True
+
     for target in sorted({int(i) for i in indices if int(i) >= 0}):
         while position < target:
-            if not capture.grab():
-                progress.ended = True
+            if not read_one():
                 return
             position += 1
             progress.frames = position
-        if not capture.grab():
-            progress.ended = True
+        if not read_one():
             return
         ok, frame = capture.retrieve()
         position += 1

@@ -210,3 +210,18 @@ def test_a_truncated_file_fails_unless_partial_is_accepted(
     assert any(numbers in note for note in verdict["notes"])
     saved = json.loads((tmp_path / "out" / "verdicts.json").read_text())["videos"][0]
     assert saved["partial"] is True and saved["decoded_frames"] == decodable
+
+
+@pytest.mark.parametrize(
+    ("frames", "last_time_s", "declared", "fps", "overstated"),
+    [
+        (341, 13.6, 682, 50.0, True),  # vtest.avi: 50 fps declared, 25 fps held, the full 13.6 s of it
+        (60, 5.9, 120, 10.0, False),  # half of the file's time is missing: truncated
+        (60, None, 120, 10.0, False),  # no timestamps to tell: count it truncated
+    ],
+)
+def test_a_wrong_frame_rate_header_is_not_a_truncated_file(
+    frames: int, last_time_s: float | None, declared: int, fps: float, overstated: bool
+) -> None:
+    progress = cl.ReadProgress(frames=frames, ended=True, last_time_s=last_time_s)
+    assert cl._header_overstates(progress, declared, fps) is overstated
