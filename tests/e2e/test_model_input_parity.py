@@ -18,6 +18,7 @@ from common.app.embedded import prepare_output, run_embedded, stream_settings
 from common.model_input import CLIP_FRAMES, model_clip
 from inference.classify import score_video
 from inference.dataset import VideoItem, decode_clip, load_clips
+from tests.videos import write_moving_box_video
 
 FPS = 15
 WINDOW_FRAMES = 4 * FPS  # the default 4 s window
@@ -45,17 +46,7 @@ class RecordingModel:
 
 
 def write_video(path: Path, frames: int) -> Path:
-    """A textured 160x120 shelf with a box moving across it (motion in every frame), at 15 fps."""
-    rng = np.random.default_rng(5)
-    background = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (5, 5), 0)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (160, 120))
-    for i in range(frames):
-        image = background.copy()
-        x = 10 + (i * 2) % 120
-        cv2.rectangle(image, (x, 30), (x + 28, 90), (30, 60 + i % 100, 220), -1)
-        writer.write(image)
-    writer.release()
-    return path
+    return write_moving_box_video(path, frames, FPS)
 
 
 def decoded_frames(path: Path) -> list[np.ndarray]:

@@ -9,13 +9,13 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from common.app.runtime import Pipeline
 from common.db import Database
 from common.settings import Settings, load_settings
+from tests.videos import write_moving_box_video
 
 ROOT = Path(__file__).resolve().parents[3]
 FPS = 15
@@ -23,17 +23,7 @@ ALL_ROLES = {"ingest", "infer", "alerts"}
 
 
 def write_video(path: Path, frames: int) -> Path:
-    """A textured 160x120 shelf with a box moving across it (motion in every frame), at 15 fps."""
-    rng = np.random.default_rng(5)
-    background = cv2.GaussianBlur(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8), (5, 5), 0)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (160, 120))
-    for i in range(frames):
-        image = background.copy()
-        x = 10 + (i * 2) % 120
-        cv2.rectangle(image, (x, 30), (x + 28, 90), (30, 60 + i % 100, 220), -1)
-        writer.write(image)
-    writer.release()
-    return path
+    return write_moving_box_video(path, frames, FPS)
 
 
 class Brightness:
