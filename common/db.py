@@ -20,8 +20,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from common.models import Alert, AlertDelivery, Camera, CameraHealthEvent, ClipResult, Store
+from common.models import Alert, AlertDelivery, AlertEvent, Camera, CameraHealthEvent, ClipResult, Store
 from common.schemas import (
+    AlertEventKind,
     AlertKind,
     AlertMessage,
     AlertStatus,
@@ -256,8 +257,9 @@ class Database:
     def write_alerts(
         self, alerts: Sequence[AlertMessage], channels: Sequence[str] = (), now: datetime | None = None
     ) -> int:
-        """Store alerts (an alert id stored before is ignored) and, in the same transaction, one pending
-        outbox row per new alert and channel in ``channels``, due at ``now``.  Returns how many were new.
+        """Store alerts (an alert id stored before is ignored) and, in the same transaction, their "raised"
+        event and one pending outbox row per new alert and channel in ``channels``, due at ``now``.  Returns
+        how many were new.
 
         One transaction for both is what makes "stored" imply "will be delivered": a crash either keeps
         the alert and its deliveries or neither, and a re-raised alert adds no second delivery.
@@ -282,8 +284,15 @@ class Database:
         if not rows:
             return 0
         when = now or utc_now()
+        stores = {row["alert_id"]: row["store_id"] for row in rows}
         with self.engine.begin() as connection:
             new_ids = self._insert_new_keys(Alert.__table__, rows, "alert_id", connection)
+            if new_ids:  # the security desk's live feed follows this history (AlertEvent)
+                connection.execute(insert(AlertEvent), [
+                    {"alert_id": alert_id, "store_id": stores[alert_id], "event": AlertEventKind.RAISED.value,
+                     "at": when, "actor": None}
+                    for alert_id in new_ids
+                ])
             deliveries = [
                 {
                     "alert_id": alert_id,

@@ -171,8 +171,12 @@ _ALERT_KIND_LABELS: dict[AlertKind, str] = {
 
 
 class AlertStatus(StrEnum):
+    """Where an alert stands with the security desk: ``open`` until a guard acknowledges it with a verdict,
+    ``resolved`` once a manager closes it; a manager can reopen an acknowledged or resolved one."""
+
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
 
 
 class DeliveryStatus(StrEnum):
@@ -185,8 +189,47 @@ class DeliveryStatus(StrEnum):
 
 
 class Verdict(StrEnum):
-    THEFT = "theft"
+    """What the person who acknowledged an alert says happened."""
+
+    THEFT_CONFIRMED = "theft_confirmed"
+    THEFT_PREVENTED = "theft_prevented"  # staff stepped in: a real attempt, nothing lost
     FALSE_ALARM = "false_alarm"
+    UNSURE = "unsure"
+
+    @property
+    def label(self) -> str:
+        return _VERDICT_LABELS[self]
+
+    @property
+    def is_theft(self) -> bool:
+        """A real attempt (confirmed or prevented): what a retrained model should call shoplifting."""
+        return self in (Verdict.THEFT_CONFIRMED, Verdict.THEFT_PREVENTED)
+
+    @classmethod
+    def label_of(cls, verdict: str | None) -> str:
+        if verdict is None:
+            return "Not yet reviewed"
+        try:
+            return cls(verdict).label
+        except ValueError:
+            return verdict.replace("_", " ").capitalize()
+
+
+_VERDICT_LABELS: dict[Verdict, str] = {
+    Verdict.THEFT_CONFIRMED: "Theft confirmed",
+    Verdict.THEFT_PREVENTED: "Theft prevented",
+    Verdict.FALSE_ALARM: "False alarm",
+    Verdict.UNSURE: "Unsure",
+}
+
+
+class AlertEventKind(StrEnum):
+    """What happened to an alert: one row each in ``alert_events``, the live feed's replayable history."""
+
+    RAISED = "raised"
+    ACKNOWLEDGED = "acknowledged"
+    REOPENED = "reopened"
+    RESOLVED = "resolved"
 
 
 class AlertMessage(Message):

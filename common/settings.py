@@ -321,6 +321,33 @@ class ReportingSettings(Section):
     schedule_cron: str = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
 
 
+class DeskSettings(Section):
+    """The security desk: the web page guards work from (``aislewatch desk``; ``aislewatch run`` starts it too)."""
+
+    enabled: bool = Field(True, description="Whether `aislewatch run` serves the desk alongside the workers")
+    host: str = Field("127.0.0.1", description="Address the desk listens on (0.0.0.0 in a container)")
+    port: int = Field(8080, ge=0, le=65535, description="Port the desk listens on; 0 picks a free one")
+    public_url: str | None = Field(
+        None, description="The URL people open (behind a proxy or TLS terminator); shown in logs and e-mails"
+    )
+    secure_cookies: Literal["auto", "always", "never"] = Field(
+        "auto", description="Mark the session cookie Secure: auto = when the request arrived over HTTPS"
+    )
+    trust_forwarded: bool = Field(
+        False, description="Believe X-Forwarded-For/-Proto from a reverse proxy (only behind one you run)"
+    )
+    session_idle_minutes: int = Field(30, ge=1, le=7 * 24 * 60, description="Sign out after this long without a request")
+    session_max_hours: int = Field(12, ge=1, le=24 * 90, description="Sign out this long after signing in, however busy")
+    login_max_failures: int = Field(
+        5, ge=1, le=1000, description="Failed sign-ins per user, and per address, before further tries get 429"
+    )
+    login_window_minutes: int = Field(15, ge=1, le=24 * 60, description="The window those failures count in")
+    feed_poll_s: float = Field(
+        0.25, gt=0, le=10, description="How often each desk replica reads new alert events from the database"
+    )
+    sound: bool = Field(True, description="Play a chime on the live feed when a new alert arrives")
+
+
 class ServiceSettings(Section):
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus/health port; 0 disables the endpoint")
@@ -371,6 +398,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     reporting: ReportingSettings = Field(default_factory=ReportingSettings)
+    desk: DeskSettings = Field(default_factory=DeskSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod
