@@ -1,0 +1,183 @@
+"""The desk's JSON API and the live stream, for the page's script and for integrations (API tokens).
+
+Same principal, same store filter, same actions as the pages: an alert outside the caller's stores is 404,
+a stale version is 409 with the alert as it stands, a role that may not act is 403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+from sse_starlette import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from alerts.desk import audit
+from alerts.desk.queries import ActionConflict, ActionNotAllowed, AlertFilter, AlertView
+from alerts.desk.roles import Principal
+from alerts.desk.web_auth import SESSION_COOKIE, Forbidden, client_address, desk, require_user
+from common.schemas import Verdict
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
+
+REVALIDATE_S = 30.0
+"""How often an open stream re-checks its session: a revoked or expired one is disconnected."""
+
+
+class Acknowledgement(BaseModel):
+    verdict: Verdict
+    version: int = Field(ge=1)
+    note: str | None = Field(None, max_length=2000)
+
+
+class VersionOnly(BaseModel):
+    version: int = Field(ge=1)
+
+
+class ConflictAnswer(Exception):
+    def __init__(self, current: AlertView) -> None:
+        self.current = current
+
+
+@router.get("/me")
+async def me(principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    return {"username": principal.username, "role": principal.role.value, "stores": sorted(principal.stores),
+            "all_stores": principal.store_filter() is None}
+
+
+@router.get("/alerts")
+async def list_alerts(
+    request: Request, store: str = "", camera: str = "", kind: str = "", status: str = "", limit: int = 100,
+    before: int | None = None, principal: Principal = Depends(require_user),
+) -> dict[str, Any]:
+    state = desk(request)
+    where = AlertFilter(store or None, camera or None, kind or None, status or None)
+    views = await run_in_threadpool(state.queries.list_alerts, principal, where, limit=limit, before_id=before)
+    return {"alerts": [v.as_json() for v in views]}
+
+
+@router.get("/alerts/{alert_id}")
+async def get_alert(request: Request, alert_id: str, principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+
+    def load() -> dict[str, Any]:
+        view = state.queries.alert(principal, alert_id)
+        points = state.queries.clip_timeline(view)
+        return {"alert": view.as_json(),
+                "clips": [{"captured_at": p.captured_at.isoformat(), "probability": p.probability,
+                           "threshold": p.threshold, "in_alert": p.in_alert} for p in points]}
+
+    return await run_in_threadpool(load)
+
+
+@router.post("/alerts/{alert_id}/acknowledge")
+async def acknowledge(request: Request, alert_id: str, body: Acknowledgement,
+                      principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+    return await _act(lambda: state.queries.acknowledge(
+        principal, alert_id, body.verdict, version=body.version, note=body.note, address=client_address(request)))
+
+
+@router.post("/alerts/{alert_id}/reopen")
+async def reopen(request: Request, alert_id: str, body: VersionOnly,
+                 principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+    return await _act(lambda: state.queries.reopen(principal, alert_id, version=body.version,
+                                                   address=client_address(request)))
+
+
+@router.post("/alerts/{alert_id}/resolve")
+async def resolve(request: Request, alert_id: str, body: VersionOnly,
+                  principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+    return await _act(lambda: state.queries.resolve(principal, alert_id, version=body.version,
+                                                    address=client_address(request)))
+
+
+async def _act(action: Any) -> dict[str, Any]:
+    try:
+        view: AlertView = await run_in_threadpool(action)
+    except ActionConflict as conflict:
+        raise ConflictAnswer(conflict.current) from None
+    except ActionNotAllowed as refused:
+        raise Forbidden(str(refused)) from None
+    return {"alert": view.as_json()}
+
+
+@router.get("/stores")
+async def stores(request: Request, principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    counts = await run_in_threadpool(desk(request).queries.store_counts, principal)
+    return {"stores": [{"id": c.store_id, "name": c.name, "open_alerts": c.open_alerts} for c in counts]}
+
+
+@router.get("/audit")
+async def audit_log(request: Request, action: str = "", before: int | None = None, limit: int = 200,
+                    principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    if not principal.can_view_audit:
+        raise Forbidden("only managers and admins see the audit log")
+    state = desk(request)
+    rows = await run_in_threadpool(lambda: audit.entries(state.db, principal, limit=min(limit, 1000),
+                                                         before_id=before, action=action or None))
+    return {"entries": [{"id": r.id, "at": r.at.isoformat(), "action": r.action, "success": r.success,
+                         "username": r.username, "role": r.role, "store_id": r.store_id, "target": r.target,
+                         "address": r.address, "detail": r.detail} for r in rows]}
+
+
+@router.get("/stream")
+async def stream(request: Request, after: int | None = None,
+                 principal: Principal = Depends(require_user)) -> EventSourceResponse:
+    """Server-sent events: every alert event in the caller's stores after ``Last-Event-ID`` (a reconnect) or
+    ``after`` (the id the page was rendered at), then live ones."""
+    header = request.headers.get("last-event-id", "")
+    last = int(header) if header.isdigit() else after
+    return EventSourceResponse(_events(request, principal, last), ping=15, headers={"Cache-Control": "no-store"})
+
+
+async def _events(request: Request, principal: Principal, last: int | None) -> AsyncIterator[dict[str, str]]:
+    state = desk(request)
+    feed = state.feed
+    stores = principal.store_filter()
+    subscription = feed.subscribe(stores)  # before the replay: nothing falls between the two
+    replayed: set[int] = set()
+    try:
+        if last is not None:
+            for event in await run_in_threadpool(feed.replay, stores, last):
+                replayed.add(event.id)
+                yield event.sse()
+        yield {"event": "ready", "data": "{}"}
+        revalidate_at = time.monotonic() + REVALIDATE_S
+        while True:
+            try:
+                event = await asyncio.wait_for(subscription.queue.get(), timeout=5.0)
+            except TimeoutError:
+                event = None if subscription.overflowed else _TICK
+            if event is None:
+                return  # the feed is stopping, or this page fell too far behind: it reconnects and replays
+            if time.monotonic() >= revalidate_at:
+                if not await _still_signed_in(request, principal):
+                    return
+                revalidate_at = time.monotonic() + REVALIDATE_S
+            if event is _TICK or event.id in replayed or (last is not None and event.id <= last):
+                continue
+            yield event.sse()
+    finally:
+        feed.unsubscribe(subscription)
+
+
+async def _still_signed_in(request: Request, principal: Principal) -> bool:
+    if principal.via_token:
+        return True
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session = await run_in_threadpool(desk(request).accounts.session, cookie) if cookie else None
+    return session is not None and session.principal.user_id == principal.user_id
+
+
+class _Tick:
+    id = -1
+
+
+_TICK: Any = _Tick()

@@ -1,0 +1,148 @@
+"""The live feed: new alert events, read from the database once per desk replica and fanned out to every page.
+
+The database, not the bus, is the source: an alert is on the desk once it is stored (the alert worker writes
+its "raised" event in the alert's own transaction), the same in embedded mode and in scaled mode, and any
+number of desk replicas can serve pages without talking to each other or joining a consumer group.  A page
+that lost its connection reconnects with the last event id it saw and gets everything after it, from the
+same table.
+
+PostgreSQL hands out sequence values before commit, so two transactions can become visible out of order
+(id 7 before id 6).  The poller remembers the ids it skipped over and asks for them again for a while
+(``gap_grace_s``); a gap that stays empty that long was a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from alerts.desk.queries import AlertView, DeskQueries
+
+log = logging.getLogger("aislewatch.desk.feed")
+
+QUEUE_LIMIT = 1000
+"""Events a slow page may fall behind by before it is disconnected (it then reconnects and replays)."""
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """One event as every page receives it: ``data`` is serialised once, not once per page."""
+
+    id: int
+    store_id: str
+    event: str
+    data: str
+
+    def sse(self) -> dict[str, str]:
+        return {"id": str(self.id), "event": "alert", "data": self.data}
+
+
+def feed_event(event_id: int, event: str, alert: AlertView, open_alerts: int | None) -> FeedEvent:
+    payload = {"event_id": event_id, "event": event, "alert": alert.as_json(),
+               "store_open_alerts": open_alerts, "sent_at": time.time()}
+    return FeedEvent(event_id, alert.store_id, event, json.dumps(payload))
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One open page: the stores it may see (None = all) and its queue of events."""
+
+    stores: frozenset[str] | None
+    queue: asyncio.Queue[FeedEvent | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+    overflowed: bool = False
+
+    def wants(self, event: FeedEvent) -> bool:
+        return self.stores is None or event.store_id in self.stores
+
+
+class Feed:
+    """Polls ``alert_events`` every ``poll_s`` and puts each new event on every subscription that may see it."""
+
+    def __init__(self, queries: DeskQueries, *, poll_s: float = 0.25, gap_grace_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.queries = queries
+        self.poll_s = poll_s
+        self.gap_grace_s = gap_grace_s
+        self.clock = clock
+        self.subscriptions: set[Subscription] = set()
+        self.high_water: int | None = None
+        self._gaps: dict[int, float] = {}  # skipped id → when first skipped
+        self.polls = 0
+        self.last_poll_ok_at: float | None = None
+        self._stopped = asyncio.Event()
+
+    # -- subscribers -----------------------------------------------------------------------------
+    def subscribe(self, stores: frozenset[str] | None) -> Subscription:
+        subscription = Subscription(stores)
+        self.subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+
+    def replay(self, stores: frozenset[str] | None, after_id: int, limit: int = 1000) -> list[FeedEvent]:
+        """What a page that saw up to ``after_id`` missed (blocking: call from a worker thread)."""
+        rows = self.queries.events(after_id=after_id, stores=stores, limit=limit)
+        counts = self.queries.open_counts([alert.store_id for _, _, alert in rows])
+        return [feed_event(event_id, event, alert, counts.get(alert.store_id)) for event_id, event, alert in rows]
+
+    def publish(self, events: Iterable[FeedEvent]) -> None:
+        for event in events:
+            for subscription in list(self.subscriptions):
+                if not subscription.wants(event) or subscription.overflowed:
+                    continue
+                try:
+                    subscription.queue.put_nowait(event)
+                except asyncio.QueueFull:
+                    # Disconnect rather than block everyone: the page reconnects and replays from its last id.
+                    subscription.overflowed = True
+                    subscription.queue.get_nowait()
+                    subscription.queue.put_nowait(None)
+
+    # -- the poller ------------------------------------------------------------------------------
+    def poll_once(self) -> list[FeedEvent]:
+        """Read the events after the high-water mark (and the gaps still in their grace period). Blocking."""
+        if self.high_water is None:
+            # Start at the present: a page catches up on older events through its own replay.
+            self.high_water = self.queries.last_event_id(None)
+            return []
+        now = self.clock()
+        self._gaps = {i: t for i, t in self._gaps.items() if now - t < self.gap_grace_s}
+        rows = self.queries.events(after_id=self.high_water, also_ids=list(self._gaps))
+        fresh = [(i, e, a) for i, e, a in rows if i > self.high_water or i in self._gaps]
+        for event_id, _, _ in fresh:
+            self._gaps.pop(event_id, None)
+            if event_id > self.high_water:
+                self._gaps.update(dict.fromkeys(range(self.high_water + 1, event_id), now))
+                self.high_water = event_id
+        counts = self.queries.open_counts([alert.store_id for _, _, alert in fresh])
+        return [feed_event(i, e, a, counts.get(a.store_id)) for i, e, a in fresh]
+
+    async def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                events = await asyncio.to_thread(self.poll_once)
+                self.polls += 1
+                self.last_poll_ok_at = self.clock()
+                self.publish(events)
+            except Exception as exc:  # the database is away: pages keep their connection, we keep polling
+                log.warning("live feed could not read alert events: %s", exc)
+            try:
+                await asyncio.wait_for(self._stopped.wait(), timeout=self.poll_s)
+            except TimeoutError:
+                pass
+
+    def healthy(self, stale_after_s: float = 30.0) -> bool:
+        return self.last_poll_ok_at is not None and self.clock() - self.last_poll_ok_at < stale_after_s
+
+    def stop(self) -> None:
+        self._stopped.set()
+        for subscription in list(self.subscriptions):
+            try:
+                subscription.queue.put_nowait(None)
+            except asyncio.QueueFull:
+                subscription.overflowed = True
