@@ -359,10 +359,11 @@ class Accounts:
             name = normalize_username(username)
         except AccountError:
             name = ""
+        dummy = self._dummy()  # made before the lookup, so the first unknown name is not slower than the rest
         with self.db.session() as session:
             user = session.scalar(select(User).where(User.username == name)) if name else None
             if user is None:
-                self.hasher.verify(password, self._dummy())
+                self.hasher.verify(password, dummy)
                 return None
             valid, new_hash = self.hasher.verify_and_update(password, user.password_hash)
             if not valid or user.disabled:
