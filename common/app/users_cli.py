@@ -1,0 +1,180 @@
+"""``aislewatch users ...``: security-desk accounts and API tokens from the command line.
+
+Passwords are read from a prompt (asked twice) or, with ``--password-stdin``, from one line of standard input;
+never from the command line, where ``ps`` and shell history would show them.  They are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from common.settings import Settings
+
+if TYPE_CHECKING:
+    from alerts.desk.accounts import Accounts
+
+ACTOR = "cli"  # how the audit log names changes made here
+
+
+class _Refused(Exception):
+    """A user error of these commands: printed as one line, exit 2."""
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise _Refused("no password on standard input")
+        return password
+    password = getpass.getpass("Password: ")
+    if getpass.getpass("Password again: ") != password:
+        raise _Refused("the two passwords differ")
+    return password
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value is not None else "-"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=False)]
+    for row in (header, *rows):
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+SettingsLoader = Callable[[argparse.Namespace], Settings]
+Action = Callable[["Accounts", argparse.Namespace], None]
+
+
+def _run(args: argparse.Namespace, settings_of: SettingsLoader, action: Action) -> int:
+    """Open the database named by the settings (migrated, stores synced from ``stores:``) and run ``action``."""
+    from alerts.desk.accounts import AccountError, Accounts
+    from common.app.runtime import open_database
+
+    settings = settings_of(args)
+    db = open_database(settings)
+    try:
+        action(Accounts.from_settings(db, settings), args)
+        return 0
+    except (AccountError, _Refused) as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+
+
+def _add(accounts: Accounts, args: argparse.Namespace) -> None:
+    from alerts.desk.accounts import normalize_username
+
+    normalize_username(args.name)  # a bad name is refused before the password is asked
+    info = accounts.add_user(args.name, _read_password(args), args.role, args.store or (), actor=ACTOR)
+    print(f"added {info.role} {info.username}" + (f" (stores: {', '.join(info.stores)})" if info.stores else ""))
+
+
+def _list(accounts: Accounts, args: argparse.Namespace) -> None:
+    users = accounts.list_users()
+    if args.json:
+        print(json.dumps([
+            {"id": u.id, "username": u.username, "role": u.role.value, "stores": list(u.stores),
+             "disabled": u.disabled, "created_at": u.created_at.isoformat()}
+            for u in users
+        ], indent=2))
+        return
+    _table(("USERNAME", "ROLE", "STORES", "DISABLED", "CREATED"), [
+        (u.username, u.role.value, ",".join(u.stores) or "-", "yes" if u.disabled else "no", _when(u.created_at))
+        for u in users
+    ])
+
+
+def _disable(accounts: Accounts, args: argparse.Namespace) -> None:
+    accounts.disable_user(args.name, actor=ACTOR)
+    print(f"disabled {args.name.strip().lower()}: their sessions and API tokens are revoked")
+
+
+def _enable(accounts: Accounts, args: argparse.Namespace) -> None:
+    accounts.enable_user(args.name, actor=ACTOR)
+    print(f"enabled {args.name.strip().lower()}")
+
+
+def _set_password(accounts: Accounts, args: argparse.Namespace) -> None:
+    name = accounts.user(args.name).username  # an unknown user is refused before the password is asked
+    accounts.set_password(name, _read_password(args), actor=ACTOR)
+    print(f"password of {name} changed: their sessions are signed out")
+
+
+def _token(accounts: Accounts, args: argparse.Namespace) -> None:
+    token = accounts.create_token(args.name, args.token_name, actor=ACTOR)
+    print(token)  # alone on stdout, so `$(aislewatch users token ...)` captures just the token
+    print("This token will not be shown again: store it now (only its hash is kept).", file=sys.stderr)
+
+
+def _tokens(accounts: Accounts, args: argparse.Namespace) -> None:
+    tokens = accounts.list_tokens(args.name)
+    _table(("ID", "USER", "NAME", "CREATED", "LAST USED", "REVOKED"), [
+        (str(t.id), t.username, t.name, _when(t.created_at), _when(t.last_used_at), _when(t.revoked_at))
+        for t in tokens
+    ])
+
+
+def _revoke_token(accounts: Accounts, args: argparse.Namespace) -> None:
+    accounts.revoke_token(args.token_id, actor=ACTOR)
+    print(f"token {args.token_id} revoked")
+
+
+def add_users_commands(sub: Any, config_option: argparse.ArgumentParser, settings_of: SettingsLoader) -> None:
+    """Register ``users`` and its actions on the top-level subparsers ``sub``; ``settings_of`` loads the
+    settings as the other commands do (``-c FILE``, else ``$AISLEWATCH_CONFIG``)."""
+
+    def _command(action: Action) -> Callable[[argparse.Namespace], int]:
+        return lambda args: _run(args, settings_of, action)
+
+    users = sub.add_parser("users", help="security-desk users and API tokens").add_subparsers(
+        dest="action", required=True
+    )
+    common = [config_option]
+    password_stdin = argparse.ArgumentParser(add_help=False)
+    password_stdin.add_argument("--password-stdin", action="store_true",
+                                help="read the password from one line of standard input instead of a prompt")
+
+    add = users.add_parser("add", parents=[*common, password_stdin], help="add a user (password prompted)")
+    add.add_argument("name")
+    add.add_argument("--role", required=True, choices=["guard", "manager", "admin"])
+    add.add_argument("--store", action="append", metavar="ID",
+                     help="a store the user works for (repeat for several; from the config's stores:)")
+    add.set_defaults(func=_command(_add))
+
+    listing = users.add_parser("list", parents=common, help="list users")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.set_defaults(func=_command(_list))
+
+    disable = users.add_parser("disable", parents=common, help="disable a user and revoke their sessions and tokens")
+    disable.add_argument("name")
+    disable.set_defaults(func=_command(_disable))
+    enable = users.add_parser("enable", parents=common, help="enable a disabled user")
+    enable.add_argument("name")
+    enable.set_defaults(func=_command(_enable))
+
+    set_password = users.add_parser("set-password", parents=[*common, password_stdin],
+                                    help="set a user's password (signs out their sessions)")
+    set_password.add_argument("name")
+    set_password.set_defaults(func=_command(_set_password))
+
+    token = users.add_parser("token", parents=common, help="create an API token for a user (shown once)")
+    token.add_argument("name")
+    token.add_argument("--name", dest="token_name", required=True, metavar="LABEL", help="what the token is for")
+    token.set_defaults(func=_command(_token))
+
+    tokens = users.add_parser("tokens", parents=common, help="list API tokens (of one user, or all)")
+    tokens.add_argument("name", nargs="?", default=None)
+    tokens.set_defaults(func=_command(_tokens))
+
+    revoke = users.add_parser("revoke-token", parents=common, help="revoke an API token by its id")
+    revoke.add_argument("token_id", type=int, metavar="ID")
+    revoke.set_defaults(func=_command(_revoke_token))

@@ -1,0 +1,162 @@
+"""``aislewatch users``: accounts from the command line, passwords never on argv nor in any output."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from alerts.desk.accounts import Accounts
+from common.app.cli import main
+from common.db import Database
+
+PASSWORD = "s3cret-desk-password"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "aislewatch.yaml"
+    path.write_text(
+        f"database:\n  url: sqlite:///{tmp_path / 'cli.db'}\n"
+        "stores:\n  - id: store-1\n    name: High Street\n  - id: store-2\n"
+    )
+    return path
+
+
+@pytest.fixture(autouse=True)
+def every_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG)
+    return caplog
+
+
+def run(config: Path, monkeypatch: pytest.MonkeyPatch, *argv: str, stdin: str = "") -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    return main(["users", *argv, "-c", str(config)])
+
+
+def accounts(tmp_path: Path) -> Accounts:
+    return Accounts(Database.from_url(f"sqlite:///{tmp_path / 'cli.db'}"))
+
+
+def assert_never_shown(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, *secrets: str) -> str:
+    out, err = capsys.readouterr()
+    for secret in secrets:
+        assert secret not in out and secret not in err and secret not in caplog.text
+    return out + err
+
+
+def test_add_list_and_sign_in(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    every_log: pytest.LogCaptureFixture,
+) -> None:
+    assert run(config, monkeypatch, "add", "Gina", "--role", "guard", "--store", "store-1", "--password-stdin",
+               stdin=PASSWORD + "\n") == 0
+    assert run(config, monkeypatch, "add", "root", "--role", "admin", "--password-stdin", stdin=PASSWORD) == 0
+    assert run(config, monkeypatch, "list") == 0
+    out = assert_never_shown(capsys, every_log, PASSWORD)
+    assert "added guard gina (stores: store-1)" in out
+    lines = [line.split() for line in out.splitlines() if line.startswith(("USERNAME", "gina", "root"))]
+    assert lines[0] == ["USERNAME", "ROLE", "STORES", "DISABLED", "CREATED"]
+    assert lines[1][:4] == ["gina", "guard", "store-1", "no"]
+    assert lines[2][:4] == ["root", "admin", "-", "no"]
+    assert run(config, monkeypatch, "list", "--json") == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [(u["username"], u["role"], u["stores"]) for u in listed] == [
+        ("gina", "guard", ["store-1"]), ("root", "admin", [])]
+    assert accounts(tmp_path).authenticate("gina", PASSWORD) is not None
+
+
+@pytest.mark.parametrize("argv, stdin, reason", [
+    (["add", "gina", "--role", "guard", "--store", "store-9"], PASSWORD, "unknown store id(s): store-9"),
+    (["add", "gina", "--role", "guard"], PASSWORD, "needs at least one store"),
+    (["add", "gina", "--role", "manager", "--store", "store-1"], "Zq9#xw", "too short"),
+    (["add", "gina", "--role", "guard", "--store", "store-1"], "", "no password on standard input"),
+    (["disable", "ghost"], "", "unknown user 'ghost'"),
+    (["set-password", "ghost"], PASSWORD, "unknown user 'ghost'"),
+    (["token", "ghost", "--name", "x"], "", "unknown user 'ghost'"),
+    (["revoke-token", "7"], "", "unknown token id 7"),
+])
+def test_refusals_are_one_line_and_exit_2(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    every_log: pytest.LogCaptureFixture, argv: list[str], stdin: str, reason: str,
+) -> None:
+    password_option = ["--password-stdin"] if argv[0] in ("add", "set-password") else []
+    assert run(config, monkeypatch, *argv, *password_option, stdin=stdin) == 2
+    out, err = capsys.readouterr()
+    assert err == f"aislewatch: {err.removeprefix('aislewatch: ')}" and err.count("\n") == 1
+    assert reason in err
+    if stdin:
+        assert stdin not in out + err + every_log.text
+
+
+def test_a_duplicate_user_is_refused(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ("add", "gina", "--role", "guard", "--store", "store-1", "--password-stdin")
+    assert run(config, monkeypatch, *argv, stdin=PASSWORD) == 0
+    assert run(config, monkeypatch, *argv, stdin=PASSWORD) == 2
+    assert "user 'gina' exists already" in capsys.readouterr().err
+
+
+def test_the_prompt_asks_twice(
+    config: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    answers = iter([PASSWORD, PASSWORD + "x"])
+    monkeypatch.setattr("getpass.getpass", lambda prompt="": next(answers))
+    assert run(config, monkeypatch, "add", "gina", "--role", "guard", "--store", "store-1") == 2
+    assert "the two passwords differ" in capsys.readouterr().err
+    answers = iter([PASSWORD, PASSWORD])
+    assert run(config, monkeypatch, "add", "gina", "--role", "guard", "--store", "store-1") == 0
+    assert accounts(tmp_path).authenticate("gina", PASSWORD) is not None
+
+
+def test_password_is_never_accepted_on_argv(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit):
+        run(config, monkeypatch, "add", "gina", "--role", "guard", "--store", "store-1", "--password", PASSWORD)
+
+
+def test_disable_enable_and_set_password(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    every_log: pytest.LogCaptureFixture,
+) -> None:
+    assert run(config, monkeypatch, "add", "mo", "--role", "manager", "--store", "store-1", "--store", "store-2",
+               "--password-stdin", stdin=PASSWORD) == 0
+    assert run(config, monkeypatch, "disable", "MO") == 0
+    assert accounts(tmp_path).authenticate("mo", PASSWORD) is None
+    assert run(config, monkeypatch, "enable", "mo") == 0
+    new_password = "another-long-password"
+    assert run(config, monkeypatch, "set-password", "mo", "--password-stdin", stdin=new_password + "\n") == 0
+    out = assert_never_shown(capsys, every_log, PASSWORD, new_password)
+    assert "disabled mo" in out and "enabled mo" in out and "password of mo changed" in out
+    assert accounts(tmp_path).authenticate("mo", new_password) is not None
+
+
+def test_tokens_are_shown_once_listed_and_revoked(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    every_log: pytest.LogCaptureFixture,
+) -> None:
+    assert run(config, monkeypatch, "add", "gina", "--role", "guard", "--store", "store-1", "--password-stdin",
+               stdin=PASSWORD) == 0
+    capsys.readouterr()
+    assert run(config, monkeypatch, "token", "gina", "--name", "door sensor") == 0
+    out, err = capsys.readouterr()
+    token = out.strip()
+    assert token.startswith("aw_") and "\n" not in token
+    assert "will not be shown again" in err
+    principal = accounts(tmp_path).token_principal(token)
+    assert principal is not None and principal.username == "gina"
+
+    assert run(config, monkeypatch, "tokens") == 0
+    assert run(config, monkeypatch, "tokens", "gina") == 0
+    listed = capsys.readouterr().out
+    assert token not in listed and token not in every_log.text
+    rows = [line.split() for line in listed.splitlines() if line.startswith("1 ")]
+    assert len(rows) == 2 and rows[0][:4] == ["1", "gina", "door", "sensor"] and rows[0][-1] == "-"
+
+    assert run(config, monkeypatch, "revoke-token", "1") == 0
+    assert accounts(tmp_path).token_principal(token) is None
+    assert run(config, monkeypatch, "tokens") == 0
+    assert capsys.readouterr().out.splitlines()[-1].split()[-1] != "-"  # revoked: a time, not "-"
