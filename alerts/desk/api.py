@@ -17,6 +17,7 @@ from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from alerts.desk import audit
+from alerts.desk.feed import FeedEvent
 from alerts.desk.queries import ActionConflict, ActionNotAllowed, AlertFilter, AlertView
 from alerts.desk.roles import Principal
 from alerts.desk.web_auth import SESSION_COOKIE, Forbidden, client_address, desk, require_user
@@ -145,23 +146,23 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
     replayed: set[int] = set()
     try:
         if last is not None:
-            for event in await run_in_threadpool(feed.replay, stores, last):
-                replayed.add(event.id)
-                yield event.sse()
+            for missed in await run_in_threadpool(feed.replay, stores, last):
+                replayed.add(missed.id)
+                yield missed.sse()
         yield {"event": "ready", "data": "{}"}
         revalidate_at = time.monotonic() + REVALIDATE_S
         while True:
             try:
-                event = await asyncio.wait_for(subscription.queue.get(), timeout=5.0)
+                event: FeedEvent | None = await asyncio.wait_for(subscription.queue.get(), timeout=5.0)
+                if event is None:
+                    return  # the feed is stopping, or this page fell too far behind: it reconnects and replays
             except TimeoutError:
-                event = None if subscription.overflowed else _TICK
-            if event is None:
-                return  # the feed is stopping, or this page fell too far behind: it reconnects and replays
+                event = None  # quiet: only the session check below
             if time.monotonic() >= revalidate_at:
                 if not await _still_signed_in(request, principal):
                     return
                 revalidate_at = time.monotonic() + REVALIDATE_S
-            if event is _TICK or event.id in replayed or (last is not None and event.id <= last):
+            if event is None or event.id in replayed or (last is not None and event.id <= last):
                 continue
             yield event.sse()
     finally:
@@ -174,10 +175,3 @@ async def _still_signed_in(request: Request, principal: Principal) -> bool:
     cookie = request.cookies.get(SESSION_COOKIE)
     session = await run_in_threadpool(desk(request).accounts.session, cookie) if cookie else None
     return session is not None and session.principal.user_id == principal.user_id
-
-
-class _Tick:
-    id = -1
-
-
-_TICK: Any = _Tick()

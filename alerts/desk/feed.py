@@ -74,6 +74,7 @@ class Feed:
         self.polls = 0
         self.last_poll_ok_at: float | None = None
         self._stopped = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- subscribers -----------------------------------------------------------------------------
     def subscribe(self, stores: frozenset[str] | None) -> Subscription:
@@ -123,6 +124,7 @@ class Feed:
         return [feed_event(i, e, a, counts.get(a.store_id)) for i, e, a in fresh]
 
     async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while not self._stopped.is_set():
             try:
                 events = await asyncio.to_thread(self.poll_once)
@@ -138,6 +140,11 @@ class Feed:
 
     def healthy(self, stale_after_s: float = 30.0) -> bool:
         return self.last_poll_ok_at is not None and self.clock() - self.last_poll_ok_at < stale_after_s
+
+    def stop_threadsafe(self) -> None:
+        """``stop`` from another thread (the one that stops the server)."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.stop)
 
     def stop(self) -> None:
         self._stopped.set()

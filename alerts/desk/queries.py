@@ -368,7 +368,7 @@ class DeskQueries:
                 raise ActionNotAllowed(f"alert {alert_id} is {before.status}")
             # The version in the WHERE clause is what makes this safe between processes and replicas: of two
             # requests that both read version N, exactly one updates a row.
-            changed = session.execute(
+            changed: int = session.execute(  # type: ignore[attr-defined]
                 update(Alert)
                 .where(Alert.alert_id == alert_id, Alert.version == version)
                 .values(**values, version=Alert.version + 1)

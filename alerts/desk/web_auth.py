@@ -12,7 +12,6 @@ from __future__ import annotations
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -20,8 +19,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from alerts.desk.accounts import Accounts, SessionInfo
-from alerts.desk.audit import AuditAction, record, record_for, sign_in_blocked
+from alerts.desk.accounts import Accounts, SessionInfo, single_store
+from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.feed import Feed
 from alerts.desk.queries import DeskQueries
 from alerts.desk.roles import Principal
@@ -143,7 +142,7 @@ router = APIRouter()
 
 
 @router.get("/login", include_in_schema=False)
-async def login_page(request: Request, next: str = "/", error: str = "") -> Response:  # noqa: A002
+async def login_page(request: Request, next: str = "/", error: str = "") -> Response:
     state = desk(request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and await run_in_threadpool(state.accounts.session, cookie) is not None:
@@ -151,7 +150,7 @@ async def login_page(request: Request, next: str = "/", error: str = "") -> Resp
     return _login_form(request, next=safe_next(next), error=error)
 
 
-def _login_form(request: Request, *, next: str, error: str = "", status: int = 200,  # noqa: A002
+def _login_form(request: Request, *, next: str, error: str = "", status: int = 200,
                 username: str = "", headers: dict[str, str] | None = None) -> Response:
     # Login CSRF: a double-submit token, since there is no session yet to hold one.
     token = secrets.token_urlsafe(32)
@@ -167,7 +166,7 @@ def _login_form(request: Request, *, next: str, error: str = "", status: int = 2
 @router.post("/login", include_in_schema=False)
 async def login(
     request: Request, username: str = Form(""), password: str = Form(""), csrf_token: str = Form(""),
-    next: str = Form("/"),  # noqa: A002
+    next: str = Form("/"),
 ) -> Response:
     state = desk(request)
     address = client_address(request)
@@ -176,28 +175,17 @@ async def login(
     if not expected or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         return _login_form(request, next=safe_next(next), status=403, username=username,
                            error="The sign-in form expired. Please try again.")
-    window = timedelta(minutes=state.settings.login_window_minutes)
-    blocked = await run_in_threadpool(
-        sign_in_blocked, state.db, username, address, max_failures=state.settings.login_max_failures, window=window
-    )
-    if blocked:
-        await run_in_threadpool(record, state.db, AuditAction.SIGN_IN, username=username, address=address,
-                                success=False, detail="refused: too many failed sign-ins")
-        return _login_form(
-            request, next=safe_next(next), status=429, username=username,
-            headers={"Retry-After": str(int(window.total_seconds()))},
-            error=f"Too many failed sign-ins. Try again in {state.settings.login_window_minutes} minutes.",
-        )
-    principal = await run_in_threadpool(state.accounts.authenticate, username, password)
-    if principal is None:
-        await run_in_threadpool(record, state.db, AuditAction.SIGN_IN, username=username, address=address,
-                                success=False, detail="wrong username or password")
+    result = await run_in_threadpool(state.accounts.sign_in, username, password, address=address,
+                                     user_agent=request.headers.get("user-agent", "")[:300])
+    if result.blocked:
+        minutes = state.settings.login_window_minutes
+        return _login_form(request, next=safe_next(next), status=429, username=username,
+                           headers={"Retry-After": str(minutes * 60)},
+                           error=f"Too many failed sign-ins. Try again in {minutes} minutes.")
+    if result.session is None:
         return _login_form(request, next=safe_next(next), status=401, username=username,
                            error="Wrong username or password.")
-    new = await run_in_threadpool(state.accounts.create_session, principal, address=address,
-                                  user_agent=request.headers.get("user-agent", "")[:300])
-    await run_in_threadpool(record_for, state.db, AuditAction.SIGN_IN, principal,
-                            store_id=_only_store(principal), address=address)
+    new = result.session
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, new.token, httponly=True, samesite="lax", secure=secure_cookies(request),
                         max_age=state.settings.session_max_hours * 3600, path="/")
@@ -220,4 +208,4 @@ async def logout(request: Request) -> Response:
 
 
 def _only_store(principal: Principal) -> str | None:
-    return next(iter(principal.stores)) if len(principal.stores) == 1 else None
+    return single_store(principal.stores)
