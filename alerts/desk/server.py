@@ -10,6 +10,8 @@ import time
 import uvicorn
 from fastapi import FastAPI
 
+from common.settings import DeskSettings
+
 log = logging.getLogger("aislewatch.desk")
 
 
@@ -20,6 +22,14 @@ def uvicorn_config(app: FastAPI, host: str, port: int, *, trust_forwarded: bool 
         # Live-feed streams are long requests: on shutdown give them a moment, then close them.
         timeout_graceful_shutdown=3, lifespan="on",
     )
+
+
+def serve_foreground(app: FastAPI, settings: DeskSettings) -> None:
+    """uvicorn in this thread until SIGINT/SIGTERM (uvicorn installs the handlers and drains connections)."""
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, trust_forwarded=settings.trust_forwarded))
+    url = settings.public_url or f"http://{settings.host}:{settings.port}"
+    log.info("security desk starting on %s", url)
+    server.run()
 
 
 class DeskServer:

@@ -60,7 +60,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(args: argparse.Namespace, roles: set[str]) -> int:
+def _serve(args: argparse.Namespace, roles: set[str], *, with_desk: bool = False) -> int:
     from common.app.runtime import Pipeline, check_clips_fit_model, install_stop_signals
 
     def checked(path: str | Path | None) -> Settings:
@@ -75,6 +75,8 @@ def _serve(args: argparse.Namespace, roles: set[str]) -> int:
     config_path = _config_path(args)
     settings = checked(config_path)
     setup_logging(settings.service.log_level, settings.service.log_json)
+    if with_desk and settings.desk.enabled:
+        roles = roles | {"desk"}
     stop = threading.Event()
     pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
 
@@ -98,7 +100,23 @@ def _serve(args: argparse.Namespace, roles: set[str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _serve(args, {"ingest", "infer", "alerts"})
+    return _serve(args, {"ingest", "infer", "alerts"}, with_desk=True)
+
+
+def cmd_desk(args: argparse.Namespace) -> int:
+    """The security desk alone (scaled mode: as many replicas as wanted, behind a load balancer)."""
+    from alerts.desk.app import create_app
+    from alerts.desk.server import serve_foreground
+    from common.app.runtime import open_database
+
+    settings = _settings(args)
+    setup_logging(settings.service.log_level, settings.service.log_json)
+    db = open_database(settings)
+    try:
+        serve_foreground(create_app(settings, db), settings.desk)
+    finally:
+        db.close()
+    return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -144,6 +162,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging("WARNING" if not args.verbose else "INFO")
     summary = run_demo(Path(args.out), quick=args.quick)
     ok = summary["detected"] == summary["incidents"] and summary["false_alarms"] == 0
+    if args.serve:
+        from common.app.demo import serve_demo_desk
+
+        serve_demo_desk(Path(args.out), args.port)
     return 0 if ok or not args.strict else 1
 
 
@@ -272,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--workers", type=int, default=1, help="inference threads in this process")
     infer.set_defaults(func=cmd_infer)
     sub.add_parser("alerts", help="results → rules → alerts and notifications", parents=serve).set_defaults(func=cmd_alerts)
+    sub.add_parser("desk", help="the security desk web app (live alerts, verdicts)", parents=serve).set_defaults(func=cmd_desk)
 
     report = sub.add_parser("report", help="render per-store PDF reports", parents=serve)
     report.add_argument("--days", type=int, default=None, help="period in days (default: from settings)")
@@ -284,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--verbose", action="store_true")
     demo.add_argument("--strict", action="store_true",
                       help="exit 1 unless every incident is caught without false alarms")
+    demo.add_argument("--serve", action="store_true",
+                      help="then keep the security desk up on the demo's alerts (prints the URL and a login)")
+    demo.add_argument("--port", type=int, default=8080, help="the desk's port with --serve (0: any free one)")
     demo.set_defaults(func=cmd_demo)
 
     synth = sub.add_parser("synth", help="make labelled synthetic store scenes").add_subparsers(

@@ -19,12 +19,17 @@ from common.app.scoring import load_truths, print_incident_table, score_against_
 from common.schemas import AlertKind
 from common.settings import Settings
 
-# Two cameras of one store; each stream has scripted concealments among normal shoppers.
+# Two stores of one chain with a camera each (so the security desk can show a guard only their store); each
+# stream has scripted concealments among normal shoppers.
 DEMO_CAMERAS: tuple[dict[str, Any], ...] = (
-    {"id": "aisle-1", "name": "Aisle 1 (snacks)", "seed": 101, "view": 0},
-    {"id": "aisle-2", "name": "Aisle 2 (cosmetics)", "seed": 202, "view": 1},
+    {"id": "aisle-1", "name": "Aisle 1 (snacks)", "seed": 101, "view": 0, "store": "demo-north"},
+    {"id": "aisle-2", "name": "Aisle 2 (cosmetics)", "seed": 202, "view": 1, "store": "demo-south"},
 )
-DEMO_STORE = {"id": "demo-store", "name": "Demo Store (synthetic)", "timezone": "UTC"}
+DEMO_STORES: dict[str, dict[str, Any]] = {
+    "demo-north": {"id": "demo-north", "name": "Demo North (synthetic)", "timezone": "UTC"},
+    "demo-south": {"id": "demo-south", "name": "Demo South (synthetic)", "timezone": "UTC"},
+}
+DEMO_ADMIN = "demo"
 # The synthetic store whose camera views the bundled model was trained on (`aislewatch synth dataset
 # --cameras 6 --store-seed 7`): the demo films new shoppers with two of those views, as a deployment
 # runs its model on the cameras whose footage trained it.
@@ -47,7 +52,8 @@ QUICK = DemoStreams(duration_s=60.0, incidents=1, normal_shoppers=2)
 def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
     """The demo's configuration: the defaults of a real deployment, pointed at files under ``out``."""
     cameras = [{"id": cam["id"], "name": cam["name"], "source": streams[cam["id"]]} for cam in DEMO_CAMERAS]
-    return stream_settings(out, cameras, store=DEMO_STORE)
+    return stream_settings(out, cameras, store_of={str(cam["id"]): DEMO_STORES[str(cam["store"])]
+                                                   for cam in DEMO_CAMERAS})
 
 
 def _make_streams(out: Path, spec: DemoStreams) -> dict[str, Path]:
@@ -92,15 +98,18 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     run = run_embedded(settings, classifier, started=started)
     db = run.db
 
-    say("[4/5] manager report")
+    say("[4/5] manager reports")
     # The scheduled job covers whole past days; the demo's data is minutes old, so cover the run's hours.
-    store = settings.stores[0]
     period_start = run_started.replace(minute=0, second=0, microsecond=0)
     period_end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
     if period_end - period_start < timedelta(hours=2):
         period_start = period_end - timedelta(hours=2)
-    pdf_path = settings.reporting.output_dir / store.id / f"{store.id}-{period_start:%Y%m%d}.pdf"
-    report_pdf = str(render_store_report(db, store, period_start, period_end, pdf_path, generated_at=datetime.now(UTC)))
+    report_pdfs = []
+    for store in settings.stores:
+        pdf_path = settings.reporting.output_dir / store.id / f"{store.id}-{period_start:%Y%m%d}.pdf"
+        report_pdfs.append(str(render_store_report(db, store, period_start, period_end, pdf_path,
+                                                   generated_at=datetime.now(UTC))))
+    write_desk_config(out, settings)
 
     say("[5/5] comparing with the ground truth")
     rows, false_alarms = score_against_truth(run.alerts, truths)
@@ -117,7 +126,8 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         "alerts": len([a for a in run.alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY]),
         "camera_offline_alerts": len([a for a in run.alerts if a.kind == AlertKind.CAMERA_OFFLINE]),
         "health_events": len(run.health),
-        "report_pdf": report_pdf,
+        "report_pdf": report_pdfs[0],
+        "report_pdfs": report_pdfs,
         "model_version": classifier.version,
         "model_threshold": classifier.threshold,
         "model_trained_on": classifier.metadata.trained_on,
@@ -140,6 +150,68 @@ def _print_summary(summary: dict[str, Any]) -> None:
     print(f"clips {summary['clips']}  results {summary['results']}  suspicious clips {summary['suspicious_clips']}  "
           f"alerts {summary['alerts']}")
     print(f"incidents {summary['incidents']}  detected {summary['detected']}  false alarms {summary['false_alarms']}")
-    print(f"report: {summary['report_pdf']}")
+    for pdf in summary["report_pdfs"]:
+        print(f"report: {pdf}")
     print(f"finished in {summary['seconds']} s — synthetic scenes: this shows the pipeline works end to end; "
           "it says nothing about accuracy in a real store.")
+
+
+def write_desk_config(out: Path, settings: Settings) -> Path:
+    """``out/desk.yaml``: the demo's stores, database and evidence, so ``aislewatch desk -c`` and
+    ``aislewatch users ... -c`` work on the demo's data."""
+    import yaml
+
+    config = {
+        "stores": [
+            {"id": s.id, "name": s.name, "timezone": s.timezone,
+             "cameras": [{"id": c.id, "name": c.name, "source": str(c.source)} for c in s.cameras]}
+            for s in settings.stores
+        ],
+        "database": {"url": settings.database.url},
+        "service": {"evidence_dir": str(settings.service.evidence_dir)},
+        "reporting": {"output_dir": str(settings.reporting.output_dir)},
+    }
+    path = out / "desk.yaml"
+    path.write_text("# The demo's data, for `aislewatch desk -c` and `aislewatch users ... -c` (written by the demo).\n"
+                    + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def serve_demo_desk(out: Path, port: int) -> None:
+    """Keep the security desk up on the demo's alerts until Ctrl-C, with a fresh password for the demo admin."""
+    import secrets
+    import signal
+    import threading
+
+    from alerts.desk.accounts import AccountError, Accounts
+    from alerts.desk.app import create_app
+    from alerts.desk.server import DeskServer
+    from common.app.runtime import open_database
+    from common.settings import load_settings
+
+    config = out.resolve() / "desk.yaml"
+    settings = load_settings(config, overrides={"desk": {"port": port}})
+    db = open_database(settings)
+    accounts = Accounts.from_settings(db, settings)
+    password = secrets.token_urlsafe(12)
+    try:
+        accounts.add_user(DEMO_ADMIN, password, "admin", actor="demo")
+    except AccountError:  # a previous demo made it: a new password, printed below
+        accounts.enable_user(DEMO_ADMIN, actor="demo")
+        accounts.set_password(DEMO_ADMIN, password, actor="demo")
+    server = DeskServer(create_app(settings, db), settings.desk.host, settings.desk.port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    store = settings.stores[0].id
+    say("")
+    say(f"security desk: {server.url}")
+    say(f"  sign in as {DEMO_ADMIN!r} with password {password!r} (admin: every store; a new password each time)")
+    say(f"  a guard who sees only {store}:  .venv/bin/aislewatch users add -c {config} guard1 --role guard "
+        f"--store {store}")
+    say("  Ctrl-C stops the desk")
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        db.close()

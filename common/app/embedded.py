@@ -31,6 +31,7 @@ def stream_settings(
     cameras: list[dict[str, Any]],
     *,
     store: dict[str, Any] | None = None,
+    store_of: dict[str, dict[str, Any]] | None = None,
     model_path: Path | None = None,
     threshold: float | None = None,
     n_of_m: tuple[int, int] | None = None,
@@ -39,7 +40,7 @@ def stream_settings(
 ) -> Settings:
     """Embedded settings for recorded camera files (``cameras``: id, name, source), with state under ``out``:
     the defaults of a real deployment (the clip grid and alert rule among them, unless given) except for
-    where things are kept."""
+    where things are kept.  Every camera is in ``store`` unless ``store_of`` (camera id → store) says otherwise."""
     camera_settings = [
         {
             "id": cam["id"],
@@ -54,10 +55,14 @@ def stream_settings(
     model: dict[str, Any] = {"threshold": threshold}
     if model_path is not None:
         model["path"] = str(model_path)
+    stores: dict[str, dict[str, Any]] = {}
+    for cam, camera in zip(cameras, camera_settings, strict=True):
+        home = (store_of or {}).get(cam["id"], store or RECORDED_STORE)
+        stores.setdefault(home["id"], {**home, "cameras": []})["cameras"].append(camera)
     return load_settings(
         None,
         overrides={
-            "stores": [{**(store or RECORDED_STORE), "cameras": camera_settings}],
+            "stores": list(stores.values()),
             "database": {"url": f"sqlite:///{out / 'aislewatch.db'}"},
             "bus": {"kind": "inprocess"},
             "model": model,

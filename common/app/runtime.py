@@ -101,6 +101,7 @@ class Pipeline:
     stop: threading.Event = field(default_factory=threading.Event)
     workers: list[Worker] = field(default_factory=list)
     ingest: Any = None  # IngestSupervisor when this process ingests
+    desk: Any = None  # DeskServer when this process serves the security desk
     health: HealthServer | None = None
     roles: frozenset[str] = frozenset()
 
@@ -117,7 +118,7 @@ class Pipeline:
     ) -> Pipeline:
         stop = stop or threading.Event()
         bus = bus or bus_from_settings(settings)
-        needs_db = bool(roles & {"infer", "alerts"})
+        needs_db = bool(roles & {"infer", "alerts", "desk"})
         db = open_database(settings) if needs_db else None
         pipeline = cls(settings, bus, db, stop, roles=frozenset(roles))
         if "alerts" in roles:
@@ -138,6 +139,14 @@ class Pipeline:
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
                 pipeline.workers.append(InferenceWorker.from_settings(settings, classifier, bus, db, threshold, stop, name=name))
+        if "desk" in roles:
+            from alerts.desk.app import create_app
+            from alerts.desk.server import DeskServer
+
+            assert db is not None
+            desk = settings.desk
+            pipeline.desk = DeskServer(create_app(settings, db), desk.host, desk.port,
+                                       trust_forwarded=desk.trust_forwarded)
         if "ingest" in roles:
             from ingest.supervisor import IngestSupervisor
 
@@ -152,6 +161,10 @@ class Pipeline:
             for worker in self.workers:
                 self.health.add_check(worker.name, _health_check(worker, svc.stall_after_s))
             log.info("metrics and health on http://%s:%d/metrics", svc.metrics_host, self.health.port)
+        if self.desk is not None:
+            self.desk.start()
+            if self.health is not None:
+                self.health.add_check("desk", lambda: bool(self.desk.alive))
         for worker in self.workers:
             worker.start_thread()
         if self.ingest is not None:
@@ -187,6 +200,9 @@ class Pipeline:
             failed = self.failed_worker()
             if failed is not None:
                 log.error("%s failed: %s; stopping", failed.name, failed.error)
+                self.stop.set()
+            elif self.desk is not None and not self.desk.alive:
+                log.error("the security desk stopped: %s; stopping", self.desk.error)
                 self.stop.set()
             elif self.finished():
                 log.info("every camera has ended and everything it sent is processed; stopping")
@@ -274,6 +290,8 @@ class Pipeline:
             self.ingest.stop()
         for worker in self.workers:
             worker.join(timeout_s)
+        if self.desk is not None:
+            self.desk.stop()
         if self.health is not None:
             self.health.close()
         self.bus.close()
