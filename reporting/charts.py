@@ -20,15 +20,19 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
-from reporting.queries import ReportData
+from common.schemas import Verdict
+from reporting.queries import OUTCOMES, UNREVIEWED, ReportData, outcome_label
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
-OUTCOME_STYLE = {
-    "theft": ("Confirmed theft", "#c0392b"),
-    "false_alarm": ("False alarm", "#7f8c8d"),
-    "unreviewed": ("Not yet reviewed", "#e6a23c"),
+OUTCOME_COLOURS: dict[str, str] = {  # labels come from queries.outcome_label (the Verdict labels)
+    Verdict.THEFT_CONFIRMED: "#c0392b",
+    Verdict.THEFT_PREVENTED: "#d98880",  # a lighter red: a real attempt, nothing lost
+    Verdict.FALSE_ALARM: "#7f8c8d",
+    Verdict.UNSURE: "#5d8aa8",
+    UNREVIEWED: "#e6a23c",
 }
+OTHER_OUTCOME_COLOUR = "#34495e"
 STATE_COLOURS = {"online": "#2e9d5b", "offline": "#c0392b", "ended": "#ffffff", "unknown": "#d5d8dc"}
 STATE_LABELS = {"online": "Online", "offline": "Offline / error", "ended": "Source ended (not an outage)",
                 "unknown": "No status known"}
@@ -232,8 +236,8 @@ def draw_alert_outcomes(ax: Axes, data: ReportData) -> None:
     ax.set_xlabel("Alerts (count)", color=TEXT, fontsize=9)
     outcomes = data.alert_outcomes
     total = sum(outcomes.values())
-    keys = [*OUTCOME_STYLE, *[k for k in outcomes if k not in OUTCOME_STYLE]]
-    labels = [OUTCOME_STYLE.get(k, (k.replace("_", " ").capitalize(), ""))[0] for k in keys]
+    keys = [*OUTCOMES, *[k for k in outcomes if k not in OUTCOMES]]
+    labels = [outcome_label(k) for k in keys]
     if total == 0:
         ax.set_yticks(range(len(keys)), labels)
         ax.invert_yaxis()
@@ -241,7 +245,7 @@ def draw_alert_outcomes(ax: Axes, data: ReportData) -> None:
         _empty(ax, EMPTY_ALERTS)
         return
     values = [outcomes.get(k, 0) for k in keys]
-    colours = [OUTCOME_STYLE.get(k, ("", "#34495e"))[1] for k in keys]
+    colours = [OUTCOME_COLOURS.get(k, OTHER_OUTCOME_COLOUR) for k in keys]
     bars = ax.barh(range(len(keys)), values, color=colours, height=0.6)
     ax.bar_label(bars, labels=[f"{v}  ({v / total:.0%})" for v in values], padding=4, fontsize=9, color=TEXT)
     ax.set_yticks(range(len(keys)), labels)
@@ -251,8 +255,8 @@ def draw_alert_outcomes(ax: Axes, data: ReportData) -> None:
 
 
 def alert_outcomes_chart(data: ReportData) -> Figure:
-    """How staff judged the suspicious-activity alerts: confirmed theft, false alarm, not yet reviewed."""
-    fig = new_figure((9.0, 3.0))
+    """How staff judged the suspicious-activity alerts: each verdict, and those not yet reviewed."""
+    fig = new_figure((9.0, 3.4))
     draw_alert_outcomes(fig.add_subplot(), data)
     return fig
 
@@ -327,6 +331,16 @@ def format_duration(seconds: float) -> str:
         return f"{hours} h {minutes:02d} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+def format_wait(seconds: float) -> str:
+    """A short wait to the second: '45 s', '2 min 05 s'; an hour or more as ``format_duration``."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return format_duration(seconds)
 
 
 def format_period_length(start: datetime, end: datetime) -> str:

@@ -22,9 +22,9 @@ from common.clock import Clock, SystemClock
 from common.db import Database, DatabaseUnavailable
 from common.settings import Settings, StoreSettings
 from common.worker import Worker
-from reporting.charts import format_duration, format_local, save_all_charts
+from reporting.charts import format_duration, format_local, format_wait, save_all_charts
 from reporting.pdf import render_report
-from reporting.queries import ReportData, load_report_data, store_zone
+from reporting.queries import ReportData, load_report_data, outcome_label, store_zone
 
 log = logging.getLogger(__name__)
 
@@ -122,16 +122,22 @@ def _report_message(settings: Settings, report: StoreReport) -> EmailMessage:
     msg["Subject"] = f"AisleWatch report for {data.store_name}: {data.start:%d %b} - {data.end:%d %b %Y}"
     msg["From"] = settings.notifications.email.sender
     msg["To"] = ", ".join(report.store.manager_emails)
+    rate, median, p90 = data.false_alarm_rate, data.ack_median_s, data.ack_p90_s
+    figures = [
+        ("Clips analysed", f"{data.clips:,}"),
+        ("Suspicious clips", f"{data.suspicious_clips:,}"),
+        ("Alerts raised", f"{data.alerts_raised:,}"),
+        *((f"  {outcome_label(key)}", f"{n:,}") for key, n in data.alert_outcomes.items()),
+        ("False-alarm rate", "n/a" if rate is None else f"{rate:.0%} of {data.reviewed} reviewed"),
+        ("Time to acknowledge", "n/a" if median is None or p90 is None
+         else f"median {format_wait(median)}, 90th percentile {format_wait(p90)}"),
+        ("Camera offline time", format_duration(data.offline_s)),
+    ]
     msg.set_content(
         f"AisleWatch report for {data.store_name}\n"
         f"Period: {format_local(data.start)} to {format_local(data.end)}\n\n"
-        f"Clips analysed:      {data.clips:,}\n"
-        f"Suspicious clips:    {data.suspicious_clips:,}\n"
-        f"Alerts raised:       {data.alerts_raised:,}\n"
-        f"Confirmed thefts:    {data.confirmed_thefts:,}\n"
-        f"False alarms:        {data.false_alarms:,}\n"
-        f"Camera offline time: {format_duration(data.offline_s)}\n\n"
-        "Detections come from an automated model and must be verified by staff before any action.\n"
+        + "".join(f"{label + ':':<21}{value}\n" for label, value in figures)
+        + "\nDetections come from an automated model and must be verified by staff before any action.\n"
         "The full report is attached.\n"
     )
     msg.add_attachment(report.pdf.read_bytes(), maintype="application", subtype="pdf",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import textwrap
 import threading
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
@@ -15,16 +16,27 @@ from typing import Literal
 import numpy as np
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import FancyBboxPatch, Rectangle
+from matplotlib.textpath import text_to_path
 from PIL import Image
 
 from common.db import Database
-from common.schemas import AlertKind
+from common.schemas import AlertKind, Verdict
 from common.settings import StoreSettings
 from reporting import charts
-from reporting.charts import MUTED, OUTCOME_STYLE, TEXT, format_duration, format_local, format_period_length
-from reporting.queries import AlertRow, ReportData, load_report_data
+from reporting.charts import (
+    MUTED,
+    OTHER_OUTCOME_COLOUR,
+    OUTCOME_COLOURS,
+    TEXT,
+    format_duration,
+    format_local,
+    format_period_length,
+    format_wait,
+)
+from reporting.queries import OUTCOMES, UNREVIEWED, AlertRow, ReportData, load_report_data, outcome_label
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +52,10 @@ ACCENT = "#1f4e79"
 VERIFY_NOTE = (
     "Detections in this report come from an automated model, not from a person. The model can be wrong: a "
     "suspicious clip or an alert is not proof that anything was stolen. Every alert must be verified by "
-    "staff (for example by reviewing the footage) before any action is taken. 'Confirmed theft' and "
-    "'False alarm' are verdicts recorded by staff; alerts without a verdict are shown as not yet reviewed."
+    "staff (for example by reviewing the footage) before any action is taken. The verdicts ("
+    + ", ".join(f"'{v.label}'" for v in Verdict)
+    + ") are recorded by staff at the security desk; alerts without a verdict are shown as "
+    f"'{outcome_label(UNREVIEWED).lower()}'."
 )
 
 
@@ -150,33 +164,37 @@ def _cover_page(data: ReportData, generated_at: datetime, total: int) -> Figure:
 
     suspicious_alerts = len(data.suspicious_alerts)
     offline_alerts = data.alerts_raised - suspicious_alerts
-    unreviewed = data.alert_outcomes.get("unreviewed", 0)
-    tiles = [
-        ("Clips analysed", f"{data.clips:,}", "short video clips classified"),
-        ("Suspicious clips", f"{data.suspicious_clips:,}", _share(data.suspicious_clips, data.clips)),
-        ("Alerts raised", f"{data.alerts_raised:,}",
-         f"{suspicious_alerts} suspicious, {offline_alerts} camera offline"),
-        ("Confirmed thefts", f"{data.confirmed_thefts:,}", f"{unreviewed} alert(s) not yet reviewed"),
-        ("False alarms", f"{data.false_alarms:,}", "judged by staff"),
-        ("Camera offline time", format_duration(data.offline_s), "offline or error, all cameras")
-        if data.has_health_data else ("Camera offline time", "n/a", "no camera status recorded"),
-    ]
-    tile_w, tile_h, gap = 2.2, 1.15, 0.235
-    for i, (label, value, sub) in enumerate(tiles):
-        col, row = i % 3, i // 3
-        left = MARGIN + col * (tile_w + gap)
-        top = 4.05 + row * (tile_h + gap)
-        fig.add_artist(FancyBboxPatch((_x(fig, left), _y(fig, top + tile_h)), _x(fig, tile_w),
-                                      _y(fig, 0) - _y(fig, tile_h), boxstyle="round,pad=0,rounding_size=0.01",
-                                      transform=fig.transFigure, facecolor="#f4f6f7", edgecolor="#d5d8dc"))
-        fig.text(_x(fig, left + 0.15), _y(fig, top + 0.15), label, fontsize=9, color=MUTED, va="top")
-        colour = OUTCOME_STYLE["theft"][1] if label == "Confirmed thefts" and data.confirmed_thefts else TEXT
-        fig.text(_x(fig, left + 0.15), _y(fig, top + 0.4), value, fontsize=20, fontweight="bold", color=colour,
-                 va="top")
-        fig.text(_x(fig, left + 0.15), _y(fig, top + 0.9), _shorten(sub, 36), fontsize=7.5, color=MUTED,
-                 va="top")
+    width = A4[0] - 2 * MARGIN
+    top = TILES_TOP
+    _tile_row(fig, top, width, TILE_H, [
+        Tile("Clips analysed", f"{data.clips:,}", "short video clips classified"),
+        Tile("Suspicious clips", f"{data.suspicious_clips:,}", _share(data.suspicious_clips, data.clips)),
+        Tile("Alerts raised", f"{data.alerts_raised:,}",
+             f"{suspicious_alerts} suspicious, {offline_alerts} camera offline"),
+    ])
+    top += TILE_H + TILE_GAP
+    outcomes = data.alert_outcomes
+    _tile_row(fig, top, width, VERDICT_TILE_H, [
+        Tile(outcome_label(key), f"{outcomes[key]:,}",
+             f"{outcomes[key] / suspicious_alerts:.0%} of {suspicious_alerts} alerts" if suspicious_alerts
+             else "no suspicious alerts",
+             OUTCOME_COLOURS.get(key, OTHER_OUTCOME_COLOUR))
+        for key in OUTCOMES
+    ])
+    top += VERDICT_TILE_H + TILE_GAP
+    rate = data.false_alarm_rate
+    median, p90 = data.ack_median_s, data.ack_p90_s
+    _tile_row(fig, top, width, TILE_H, [
+        Tile("False-alarm rate", "n/a" if rate is None else f"{rate:.0%}",
+             "no alert reviewed yet" if rate is None else
+             f"{data.false_alarms} of {data.reviewed} reviewed alerts"),
+        Tile("Time to acknowledge", "n/a" if median is None else format_wait(median),
+             "no alert acknowledged yet" if p90 is None else f"median; 90th percentile {format_wait(p90)}"),
+        Tile("Camera offline time", format_duration(data.offline_s), "offline or error, all cameras")
+        if data.has_health_data else Tile("Camera offline time", "n/a", "no camera status recorded"),
+    ])
 
-    note_top = 4.05 + 2 * tile_h + gap + 0.3
+    note_top = top + TILE_H + 0.25
     note_lines = textwrap.wrap(VERIFY_NOTE, 95)
     note_h = 0.45 + 0.19 * len(note_lines)
     fig.add_artist(Rectangle((_x(fig, MARGIN), _y(fig, note_top + note_h)), 1 - 2 * _x(fig, MARGIN),
@@ -187,9 +205,50 @@ def _cover_page(data: ReportData, generated_at: datetime, total: int) -> Figure:
     fig.text(_x(fig, MARGIN + 0.15), _y(fig, note_top + 0.38), "\n".join(note_lines), fontsize=8.5, color=TEXT,
              va="top", linespacing=1.35)
 
-    _camera_table(fig, data, note_top + note_h + 0.4)
+    _camera_table(fig, data, note_top + note_h + 0.3)
     _footer(fig, data, 1, total)
     return fig
+
+
+TILES_TOP = 3.95
+TILE_H = 0.95
+VERDICT_TILE_H = 0.85
+TILE_GAP = 0.16
+TILE_PAD = 0.13
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One headline figure on the cover; ``colour`` draws a stripe that matches the outcome chart."""
+
+    label: str
+    value: str
+    sub: str
+    colour: str | None = None
+
+
+def _tile_row(fig: Figure, top: float, width: float, height: float, tiles: list[Tile]) -> None:
+    """Tiles side by side across ``width`` inches; every text is fitted to its tile (shrunk or shortened)."""
+    gap = 0.15 if len(tiles) > 3 else 0.235
+    tile_w = (width - gap * (len(tiles) - 1)) / len(tiles)
+    inner = tile_w - 2 * TILE_PAD
+    big = 20 if len(tiles) <= 3 else 17
+    for i, tile in enumerate(tiles):
+        left = MARGIN + i * (tile_w + gap)
+        fig.add_artist(FancyBboxPatch((_x(fig, left), _y(fig, top + height)), _x(fig, tile_w),
+                                      _y(fig, 0) - _y(fig, height), boxstyle="round,pad=0,rounding_size=0.01",
+                                      transform=fig.transFigure, facecolor="#f4f6f7", edgecolor="#d5d8dc"))
+        if tile.colour is not None:
+            fig.add_artist(Rectangle((_x(fig, left), _y(fig, top + height)), _x(fig, 0.05),
+                                     _y(fig, 0) - _y(fig, height), transform=fig.transFigure,
+                                     color=tile.colour, linewidth=0))
+        fig.text(_x(fig, left + TILE_PAD), _y(fig, top + 0.12), fit_line(tile.label, inner, 8.5), fontsize=8.5,
+                 color=MUTED, va="top")
+        size = fit_fontsize(tile.value, inner, big, weight="bold")
+        fig.text(_x(fig, left + TILE_PAD), _y(fig, top + 0.33), tile.value, fontsize=size, fontweight="bold",
+                 color=TEXT, va="top")
+        fig.text(_x(fig, left + TILE_PAD), _y(fig, top + height - 0.2), fit_line(tile.sub, inner, 7.5),
+                 fontsize=7.5, color=MUTED, va="top")
 
 
 def _camera_table(fig: Figure, data: ReportData, top: float) -> None:
@@ -248,14 +307,26 @@ def _cameras_page(data: ReportData, total: int) -> Figure:
 
 
 # -- alerts table ----------------------------------------------------------------------------------------
-COLUMNS = [  # x (inches), header, wrap width (characters)
-    (MARGIN, "Evidence", 0),
-    (1.9, "Time", 0),
-    (3.25, "Camera", 20),
-    (4.75, "Kind", 12),
-    (5.6, "Probability", 0),
-    (6.45, "Verdict (status)", 0),  # ends inside the right margin (7.67 in)
-]
+@dataclass(frozen=True)
+class Column:
+    x: float
+    """Left edge, inches from the page's left."""
+    header: str
+    width: float
+    """Inches the cell's text may use; the next column starts after a small gap."""
+
+
+COLUMNS = (
+    Column(MARGIN, "Evidence", 1.15),
+    Column(1.88, "Time", 1.0),
+    Column(3.0, "Camera", 0.98),
+    Column(4.08, "Kind", 0.76),
+    Column(5.02, "Verdict", 1.13),  # a colour bar in the gap before it matches the outcome chart
+    Column(6.25, "Note", A4[0] - MARGIN - 6.25),  # ends at the right margin
+)
+TABLE_FONT = 8.5
+NOTE_FONT = 8.0
+NOTE_LINES = 5
 
 
 def _alerts_page(
@@ -278,9 +349,9 @@ def _alerts_page(
     if not rows:
         fig.text(0.5, _y(fig, 3.0), charts.EMPTY_ALERTS, fontsize=12, color=MUTED, ha="center", va="center")
         return fig
-    for x, header, _ in COLUMNS:
-        fig.text(_x(fig, x), _y(fig, TABLE_TOP - 0.14), header, fontsize=8.5, fontweight="bold", color=MUTED,
-                 va="bottom")
+    for column in COLUMNS:
+        fig.text(_x(fig, column.x), _y(fig, TABLE_TOP - 0.14), column.header, fontsize=8.5, fontweight="bold",
+                 color=MUTED, va="bottom")
     for i, row in enumerate(rows):
         top = TABLE_TOP + i * TABLE_ROW_H
         if i % 2 == 0:
@@ -289,28 +360,39 @@ def _alerts_page(
                                      transform=fig.transFigure, facecolor="#f7f9fa", linewidth=0, zorder=-1))
         _thumbnail(fig, row, top + 0.06, evidence_root)
         at = row.raised_at
+        time_col, camera_col, kind_col, verdict_col, note_col = COLUMNS[1:]
+        kind = fit_lines(AlertKind.label_of(row.kind), kind_col.width, TABLE_FONT, 2)
+        if row.probability is not None:
+            kind += f"\np = {row.probability:.2f}"
         cells = [
-            f"{at:%a %d %b %Y}\n{at:%H:%M:%S %Z}",
-            "\n".join(textwrap.wrap(row.camera_name, 20, max_lines=3, placeholder="…")) or row.camera_id,
-            "\n".join(textwrap.wrap(AlertKind.label_of(row.kind), 12)),
-            "-" if row.probability is None else f"{row.probability:.2f}",
-            _status_text(row),
+            (time_col, f"{at:%a %d %b %Y}\n{at:%H:%M:%S %Z}", TABLE_FONT),
+            (camera_col, fit_lines(row.camera_name or row.camera_id, camera_col.width, TABLE_FONT, 3), TABLE_FONT),
+            (kind_col, kind, TABLE_FONT),
+            (verdict_col, _verdict_text(row, verdict_col.width), TABLE_FONT),
+            (note_col, fit_lines(row.note or "", note_col.width, NOTE_FONT, NOTE_LINES), NOTE_FONT),
         ]
-        for (x, _, _), text in zip(COLUMNS[1:], cells, strict=True):
-            fig.text(_x(fig, x), _y(fig, top + 0.14), text, fontsize=8.5, color=TEXT, va="top",
-                     linespacing=1.3)
-        colour = OUTCOME_STYLE.get(row.outcome, ("", MUTED))[1] if row.kind == AlertKind.SUSPICIOUS_ACTIVITY else MUTED
-        fig.add_artist(Rectangle((_x(fig, COLUMNS[-1][0] - 0.12), _y(fig, top + 0.42)), _x(fig, 0.06),
+        for column, text, size in cells:
+            # parse_math off: a '$' in a camera name or a note is a dollar sign, not mathtext
+            fig.text(_x(fig, column.x), _y(fig, top + 0.14), text, fontsize=size, color=TEXT, va="top",
+                     linespacing=1.3, parse_math=False)
+        colour = OUTCOME_COLOURS.get(row.outcome, OTHER_OUTCOME_COLOUR) if row.is_suspicious else MUTED
+        fig.add_artist(Rectangle((_x(fig, verdict_col.x - 0.12), _y(fig, top + 0.42)), _x(fig, 0.06),
                                  _y(fig, 0) - _y(fig, 0.28), transform=fig.transFigure, color=colour,
                                  linewidth=0))
     return fig
 
 
-def _status_text(row: AlertRow) -> str:
-    verdict = OUTCOME_STYLE.get(row.outcome, (row.outcome.replace("_", " ").capitalize(), ""))[0]
-    if row.kind != AlertKind.SUSPICIOUS_ACTIVITY and row.verdict is None:
-        verdict = "-"
-    return f"{verdict}\n({row.status})"
+def _verdict_text(row: AlertRow, width: float) -> str:
+    """Verdict label, status, who acknowledged it and how long after it was raised; '-' for a camera-offline
+    alert nobody judged (it is never a theft or a false alarm)."""
+    verdict = "-" if not row.is_suspicious and row.verdict is None else outcome_label(row.outcome)
+    lines = [fit_line(verdict, width, TABLE_FONT), fit_line(row.status.replace("_", " ").capitalize(), width,
+                                                            TABLE_FONT)]
+    if row.acknowledged_by:
+        lines.append(fit_line(f"by {row.acknowledged_by}", width, TABLE_FONT))
+    if (wait := row.time_to_acknowledge_s) is not None:
+        lines.append(fit_line(f"after {format_wait(wait)}", width, TABLE_FONT))
+    return "\n".join(lines)
 
 
 def _thumbnail(fig: Figure, row: AlertRow, top: float, evidence_root: Path | None) -> None:
@@ -345,6 +427,72 @@ def _load_thumbnail(path: str | None, evidence_root: Path | None) -> np.ndarray 
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         log.info("evidence snapshot %s not shown: %s", path, exc)
         return None
+
+
+# -- fitting text into a width -----------------------------------------------------------------------
+ELLIPSIS = "…"
+
+
+def text_width(text: str, fontsize: float, weight: str = "normal") -> float:
+    """Width in inches of one line of ``text`` in the report font (the same metrics the PDF uses)."""
+    prop = FontProperties(size=fontsize, weight=weight)
+    width, _, _ = text_to_path.get_text_width_height_descent(text, prop, ismath=False)
+    return float(width) / 72
+
+
+def fit_fontsize(text: str, width: float, largest: float, *, weight: str = "normal", smallest: float = 9) -> float:
+    """The largest size, in half points from ``largest`` down to ``smallest``, at which ``text`` fits."""
+    size = largest
+    while size > smallest and text_width(text, size, weight) > width:
+        size -= 0.5
+    return size
+
+
+def fit_line(text: str, width: float, fontsize: float) -> str:
+    """``text`` on one line, cut with an ellipsis where it would be wider than ``width`` inches."""
+    text = " ".join(text.split())
+    return text if text_width(text, fontsize) <= width else _cut(text, width, fontsize)
+
+
+def _cut(text: str, width: float, fontsize: float) -> str:
+    """``text`` shortened as little as needed to be followed by an ellipsis within ``width``."""
+    while text and text_width(text.rstrip() + ELLIPSIS, fontsize) > width:
+        text = text[:-1]
+    return text.rstrip() + ELLIPSIS
+
+
+def fit_lines(text: str, width: float, fontsize: float, max_lines: int) -> str:
+    """``text`` wrapped at spaces into at most ``max_lines`` lines, each no wider than ``width`` inches.
+
+    A word wider than the column is broken where it reaches the edge; text that does not fit in
+    ``max_lines`` ends with an ellipsis.  Line breaks in the text count as spaces."""
+    lines: list[str] = []
+    words = text.split()
+    current = ""
+    while words:
+        word = words[0]
+        candidate = f"{current} {word}" if current else word
+        if text_width(candidate, fontsize) <= width:
+            current = candidate
+            words.pop(0)
+            continue
+        if current:  # the word starts the next line
+            lines.append(current)
+            current = ""
+        else:  # a word wider than the column on its own: break it
+            cut = min(len(word) - 1, 120)  # more than any column holds: keeps a pasted blob cheap
+            while cut > 1 and text_width(word[:cut], fontsize) > width:
+                cut -= 1
+            lines.append(word[:cut])
+            words[0] = word[cut:]
+        if len(lines) == max_lines:
+            break
+    if current and len(lines) < max_lines:
+        lines.append(current)
+        current = ""
+    if words or current:  # cut short: end the last line with an ellipsis
+        lines[-1] = _cut(lines[-1], width, fontsize)
+    return "\n".join(lines)
 
 
 def _share(part: int, whole: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from common.db import Database
 from common.models import Alert, Camera, CameraHealthEvent, ClipResult
-from common.schemas import AlertKind
+from common.schemas import AlertKind, Verdict
 from common.settings import StoreSettings
 
 DOWN_STATES = frozenset({"offline", "error"})
@@ -34,7 +34,27 @@ HealthCategory = Literal["online", "offline", "ended", "unknown"]
 HOURLY_BINS_UP_TO_DAYS = 14
 """Periods up to this long are charted per hour; longer ones per day."""
 
-OUTCOMES = ("theft", "false_alarm", "unreviewed")
+UNREVIEWED = "unreviewed"
+"""The outcome of an alert nobody has given a verdict yet."""
+
+OUTCOMES: tuple[str, ...] = (*(v.value for v in Verdict), UNREVIEWED)
+"""Every outcome a suspicious-activity alert can have in a report, in the order they are shown."""
+
+
+def outcome_label(outcome: str) -> str:
+    """How an outcome reads in charts and tables: the verdict's label, or 'Not yet reviewed'."""
+    return Verdict.label_of(None if outcome == UNREVIEWED else outcome)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of non-empty ``values``, interpolating linearly between ranks."""
+    if not values:
+        raise ValueError("percentile of no values")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 @dataclass(frozen=True)
@@ -63,11 +83,30 @@ class AlertRow:
     verdict: str | None
     evidence_path: str | None
     message: str
+    acknowledged_by: str | None = None
+    acknowledged_at: datetime | None = None
+    """Local time in the store's time zone."""
+    note: str | None = None
 
     @property
     def outcome(self) -> str:
-        """theft, false_alarm, unreviewed (no verdict yet) or the verdict as stored."""
-        return self.verdict or "unreviewed"
+        """One of ``OUTCOMES`` (``unreviewed`` when there is no verdict yet), or an unknown verdict as stored."""
+        return self.verdict or UNREVIEWED
+
+    @property
+    def is_suspicious(self) -> bool:
+        return self.kind == AlertKind.SUSPICIOUS_ACTIVITY
+
+    @property
+    def time_to_acknowledge_s(self) -> float | None:
+        """Seconds from raising to acknowledging, or None while unacknowledged.
+
+        ``raised_at`` can be the camera's own timestamp, and a camera clock running ahead of the desk's
+        makes the difference negative: such an alert was acknowledged at once, so it counts as 0 s rather
+        than pulling the median below zero."""
+        if self.acknowledged_at is None:
+            return None
+        return max(0.0, (self.acknowledged_at - self.raised_at).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -122,11 +161,12 @@ class ReportData:
 
     @property
     def suspicious_alerts(self) -> tuple[AlertRow, ...]:
-        return tuple(a for a in self.alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY)
+        """The alerts verdicts are about; camera-offline alerts are never thefts or false alarms."""
+        return tuple(a for a in self.alerts if a.is_suspicious)
 
     @property
     def alert_outcomes(self) -> dict[str, int]:
-        """Outcome counts of suspicious-activity alerts: theft / false_alarm / unreviewed (+ any other)."""
+        """Outcome counts of suspicious-activity alerts: every one of ``OUTCOMES`` (+ any unknown verdict)."""
         counts = dict.fromkeys(OUTCOMES, 0)
         for a in self.suspicious_alerts:
             counts[a.outcome] = counts.get(a.outcome, 0) + 1
@@ -134,11 +174,48 @@ class ReportData:
 
     @property
     def confirmed_thefts(self) -> int:
-        return sum(1 for a in self.alerts if a.verdict == "theft")
+        return self.alert_outcomes[Verdict.THEFT_CONFIRMED]
+
+    @property
+    def thefts_prevented(self) -> int:
+        return self.alert_outcomes[Verdict.THEFT_PREVENTED]
 
     @property
     def false_alarms(self) -> int:
-        return sum(1 for a in self.alerts if a.verdict == "false_alarm")
+        return self.alert_outcomes[Verdict.FALSE_ALARM]
+
+    @property
+    def unsure(self) -> int:
+        return self.alert_outcomes[Verdict.UNSURE]
+
+    @property
+    def unreviewed(self) -> int:
+        return self.alert_outcomes[UNREVIEWED]
+
+    @property
+    def reviewed(self) -> int:
+        """Suspicious-activity alerts with any verdict, 'unsure' included: someone looked at them."""
+        return len(self.suspicious_alerts) - self.unreviewed
+
+    @property
+    def false_alarm_rate(self) -> float | None:
+        """False alarms among the reviewed suspicious-activity alerts (0..1); None when none was reviewed."""
+        return self.false_alarms / self.reviewed if self.reviewed else None
+
+    @property
+    def ack_times_s(self) -> tuple[float, ...]:
+        """Time to acknowledge (seconds, clamped at 0) of each acknowledged suspicious-activity alert."""
+        return tuple(t for a in self.suspicious_alerts if (t := a.time_to_acknowledge_s) is not None)
+
+    @property
+    def ack_median_s(self) -> float | None:
+        times = self.ack_times_s
+        return percentile(times, 50) if times else None
+
+    @property
+    def ack_p90_s(self) -> float | None:
+        times = self.ack_times_s
+        return percentile(times, 90) if times else None
 
     @property
     def offline_s(self) -> float:
@@ -290,6 +367,9 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
                 verdict=a.verdict,
                 evidence_path=a.evidence_path,
                 message=a.message,
+                acknowledged_by=a.acknowledged_by,
+                acknowledged_at=a.acknowledged_at.astimezone(tz) if a.acknowledged_at else None,
+                note=a.note,
             )
             for a in alerts
         ),

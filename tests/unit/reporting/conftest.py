@@ -8,11 +8,19 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from common.db import Database
 from common.models import Alert
-from common.schemas import AlertKind, AlertMessage, CameraHealthMessage, CameraState, ResultMessage
+from common.schemas import (
+    AlertKind,
+    AlertMessage,
+    AlertStatus,
+    CameraHealthMessage,
+    CameraState,
+    ResultMessage,
+    Verdict,
+)
 from common.settings import Settings, load_settings
 
 _ids = itertools.count()
@@ -40,9 +48,21 @@ def health(store: str, camera: str, at: datetime, state: CameraState) -> CameraH
     return CameraHealthMessage(event_id=f"ev-{next(_ids)}", store_id=store, camera_id=camera, state=state, at=at)
 
 
-def set_verdict(db: Database, alert_id: str, verdict: str | None, status: str = "acknowledged") -> None:
+def set_verdict(
+    db: Database,
+    alert_id: str,
+    verdict: Verdict | None,
+    *,
+    after: timedelta = timedelta(minutes=1),
+    by: str = "guard.one",
+    note: str | None = None,
+    status: AlertStatus = AlertStatus.ACKNOWLEDGED,
+) -> None:
+    """Acknowledge an alert the way the desk does: verdict, status, who, when (``after`` it was raised)."""
     with db.session() as session:
-        session.execute(update(Alert).where(Alert.alert_id == alert_id).values(verdict=verdict, status=status))
+        raised_at = session.scalars(select(Alert.raised_at).where(Alert.alert_id == alert_id)).one()
+        session.execute(update(Alert).where(Alert.alert_id == alert_id).values(
+            verdict=verdict, status=status, acknowledged_by=by, acknowledged_at=raised_at + after, note=note))
 
 
 def make_settings(tmp_path: Path, **reporting: object) -> Settings:

@@ -114,5 +114,7 @@ def test_reports_are_emailed_to_their_store_managers_only(db: Database, tmp_path
     assert envelope.rcpt_tos == ["alpha-manager@example.com"]
     body = envelope.content.decode()
     assert "Alpha Market" in body and "Alerts raised:       1" in body
+    assert "  Not yet reviewed:  1" in body and "  Theft confirmed:   0" in body
+    assert "False-alarm rate:    n/a" in body and "Time to acknowledge: n/a" in body
     assert 'filename="store-a-20260706.pdf"' in body
     assert "Bravo" not in body

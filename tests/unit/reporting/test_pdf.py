@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from common.db import Database
-from common.schemas import CameraState
+from common.schemas import AlertKind, AlertStatus, CameraState, Verdict
 from common.settings import Settings
-from reporting import charts
+from reporting import charts, pdf
 from reporting.pdf import render_report, render_store_report
 from reporting.queries import load_report_data
 
@@ -35,8 +35,9 @@ def pdf_info(path: Path) -> str:
     return subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
 
 
-def pdf_text(path: Path) -> str:
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True,
+def pdf_text(path: Path, mode: str = "-layout") -> str:
+    """The PDF's text laid out as on the page, or with ``-raw`` in drawing order (each tile's texts together)."""
+    return subprocess.run(["pdftotext", mode, str(path), "-"], capture_output=True, text=True,
                           check=True).stdout
 
 
@@ -50,7 +51,7 @@ def fill_two_stores(db: Database, tmp_path: Path) -> None:
     a_alerts = [alert("store-a", "a-entrance", t0, snapshot=str(snap)),
                 alert("store-a", "a-aisle", t0 + timedelta(hours=1), snapshot=str(tmp_path / "missing.jpg"))]
     db.write_alerts([*a_alerts, alert("store-b", "b-till", t0, probability=0.97)])
-    set_verdict(db, a_alerts[0].alert_id, "theft")
+    set_verdict(db, a_alerts[0].alert_id, Verdict.THEFT_CONFIRMED)
     db.write_health_events([health("store-a", "a-aisle", t0, CameraState.OFFLINE),
                             health("store-a", "a-aisle", t0 + timedelta(hours=2), CameraState.ONLINE),
                             health("store-b", "b-till", t0, CameraState.OFFLINE)])
@@ -70,7 +71,7 @@ def test_report_is_a_valid_pdf_with_only_its_store(db: Database, settings: Setti
     assert "must be verified" in " ".join(text.split())
     for foreign in ("Bravo", "b-till", "store-b"):
         assert foreign not in text
-    assert "Confirmed theft" in text
+    assert Verdict.THEFT_CONFIRMED.label in text
     assert not list(out.parent.glob("*.part"))
 
     data = load_report_data(db, settings.stores[0], START, END)
@@ -82,11 +83,116 @@ def test_cover_shows_headline_numbers(db: Database, settings: Settings, tmp_path
     fill_two_stores(db, tmp_path)
     text = " ".join(pdf_text(render_store_report(db, settings.stores[0], START, END, tmp_path / "a.pdf",
                                                  generated_at=GENERATED)).split())
-    for label in ("Clips analysed", "Suspicious clips", "Alerts raised", "Confirmed thefts", "False alarms",
-                  "Camera offline time"):
+    for label in ("Clips analysed", "Suspicious clips", "Alerts raised", *(v.label for v in Verdict),
+                  "Not yet reviewed", "False-alarm rate", "Time to acknowledge", "Camera offline time"):
         assert label in text
+    assert "0 of 1 reviewed alerts" in text  # the one reviewed alert was a confirmed theft
     assert "2 h 00 min" in text  # a-aisle offline for two hours
     assert "Wed 01 Jul 2026 00:00 BST" in text  # period shown in the store's time zone
+
+
+def test_cover_shows_false_alarm_rate_and_time_to_acknowledge(
+    db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    alerts = [alert("store-a", "a-aisle", t0 + timedelta(minutes=10 * i)) for i in range(4)]
+    db.write_alerts(alerts)
+    set_verdict(db, alerts[0].alert_id, Verdict.FALSE_ALARM, after=timedelta(seconds=60))
+    set_verdict(db, alerts[1].alert_id, Verdict.FALSE_ALARM, after=timedelta(seconds=120))
+    set_verdict(db, alerts[2].alert_id, Verdict.THEFT_PREVENTED, after=timedelta(seconds=180))
+
+    out = render_store_report(db, settings.stores[0], START, END, tmp_path / "r.pdf", generated_at=GENERATED)
+
+    cover = " ".join(pdf_text(out, "-raw").split("\f")[0].split())
+    assert "False-alarm rate 67% 2 of 3 reviewed alerts" in cover  # 2 false alarms of 3 reviewed; the open one not counted
+    assert "Time to acknowledge 2 min 00 s median; 90th percentile 2 min 48 s" in cover  # 60, 120, 180 s
+    assert "False alarm 2 50% of 4 alerts" in cover and "Not yet reviewed 1 25% of 4 alerts" in cover
+
+
+def test_cover_shows_n_a_before_any_review(db: Database, settings: Settings, tmp_path: Path) -> None:
+    db.write_alerts([alert("store-a", "a-aisle", datetime(2026, 7, 1, 9, 0, tzinfo=UTC))])
+    out = render_store_report(db, settings.stores[0], START, END, tmp_path / "r.pdf", generated_at=GENERATED)
+    cover = " ".join(pdf_text(out, "-raw").split("\f")[0].split())
+    assert "False-alarm rate n/a no alert reviewed yet" in cover
+    assert "Time to acknowledge n/a no alert acknowledged yet" in cover
+
+
+def test_alerts_table_shows_verdict_status_who_and_note(db: Database, settings: Settings, tmp_path: Path) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    judged = alert("store-a", "a-aisle", t0)
+    offline = alert("store-a", "a-aisle", t0 + timedelta(minutes=5), probability=None,
+                    kind=AlertKind.CAMERA_OFFLINE)
+    db.write_alerts([judged, offline, alert("store-a", "a-entrance", t0 + timedelta(minutes=9))])
+    set_verdict(db, judged.alert_id, Verdict.THEFT_PREVENTED, by="j.smith", after=timedelta(seconds=95),
+                note="Staff approached; items returned", status=AlertStatus.RESOLVED)
+    set_verdict(db, offline.alert_id, None, by="m.jones")
+
+    out = render_store_report(db, settings.stores[0], START, END, tmp_path / "t.pdf", generated_at=GENERATED)
+
+    table = " ".join(pdf_text(out, "-raw").split("\f")[3].split())  # each cell's lines together
+    assert "Theft prevented Resolved by j.smith after 1 min 35 s Staff approached; items returned" in table
+    assert "Camera offline - Acknowledged by m.jones after 1 min 00 s" in table  # never a verdict of its own
+    assert "p = 0.90 Not yet reviewed Open" in table
+
+
+def test_alerts_table_text_stays_inside_its_columns(db: Database, settings: Settings, tmp_path: Path) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    alerts = [alert("store-a", "a-aisle", t0 + timedelta(minutes=i)) for i in range(3)]
+    db.write_alerts(alerts)
+    long_note = ("Man in grey hoodie put two bottles of whisky in his jacket and left through the entrance "
+                 "without paying; police called, reference 24-118833, footage exported for them. ") * 3
+    set_verdict(db, alerts[0].alert_id, Verdict.THEFT_CONFIRMED, note=long_note,
+                by="a.very.long.guard.name@store-0142.example.com")
+    set_verdict(db, alerts[1].alert_id, Verdict.FALSE_ALARM, note="W" * 300)  # no space to wrap at
+    set_verdict(db, alerts[2].alert_id, Verdict.UNSURE, note="$40 + $25 bottles, maybe")  # not mathtext
+    data = load_report_data(db, settings.stores[0], START, END)
+
+    fig = pdf._alerts_page(data, data.alerts, 0, 1, 4, None)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    dpi, page_w = fig.dpi, fig.get_figwidth()
+    checked = 0
+    ends = [c.x for c in pdf.COLUMNS[2:]] + [page_w - pdf.MARGIN / 2]  # the next column, or the page margin
+    for column, end in zip(pdf.COLUMNS[1:], ends, strict=True):
+        cells = [t for t in fig.texts if abs(t.get_position()[0] * page_w - column.x) < 1e-6
+                 and t.get_text() != column.header]
+        assert len(cells) == len(data.alerts)
+        for cell in cells:
+            box = cell.get_window_extent(renderer)
+            assert box.x1 < end * dpi, (column.header, cell.get_text())
+            checked += 1
+    assert checked == 5 * 3
+    notes = [t for t in fig.texts if abs(t.get_position()[0] * page_w - pdf.COLUMNS[-1].x) < 1e-6][1:]
+    assert notes[0].get_text().endswith("…") and len(notes[0].get_text().splitlines()) == pdf.NOTE_LINES
+    assert notes[1].get_text().endswith("…") and len(notes[1].get_text().splitlines()) == pdf.NOTE_LINES
+    assert notes[2].get_text() == "$40 + $25 bottles,\nmaybe" and not notes[2].get_parse_math()
+
+
+@pytest.mark.parametrize(
+    ("text", "lines"),
+    [
+        ("short", ["short"]),
+        ("", [""]),
+        ("two words " * 20, None),
+        ("x" * 400, None),
+        ("line\nbreaks   and   spaces", ["line breaks and spaces"]),
+    ],
+)
+def test_fit_lines_wraps_within_the_width(text: str, lines: list[str] | None) -> None:
+    fitted = pdf.fit_lines(text, 1.4, 8.0, 4).split("\n")
+    if lines is not None:
+        assert fitted == lines
+    else:
+        assert len(fitted) == 4 and fitted[-1].endswith("…")
+    assert all(pdf.text_width(line, 8.0) <= 1.4 for line in fitted)
+
+
+@pytest.mark.parametrize(
+    ("afters", "expected"),
+    [(timedelta(seconds=45), "45 s"), (timedelta(seconds=125), "2 min 05 s"), (timedelta(hours=3), "3 h 00 min")],
+)
+def test_wait_format(afters: timedelta, expected: str) -> None:
+    assert charts.format_wait(afters.total_seconds()) == expected
 
 
 @pytest.mark.parametrize(

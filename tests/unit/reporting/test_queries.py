@@ -8,9 +8,17 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from common.db import Database
-from common.schemas import AlertKind, CameraState
+from common.schemas import AlertKind, AlertStatus, CameraState, Verdict
 from common.settings import Settings
-from reporting.queries import bin_start, load_report_data, local_days, time_bins
+from reporting.queries import (
+    OUTCOMES,
+    bin_start,
+    load_report_data,
+    local_days,
+    outcome_label,
+    percentile,
+    time_bins,
+)
 
 from .conftest import alert, health, result, set_verdict
 
@@ -96,10 +104,11 @@ def test_alert_outcomes_and_offline_time(db: Database, settings: Settings) -> No
     alerts = [alert("store-a", "a-aisle", t0 + timedelta(minutes=i)) for i in range(5)]
     alerts.append(alert("store-a", "a-aisle", t0, probability=None, kind=AlertKind.CAMERA_OFFLINE))
     db.write_alerts(alerts)
-    set_verdict(db, alerts[0].alert_id, "theft")
-    set_verdict(db, alerts[1].alert_id, "false_alarm")
-    set_verdict(db, alerts[2].alert_id, "false_alarm")
+    set_verdict(db, alerts[0].alert_id, Verdict.THEFT_CONFIRMED)
+    set_verdict(db, alerts[1].alert_id, Verdict.FALSE_ALARM)
+    set_verdict(db, alerts[2].alert_id, Verdict.FALSE_ALARM)
     set_verdict(db, alerts[3].alert_id, None)  # acknowledged but not judged
+    set_verdict(db, alerts[5].alert_id, Verdict.FALSE_ALARM)  # camera offline: never a false alarm or a theft
     db.write_health_events([
         # offline since before the period: counts from the period start
         health("store-a", "a-entrance", START - timedelta(hours=5), CameraState.OFFLINE),
@@ -112,8 +121,11 @@ def test_alert_outcomes_and_offline_time(db: Database, settings: Settings) -> No
 
     data = load_report_data(db, settings.stores[0], START, END)
 
-    assert data.alert_outcomes == {"theft": 1, "false_alarm": 2, "unreviewed": 2}
+    assert data.alert_outcomes == {"theft_confirmed": 1, "theft_prevented": 0, "false_alarm": 2, "unsure": 0,
+                                   "unreviewed": 2}
     assert data.confirmed_thefts == 1 and data.false_alarms == 2 and data.alerts_raised == 6
+    assert (data.thefts_prevented, data.unsure, data.unreviewed, data.reviewed) == (0, 0, 2, 3)
+    assert data.false_alarm_rate == pytest.approx(2 / 3)  # 2 false alarms of 3 reviewed: 67%
     by_cam = {c.camera_id: c for c in data.cameras}
     assert by_cam["a-entrance"].offline_s == 2 * 3600
     assert by_cam["a-aisle"].offline_s == 3600
@@ -121,6 +133,83 @@ def test_alert_outcomes_and_offline_time(db: Database, settings: Settings) -> No
     aisle = [s for s in data.health_segments if s.camera_id == "a-aisle"]
     assert [s.state for s in aisle] == ["unknown", "online", "offline", "online"]
     assert aisle[-1].end == END
+
+
+def test_every_verdict_and_unreviewed_is_an_outcome_with_its_label(db: Database, settings: Settings) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    alerts = [alert("store-a", "a-aisle", t0 + timedelta(minutes=i)) for i in range(7)]
+    db.write_alerts(alerts)
+    for a, verdict in zip(alerts, [Verdict.THEFT_CONFIRMED, Verdict.THEFT_CONFIRMED, Verdict.THEFT_PREVENTED,
+                                   Verdict.FALSE_ALARM, Verdict.UNSURE], strict=False):
+        set_verdict(db, a.alert_id, verdict)
+
+    data = load_report_data(db, settings.stores[0], START, END)
+
+    assert OUTCOMES == ("theft_confirmed", "theft_prevented", "false_alarm", "unsure", "unreviewed")
+    assert [outcome_label(o) for o in OUTCOMES] == [*(v.label for v in Verdict), "Not yet reviewed"]
+    assert (data.confirmed_thefts, data.thefts_prevented, data.false_alarms, data.unsure, data.unreviewed) == (
+        2, 1, 1, 1, 2)
+    assert data.reviewed == 5 and data.false_alarm_rate == pytest.approx(0.2)
+
+
+def test_alert_rows_carry_who_acknowledged_when_and_the_note(db: Database, settings: Settings) -> None:
+    raised = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    (a,) = [alert("store-a", "a-aisle", raised)]
+    db.write_alerts([a])
+    set_verdict(db, a.alert_id, Verdict.THEFT_PREVENTED, after=timedelta(seconds=90), by="j.smith",
+                note="approached, items returned", status=AlertStatus.RESOLVED)
+
+    (row,) = load_report_data(db, settings.stores[0], START, END).alerts
+
+    assert (row.verdict, row.status, row.acknowledged_by, row.note) == (
+        "theft_prevented", "resolved", "j.smith", "approached, items returned")
+    assert row.acknowledged_at == raised + timedelta(seconds=90)
+    assert row.acknowledged_at.tzinfo == LONDON  # shown in the store's time zone, like raised_at
+    assert row.time_to_acknowledge_s == 90
+
+
+@pytest.mark.parametrize(
+    ("afters_s", "median_s", "p90_s"),
+    [
+        ([60, 180], 120, 168),  # 90th percentile: 60 + 0.9 * (180 - 60)
+        ([300], 300, 300),
+        ([60, 60, 600, 120], 90, 456),
+        # raised_at is the camera's timestamp: a camera clock 30 s ahead gives -30 s, counted as 0
+        ([-30, 60, 180], 60, 156),
+        ([], None, None),  # nothing acknowledged: the report shows n/a
+    ],
+)
+def test_time_to_acknowledge(
+    afters_s: list[int], median_s: float | None, p90_s: float | None, db: Database, settings: Settings
+) -> None:
+    t0 = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
+    acked = [alert("store-a", "a-aisle", t0 + timedelta(minutes=10 * i)) for i in range(len(afters_s))]
+    waiting = alert("store-a", "a-aisle", t0 + timedelta(hours=5))
+    offline = alert("store-a", "a-aisle", t0, probability=None, kind=AlertKind.CAMERA_OFFLINE)
+    db.write_alerts([*acked, waiting, offline])
+    for a, after in zip(acked, afters_s, strict=True):
+        set_verdict(db, a.alert_id, Verdict.FALSE_ALARM, after=timedelta(seconds=after))
+    set_verdict(db, offline.alert_id, None, after=timedelta(hours=3))  # not a suspicious-activity alert
+
+    data = load_report_data(db, settings.stores[0], START, END)
+
+    assert data.ack_times_s == tuple(float(max(0, s)) for s in afters_s)
+    assert data.ack_median_s == (None if median_s is None else pytest.approx(median_s))
+    assert data.ack_p90_s == (None if p90_s is None else pytest.approx(p90_s))
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [([5.0], 90, 5.0), ([1.0, 2.0, 3.0], 50, 2.0), ([3.0, 1.0], 50, 2.0), ([0.0, 10.0], 90, 9.0),
+     ([0.0, 10.0, 20.0], 100, 20.0), ([0.0, 10.0, 20.0], 0, 0.0)],
+)
+def test_percentile(values: list[float], q: float, expected: float) -> None:
+    assert percentile(values, q) == pytest.approx(expected)
+
+
+def test_percentile_of_nothing_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
 
 
 H = timedelta(hours=1)
