@@ -365,8 +365,8 @@ async def measure(url: str, desk: DeskProcess, db: Database, clients: list[Clien
         try:
             waiting = [asyncio.create_task(c.ready.wait()) for c in clients]
             done, pending = await asyncio.wait(waiting, timeout=CONNECT_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
+            for waiter in pending:
+                waiter.cancel()
             report["connected"] = len(done)
             report["connect_s"] = round(time.monotonic() - wall0, 2)
             report["connect_desk_cpu_s"] = round(desk.cpu_s() - cpu0, 2)
