@@ -228,3 +228,47 @@ def test_open_outages_reach_back_to_the_last_good_event(db: Database) -> None:
     outages = db.open_outages()
     assert {camera: [e.event_id for e in events] for camera, events in outages.items()} == {
         "a": ["a4", "a3", "a2"], "c": ["c1"]}
+
+
+def test_migration_0003_upgrades_a_database_with_alerts_already_reviewed(tmp_path: Path) -> None:
+    """An existing (0002) database keeps its alerts: the old "theft" verdict becomes "theft_confirmed", each
+    alert gets its history for the desk's live feed, and the new audit log refuses UPDATE and DELETE."""
+    db = Database.from_url(f"sqlite:///{tmp_path / 'old.db'}")
+    db.upgrade("0002")
+    with db.engine.begin() as connection:
+        for alert_id, verdict, acked in (("a-1", "theft", "2026-01-01 10:05:00"), ("a-2", None, None),
+                                         ("a-3", "false_alarm", "2026-01-01 10:07:00")):
+            connection.execute(text(
+                "INSERT INTO alerts (alert_id, kind, store_id, camera_id, raised_at, clip_ids, message, status, "
+                "verdict, acknowledged_at, acknowledged_by) VALUES (:id, 'suspicious_activity', 's1', 'c1', "
+                "'2026-01-01 10:00:00', '[]', '', :status, :verdict, :acked, :by)"
+            ), {"id": alert_id, "verdict": verdict, "acked": acked, "by": "ana" if acked else None,
+                "status": "acknowledged" if acked else "open"})
+    db.upgrade()
+    with db.engine.begin() as connection:
+        verdicts = dict(connection.execute(text("SELECT alert_id, verdict FROM alerts")).tuples().all())
+        events = connection.execute(text("SELECT alert_id, event, actor FROM alert_events ORDER BY id")).all()
+        versions = {v for (v,) in connection.execute(text("SELECT version FROM alerts"))}
+    assert verdicts == {"a-1": "theft_confirmed", "a-2": None, "a-3": "false_alarm"}
+    assert [(a, e) for a, e, _ in events if e == "raised"] == [("a-1", "raised"), ("a-2", "raised"), ("a-3", "raised")]
+    assert sorted((a, actor) for a, e, actor in events if e == "acknowledged") == [("a-1", "ana"), ("a-3", "ana")]
+    assert versions == {1}
+    with db.engine.begin() as connection:
+        connection.execute(text("INSERT INTO audit_log (at, action, success, address, detail) "
+                                "VALUES ('2026-01-01 11:00:00', 'sign_in', 1, '', '')"))
+    for statement in ("UPDATE audit_log SET detail = 'edited'", "DELETE FROM audit_log"):
+        with pytest.raises(IntegrityError, match="append-only"), db.engine.begin() as connection:
+            connection.execute(text(statement))
+    db.close()
+
+
+def test_a_new_alert_writes_its_raised_event_in_the_same_transaction(db: Database) -> None:
+    from common.models import AlertEvent
+
+    alert = AlertMessage(alert_id="al-1", alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id="store-1",
+                         camera_id="cam-1", raised_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert db.write_alerts([alert, alert]) == 1
+    assert db.write_alerts([alert]) == 0  # stored before: no second event either
+    with db.session() as session:
+        events = [(e.alert_id, e.store_id, e.event) for e in session.query(AlertEvent).all()]
+    assert events == [("al-1", "store-1", "raised")]
