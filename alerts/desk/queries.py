@@ -218,7 +218,7 @@ class DeskQueries:
             counts = dict(session.execute(
                 _scoped(select(Alert.store_id, func.count()), principal)
                 .where(Alert.status == AlertStatus.OPEN.value).group_by(Alert.store_id)
-            ).tuples().all())
+            ).all())
         return [StoreCount(store_id, name, int(counts.get(store_id, 0))) for store_id, name in named]
 
     def cameras(self, principal: Principal) -> list[tuple[str, str, str]]:
@@ -297,7 +297,7 @@ class DeskQueries:
                 select(Alert.store_id, func.count()).where(
                     Alert.store_id.in_(sorted(set(store_ids))), Alert.status == AlertStatus.OPEN.value
                 ).group_by(Alert.store_id)
-            ).tuples().all())
+            ).all())
         return {store_id: int(counts.get(store_id, 0)) for store_id in store_ids}
 
     # -- actions ---------------------------------------------------------------------------------

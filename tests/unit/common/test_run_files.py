@@ -152,3 +152,43 @@ service: {{evidence_dir: {tmp_path / 'evidence'}, log_level: WARNING}}
     finally:
         db.close()
     assert len(list((tmp_path / "evidence").rglob("*.jpg"))) == 3
+
+
+def test_aislewatch_run_serves_the_desk_and_a_camera_going_offline_reaches_it_live(tmp_path: Path) -> None:
+    """Embedded mode (in-process bus + SQLite): the desk runs beside the workers, and the offline alert of a
+    camera that cannot be reached arrives on an open live stream without anyone asking again."""
+    import json
+
+    import httpx
+
+    from alerts.desk.accounts import Accounts
+
+    settings = settings_for(tmp_path, [{"id": "dead", "source": "rtsp://127.0.0.1:1/none"}])
+    settings = settings.model_copy(update={
+        "desk": settings.desk.model_copy(update={"port": 0, "feed_poll_s": 0.1}),
+        "alerts": settings.alerts.model_copy(update={"offline_alert_after_s": 1.0}),
+    })
+    pipeline = Pipeline.build(settings, ALL_ROLES | {"desk"}, classifier=Brightness())
+    assert pipeline.db is not None
+    accounts = Accounts.from_settings(pipeline.db, settings)
+    accounts.add_user("chief", "chief-password-1", "admin")
+    token = accounts.create_token("chief", "test")
+    events: list[dict] = []
+    try:
+        pipeline.start()
+        url = pipeline.desk.url
+        assert httpx.get(f"{url}/api/alerts").status_code == 401  # the desk is there, behind sign-in
+        with httpx.Client(timeout=httpx.Timeout(5.0, read=30.0)) as client, client.stream(
+            "GET", f"{url}/api/stream", headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data:") and '"alert"' in line:
+                    events.append(json.loads(line[5:]))
+                    break
+        assert events[0]["event"] == "raised"
+        assert events[0]["alert"]["kind"] == "camera_offline" and events[0]["alert"]["camera_id"] == "dead"
+        assert events[0]["store_open_alerts"] == 1
+    finally:
+        pipeline.close()
+    assert not pipeline.desk.alive
