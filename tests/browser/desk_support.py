@@ -23,10 +23,11 @@ import pytest
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 from sqlalchemy import select
 
@@ -86,10 +87,19 @@ def chrome() -> WebDriver:
     return driver
 
 
-def screenshot(driver: WebDriver, name: str) -> Path:
+def screenshot(driver: WebDriver, name: str, *, full_page: bool = False) -> Path:
+    """Save ``build/browser/NAME``; ``full_page`` grows the window to the page's height for the shot."""
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTEFACTS / name
-    assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
+    size = driver.get_window_size()
+    if full_page:
+        height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+        driver.set_window_size(size["width"], max(size["height"], height + 120))
+    try:
+        assert driver.save_screenshot(str(path)), f"no screenshot written to {path}"
+    finally:
+        if full_page:
+            driver.set_window_size(size["width"], size["height"])
     return path
 
 
@@ -181,9 +191,18 @@ def fill_sign_in(driver: WebDriver, user: DeskUser, password: str | None = None)
     driver.find_element(By.ID, "username").clear()
     driver.find_element(By.ID, "username").send_keys(user.username)
     driver.find_element(By.ID, "password").send_keys(user.password if password is None else password)
-    button = driver.find_element(By.ID, "sign-in")
-    button.click()
-    WebDriverWait(driver, 10).until(staleness_of(button))  # the answer's page has replaced the form
+    click_to_new_page(driver, driver.find_element(By.ID, "sign-in"))
+
+
+def click_to_new_page(driver: WebDriver, element: WebElement, timeout: float = 10.0) -> None:
+    """Click a submit button and wait until the answer's page has replaced this one.
+
+    A marker on the old window, not ``staleness_of``: chromedriver sometimes answers a check of an element
+    whose document is being replaced with "Node with given id does not belong to the document"."""
+    driver.execute_script("window.__oldPage = true")
+    element.click()
+    WebDriverWait(driver, timeout, poll_frequency=0.05, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return window.__oldPage === undefined && document.readyState !== 'loading'"))
 
 
 def cheap_hasher() -> PasswordHash:

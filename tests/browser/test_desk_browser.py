@@ -15,7 +15,6 @@ import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from alerts.worker import AlertWorker
@@ -31,6 +30,7 @@ from tests.browser.desk_support import (
     MANAGER,
     STORE_NAME,
     RunningDesk,
+    click_to_new_page,
     fill_sign_in,
     screenshot,
 )
@@ -95,9 +95,7 @@ def acknowledge(driver: WebDriver, verdict: str, note: str = "") -> None:
     driver.find_element(By.ID, f"verdict-{verdict}").click()
     if note:
         driver.find_element(By.ID, "note").send_keys(note)
-    button = driver.find_element(By.ID, "acknowledge")
-    button.click()
-    wait(driver, staleness_of(button), 10)  # the answer's page has replaced this one
+    click_to_new_page(driver, driver.find_element(By.ID, "acknowledge"))
 
 
 def is_404(driver: WebDriver) -> bool:
@@ -111,8 +109,8 @@ def test_sign_in_shows_the_feed_and_sign_out_ends_the_session(desk: RunningDesk,
     assert chromium.find_element(By.ID, "whoami").text == "guard-a"
     assert chromium.find_elements(By.ID, "feed") and "seed-north-1" in row_ids(chromium)
 
-    chromium.find_element(By.ID, "sign-out").click()
-    wait(chromium, lambda d: urlsplit(d.current_url).path == "/login")
+    click_to_new_page(chromium, chromium.find_element(By.ID, "sign-out"))
+    assert urlsplit(chromium.current_url).path == "/login"
     assert not chromium.find_elements(By.ID, "whoami")
 
     chromium.get(desk.url + "/")
@@ -227,8 +225,18 @@ def test_a_page_that_lost_its_stream_catches_up_on_reconnect(fresh_desk: Running
     fresh_desk.sign_in(chromium, ADMIN)
     wait_live(chromium)
     mark_page(chromium)
+    # A second stream like the page's, recording every event it is sent: a reconnect that replayed from
+    # the page's first id instead of its Last-Event-ID would send ``first`` twice.
+    chromium.execute_script("""
+        window.__events = [];
+        const es = new EventSource("/api/stream?after=" + document.getElementById("feed").dataset.lastEventId);
+        es.addEventListener("alert", m => window.__events.push(JSON.parse(m.data).alert.alert_id));
+        es.addEventListener("ready", () => { window.__ready = true; });
+    """)
+    wait(chromium, lambda d: d.execute_script("return window.__ready === true"))
     first = fresh_desk.raise_alert("north")  # delivered live: the page's Last-Event-ID is now this event
     wait(chromium, lambda d: row(d, first) is not None, LIVE_WITHIN_S)
+    wait(chromium, lambda d: d.execute_script("return window.__events") == [first])
 
     fresh_desk.stop()  # the desk goes away (a restart, a deploy): the page's stream breaks
     wait(chromium, lambda d: d.find_element(By.ID, "live-state").text != "live", 10)
@@ -239,6 +247,8 @@ def test_a_page_that_lost_its_stream_catches_up_on_reconnect(fresh_desk: Running
     wait_live(chromium)
     assert not_reloaded(chromium)
     assert row_ids(chromium)[:2] == [missed, first]
+    wait(chromium, lambda d: missed in d.execute_script("return window.__events"), 15)
+    assert chromium.execute_script("return window.__events") == [first, missed]
     assert open_count(chromium, "south") == 1
 
 
@@ -312,9 +322,7 @@ def test_a_manager_reopens_an_acknowledged_alert_and_a_guard_cannot(
 
     desk.sign_in(manager, MANAGER, f"/alerts/{alert_id}")
     assert manager.find_element(By.ID, "resolve").is_displayed()
-    reopen = manager.find_element(By.ID, "reopen")
-    reopen.click()
-    wait(manager, staleness_of(reopen), 10)
+    click_to_new_page(manager, manager.find_element(By.ID, "reopen"))
     wait(manager, lambda d: d.find_element(By.ID, "alert-status").text == "open")
     assert manager.find_elements(By.ID, "ack-form") and not manager.find_elements(By.ID, "alert-verdict")
     stored = desk.alert(alert_id)
@@ -337,7 +345,7 @@ def test_the_alert_page_shows_snapshot_chart_store_and_camera(desk: RunningDesk,
     assert chromium.find_element(By.ID, "alert-store").text == STORE_NAME["north"]
     assert chromium.find_element(By.ID, "alert-camera").text == f"{CAMERA_NAME['north']} north-cam"
     assert chromium.find_element(By.ID, "alert-status").text == "open"
-    screenshot(chromium, "alert.png")
+    screenshot(chromium, "alert.png", full_page=True)
 
 
 # -- store isolation ------------------------------------------------------------------------------------------
