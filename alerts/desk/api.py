@@ -20,7 +20,7 @@ from alerts.desk import audit
 from alerts.desk.feed import FeedEvent
 from alerts.desk.queries import ActionConflict, ActionNotAllowed, AlertFilter, AlertView
 from alerts.desk.roles import Principal
-from alerts.desk.web_auth import SESSION_COOKIE, Forbidden, client_address, desk, require_user
+from alerts.desk.web_auth import SESSION_COOKIE, Forbidden, _bearer, client_address, desk, require_user
 from common.schemas import Verdict
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
@@ -153,7 +153,10 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
         revalidate_at = time.monotonic() + REVALIDATE_S
         while True:
             try:
-                event: FeedEvent | None = await asyncio.wait_for(subscription.queue.get(), timeout=5.0)
+                # Wake for the session check on time even when no event comes: a revoked session must not
+                # keep a quiet stream open past REVALIDATE_S.
+                wait_s = min(5.0, max(0.01, revalidate_at - time.monotonic()))
+                event: FeedEvent | None = await asyncio.wait_for(subscription.queue.get(), timeout=wait_s)
                 if event is None:
                     return  # the feed is stopping, or this page fell too far behind: it reconnects and replays
             except TimeoutError:
@@ -170,8 +173,10 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
 
 
 async def _still_signed_in(request: Request, principal: Principal) -> bool:
-    if principal.via_token:
-        return True
+    if principal.via_token:  # a revoked token, or its user disabled, ends the stream like a session does
+        token = _bearer(request)
+        current = await run_in_threadpool(desk(request).accounts.token_principal, token) if token else None
+        return current is not None and current.user_id == principal.user_id
     cookie = request.cookies.get(SESSION_COOKIE)
     session = await run_in_threadpool(desk(request).accounts.session, cookie) if cookie else None
     return session is not None and session.principal.user_id == principal.user_id

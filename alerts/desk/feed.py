@@ -58,6 +58,14 @@ class Subscription:
     def wants(self, event: FeedEvent) -> bool:
         return self.stores is None or event.store_id in self.stores
 
+    def disconnect(self) -> None:
+        """End the page's stream: drop what it has not read yet and queue the end sentinel.  Dropping the whole
+        backlog, not just the oldest event, is what keeps the reconnect's replay gapless: the page's last id is
+        then one it really saw, and the replay resends everything after it."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
 
 class Feed:
     """Polls ``alert_events`` every ``poll_s`` and puts each new event on every subscription that may see it."""
@@ -101,8 +109,7 @@ class Feed:
                 except asyncio.QueueFull:
                     # Disconnect rather than block everyone: the page reconnects and replays from its last id.
                     subscription.overflowed = True
-                    subscription.queue.get_nowait()
-                    subscription.queue.put_nowait(None)
+                    subscription.disconnect()
 
     # -- the poller ------------------------------------------------------------------------------
     def poll_once(self) -> list[FeedEvent]:
@@ -153,3 +160,4 @@ class Feed:
                 subscription.queue.put_nowait(None)
             except asyncio.QueueFull:
                 subscription.overflowed = True
+                subscription.disconnect()
