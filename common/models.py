@@ -229,6 +229,25 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
+class LoginAttempt(Base):
+    """One sign-in try, written before the password is checked: the rate limit counts these (pending and
+    failed ones since the last success), so parallel guesses cannot all pass the check before any is
+    recorded.  Unlike the audit log these rows are pruned once older than a day."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(200))
+    address: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    outcome: Mapped[str] = mapped_column(String(16))  # pending, ok, failed, refused
+
+    __table_args__ = (
+        Index("ix_login_attempts_user_at", "username", "at"),
+        Index("ix_login_attempts_address_at", "address", "at"),
+    )
+
+
 class AuditEntry(Base):
     """Append-only: who did what, where, from which address.  Triggers (migration 0003) refuse UPDATE and
     DELETE on both SQLite and PostgreSQL; no code path issues either."""

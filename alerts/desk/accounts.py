@@ -2,8 +2,11 @@
 
 - Usernames are case-insensitive: stripped and stored lowercase (1-200 characters, no spaces or control
   characters), so "Alice" signs in as "alice".
-- Passwords are hashed with Argon2 (pwdlib); a hash made with older parameters is replaced at the next
-  successful sign-in.
+- Passwords are hashed with Argon2id (pwdlib) at OWASP's parameters (19 MiB, 2 passes); a hash made with
+  older parameters is replaced at the next successful sign-in.  At most ``HASHING_AT_ONCE`` hashes run at
+  once per process, so a burst of sign-ins queues instead of running the desk out of memory.
+- Sign-in tries are rate-limited from ``login_attempts``: each try is written before its password is checked,
+  so parallel guesses cannot all pass the check before any of them is counted.
 - Session cookies and API tokens are random; only their SHA-256 is stored, so a copy of the database does not
   sign anyone in.
 - Every change to a user or token writes its audit row in the same transaction.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,7 +24,7 @@ from typing import Any
 
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,7 +32,7 @@ from alerts.desk import audit
 from alerts.desk.audit import AuditAction
 from alerts.desk.roles import Principal, Role
 from common.db import Database
-from common.models import ApiToken, DeskSession, Store, User
+from common.models import ApiToken, DeskSession, LoginAttempt, Store, User
 from common.schemas import utc_now
 
 MIN_PASSWORD_LENGTH = 10
@@ -37,6 +41,18 @@ TOKEN_PREFIX = "aw_"  # makes a leaked token recognisable to secret scanners
 # last_seen_at / last_used_at move at most this often: a busy page polls every few seconds, and a write per
 # request would serialise every reader on SQLite.  The idle timeout is therefore accurate to this much.
 TOUCH_EVERY = timedelta(seconds=30)
+HASHING_AT_ONCE = 2
+"""Argon2 hashes computed at once in one process (each takes 19 MiB and most of a core for ~30 ms)."""
+_HASHING = threading.BoundedSemaphore(HASHING_AT_ONCE)
+HASHING_WAIT_S = 10.0
+USER_FAILURES_FACTOR = 4
+"""A username is blocked from every address after this many times the per-address limit (guessing spread
+over many addresses), so one outsider alone cannot lock a guard out."""
+ATTEMPTS_KEPT = timedelta(days=1)
+
+
+class DeskBusy(Exception):
+    """Too many password checks are waiting: answer 503 and let the client try again shortly."""
 
 
 class AccountError(ValueError):
@@ -112,7 +128,18 @@ def normalize_username(username: str) -> str:
 
 
 def default_hasher() -> PasswordHash:
-    return PasswordHash((Argon2Hasher(),))
+    # OWASP's Argon2id recommendation (m=19 MiB, t=2, p=1): argon2-cffi's default of 64 MiB per hash lets six
+    # simultaneous sign-ins take a 512 MiB desk pod down.
+    return PasswordHash((Argon2Hasher(time_cost=2, memory_cost=19 * 1024, parallelism=1),))
+
+
+def _hashing(operation: Callable[[], Any]) -> Any:
+    if not _HASHING.acquire(timeout=HASHING_WAIT_S):
+        raise DeskBusy("too many sign-ins at once")
+    try:
+        return operation()
+    finally:
+        _HASHING.release()
 
 
 def _principal(user: User, *, via_token: bool = False) -> Principal:
@@ -236,7 +263,7 @@ class Accounts:
                 store_ids = self._check_stores(session, parsed_role, stores)
                 now = self.clock()
                 user = User(
-                    username=name, password_hash=self.hasher.hash(password), role=parsed_role.value,
+                    username=name, password_hash=_hashing(lambda: self.hasher.hash(password)), role=parsed_role.value,
                     stores=store_ids, disabled=False, created_at=now, updated_at=now,
                 )
                 session.add(user)
@@ -281,7 +308,7 @@ class Accounts:
         with self.db.session() as session:
             user = self._find(session, username)
             now = self.clock()
-            user.password_hash = self.hasher.hash(password)
+            user.password_hash = _hashing(lambda: self.hasher.hash(password))
             user.updated_at = now
             self._revoke_sessions(session, user.id, now)
             self._audit(session, AuditAction.PASSWORD_CHANGED, actor, address, user)
@@ -346,14 +373,15 @@ class Accounts:
     # -- passwords and sessions --------------------------------------------------------------------
     def _dummy(self) -> str:
         if self._dummy_hash is None:
-            self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
+            self._dummy_hash = _hashing(lambda: self.hasher.hash(secrets.token_urlsafe(16)))
         return self._dummy_hash
 
     def authenticate(self, username: str, password: str) -> Principal | None:
         """The principal for a correct password of an enabled user, else None.
 
         An unknown name is verified against a dummy hash, so the answer takes as long as for a real user and
-        its timing does not reveal which names exist.
+        its timing does not reveal which names exist.  The hash is checked outside any database transaction
+        (it takes tens of milliseconds).  Raises DeskBusy when too many checks are waiting.
         """
         try:
             name = normalize_username(username)
@@ -362,14 +390,20 @@ class Accounts:
         dummy = self._dummy()  # made before the lookup, so the first unknown name is not slower than the rest
         with self.db.session() as session:
             user = session.scalar(select(User).where(User.username == name)) if name else None
-            if user is None:
-                self.hasher.verify(password, dummy)
+            stored = None if user is None else (user.id, user.password_hash, user.disabled)
+        if stored is None:
+            _hashing(lambda: self.hasher.verify(password, dummy))
+            return None
+        user_id, password_hash, disabled = stored
+        valid, new_hash = _hashing(lambda: self.hasher.verify_and_update(password, password_hash))
+        if not valid or disabled:
+            return None
+        with self.db.session() as session:
+            user = session.get(User, user_id)
+            if user is None or user.disabled:
                 return None
-            valid, new_hash = self.hasher.verify_and_update(password, user.password_hash)
-            if not valid or user.disabled:
-                return None
-            if new_hash is not None:  # hashed with older parameters: upgrade while we have the password
-                user.password_hash = new_hash
+            if new_hash is not None and user.password_hash == password_hash:
+                user.password_hash = new_hash  # hashed with older parameters: upgrade while we have the password
             return _principal(user)
 
     def create_session(self, principal: Principal, *, address: str = "", user_agent: str = "") -> NewSession:
@@ -420,22 +454,36 @@ class Accounts:
     def sign_in(self, username: str, password: str, *, address: str = "", user_agent: str = "") -> SignIn:
         """The whole browser sign-in: the rate limit, the password, the SIGN_IN audit row and the session.
 
-        A refused try (blocked included) is recorded as a failed SIGN_IN, so it counts toward the limit too.
-        The row is filed under the user's store when they have exactly one.
+        The try is written to ``login_attempts`` first, then the tries counted: more than ``max_failures``
+        unsuccessful ones (pending or failed, since the last success) for this username from this address,
+        or from this address for any username, or ``USER_FAILURES_FACTOR`` times that for this username from
+        anywhere, within ``failure_window``, and it is refused unchecked (``blocked``).  A refused try does
+        not count toward the limit, so a locked-out window ends.  The audit row is filed under the user's
+        store when they have exactly one.
         """
         try:
             name = normalize_username(username)
         except AccountError:
             name = username.strip()[:MAX_USERNAME_LENGTH]
         now = self.clock()
-        with self.db.sessions() as session:
+        with self.db.session() as session:
             store = single_store(session.scalar(select(User.stores).where(User.username == name)) or ())
-        if audit.sign_in_blocked(self.db, name, address, max_failures=self.max_failures,
-                                 window=self.failure_window, now=now):
+            attempt = LoginAttempt(username=name, address=address[:64], at=now, outcome="pending")
+            session.add(attempt)
+        with self.db.session() as session:
+            blocked = self._too_many_failures(session, name, address[:64], now, attempt.id)
+            if blocked:
+                session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt.id).values(outcome="refused"))
+        if blocked:
             audit.record(self.db, AuditAction.SIGN_IN, username=name, store_id=store, address=address,
-                         success=False, detail="blocked: too many failed sign-ins", at=now)
+                         success=False, detail="refused: too many failed sign-ins", at=now)
             return SignIn(principal=None, session=None, blocked=True)
-        principal = self.authenticate(name, password)
+        try:
+            principal = self.authenticate(name, password)
+        except BaseException:
+            self._settle(attempt.id, "failed")
+            raise
+        self._settle(attempt.id, "ok" if principal is not None else "failed")
         if principal is None:
             audit.record(self.db, AuditAction.SIGN_IN, username=name, store_id=store, address=address,
                          success=False, detail="wrong username or password", at=now)
@@ -444,3 +492,31 @@ class Accounts:
         audit.record(self.db, AuditAction.SIGN_IN, username=principal.username, role=principal.role.value,
                      store_id=single_store(principal.stores), address=address, at=now)
         return SignIn(principal=principal, session=new)
+
+    def _too_many_failures(self, session: Session, name: str, address: str, now: datetime, own_id: int) -> bool:
+        since = now - self.failure_window
+
+        def unsuccessful(*where: Any) -> int:
+            last_ok = session.scalar(select(func.max(LoginAttempt.id)).where(
+                *where, LoginAttempt.outcome == "ok", LoginAttempt.at > since))
+            stmt = select(func.count()).select_from(LoginAttempt).where(
+                *where, LoginAttempt.at > since, LoginAttempt.outcome.in_(("pending", "failed")),
+                LoginAttempt.id <= own_id)
+            if last_ok is not None:
+                stmt = stmt.where(LoginAttempt.id > last_ok)
+            return int(session.scalar(stmt) or 0)
+
+        limit = self.max_failures
+        # Each count includes this try itself, hence "more than": with 5 allowed, the sixth is refused.
+        if address and unsuccessful(LoginAttempt.address == address, LoginAttempt.username == name) > limit:
+            return True
+        if address and unsuccessful(LoginAttempt.address == address) > limit:
+            return True
+        return bool(name) and unsuccessful(LoginAttempt.username == name) > limit * USER_FAILURES_FACTOR
+
+    def _settle(self, attempt_id: int, outcome: str) -> None:
+        with self.db.session() as session:
+            session.execute(update(LoginAttempt).where(LoginAttempt.id == attempt_id).values(outcome=outcome))
+            if attempt_id % 100 == 0:  # now and then: tries older than a day are of no use to the limit
+                session.execute(delete(LoginAttempt).where(LoginAttempt.at < self.clock() - ATTEMPTS_KEPT))
+                session.execute(delete(DeskSession).where(DeskSession.expires_at < self.clock() - ATTEMPTS_KEPT))

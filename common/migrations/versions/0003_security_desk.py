@@ -34,6 +34,18 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_log_at', ['at'], unique=False)
         batch_op.create_index('ix_audit_log_store_at', ['store_id', 'at'], unique=False)
 
+    op.create_table('login_attempts',
+    sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
+    sa.Column('username', sa.String(length=200), nullable=False),
+    sa.Column('address', sa.String(length=64), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('outcome', sa.String(length=16), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('login_attempts', schema=None) as batch_op:
+        batch_op.create_index('ix_login_attempts_user_at', ['username', 'at'], unique=False)
+        batch_op.create_index('ix_login_attempts_address_at', ['address', 'at'], unique=False)
+
     op.create_table('users',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('username', sa.String(length=200), nullable=False),
@@ -139,32 +151,31 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_log_no_update")
         op.execute("DROP TRIGGER IF EXISTS audit_log_no_delete")
+    # Back to what 0002's code understands: two verdicts, two states.  "Unsure" had no equivalent: open again.
     op.execute("UPDATE alerts SET verdict = 'theft' WHERE verdict IN ('theft_confirmed', 'theft_prevented')")
+    op.execute("UPDATE alerts SET status = 'open', verdict = NULL, acknowledged_by = NULL, acknowledged_at = NULL "
+               "WHERE verdict = 'unsure'")
+    op.execute("UPDATE alerts SET status = 'acknowledged' WHERE status = 'resolved'")
+    # Tables that reference alerts or users go first: SQLite rebuilds `alerts` below, and with foreign keys
+    # on it refuses to drop a table something still points at.
+    op.drop_index('ix_alert_events_store_id', table_name='alert_events')
+    op.drop_index('ix_alert_events_alert_id', table_name='alert_events')
+    op.drop_table('alert_events')
+    op.drop_index('ix_desk_sessions_user_id', table_name='desk_sessions')
+    op.drop_table('desk_sessions')
+    op.drop_index('ix_api_tokens_user_id', table_name='api_tokens')
+    op.drop_table('api_tokens')
+    op.drop_table('users')
+    op.drop_index('ix_login_attempts_address_at', table_name='login_attempts')
+    op.drop_index('ix_login_attempts_user_at', table_name='login_attempts')
+    op.drop_table('login_attempts')
+    for index in ('ix_audit_log_store_at', 'ix_audit_log_at', 'ix_audit_log_action_user_at',
+                  'ix_audit_log_action_address_at'):
+        op.drop_index(index, table_name='audit_log')
+    op.drop_table('audit_log')
     with op.batch_alter_table('alerts', schema=None) as batch_op:
         batch_op.drop_column('version')
         batch_op.drop_column('evidence_video_path')
         batch_op.drop_column('resolved_at')
         batch_op.drop_column('resolved_by')
         batch_op.drop_column('note')
-
-    with op.batch_alter_table('desk_sessions', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_desk_sessions_user_id'))
-
-    op.drop_table('desk_sessions')
-    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_api_tokens_user_id'))
-
-    op.drop_table('api_tokens')
-    with op.batch_alter_table('alert_events', schema=None) as batch_op:
-        batch_op.drop_index('ix_alert_events_store_id')
-        batch_op.drop_index(batch_op.f('ix_alert_events_alert_id'))
-
-    op.drop_table('alert_events')
-    op.drop_table('users')
-    with op.batch_alter_table('audit_log', schema=None) as batch_op:
-        batch_op.drop_index('ix_audit_log_store_at')
-        batch_op.drop_index('ix_audit_log_at')
-        batch_op.drop_index('ix_audit_log_action_user_at')
-        batch_op.drop_index('ix_audit_log_action_address_at')
-
-    op.drop_table('audit_log')

@@ -272,3 +272,35 @@ def test_a_new_alert_writes_its_raised_event_in_the_same_transaction(db: Databas
     with db.session() as session:
         events = [(e.alert_id, e.store_id, e.event) for e in session.query(AlertEvent).all()]
     assert events == [("al-1", "store-1", "raised")]
+
+
+def test_migration_0003_downgrades_with_desk_data_and_upgrades_again(tmp_path: Path) -> None:
+    """Downgrading a database the desk has used (events, a resolved alert, an unsure verdict) leaves what
+    0002's code reads, and upgrading again restores the desk's schema."""
+    db = Database.from_url(f"sqlite:///{tmp_path / 'round.db'}")
+    db.upgrade("0003")
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    db.write_alerts([AlertMessage(alert_id=f"a-{i}", alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id="s",
+                                  camera_id="c", raised_at=now) for i in range(3)])
+    with db.engine.begin() as connection:
+        connection.execute(text("UPDATE alerts SET status = 'resolved', verdict = 'theft_prevented' WHERE alert_id = 'a-0'"))
+        connection.execute(text("UPDATE alerts SET status = 'acknowledged', verdict = 'unsure' WHERE alert_id = 'a-1'"))
+    from alembic import command
+    from alembic.config import Config
+
+    from common.db import MIGRATIONS_DIR
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with db.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0002")
+    with db.engine.begin() as connection:
+        rows = dict(connection.execute(text("SELECT alert_id, status || ':' || coalesce(verdict, '-') FROM alerts")).all())
+        tables = set(inspect(connection).get_table_names())
+    assert rows == {"a-0": "acknowledged:theft", "a-1": "open:-", "a-2": "open:-"}
+    assert not tables & {"alert_events", "users", "desk_sessions", "api_tokens", "audit_log", "login_attempts"}
+    db.upgrade()
+    with db.engine.begin() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alert_events")).scalar() == 3
+    db.close()

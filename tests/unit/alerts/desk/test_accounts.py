@@ -253,11 +253,62 @@ def test_sign_in_records_and_rate_limits(alice: Accounts, db: Database, clock: F
     for _ in range(5):
         refused = alice.sign_in("alice", "wrong password!", address="10.0.0.2")
         assert not refused.ok and not refused.blocked
-    blocked = alice.sign_in("alice", PASSWORD, address="10.0.0.3")  # the right password, but too late
+    blocked = alice.sign_in("alice", PASSWORD, address="10.0.0.2")  # the right password, but the sixth try
     assert blocked.blocked and not blocked.ok
-    clock.advance(16 * 60)
+    # One outsider's guesses do not lock alice out of the guard room's machine.
     assert alice.sign_in("alice", PASSWORD, address="10.0.0.3").ok
+    clock.advance(16 * 60)
+    assert alice.sign_in("alice", PASSWORD, address="10.0.0.2").ok  # the window has passed
     with db.sessions() as session:
         rows = list(session.scalars(select(AuditEntry).where(AuditEntry.action == AuditAction.SIGN_IN)))
-    assert [(r.success, r.store_id) for r in rows] == [(True, "store-1")] + [(False, "store-1")] * 6 + [(True, "store-1")]
+    assert [r.success for r in rows] == [True] + [False] * 6 + [True, True]
+    assert {r.store_id for r in rows} == {"store-1"}
+    assert "refused" in rows[6].detail and "wrong" in rows[5].detail
     assert rows[0].role == "guard" and rows[0].address == "10.0.0.1"
+
+
+def test_one_address_is_limited_whichever_names_it_tries(alice: Accounts) -> None:
+    for i in range(5):
+        assert not alice.sign_in(f"user{i}", "wrong password!", address="203.0.113.7").blocked
+    assert alice.sign_in("alice", PASSWORD, address="203.0.113.7").blocked
+    assert alice.sign_in("alice", PASSWORD, address="203.0.113.8").ok
+
+
+def test_a_success_clears_the_count_and_refused_tries_do_not_extend_it(alice: Accounts, clock: FakeClock) -> None:
+    for _ in range(4):
+        alice.sign_in("alice", "wrong password!", address="10.0.0.9")
+    assert alice.sign_in("alice", PASSWORD, address="10.0.0.9").ok
+    for _ in range(5):  # five more failures are allowed again after the success
+        assert not alice.sign_in("alice", "wrong password!", address="10.0.0.9").blocked
+    assert alice.sign_in("alice", PASSWORD, address="10.0.0.9").blocked
+    for _ in range(20):  # someone keeps hammering while blocked: those tries are refused, not counted
+        clock.advance(30)
+        assert alice.sign_in("alice", "wrong password!", address="10.0.0.9").blocked
+    clock.advance(15 * 60 - 20 * 30 + 1)  # fifteen minutes after the fifth counted failure
+    assert alice.sign_in("alice", PASSWORD, address="10.0.0.9").ok
+
+
+def test_a_username_is_limited_across_addresses_at_four_times_the_limit(alice: Accounts) -> None:
+    for i in range(20):
+        assert not alice.sign_in("alice", "wrong password!", address=f"198.51.100.{i}").blocked
+    assert alice.sign_in("alice", PASSWORD, address="198.51.100.200").blocked
+
+
+def test_parallel_guesses_cannot_all_pass_the_limit(alice: Accounts) -> None:
+    """Each try is recorded before its password is checked: of 16 simultaneous guesses from one address at
+    most the limit are checked."""
+    import threading
+
+    results: list[bool] = []
+    barrier = threading.Barrier(16)
+
+    def guess() -> None:
+        barrier.wait()
+        results.append(alice.sign_in("alice", "wrong password!", address="192.0.2.1").blocked)
+
+    threads = [threading.Thread(target=guess) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 16 and results.count(False) <= 5

@@ -270,20 +270,29 @@ def test_login_post_without_the_login_csrf_cookie_or_field_is_refused(web: Web) 
 # -- sign-in rate limit ----------------------------------------------------------------------------------------
 
 def test_sixth_try_for_a_user_is_429_even_with_the_right_password(make_web: MakeWeb) -> None:
-    web = make_web(trust_forwarded=True)  # each try from another address: only the per-user count can block
-    for n in range(5):
-        answer = web.login("gs", "wrong password", headers={"X-Forwarded-For": f"10.0.0.{n}"})
+    web = make_web(trust_forwarded=True)
+    for _ in range(5):
+        answer = web.login("gs", "wrong password", headers={"X-Forwarded-For": "10.0.0.7"})
         assert answer.status_code == 401
-    answer = web.login("gs", PASSWORD, headers={"X-Forwarded-For": "10.0.0.99"})
+    answer = web.login("gs", PASSWORD, headers={"X-Forwarded-For": "10.0.0.7"})
     assert answer.status_code == 429
     assert answer.headers["retry-after"] == str(15 * 60)
     assert SESSION_COOKIE not in answer.cookies
-    # another user from a fresh address is not affected
+    # another user from a fresh address is not affected, nor gs at the guard room's own machine
     assert web.login("gn", PASSWORD, headers={"X-Forwarded-For": "10.0.1.1"}).status_code == 303
+    web.client.cookies.clear()
+    assert web.login("gs", PASSWORD, headers={"X-Forwarded-For": "10.0.1.2"}).status_code == 303
     rows = [r for r in web.audit_rows(AuditAction.SIGN_IN) if r.username == "gs"]
-    assert [r.success for r in rows] == [False] * 6
-    assert "blocked" in rows[-1].detail
-    assert rows[0].address == "10.0.0.0" and rows[0].store_id == "south"
+    assert [r.success for r in rows] == [False] * 6 + [True]
+    assert "refused" in rows[5].detail
+    assert rows[0].address == "10.0.0.7" and rows[0].store_id == "south"
+
+
+def test_guesses_spread_over_many_addresses_block_the_user_at_four_times_the_limit(make_web: MakeWeb) -> None:
+    web = make_web(trust_forwarded=True)
+    for n in range(20):
+        assert web.login("gs", "wrong password", headers={"X-Forwarded-For": f"10.0.2.{n}"}).status_code == 401
+    assert web.login("gs", PASSWORD, headers={"X-Forwarded-For": "10.0.3.1"}).status_code == 429
 
 
 def test_failures_over_many_names_from_one_address_block_that_address(web: Web) -> None:
