@@ -7,24 +7,27 @@ a stale version is 409 with the alert as it stands, a role that may not act is 4
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from alerts.desk import audit
-from alerts.desk.feed import FeedEvent
-from alerts.desk.queries import ActionConflict, ActionNotAllowed, AlertFilter, AlertView
+from alerts.desk.feed import REPLAY_BATCH, FeedEvent
+from alerts.desk.queries import ActionNotAllowed, AlertFilter, AlertView
 from alerts.desk.roles import Principal
 from alerts.desk.web_auth import SESSION_COOKIE, Forbidden, _bearer, client_address, desk, require_user
 from common.schemas import Verdict
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_user)])
 
+MAX_ID = 2**62
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 REVALIDATE_S = 30.0
 """How often an open stream re-checks its session: a revoked or expired one is disconnected."""
 
@@ -39,11 +42,6 @@ class VersionOnly(BaseModel):
     version: int = Field(ge=1)
 
 
-class ConflictAnswer(Exception):
-    def __init__(self, current: AlertView) -> None:
-        self.current = current
-
-
 @router.get("/me")
 async def me(principal: Principal = Depends(require_user)) -> dict[str, Any]:
     return {"username": principal.username, "role": principal.role.value, "stores": sorted(principal.stores),
@@ -53,7 +51,7 @@ async def me(principal: Principal = Depends(require_user)) -> dict[str, Any]:
 @router.get("/alerts")
 async def list_alerts(
     request: Request, store: str = "", camera: str = "", kind: str = "", status: str = "", limit: int = 100,
-    before: int | None = None, principal: Principal = Depends(require_user),
+    before: int | None = Query(None, ge=0, le=MAX_ID), principal: Principal = Depends(require_user),
 ) -> dict[str, Any]:
     state = desk(request)
     where = AlertFilter(store or None, camera or None, kind or None, status or None)
@@ -102,8 +100,6 @@ async def resolve(request: Request, alert_id: str, body: VersionOnly,
 async def _act(action: Any) -> dict[str, Any]:
     try:
         view: AlertView = await run_in_threadpool(action)
-    except ActionConflict as conflict:
-        raise ConflictAnswer(conflict.current) from None
     except ActionNotAllowed as refused:
         raise Forbidden(str(refused)) from None
     return {"alert": view.as_json()}
@@ -129,13 +125,15 @@ async def audit_log(request: Request, action: str = "", before: int | None = Non
 
 
 @router.get("/stream")
-async def stream(request: Request, after: int | None = None,
+async def stream(request: Request, after: int | None = Query(None, ge=0, le=MAX_ID),
                  principal: Principal = Depends(require_user)) -> EventSourceResponse:
     """Server-sent events: every alert event in the caller's stores after ``Last-Event-ID`` (a reconnect) or
     ``after`` (the id the page was rendered at), then live ones."""
     header = request.headers.get("last-event-id", "")
-    last = int(header) if header.isdigit() else after
-    return EventSourceResponse(_events(request, principal, last), ping=15, headers={"Cache-Control": "no-store"})
+    last = int(header) if _EVENT_ID.fullmatch(header) else after
+    # send_timeout: a client that stopped reading is dropped instead of holding its stream forever.
+    return EventSourceResponse(_events(request, principal, last), ping=15, send_timeout=30,
+                               headers={"Cache-Control": "no-store"})
 
 
 async def _events(request: Request, principal: Principal, last: int | None) -> AsyncIterator[dict[str, str]]:
@@ -143,12 +141,18 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
     feed = state.feed
     stores = principal.store_filter()
     subscription = feed.subscribe(stores)  # before the replay: nothing falls between the two
-    replayed: set[int] = set()
+    sent: set[int] = set()
     try:
         if last is not None:
-            for missed in await run_in_threadpool(feed.replay, stores, last):
-                replayed.add(missed.id)
-                yield missed.sse()
+            position = feed.resume_from(last)
+            while True:  # page through a long absence instead of stopping at one batch
+                batch = await run_in_threadpool(feed.replay, stores, position)
+                for missed in batch:
+                    sent.add(missed.id)
+                    yield missed.sse()
+                if len(batch) < REPLAY_BATCH:
+                    break
+                position = batch[-1].id
         yield {"event": "ready", "data": "{}"}
         revalidate_at = time.monotonic() + REVALIDATE_S
         while True:
@@ -156,7 +160,10 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
                 # Wake for the session check on time even when no event comes: a revoked session must not
                 # keep a quiet stream open past REVALIDATE_S.
                 wait_s = min(5.0, max(0.01, revalidate_at - time.monotonic()))
-                event: FeedEvent | None = await asyncio.wait_for(subscription.queue.get(), timeout=wait_s)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose an item that arrives as it
+                # times out (CPython gh-86296).
+                async with asyncio.timeout(wait_s):
+                    event: FeedEvent | None = await subscription.queue.get()
                 if event is None:
                     return  # the feed is stopping, or this page fell too far behind: it reconnects and replays
             except TimeoutError:
@@ -165,7 +172,8 @@ async def _events(request: Request, principal: Principal, last: int | None) -> A
                 if not await _still_signed_in(request, principal):
                     return
                 revalidate_at = time.monotonic() + REVALIDATE_S
-            if event is None or event.id in replayed or (last is not None and event.id <= last):
+            # No "id <= last" filter: an event that committed late has a lower id than ones already sent.
+            if event is None or event.id in sent:
                 continue
             yield event.sse()
     finally:

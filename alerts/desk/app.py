@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from alerts.desk import api, pages, web_auth
 from alerts.desk.accounts import Accounts
 from alerts.desk.feed import Feed
-from alerts.desk.queries import AlertNotFound, DeskQueries
+from alerts.desk.queries import ActionConflict, AlertNotFound, DeskQueries
 from alerts.desk.web_auth import CsrfRefused, DeskState, Forbidden, SignInRequired, sign_in_redirect
 from common.db import Database
 from common.settings import Settings
@@ -53,10 +53,15 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        extra = list(SECURITY_HEADERS)
+        if scope["path"].startswith("/api/"):
+            extra.append((b"cache-control", b"no-store"))  # answers are per user: no shared cache keeps them
+
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], *SECURITY_HEADERS]
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"cache-control"
+                           or not scope["path"].startswith("/api/")]
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -95,7 +100,13 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.include_router(api.router)
     app.include_router(pages.router)
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.api_route("/livez", methods=["GET", "HEAD"], include_in_schema=False)
+    async def livez() -> JSONResponse:
+        """Liveness: the process answers.  Not the database: a database failover must not make an
+        orchestrator restart every desk replica at once (that is what /healthz, readiness, reports)."""
+        return JSONResponse({"alive": True})
+
+    @app.api_route("/healthz", methods=["GET", "HEAD"], include_in_schema=False)
     async def healthz() -> JSONResponse:
         try:
             await run_in_threadpool(queries.last_event_id, frozenset())
@@ -138,12 +149,10 @@ def _install_error_handlers(app: FastAPI, templates: Jinja2Templates) -> None:
     async def _not_found(request: Request, _exc: AlertNotFound) -> Response:
         return error(request, 404, "Not found", "There is no such alert, or it is not one of your stores.")
 
-    @app.exception_handler(api.ConflictAnswer)
-    async def _conflict(_request: Request, exc: api.ConflictAnswer) -> Response:
-        current = exc.current
-        who = current.acknowledged_by or current.resolved_by or "someone else"
-        return JSONResponse({"error": "conflict", "detail": f"{who} already acted on this alert: it is "
-                             f"{current.status}", "alert": current.as_json()}, status_code=409)
+    @app.exception_handler(ActionConflict)
+    async def _conflict(_request: Request, exc: ActionConflict) -> Response:
+        return JSONResponse({"error": "conflict", "detail": exc.message, "actor": exc.actor, "event": exc.event,
+                             "alert": exc.current.as_json()}, status_code=409)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -8,7 +8,6 @@ if the file were missing).  Every view and download is audited.
 from __future__ import annotations
 
 import logging
-import mimetypes
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +23,8 @@ from alerts.desk.web_auth import Forbidden, client_address, desk
 log = logging.getLogger("aislewatch.desk.evidence")
 
 EvidenceKind = Literal["snapshot", "video"]
+_MEDIA_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png", ".mp4": "video/mp4",
+                ".webm": "video/webm"}
 
 
 def contained(path: str | None, root: Path) -> Path | None:
@@ -53,9 +54,13 @@ async def evidence_response(
     if path is None:
         raise AlertNotFound(alert_id)
     action = AuditAction.EVIDENCE_DOWNLOADED if download else AuditAction.EVIDENCE_VIEWED
-    await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id, target_id=alert_id,
-                            address=client_address(request), detail=kind)
-    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    # A video player fetches a file in many Range requests: one audit row per viewing (the request that
+    # starts at byte 0), not one per chunk.
+    requested = request.headers.get("range", "")
+    if not requested or requested.replace(" ", "").startswith("bytes=0-"):
+        await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id,
+                                target_id=alert_id, address=client_address(request), detail=kind)
+    media_type = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
     filename = f"{alert_id}-{kind}{path.suffix}"
     return FileResponse(
         path, media_type=media_type, filename=filename if download else None,

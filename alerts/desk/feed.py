@@ -24,6 +24,9 @@ from alerts.desk.queries import AlertView, DeskQueries
 
 log = logging.getLogger("aislewatch.desk.feed")
 
+REPLAY_BATCH = 1000
+STARTUP_LOOKBACK = 200
+"""At start, ids this far below the newest event that are missing are watched as gaps (late commits)."""
 QUEUE_LIMIT = 1000
 """Events a slow page may fall behind by before it is disconnected (it then reconnects and replays)."""
 
@@ -79,6 +82,7 @@ class Feed:
         self.subscriptions: set[Subscription] = set()
         self.high_water: int | None = None
         self._gaps: dict[int, float] = {}  # skipped id → when first skipped
+        self.safe_position: int | None = None
         self.polls = 0
         self.last_poll_ok_at: float | None = None
         self._stopped = asyncio.Event()
@@ -93,11 +97,19 @@ class Feed:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
 
-    def replay(self, stores: frozenset[str] | None, after_id: int, limit: int = 1000) -> list[FeedEvent]:
-        """What a page that saw up to ``after_id`` missed (blocking: call from a worker thread)."""
+    def replay(self, stores: frozenset[str] | None, after_id: int, limit: int = REPLAY_BATCH) -> list[FeedEvent]:
+        """Up to ``limit`` events after ``after_id``, oldest first (blocking: call from a worker thread); page on
+        from the last one's id until fewer than ``limit`` come back."""
         rows = self.queries.events(after_id=after_id, stores=stores, limit=limit)
         counts = self.queries.open_counts([alert.store_id for _, _, alert in rows])
         return [feed_event(event_id, event, alert, counts.get(alert.store_id)) for event_id, event, alert in rows]
+
+    def resume_from(self, last_seen: int) -> int:
+        """Where a page that saw up to ``last_seen`` must replay from: no later than the feed's safe position,
+        so an event committed late below ids the page has already seen is replayed too (pages apply events
+        idempotently, by alert)."""
+        safe = self.safe_position
+        return last_seen if safe is None else min(last_seen, safe)
 
     def publish(self, events: Iterable[FeedEvent]) -> None:
         for event in events:
@@ -114,11 +126,16 @@ class Feed:
     # -- the poller ------------------------------------------------------------------------------
     def poll_once(self) -> list[FeedEvent]:
         """Read the events after the high-water mark (and the gaps still in their grace period). Blocking."""
-        if self.high_water is None:
-            # Start at the present: a page catches up on older events through its own replay.
-            self.high_water = self.queries.last_event_id(None)
-            return []
         now = self.clock()
+        if self.high_water is None:
+            # Start at the present (a page catches up on older events through its own replay), watching the
+            # missing ids just below it: transactions that took them may still commit.
+            top = self.queries.last_event_id(None)
+            present = set(self.queries.event_ids(after_id=max(0, top - STARTUP_LOOKBACK), upto=top))
+            self._gaps = {i: now for i in range(max(1, top - STARTUP_LOOKBACK + 1), top + 1) if i not in present}
+            self.high_water = top
+            self._update_safe_position()
+            return []
         self._gaps = {i: t for i, t in self._gaps.items() if now - t < self.gap_grace_s}
         rows = self.queries.events(after_id=self.high_water, also_ids=list(self._gaps))
         fresh = [(i, e, a) for i, e, a in rows if i > self.high_water or i in self._gaps]
@@ -127,8 +144,13 @@ class Feed:
             if event_id > self.high_water:
                 self._gaps.update(dict.fromkeys(range(self.high_water + 1, event_id), now))
                 self.high_water = event_id
+        self._update_safe_position()
         counts = self.queries.open_counts([alert.store_id for _, _, alert in fresh])
         return [feed_event(i, e, a, counts.get(a.store_id)) for i, e, a in fresh]
+
+    def _update_safe_position(self) -> None:
+        # One assignment, read by request threads: every id at or below it was published or given up on.
+        self.safe_position = (min(self._gaps) - 1) if self._gaps else self.high_water
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -44,8 +44,9 @@ async def feed_page(
     where = _filter(store, camera, kind, status)
 
     def load() -> dict[str, Any]:
-        # The event id first: an alert raised while the list loads then arrives through the stream too.
-        last_event = state.queries.last_event_id(principal.store_filter())
+        # The position first: an alert raised (or committed late) while the list loads then arrives through the
+        # stream too; the page applies it by alert id, so one already listed is not shown twice.
+        last_event = state.feed.resume_from(state.queries.last_event_id(principal.store_filter()))
         return {
             "last_event_id": last_event,
             "alerts": state.queries.list_alerts(principal, where),
@@ -108,13 +109,8 @@ async def _act(request: Request, principal: Principal, alert_id: str, action: An
     try:
         await run_in_threadpool(action)
     except ActionConflict as conflict:
-        current = conflict.current
-        who = current.acknowledged_by or current.resolved_by or "someone else"
-        verdict = f" as “{current.verdict_label}”" if current.verdict else ""
-        return await _alert_page(
-            request, principal, alert_id, status=409, view=current,
-            problem=f"{who} already acted on this alert: it is {current.status}{verdict}. Nothing was changed.",
-        )
+        return await _alert_page(request, principal, alert_id, status=409, view=conflict.current,
+                                 problem=conflict.message)
     except ActionNotAllowed as refused:
         return await _alert_page(request, principal, alert_id, status=403, problem=str(refused))
     return RedirectResponse(f"/alerts/{alert_id}", status_code=303)

@@ -39,12 +39,22 @@ class _LostRace(Exception):
 
 
 class ActionConflict(Exception):
-    """Someone else acted on the alert since this person loaded it; ``current`` is how it stands now."""
+    """Someone else acted on the alert since this person loaded it: ``current`` is how it stands now, and
+    ``actor``/``event`` the last thing done to it (from its history, so a reopen or resolve is named right)."""
 
-    def __init__(self, current: AlertView) -> None:
+    def __init__(self, current: AlertView, actor: str | None, event: str | None) -> None:
         self.current = current
-        who = current.acknowledged_by or current.resolved_by or "someone else"
-        super().__init__(f"alert {current.alert_id} was already {current.status} by {who}")
+        self.actor = actor
+        self.event = event
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """What the person who came second is told (the page and the API alike)."""
+        who = self.actor or "someone else"
+        done = f" {self.event} it" if self.event else " acted on it"
+        now = self.current.status + (f" as “{self.current.verdict_label}”" if self.current.verdict else "")
+        return f"{who}{done} first: the alert is {now}. Nothing was changed."
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,7 @@ class DeskQueries:
             centre = centre or view.raised_at
             rows = session.execute(
                 select(ClipResult.clip_id, ClipResult.captured_at, ClipResult.probability, ClipResult.threshold)
-                .where(ClipResult.camera_id == view.camera_id,
+                .where(ClipResult.camera_id == view.camera_id, ClipResult.store_id == view.store_id,
                        ClipResult.captured_at >= centre - around, ClipResult.captured_at <= centre + around)
                 .order_by(ClipResult.captured_at).limit(limit)
             ).all()
@@ -280,6 +290,11 @@ class DeskQueries:
             statement = statement.where(AlertEvent.store_id.in_(sorted(stores)))
         with self.db.session() as session:
             return [(event_id, event, _view(a, s, c)) for event_id, event, a, s, c in session.execute(statement).all()]
+
+    def event_ids(self, *, after_id: int, upto: int) -> list[int]:
+        with self.db.session() as session:
+            return list(session.scalars(
+                select(AlertEvent.id).where(AlertEvent.id > after_id, AlertEvent.id <= upto)))
 
     def history(self, principal: Principal, alert_id: str) -> list[tuple[datetime, str, str | None]]:
         """(when, event, who) of a visible alert, oldest first."""
@@ -353,7 +368,17 @@ class DeskQueries:
                                values=values, event=event, audit=audit, detail=detail, now=now,
                                describe_previous=describe_previous)
         except _LostRace:
-            raise ActionConflict(self.alert(principal, alert_id)) from None
+            raise self._conflict(principal, alert_id) from None
+
+    def _conflict(self, principal: Principal, alert_id: str) -> ActionConflict:
+        current = self.alert(principal, alert_id)
+        with self.db.session() as session:
+            last = session.execute(
+                select(AlertEvent.actor, AlertEvent.event).where(AlertEvent.alert_id == alert_id)
+                .order_by(AlertEvent.id.desc()).limit(1)
+            ).first()
+        actor, event = (last[0], last[1]) if last is not None else (None, None)
+        return ActionConflict(current, actor, event if event != AlertEventKind.RAISED else None)
 
     def _apply(
         self, principal: Principal, alert_id: str, version: int, *, address: str,
@@ -363,7 +388,7 @@ class DeskQueries:
         with self.db.session() as session:
             before = self._load(session, principal, alert_id)  # AlertNotFound outside this person's stores
             if before.version != version:
-                raise ActionConflict(before)
+                raise _LostRace
             if before.status not in {s.value for s in allowed_from}:
                 raise ActionNotAllowed(f"alert {alert_id} is {before.status}")
             # The version in the WHERE clause is what makes this safe between processes and replicas: of two

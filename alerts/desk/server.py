@@ -15,10 +15,12 @@ from common.settings import DeskSettings
 log = logging.getLogger("aislewatch.desk")
 
 
-def uvicorn_config(app: FastAPI, host: str, port: int, *, trust_forwarded: bool = False) -> uvicorn.Config:
+def uvicorn_config(app: FastAPI, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(
         app, host=host, port=port, log_level="warning", access_log=False,
-        proxy_headers=trust_forwarded, forwarded_allow_ips="*" if trust_forwarded else None,
+        # Forwarded headers are read by the desk itself (web_auth.client_address: the proxy's own entry), not
+        # by uvicorn, which would take a client-supplied one.
+        proxy_headers=False,
         # Live-feed streams are long requests: on shutdown give them a moment, then close them.
         timeout_graceful_shutdown=3, lifespan="on",
     )
@@ -26,7 +28,7 @@ def uvicorn_config(app: FastAPI, host: str, port: int, *, trust_forwarded: bool 
 
 def serve_foreground(app: FastAPI, settings: DeskSettings) -> None:
     """uvicorn in this thread until SIGINT/SIGTERM (uvicorn installs the handlers and drains connections)."""
-    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port, trust_forwarded=settings.trust_forwarded))
+    server = uvicorn.Server(uvicorn_config(app, settings.host, settings.port))
     url = settings.public_url or f"http://{settings.host}:{settings.port}"
     log.info("security desk starting on %s", url)
     server.run()
@@ -38,9 +40,9 @@ class DeskServer:
 
     name = "desk"
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, *, trust_forwarded: bool = False) -> None:
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
-        self.server = uvicorn.Server(uvicorn_config(app, host, port, trust_forwarded=trust_forwarded))
+        self.server = uvicorn.Server(uvicorn_config(app, host, port))
         self.host = host
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None

@@ -1,6 +1,7 @@
 """Who is asking: the session cookie or API token behind each request, CSRF, and signing in and out.
 
-Every route outside ``PUBLIC_PATHS`` depends on ``require_user``: a signed-out browser is sent to the sign-in
+Every route outside ``PUBLIC_PATHS`` depends on ``require_user`` (the routers declare it; a test walks every
+route of the app and fails on one that answers signed out): a signed-out browser is sent to the sign-in
 page, an API client gets 401.  A state-changing request from a browser session must carry the session's CSRF
 token (form field ``csrf_token`` or header ``X-CSRF-Token``); API-token requests carry no cookie and so need
 none.  Sign-in attempts are limited per user and per address from the audit log itself, which every replica
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from alerts.desk.accounts import Accounts, SessionInfo, single_store
+from alerts.desk.accounts import Accounts, DeskBusy, SessionInfo, single_store
 from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.feed import Feed
 from alerts.desk.queries import DeskQueries
@@ -30,7 +31,7 @@ from common.settings import DeskSettings
 SESSION_COOKIE = "aw_session"
 LOGIN_CSRF_COOKIE = "aw_login_csrf"
 CSRF_HEADER = "x-csrf-token"
-PUBLIC_PATHS = ("/login", "/healthz", "/static/")
+PUBLIC_PATHS = ("/login", "/healthz", "/livez", "/static/")
 """The only routes a signed-out request may reach (``/static/`` is a prefix)."""
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -65,18 +66,21 @@ def desk(request: Request) -> DeskState:
 
 
 def client_address(request: Request) -> str:
+    """The address a request came from.  Behind a proxy we run (``desk.trust_forwarded``) it is the last
+    X-Forwarded-For entry, the one our proxy added: entries to its left came from the client and can be
+    anything, so trusting them would let a guesser pick a new address for every try."""
     state = desk(request)
     if state.settings.trust_forwarded:
-        forwarded = request.headers.get("x-forwarded-for", "")
+        forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",") if part.strip()]
         if forwarded:
-            return forwarded.split(",")[0].strip()[:64]
+            return forwarded[-1][:64]
     return (request.client.host if request.client else "")[:64]
 
 
 def is_https(request: Request) -> bool:
     state = desk(request)
     if state.settings.trust_forwarded and request.headers.get("x-forwarded-proto"):
-        return request.headers["x-forwarded-proto"].split(",")[0].strip() == "https"
+        return request.headers["x-forwarded-proto"].split(",")[-1].strip() == "https"
     return request.url.scheme == "https"
 
 
@@ -142,12 +146,12 @@ router = APIRouter()
 
 
 @router.get("/login", include_in_schema=False)
-async def login_page(request: Request, next: str = "/", error: str = "") -> Response:
+async def login_page(request: Request, next: str = "/") -> Response:
     state = desk(request)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie and await run_in_threadpool(state.accounts.session, cookie) is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return _login_form(request, next=safe_next(next), error=error)
+    return _login_form(request, next=safe_next(next))
 
 
 def _login_form(request: Request, *, next: str, error: str = "", status: int = 200,
@@ -175,8 +179,12 @@ async def login(
     if not expected or not hmac.compare_digest(expected.encode(), csrf_token.encode()):
         return _login_form(request, next=safe_next(next), status=403, username=username,
                            error="The sign-in form expired. Please try again.")
-    result = await run_in_threadpool(state.accounts.sign_in, username, password, address=address,
-                                     user_agent=request.headers.get("user-agent", "")[:300])
+    try:
+        result = await run_in_threadpool(state.accounts.sign_in, username, password, address=address,
+                                         user_agent=request.headers.get("user-agent", "")[:300])
+    except DeskBusy:
+        return _login_form(request, next=safe_next(next), status=503, username=username,
+                           headers={"Retry-After": "5"}, error="The desk is busy signing people in. Try again.")
     if result.blocked:
         minutes = state.settings.login_window_minutes
         return _login_form(request, next=safe_next(next), status=429, username=username,

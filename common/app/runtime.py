@@ -145,8 +145,7 @@ class Pipeline:
 
             assert db is not None
             desk = settings.desk
-            pipeline.desk = DeskServer(create_app(settings, db), desk.host, desk.port,
-                                       trust_forwarded=desk.trust_forwarded)
+            pipeline.desk = DeskServer(create_app(settings, db), desk.host, desk.port)
         if "ingest" in roles:
             from ingest.supervisor import IngestSupervisor
 

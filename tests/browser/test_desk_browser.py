@@ -299,7 +299,7 @@ def test_the_second_guard_to_act_is_told_who_was_first_and_changes_nothing(
     problem = wait(second, lambda d: d.find_elements(By.ID, "problem"))[0]
 
     assert page_status(second) == 409
-    assert problem.text.startswith("guard-a already acted on this alert")
+    assert problem.text.startswith("guard-a acknowledged it first")
     assert "Theft confirmed" in problem.text and "Nothing was changed" in problem.text
     assert second.find_element(By.ID, "alert-status").text == "acknowledged"
     stored = desk.alert(alert_id)

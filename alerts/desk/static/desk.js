@@ -77,14 +77,14 @@
     });
   }
 
-  function announce(a) {
+  function announce(text, href) {
     unseen += 1;
     document.title = "(" + unseen + ") " + baseTitle;
     banner.hidden = false;
     banner.replaceChildren();
     const link = document.createElement("a");
-    link.href = "/alerts/" + encodeURIComponent(a.alert_id);
-    link.textContent = "New alert: " + a.kind_label + " — " + a.camera_name + " (" + a.store_name + ")";
+    link.href = href;
+    link.textContent = text;
     banner.appendChild(link);
     banner.classList.remove("flash");
     void banner.offsetWidth; // restart the animation
@@ -92,9 +92,13 @@
     chime();
   }
 
+  let catchingUp = true;  // events before "ready" are the replay of what this page missed
+  let missedWhileAway = 0;
+
   function onAlert(message) {
     const data = JSON.parse(message.data);
     const a = data.alert;
+    const known = rows.querySelector('tr[data-alert-id="' + CSS.escape(a.alert_id) + '"]') !== null;
     const counter = document.querySelector('[data-count-for="' + CSS.escape(a.store_id) + '"]');
     if (counter && data.store_open_alerts !== null) {
       counter.textContent = data.store_open_alerts;
@@ -112,22 +116,49 @@
     if (tr) {
       tr.classList.add("fresh");
     }
-    if (data.event === "raised") announce(a);
+    // A replayed or repeated event updates the row but does not ring again for an alert already listed.
+    if (data.event === "raised" && !known) {
+      if (catchingUp) {
+        if (matches(a)) missedWhileAway += 1;
+      } else {
+        announce("New alert: " + a.kind_label + " — " + a.camera_name + " (" + a.store_name + ")",
+                 "/alerts/" + encodeURIComponent(a.alert_id));
+      }
+    }
   }
 
+  let retryMs = 1000;
+
   function connect() {
+    catchingUp = true;
+    missedWhileAway = 0;
     const source = new EventSource("/api/stream?after=" + encodeURIComponent(feed.dataset.lastEventId || "0"));
-    source.addEventListener("ready", () => setLive("live", "live"));
+    source.addEventListener("ready", () => {
+      setLive("live", "live");
+      retryMs = 1000;
+      catchingUp = false;
+      if (missedWhileAway > 0) {
+        announce(missedWhileAway + " new alert" + (missedWhileAway > 1 ? "s" : "") + " while this page was away",
+                 "/?status=open");
+      }
+    });
     source.addEventListener("alert", (message) => {
       feed.dataset.lastEventId = message.lastEventId;
       onAlert(message);
     });
     source.onerror = () => {
       setLive("reconnecting…", "down");
-      // A stream closed because the session ended: go to the sign-in page instead of retrying forever.
+      if (source.readyState !== EventSource.CLOSED) return;  // the browser retries by itself
+      // Closed for good (an error answer, or the server ended the stream): find out why, then reconnect
+      // from the last event seen, backing off up to 30 s.
       fetch("/api/me", { credentials: "same-origin" }).then((r) => {
-        if (r.status === 401) window.location = "/login?next=" + encodeURIComponent(location.pathname + location.search);
-      }).catch(() => {});
+        if (r.status === 401) {
+          window.location = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+          return;
+        }
+        setTimeout(connect, retryMs);
+        retryMs = Math.min(30000, retryMs * 2);
+      }).catch(() => { setTimeout(connect, retryMs); retryMs = Math.min(30000, retryMs * 2); });
     };
     return source;
   }

@@ -72,7 +72,7 @@ def test_k8s_desk_deployment_service_and_ingress() -> None:
     assert container["args"] == ["desk"]
     assert container["ports"] == [{"name": "http", "containerPort": 8080}]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert env["AISLEWATCH__DESK__HOST"] == "0.0.0.0" and env["AISLEWATCH__DESK__TRUST_FORWARDED"] == "true"
 

@@ -40,8 +40,8 @@ def _attributes(set_cookie: str) -> dict[str, str]:
 
 # -- every route needs sign-in ---------------------------------------------------------------------------------
 
-def test_public_paths_are_only_login_health_and_static() -> None:
-    assert PUBLIC_PATHS == ("/login", "/healthz", "/static/")
+def test_public_paths_are_only_login_health_liveness_and_static() -> None:
+    assert PUBLIC_PATHS == ("/login", "/healthz", "/livez", "/static/")
 
 
 def _every_route(routes: list[BaseRoute]) -> Iterator[tuple[str, list[str]]]:
@@ -461,12 +461,14 @@ def test_every_evidence_view_and_download_is_audited(web: Web) -> None:
         ("ms", "manager", "south", alert_id, "video")]
 
 
-def test_audited_address_is_the_forwarded_one_only_behind_a_trusted_proxy(make_web: MakeWeb) -> None:
+def test_audited_address_is_the_one_our_proxy_added_only_behind_a_trusted_proxy(make_web: MakeWeb) -> None:
+    """Behind the proxy the address is the last X-Forwarded-For entry (the one the proxy appended); what the
+    client put before it ("6.6.6.6", forged) is never believed."""
     for trust, expected in ((True, "203.0.113.7"), (False, "testclient")):
         web = make_web(trust_forwarded=trust)
         alert_id = web.raise_alert()
         web.sign_in_as("gs")
-        web.client.get(f"/alerts/{alert_id}/snapshot", headers={"X-Forwarded-For": "203.0.113.7, 10.0.0.1"})
+        web.client.get(f"/alerts/{alert_id}/snapshot", headers={"X-Forwarded-For": "6.6.6.6, 203.0.113.7"})
         assert [r.address for r in web.audit_rows(AuditAction.EVIDENCE_VIEWED)] == [expected]
 
 
@@ -528,13 +530,13 @@ def test_second_acknowledgement_of_the_same_version_is_409_naming_the_first(web:
                         headers={CSRF_HEADER: second})
     assert b.status_code == 409
     body = b.json()
-    assert "gs already acted" in body["detail"]
+    assert "gs acknowledged it first" in body["detail"] and body["actor"] == "gs"
     assert body["alert"]["acknowledged_by"] == "gs" and body["alert"]["verdict"] == "theft_confirmed"
     assert body["alert"]["version"] == 2
     page = web.client.post(f"/alerts/{alert_id}/acknowledge",
                            data={"verdict": "false_alarm", "version": 1, "csrf_token": second})
     assert page.status_code == 409
-    assert "gs already acted on this alert" in page.text
+    assert "gs acknowledged it first" in page.text
     stored = web.stored(alert_id)
     assert (stored.verdict, stored.acknowledged_by, stored.version) == ("theft_confirmed", "gs", 2)
     assert len(web.audit_rows(AuditAction.ALERT_ACKNOWLEDGED)) == 1
@@ -661,3 +663,16 @@ def test_healthz_is_503_when_the_database_is_away(web: Web) -> None:
     answer = web.client.get("/healthz")
     assert answer.status_code == 503
     assert answer.json()["database"] is False
+
+
+def test_liveness_does_not_depend_on_the_database_and_health_answers_head(web: Web) -> None:
+    web.db.engine.dispose()
+    assert web.client.get("/livez").status_code == 200
+    assert web.client.head("/healthz").status_code == 200
+    assert web.client.head("/livez").status_code == 200
+
+
+def test_api_answers_are_never_cached(web: Web) -> None:
+    web.sign_in_as("gs")
+    for path in ("/api/alerts", "/api/me", "/api/stores"):
+        assert web.client.get(path).headers["cache-control"] == "no-store", path
