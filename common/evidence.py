@@ -132,15 +132,20 @@ class SegmentEncoder:
     def size(self) -> tuple[int, int]:
         return int(self._stream.width), int(self._stream.height)
 
-    def add(self, image: np.ndarray, at: datetime) -> None:
+    def add(self, image: np.ndarray, at: datetime, pixel_format: str = "bgr24") -> None:
+        """``image`` is BGR (h, w, 3), or with ``pixel_format="yuv420p"`` planar I420 (h * 3 / 2, w) of the
+        stream's (even) size, as ``cv2.COLOR_BGR2YUV_I420`` makes it: half the memory while frames wait."""
         import av
 
         pts = max(_ms(at) - _ms(self.start), self._last_pts + 1)  # strictly increasing, even for equal stamps
-        self._last_pts = pts
         width, height = self.size
-        if image.shape[1] != width or image.shape[0] != height:
+        if pixel_format == "yuv420p":
+            if image.shape != (height * 3 // 2, width):
+                raise ValueError(f"yuv420p frame must be {(height * 3 // 2, width)}, got {image.shape}")
+        elif image.shape[1] != width or image.shape[0] != height:
             image = image[:height, :width]
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format=pixel_format)
+        self._last_pts = pts
         frame.pts = pts
         frame.time_base = TIME_BASE
         for packet in self._stream.encode(frame):
