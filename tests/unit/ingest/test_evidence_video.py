@@ -8,6 +8,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +24,7 @@ from common.evidence import Segment, segments_overlapping
 from common.inprocess_bus import InProcessBus
 from common.schemas import ClipMessage, Topic
 from common.settings import CameraSettings, EvidenceSettings, MotionSettings
-from ingest.capture import Frame
+from ingest.capture import Frame, SourceConnectionError, SourceEnded
 from ingest.evidence_video import EvidenceRecorder, video_size
 from ingest.worker import CameraWorker
 
@@ -266,3 +268,67 @@ def test_an_unwritable_evidence_dir_never_stops_the_clips(bursts_video: Path, tm
     counters = worker.counters()
     assert clips and counters.clips_published == len(clips) and counters.state == "ended"
     assert counters.evidence_errors >= 1 and counters.evidence_segments == 0
+
+
+def test_stopping_the_worker_mid_motion_closes_the_segment(tmp_path: Path) -> None:
+    # what a configuration reload or a shutdown does: the worker is stopped from outside while recording
+    video = scene_video(tmp_path / "moving.mp4", 4.0, lambda t: True)
+    bus = InProcessBus()
+    stop = threading.Event()
+    camera = CameraSettings(id="cam1", source=str(video), loop=True, motion=MotionSettings(method="diff"))
+    worker = CameraWorker("s1", camera, bus.publisher(), tmp_path / "evidence", stop=stop,
+                          evidence=EvidenceSettings())
+    worker.start_thread()
+    deadline = time.monotonic() + 30
+    while not (worker.recorder is not None and worker.recorder.recording) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.recorder is not None and worker.recorder.recording
+    stop.set()
+    worker.join(10)
+    assert not worker.alive and worker.error is None and not worker.recorder.recording
+    assert not list((tmp_path / "evidence").rglob("*.part"))
+    segments = list((tmp_path / "evidence").rglob("segments/*.mp4"))
+    assert segments and worker.counters().evidence_segments == len(segments)
+
+
+class ScriptedLiveSource:
+    """A live camera that delivers the given frames and raises the given errors, in order."""
+
+    live = True
+    fps = 15.0
+    reconnects = 0
+    frames_dropped = 0
+
+    def __init__(self, script: list[Frame | Exception]) -> None:
+        self.script = list(script)
+        self.session = "live:1"
+
+    def read(self) -> Frame:
+        item = self.script.pop(0) if self.script else SourceEnded("script done")
+        if isinstance(item, Exception):
+            self.session = f"live:{len(self.script)}"
+            raise item
+        return item
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_lost_connection_closes_the_segment_and_starts_a_fresh_preroll(tmp_path: Path) -> None:
+    feed = frames(16, width=160, height=90)  # the square moves in every frame: motion after the warm-up
+    script: list[Frame | Exception] = [*feed[:120], SourceConnectionError("stream dropped"), *feed[120:]]
+    bus = InProcessBus()
+    camera = CameraSettings(id="cam1", source="rtsp://camera.invalid/1", motion=MotionSettings(method="diff"))
+    worker = CameraWorker(
+        "s1", camera, bus.publisher(), tmp_path / "evidence", clock=FakeClock(T0), evidence=EvidenceSettings(),
+        source_factory=lambda cam, stop, clock: ScriptedLiveSource(script),
+    )
+    worker.run()
+    segments = all_segments(tmp_path)
+    ends = [round(since_t0(s.end), 3) for s in segments]
+    assert round(119 / 15, 3) in ends  # the segment open when the stream dropped was closed at its last frame
+    after = [s for s in segments if s.start > T0 + timedelta(seconds=119 / 15)]
+    assert after and since_t0(after[0].start) >= 120 / 15 - 1e-3  # nothing from before the loss is re-written
+    times = [t for s in segments for t in frame_times(s)]
+    assert len(times) == len(set(round(t, 3) for t in times)) <= len(feed)
+    assert worker.counters().evidence_errors == 0
