@@ -42,6 +42,10 @@ _INGEST_FIELDS = {
     "health_events": "Camera health events published",
     "reconnects": "Camera reconnect attempts",
     "errors": "Camera errors (corrupt stream, failed open)",
+    "evidence_segments": "Evidence video segments written (H.264 MP4, while the camera had motion)",
+    "evidence_bytes": "Bytes of evidence video segments written",
+    "evidence_encode_seconds": "Seconds spent encoding and writing evidence video (wall clock, in the camera's thread)",
+    "evidence_errors": "Evidence video segments lost to an encoding or disk error (clips are published regardless)",
 }
 
 _INGEST_GAUGES = {

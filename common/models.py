@@ -19,6 +19,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 from sqlalchemy.types import TypeDecorator
 
 
@@ -82,6 +83,9 @@ class ClipResult(Base):
     evidence_path: Mapped[str | None] = mapped_column(Text, nullable=True)
     inferred_at: Mapped[datetime] = mapped_column(UtcDateTime())
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Shadow mode (model.shadow_path): a candidate model's score of the same clip; it raises nothing.
+    shadow_probability: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_model_version: Mapped[str | None] = mapped_column(String(100), nullable=True)
 
     __table_args__ = (
         Index("ix_clip_results_store_time", "store_id", "captured_at"),
@@ -117,6 +121,11 @@ class Alert(Base):
     # Bumped by every desk action: an acknowledgement sent against an older version is refused, so two
     # guards acting at once never overwrite each other (migration 0003).
     version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    # A manager's hold: the evidence of a held alert is never deleted (migration 0004).
+    evidence_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    hold_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    hold_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    evidence_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_alerts_store_time", "store_id", "raised_at"),
@@ -272,3 +281,36 @@ class AuditEntry(Base):
         Index("ix_audit_log_action_user_at", "action", "username", "at"),
         Index("ix_audit_log_action_address_at", "action", "address", "at"),
     )
+
+
+class MissedTheft(Base):
+    """A theft the model did not alert on, marked by a manager on a camera's timeline: a positive example
+    for the next training run (``aislewatch feedback export``)."""
+
+    __tablename__ = "missed_thefts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    store_id: Mapped[str] = mapped_column(String(64), index=True)
+    camera_id: Mapped[str] = mapped_column(String(64))
+    start_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    end_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    marked_by: Mapped[str] = mapped_column(String(200))
+    marked_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    video_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ReportRun(Base):
+    """One report rendered (and sent) for a scope and period: a restarted scheduler never sends a period twice."""
+
+    __tablename__ = "report_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(64))  # a store id, or "chain" for the admins' summary
+    period_start: Mapped[datetime] = mapped_column(UtcDateTime())
+    period_end: Mapped[datetime] = mapped_column(UtcDateTime())
+    rendered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    path: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    __table_args__ = (UniqueConstraint("scope", "period_start", "period_end", name="uq_report_runs_period"),)

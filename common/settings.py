@@ -168,6 +168,10 @@ class ModelSettings(Section):
     xla: bool = Field(
         False, description="Compile the batched model with XLA: ~15% faster, ~7 s more start-up per batch bucket"
     )
+    shadow_path: Path | None = Field(
+        None, description="A candidate model scored on every clip beside the active one, raising nothing "
+        "(its score is stored as clip_results.shadow_probability for `aislewatch model compare` and reports)",
+    )
 
 
 class InferenceSettings(Section):
@@ -321,6 +325,40 @@ class ReportingSettings(Section):
     schedule_cron: str = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
 
 
+class EvidenceSettings(Section):
+    """Evidence video (ingest writes it while a camera has motion) and how long evidence is kept."""
+
+    video: bool = Field(True, description="Record H.264 video while a camera has motion, for alert videos")
+    video_width: int = Field(640, ge=160, le=3840, description="Width the evidence video is scaled to (height keeps the aspect)")
+    video_fps: float = Field(15.0, gt=0, le=60, description="Most frames per second written to the evidence video")
+    crf: int = Field(28, ge=12, le=45, description="x264 quality (lower is better and larger; 23 is x264's default)")
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = Field(
+        "veryfast", description="x264 speed/size trade-off"
+    )
+    segment_s: float = Field(4.0, ge=1, le=60, description="Length of each video segment on disk (a keyframe starts each)")
+    margin_before_s: float = Field(3.0, ge=0, le=60, description="Video kept before an alert's first clip")
+    margin_after_s: float = Field(3.0, ge=0, le=60, description="Video kept after an alert's last clip")
+    keep_unflagged: int = Field(
+        30, ge=1, le=7 * 24 * 60, description="Minutes evidence of clips that raised no alert is kept"
+    )
+    keep_false_alarm_days: float = Field(7, ge=0, le=3650, description="Days a false alarm's evidence is kept")
+    keep_theft_days: float = Field(
+        365, ge=0, le=3650, description="Days evidence of a confirmed or prevented theft is kept"
+    )
+    keep_unreviewed_days: float = Field(
+        30, ge=0, le=3650, description="Days evidence of an alert with no verdict (or 'unsure') is kept"
+    )
+    max_gb: float = Field(50.0, gt=0, le=100_000, description="Disk budget: past it the oldest unheld evidence goes first")
+    janitor_interval_s: float = Field(60.0, ge=1, le=86400, description="How often the janitor enforces the above")
+    email_attach_max_mb: float = Field(
+        8.0, ge=0, le=50, description="Attach an alert's video to its e-mail up to this size; larger ones are linked"
+    )
+    video_wait_s: float = Field(
+        15.0, ge=0, le=600,
+        description="How long an alert's e-mail waits for its video (the margin after the clips has to be filmed)",
+    )
+
+
 class DeskSettings(Section):
     """The security desk: the web page guards work from (``aislewatch desk``; ``aislewatch run`` starts it too)."""
 
@@ -399,6 +437,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     reporting: ReportingSettings = Field(default_factory=ReportingSettings)
     desk: DeskSettings = Field(default_factory=DeskSettings)
+    evidence: EvidenceSettings = Field(default_factory=EvidenceSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
 
     @classmethod

@@ -1,5 +1,8 @@
 """One camera's ingest loop: read a frame, gate on motion, cut clips, save evidence, publish.
 
+Evidence video (``ingest.evidence_video``) sees every frame with the motion gate's verdict and writes H.264
+segments around motion; its failures are counted and logged there, never raised here.
+
 Health events on ``Topic.CAMERA_HEALTH``: ONLINE on the first frame after each (re)connect, OFFLINE when a
 live source stops delivering (read timeout = ``offline_after_s``) or cannot be reached, ENDED at the end of a
 non-looping file, ERROR for a file that cannot be opened or decoded.  Source problems never escape ``run``.
@@ -23,7 +26,7 @@ from common.bus import Bus, Publisher
 from common.clock import Clock, SystemClock
 from common.redaction import redact
 from common.schemas import CameraHealthMessage, CameraState, ClipHeader, ClipMessage, Topic, clip_id_for
-from common.settings import CameraSettings, Settings, StoreSettings
+from common.settings import CameraSettings, EvidenceSettings, Settings, StoreSettings
 from common.worker import Worker
 from ingest.capture import (
     Backoff,
@@ -36,6 +39,7 @@ from ingest.capture import (
     VideoSource,
 )
 from ingest.clips import ClipCutter, CutClip
+from ingest.evidence_video import EvidenceRecorder
 from ingest.motion import MotionDetector
 from ingest.publishing import PublishQueue, ack_timeout_for
 from ingest.snapshot import save_snapshot
@@ -83,6 +87,10 @@ class IngestCounters:
     health_events: int = 0
     reconnects: int = 0
     errors: int = 0
+    evidence_segments: int = 0
+    evidence_bytes: int = 0
+    evidence_encode_seconds: float = 0.0
+    evidence_errors: int = 0
     state: str = "starting"
 
 
@@ -103,9 +111,11 @@ class CameraWorker(Worker):
         spool: Spool | None = None,
         max_in_flight: int = 32,
         ack_timeout_s: float = 60.0,
+        evidence: EvidenceSettings | None = None,
     ) -> None:
         """``retry_queue_size`` messages wait in memory while the bus cannot take them, and beyond that go
-        to ``spool`` (or, without one, the oldest are dropped); ``max_in_flight`` await acknowledgement."""
+        to ``spool`` (or, without one, the oldest are dropped); ``max_in_flight`` await acknowledgement.
+        ``evidence`` records motion video under ``evidence_dir`` (None, or ``video: false``: no video)."""
         self.name = f"capture:{camera.id}"
         super().__init__(stop)
         self.store_id = store_id
@@ -117,6 +127,9 @@ class CameraWorker(Worker):
         self.source: FrameSource | None = None
         self.motion: MotionDetector | None = None
         self.cutter: ClipCutter | None = None
+        self.recorder = (
+            EvidenceRecorder.for_camera(evidence, camera, self.evidence_dir) if evidence is not None else None
+        )
         self.outbox = PublishQueue(
             publisher, camera.id, self.clock, spool=spool, max_in_flight=max_in_flight,
             max_waiting=retry_queue_size, backoff=retry_backoff, ack_timeout_s=ack_timeout_s,
@@ -144,13 +157,14 @@ class CameraWorker(Worker):
         return cls(
             store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop,
             retry_queue_size=ingest.memory_queue, max_in_flight=ingest.max_in_flight, spool=spool,
-            ack_timeout_s=ack_timeout_for(settings.bus),
+            ack_timeout_s=ack_timeout_for(settings.bus), evidence=settings.evidence,
         )
 
     # -- counters ----------------------------------------------------------------------------------
     def counters(self) -> IngestCounters:
         source = self.source
         publishing = self.outbox.counters()
+        video = self.recorder.counters() if self.recorder is not None else None
         with self._lock:
             return IngestCounters(
                 camera_id=self.camera.id,
@@ -168,6 +182,10 @@ class CameraWorker(Worker):
                 health_events=self._health_events,
                 reconnects=getattr(source, "reconnects", 0),
                 errors=self._errors,
+                evidence_segments=video.segments_written if video else 0,
+                evidence_bytes=video.bytes_written if video else 0,
+                evidence_encode_seconds=video.encode_seconds if video else 0.0,
+                evidence_errors=video.errors if video else 0,
                 state=self._state,
             )
 
@@ -207,6 +225,13 @@ class CameraWorker(Worker):
             self.log.info("camera %s: %d clips cut, %d published, %d dropped, %d messages left in the spool",
                           self.camera.id, c.clips_cut, c.clips_published, c.clips_dropped, c.messages_spooled)
         finally:
+            if self.recorder is not None:
+                self.recorder.close("shutdown")
+                v = self.recorder.counters()
+                if v.segments_written or v.errors:
+                    self.log.info("camera %s: %d evidence segments (%.1f MB, %.1f s encoding), %d errors",
+                                  self.camera.id, v.segments_written, v.bytes_written / 1e6, v.encode_seconds,
+                                  v.errors)
             if self.source is not None:
                 self.source.close()
             with self._lock:
@@ -222,6 +247,8 @@ class CameraWorker(Worker):
             self._start_session(frame)
         assert self.motion is not None and self.cutter is not None
         result = self.motion.update(frame.image)
+        if self.recorder is not None:
+            self.recorder.push(frame, result.moving)
         for clip in self.cutter.push(frame, result):
             self._emit(clip)
 
@@ -238,6 +265,8 @@ class CameraWorker(Worker):
             if self.cutter is not None:
                 self._windows_incomplete_before += self.cutter.windows_incomplete
             self.cutter = ClipCutter(self.camera.clip, self.camera.motion, self.source.fps)
+        if self.recorder is not None:
+            self.recorder.close("new capture session")  # a fresh pre-roll: the old frames are of another session
         self._session_online = True
         self._offline_reported = False
         detail = f"streaming {width}x{height} at {self.source.fps:g} fps"
@@ -261,6 +290,8 @@ class CameraWorker(Worker):
         if self.cutter is not None:
             for clip in self.cutter.flush():
                 self._emit(clip)
+        if self.recorder is not None:
+            self.recorder.close("source ended or lost")
 
     # -- publishing --------------------------------------------------------------------------------
     def _emit(self, clip: CutClip) -> None:
