@@ -243,6 +243,8 @@ class Database:
                 "evidence_path": r.snapshot_path,
                 "inferred_at": r.inferred_at,
                 "stored_at": now,
+                "shadow_probability": r.shadow_probability,
+                "shadow_model_version": r.shadow_model_version,
             }
             for r in _unique(results, lambda r: r.clip_id)
         ]

@@ -144,6 +144,17 @@ class ResultMessage(Message):
     model_version: str
     snapshot_path: str | None = None
     inferred_at: UtcDatetime
+    # Shadow mode (``model.shadow_path``): the candidate model's score of the same clip, stored beside the
+    # active one and never ruled on; None when no candidate runs, or when it failed on this clip's batch.
+    shadow_probability: float | None = Field(None, ge=0, le=1)
+    shadow_model_version: str | None = None
+
+    def to_bytes(self) -> bytes:
+        """Without the shadow fields when no candidate scored the clip, so that a result is the same bytes
+        as before shadow mode existed (an alert worker of the previous release still reads it)."""
+        if self.shadow_probability is None and self.shadow_model_version is None:
+            return self.model_dump_json(exclude={"shadow_probability", "shadow_model_version"}).encode("utf-8")
+        return super().to_bytes()
 
 
 class AlertKind(StrEnum):

@@ -105,14 +105,48 @@ def clip_shape(frames: int, size: int) -> tuple[int, int, int, int]:
 
 def clip_settings_problems(settings: Settings) -> list[str]:
     """One line per camera whose clip settings cannot feed the configured model: the camera, both shapes
-    and the setting to change (as ``config check`` names keys).  Reads only the model's sidecar."""
+    and the setting to change (as ``config check`` names keys).  Reads only the model's sidecar.
+
+    A shadow model (``model.shadow_path``) is scored on the same clips, so it must take the same shape as
+    the active one: a candidate that does not, or that is missing, is a problem too.
+    """
+    problems = _shadow_problems(settings)
     model = settings.model.path
     try:
         wanted = model_input_shape(model)
     except ValueError as exc:
-        return [f"model.path ({model}): {exc}"]
+        return [f"model.path ({model}): {exc}", *problems]
     if len(wanted) != 4 or wanted[1] != wanted[2] or wanted[3] != 3:
-        return [f"model.path ({model}): input shape {wanted} is not (frames, size, size, 3)"]
+        return [f"model.path ({model}): input shape {wanted} is not (frames, size, size, 3)", *problems]
+    shadow_readable = not problems
+    problems += _camera_problems(settings, model, tuple(wanted))
+    shadow = settings.model.shadow_path
+    if shadow is not None and shadow_readable:
+        shadow_shape = model_input_shape(shadow)
+        if tuple(shadow_shape) != tuple(wanted):
+            problems.append(
+                f"model.shadow_path ({shadow}): the candidate takes clips of shape {tuple(shadow_shape)}, the "
+                f"active model {model.name} {tuple(wanted)}; shadow mode scores the same clips with both, so "
+                "the candidate must take the same shape"
+            )
+    return problems
+
+
+def _shadow_problems(settings: Settings) -> list[str]:
+    """The shadow model's file or sidecar, when it cannot be read."""
+    shadow = settings.model.shadow_path
+    if shadow is None:
+        return []
+    if not Path(shadow).is_file():
+        return [f"model.shadow_path ({shadow}): no such model file"]
+    try:
+        model_input_shape(shadow)
+    except ValueError as exc:
+        return [f"model.shadow_path ({shadow}): {exc}"]
+    return []
+
+
+def _camera_problems(settings: Settings, model: Path, wanted: tuple[int, ...]) -> list[str]:
     frames, size = wanted[0], wanted[1]
     problems = []
     for s, store in enumerate(settings.stores):

@@ -250,3 +250,17 @@ def classifier_from_settings(model: ModelSettings, inference: InferenceSettings)
     return load_classifier(
         model.path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla, device=model.device
     )
+
+
+def shadow_classifier_from_settings(model: ModelSettings, inference: InferenceSettings) -> ClipClassifier | None:
+    """The candidate of shadow mode (``model.shadow_path``), loaded like the active one; None when unset.
+
+    Loaded at start so that a missing file or a model of another shape stops the start with the reason,
+    rather than every batch failing quietly in shadow; the device is the one the active model pinned.
+    """
+    if model.shadow_path is None:
+        return None
+    shadow = load_classifier(model.shadow_path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla)
+    log.info("shadow mode: candidate %s (%s) scores every clip beside the active model", shadow.version,
+             model.shadow_path)
+    return shadow

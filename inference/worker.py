@@ -8,6 +8,12 @@ Nothing a message holds can stop the worker: a clip that cannot be decoded, or w
 the model, goes to the dead-letter topic with the reason and is committed with the batch.  A commit the
 group refuses after a rebalance (``CommitFailedError``) is logged and the worker polls on: the records it
 held go to whoever owns their partitions now, and their results are idempotent by clip id.
+
+Shadow mode: a second, candidate classifier (``model.shadow_path``) scores every batch after the active
+one, and its score is stored beside the active one's (``shadow_probability``, ``shadow_model_version``).
+It raises nothing (results carry the active probability and threshold, which is all the alert rules
+read), and a candidate that fails never stops the active one: its batch is stored with NULL shadow
+scores, the failure logged and counted (``aislewatch_errors_total{stage="infer",kind="shadow"}``).
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class InferenceStats:
     dead_letters: int = 0
     last_batch_size: int = 0
     commits_refused: int = 0
+    shadow_batches: int = 0
+    shadow_failures: int = 0  # batches the candidate model failed on (stored with NULL shadow scores)
 
 
 class InferenceWorker(Worker):
@@ -82,6 +90,7 @@ class InferenceWorker(Worker):
         poll_timeout_s: float = 0.2,
         name: str | None = None,
         input_shape: tuple[int, ...] | None = None,
+        shadow: Classifier | None = None,
     ) -> None:
         if name:
             self.name = name
@@ -91,6 +100,14 @@ class InferenceWorker(Worker):
         self.db = db
         self.threshold = classifier.threshold if threshold is None else threshold
         self.input_shape = tuple(input_shape or getattr(classifier, "input_shape", None) or INPUT_SHAPE)
+        self.shadow = shadow
+        if shadow is not None:
+            shadow_shape = tuple(getattr(shadow, "input_shape", None) or INPUT_SHAPE)
+            if shadow_shape != self.input_shape:
+                raise ValueError(
+                    f"the shadow model {shadow.version} takes clips of shape {shadow_shape}, the active model "
+                    f"{classifier.version} {self.input_shape}: a candidate must take the same clips (model.shadow_path)"
+                )
         self.group_id = group_id
         self.clock = clock or SystemClock()
         self.batcher: Batcher[tuple[BusRecord, ClipMessage]] = Batcher(max_batch_size, max_wait_s, self.clock)
@@ -103,9 +120,10 @@ class InferenceWorker(Worker):
     @classmethod
     def from_settings(
         cls, settings: Settings, classifier: Classifier, bus: Bus, db: Database, threshold: float,
-        stop: threading.Event | None = None, name: str | None = None,
+        stop: threading.Event | None = None, name: str | None = None, shadow: Classifier | None = None,
     ) -> InferenceWorker:
-        """``threshold`` is the resolved one (``Settings.alert_threshold``) that marks a result suspicious."""
+        """``threshold`` is the resolved one (``Settings.alert_threshold``) that marks a result suspicious;
+        ``shadow`` the loaded candidate of ``model.shadow_path``, if any."""
         return cls(
             classifier,
             bus,
@@ -116,6 +134,7 @@ class InferenceWorker(Worker):
             group_id=settings.inference.group_id,
             stop=stop,
             name=name,
+            shadow=shadow,
         )
 
     def setup(self) -> None:
@@ -171,8 +190,9 @@ class InferenceWorker(Worker):
             probabilities = self.classifier.predict(frames)
             BATCH_SECONDS.observe(time.perf_counter() - started)
             BATCH_SIZE.observe(len(batch))
+            shadow_scores = self._shadow_scores(frames, batch)
             now = self.clock.now()
-            for (_, clip), probability in zip(batch, probabilities, strict=True):
+            for (_, clip), probability, shadow_p in zip(batch, probabilities, shadow_scores, strict=True):
                 h = clip.header
                 results.append(
                     ResultMessage(
@@ -188,6 +208,8 @@ class InferenceWorker(Worker):
                         model_version=self.classifier.version,
                         snapshot_path=h.snapshot_path,
                         inferred_at=now,
+                        shadow_probability=shadow_p,
+                        shadow_model_version=None if shadow_p is None else self.shadow_version,
                     )
                 )
             written = self.db.retrying(lambda: self.db.write_results(results), self.stop_event, "result write")
@@ -198,6 +220,36 @@ class InferenceWorker(Worker):
             self.stats.batches += 1
             self.stats.last_batch_size = len(batch)
         self._publish_and_commit(results)
+
+    @property
+    def shadow_version(self) -> str | None:
+        """The candidate model's version, None without one."""
+        return None if self.shadow is None else self.shadow.version
+
+    def _shadow_scores(self, frames: np.ndarray, batch: list[tuple[BusRecord, ClipMessage]]) -> list[float | None]:
+        """The candidate's probability for each clip of the batch; all None without a candidate or when it
+        fails (an exception, or not one finite score per clip), which is logged and counted, never raised."""
+        if self.shadow is None:
+            return [None] * len(batch)
+        try:
+            scores = np.asarray(self.shadow.predict(frames), dtype=np.float64).reshape(-1)
+            if scores.shape != (len(batch),) or not np.all(np.isfinite(scores)):
+                raise ValueError(f"expected {len(batch)} finite scores, got shape {scores.shape}")
+        except Exception as exc:
+            self.stats.shadow_failures += 1
+            ERRORS.labels("infer", "shadow").inc()
+            failures = self.stats.shadow_failures
+            if failures > 10 and failures % 100:
+                return [None] * len(batch)  # a broken candidate logs its first ten failures, then every 100th
+            first = batch[0][1].header
+            self.log.warning(
+                "shadow model %s failed on a batch of %d clips (first %s of camera %s): %s; their shadow scores "
+                "are stored empty, the active results are unaffected (%d failed batches so far)",
+                self.shadow.version, len(batch), first.clip_id, first.camera_id, exc, failures, exc_info=failures == 1,
+            )
+            return [None] * len(batch)
+        self.stats.shadow_batches += 1
+        return [float(p) for p in np.clip(scores, 0.0, 1.0)]
 
     def _publish_and_commit(self, results: list[ResultMessage]) -> None:
         assert self._publisher is not None and self._consumer is not None

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.app.model_cli import add_model_commands
 from common.app.users_cli import add_users_commands
 from common.logs import setup_logging
 from common.settings import ConfigError, Settings, load_settings
@@ -286,6 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     ).set_defaults(func=cmd_db_upgrade)
 
     add_users_commands(sub, config_option, _settings)
+    add_model_commands(sub, config_option, _settings)
 
     serve = [config_option]
     sub.add_parser("run", help="every stage in one process (embedded mode)", parents=serve).set_defaults(func=cmd_run)

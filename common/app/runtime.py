@@ -115,7 +115,10 @@ class Pipeline:
         stop: threading.Event | None = None,
         classifier: Any = None,
         inference_workers: int = 1,
+        shadow: Any = None,
     ) -> Pipeline:
+        """``classifier`` and ``shadow`` (the candidate of ``model.shadow_path``) are loaded from the settings
+        unless given."""
         stop = stop or threading.Event()
         bus = bus or bus_from_settings(settings)
         needs_db = bool(roles & {"infer", "alerts", "desk"})
@@ -136,9 +139,14 @@ class Pipeline:
 
                 classifier = classifier_from_settings(settings.model, settings.inference)
             threshold = alert_threshold(settings, classifier)
+            if shadow is None and settings.model.shadow_path is not None:
+                from inference.model import shadow_classifier_from_settings
+
+                shadow = shadow_classifier_from_settings(settings.model, settings.inference)
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
-                pipeline.workers.append(InferenceWorker.from_settings(settings, classifier, bus, db, threshold, stop, name=name))
+                pipeline.workers.append(InferenceWorker.from_settings(
+                    settings, classifier, bus, db, threshold, stop, name=name, shadow=shadow))
         if "desk" in roles:
             from alerts.desk.app import create_app
             from alerts.desk.server import DeskServer

@@ -1,0 +1,71 @@
+"""``aislewatch model compare``: the commands that help a chain decide whether to switch models."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from common.settings import Settings
+
+
+def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
+    from common.app.model_compare import compare_export, compare_shadow
+    from common.logs import setup_logging
+    from inference.compare import ExportError, format_export_report, format_shadow_report, to_json
+
+    setup_logging("WARNING")
+    settings = settings_of(args)
+    try:
+        if args.from_shadow:
+            if args.models:
+                print("aislewatch: --from-shadow takes no NEW OLD DATA (the candidate is model.shadow_path)",
+                      file=sys.stderr)
+                return 2
+            from common.app.runtime import open_database
+
+            db = open_database(settings, upgrade=False)
+            try:
+                report = compare_shadow(settings, db, days=args.days)
+            finally:
+                db.close()
+            text = format_shadow_report(report)
+        else:
+            if len(args.models) != 3:
+                print("aislewatch: model compare needs NEW OLD DATA (or --from-shadow -c FILE)", file=sys.stderr)
+                return 2
+            new, old, data = (Path(a) for a in args.models)
+
+            def progress(line: str) -> None:
+                if not args.json:
+                    print(line, file=sys.stderr, flush=True)
+
+            report = compare_export(settings, new, old, data, progress=progress)
+            text = format_export_report(report)
+    except (ExportError, FileNotFoundError) as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    print(to_json(report) if args.json else text)
+    return 0
+
+
+def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
+                       settings_of: Callable[[argparse.Namespace], Settings]) -> None:
+    """``model compare`` (the alert rule and camera settings come from ``-c FILE``)."""
+    model = sub.add_parser("model", help="compare a candidate model with the one running").add_subparsers(
+        dest="action", required=True
+    )
+    compare = model.add_parser(
+        "compare", parents=[config_option],
+        help="NEW OLD DATA: precision, recall and false alarms per camera-hour at the alert rule on a reviewed-"
+        "alert export; or --from-shadow: what the stored shadow scores would have raised",
+    )
+    compare.add_argument("models", nargs="*", metavar="NEW OLD DATA",
+                         help="the candidate model, the running one, and a `feedback export` folder")
+    compare.add_argument("--from-shadow", action="store_true",
+                         help="compare the active model with model.shadow_path on the clips both scored")
+    compare.add_argument("--days", type=float, default=None, help="with --from-shadow: only the last N days")
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.set_defaults(func=lambda args: cmd_model_compare(args, settings_of))
