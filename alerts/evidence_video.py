@@ -195,6 +195,7 @@ class AlertVideoMaker(Worker):
             try:
                 path = remux(segments, out)
             except Exception as exc:  # a corrupt segment or a full disk: tried again until the deadline
+                out.with_name(out.name + ".part").unlink(missing_ok=True)  # remux's unfinished file
                 self.failures += 1
                 if alert.alert_id not in self._failed:
                     self._failed.add(alert.alert_id)
@@ -209,10 +210,10 @@ class AlertVideoMaker(Worker):
                 return True
         if not streams_ended and now < window.ready_at + timedelta(seconds=self.settings.video_wait_s):
             return False  # ingest may be behind: wait for the segments up to evidence.video_wait_s
+        reason = "its video could not be put together" if alert.alert_id in self._failed else (
+            "its camera recorded no video of it")
         if self._store(alert, None, now):
             self.without_video += 1
-            reason = "its video could not be put together" if alert.alert_id in self._failed else (
-                "its camera recorded no video of it")
             log.warning("alert %s (camera %s, %s .. %s): %s; it has none", alert.alert_id, alert.camera_id,
                         window.start.isoformat(), window.end.isoformat(), reason)
         return True
