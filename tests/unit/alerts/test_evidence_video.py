@@ -398,3 +398,19 @@ def test_webhook_payload_links_the_alert_its_snapshot_and_its_video(
     assert offline["alert_url"].endswith("/alerts/offline-1")
     assert offline["snapshot_url"] is None and offline["video_url"] is None
     assert AlertMessage.model_validate({k: v for k, v in by_id["alert-1"].items() if not k.endswith("_url")})
+
+
+def test_video_outcomes_are_exported_as_metrics(db: Database, evidence: Path) -> None:
+    from common.metrics import AlertCollector
+
+    clock = FakeClock(SPAN_END)
+    raise_alert(db, clock, alert_id="made")
+    write_segments(evidence, 0, 20)
+    db.write_alerts([AlertMessage(alert_id="none", alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id="store-1",
+                                  camera_id="silent-cam", raised_at=SPAN_END)], now=clock.now())
+    videos = maker(db, evidence, clock)
+    assert videos.make_due(streams_ended=True) == 2
+    families = {f.name: f for f in AlertCollector(lambda: {"videos": videos.counters()}).collect()}
+    outcomes = {s.labels["outcome"]: s.value for s in families["aislewatch_alert_videos"].samples}
+    assert outcomes == {"made": 1.0, "without_video": 1.0, "failed": 0.0}
+    assert [s.value for s in families["aislewatch_alert_videos_pending"].samples] == [0.0]
