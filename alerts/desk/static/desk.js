@@ -215,5 +215,6 @@
     return source;
   }
 
-  if (!document.getElementById("evidence-video")) connect();
+  // Only while the video is being made (the server rendered the notice): other alert pages open no stream.
+  if (document.getElementById("video-notice") && !document.getElementById("evidence-video")) connect();
 })();
