@@ -6,6 +6,10 @@ it as soon as an alert is stored.  Webhook and e-mail go through the outbox (``a
 retries them with backoff until they are delivered or expire, across restarts.  Sending is therefore
 at-least-once; every attempt of one alert on one channel carries the same id (``webhook-id``, the
 e-mail's ``Message-ID``), so the receiver can keep exactly one.
+
+With ``desk.public_url`` set, deliveries link to the alert on the security desk: webhooks carry ``alert_url``,
+``snapshot_url`` and ``video_url``; e-mails link the alert.  An e-mail attaches the alert's evidence video when
+it is at most ``evidence.email_attach_max_mb``, and otherwise links to it.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from standardwebhooks import Webhook
 
 from common.redaction import redact
-from common.schemas import AlertMessage
+from common.schemas import AlertKind, AlertMessage
 from common.settings import EmailSettings, NotificationSettings
 
 log = logging.getLogger(__name__)
@@ -48,8 +53,8 @@ class Notifier(Protocol):
     name: str
     immediate: bool  # True: sent once when the alert is stored; False: through the outbox
 
-    def send(self, alert: AlertMessage) -> None:
-        """Make one attempt to deliver ``alert``, or raise DeliveryError."""
+    def send(self, alert: AlertMessage, video_path: str | None = None) -> None:
+        """Make one attempt to deliver ``alert`` (with its evidence video, once made), or raise DeliveryError."""
 
     def close(self) -> None:
         """Release connections."""
@@ -58,6 +63,22 @@ class Notifier(Protocol):
 def delivery_id(alert_id: str, channel: str) -> str:
     """The id every attempt of one alert on one channel carries, for the receiver to de-duplicate on."""
     return f"{alert_id}-{channel}"
+
+
+def alert_url(public_url: str, alert_id: str) -> str:
+    """The alert's page on the security desk."""
+    return f"{public_url.rstrip('/')}/alerts/{quote(alert_id, safe='')}"
+
+
+def desk_links(public_url: str | None, alert: AlertMessage, *, video: bool) -> dict[str, str | None]:
+    """``alert_url``, ``snapshot_url`` and ``video_url`` of an alert on the desk (empty without a public URL;
+    a link is None when the alert has no such evidence).  The desk serves them to a signed-in user of the
+    alert's store."""
+    if not public_url:
+        return {}
+    page = alert_url(public_url, alert.alert_id)
+    return {"alert_url": page, "snapshot_url": f"{page}/snapshot" if alert.snapshot_path else None,
+            "video_url": f"{page}/video" if video else None}
 
 
 def _when(alert: AlertMessage) -> str:
@@ -73,7 +94,7 @@ class LogNotifier:
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.log = logger or logging.getLogger("aislewatch.alerts")
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage, video_path: str | None = None) -> None:
         probability = f" p={alert.probability:.2f}" if alert.probability is not None else ""
         self.log.warning(
             "ALERT %s store=%s camera=%s at=%s%s id=%s: %s",
@@ -104,17 +125,29 @@ class WebhookNotifier:
         secret: bytes | None = None,
         client: httpx.Client | None = None,
         unix_time: Callable[[], float] = time.time,
+        public_url: str | None = None,
+        videos: bool = False,
     ) -> None:
+        """``public_url``: the desk's, for the links in the payload; ``videos``: suspicious-activity alerts get
+        evidence videos (the video maker runs), so ``video_url`` is given before the video is made (it answers
+        404 until then, and for good when the camera recorded none)."""
         self.url = url
+        self.public_url = public_url
+        self.videos = videos
         self._client = client or httpx.Client(timeout=timeout_s)
         self._shown_url = redact(url)
         # The library does the signing (a few lines, but the receiver verifies with the same reference code).
         self._signer = Webhook(secret) if secret else None
         self._unix_time = unix_time  # the receiver checks the timestamp against its clock: real time only
 
-    def request(self, alert: AlertMessage) -> tuple[bytes, dict[str, str]]:
+    def payload(self, alert: AlertMessage, video_path: str | None = None) -> dict[str, Any]:
+        """The JSON posted: the alert, plus links to it on the desk when ``desk.public_url`` is set."""
+        video = bool(video_path) or (self.videos and alert.alert_kind == AlertKind.SUSPICIOUS_ACTIVITY)
+        return alert.model_dump(mode="json") | desk_links(self.public_url, alert, video=video)
+
+    def request(self, alert: AlertMessage, video_path: str | None = None) -> tuple[bytes, dict[str, str]]:
         """The body and headers of one attempt (separate from sending so they can be inspected)."""
-        body = json.dumps(alert.model_dump(mode="json"), separators=(",", ":")).encode("utf-8")
+        body = json.dumps(self.payload(alert, video_path), separators=(",", ":")).encode("utf-8")
         webhook_id = delivery_id(alert.alert_id, self.name)
         timestamp = int(self._unix_time())
         headers = {
@@ -128,8 +161,8 @@ class WebhookNotifier:
             )
         return body, headers
 
-    def send(self, alert: AlertMessage) -> None:
-        body, headers = self.request(alert)
+    def send(self, alert: AlertMessage, video_path: str | None = None) -> None:
+        body, headers = self.request(alert, video_path)
         try:
             response = self._client.post(self.url, content=body, headers=headers)
         except httpx.TransportError as exc:  # refused, reset, timed out
@@ -144,7 +177,8 @@ class WebhookNotifier:
 
 
 class EmailNotifier:
-    """Sends each alert as an e-mail (plain text + HTML) with the evidence snapshot attached and inlined."""
+    """Sends each alert as an e-mail (plain text + HTML) with the evidence snapshot attached and inlined, and its
+    evidence video attached up to ``attach_max_mb`` (linked on the desk beyond that)."""
 
     name = "email"
     immediate = False
@@ -154,14 +188,18 @@ class EmailNotifier:
         settings: EmailSettings,
         timeout_s: float = 10.0,
         smtp_factory: Callable[..., smtplib.SMTP] = smtplib.SMTP,
+        public_url: str | None = None,
+        attach_max_mb: float = 8.0,
     ) -> None:
         if not settings.recipients:
             raise ValueError("e-mail notifications are enabled but notifications.email.recipients is empty")
         self.settings = settings
+        self.public_url = public_url
+        self.attach_max_bytes = int(attach_max_mb * 1024 * 1024)
         self.timeout_s = timeout_s
         self._smtp_factory = smtp_factory
 
-    def build(self, alert: AlertMessage) -> EmailMessage:
+    def build(self, alert: AlertMessage, video_path: str | None = None) -> EmailMessage:
         """The e-mail for one alert (separate from sending so it can be inspected)."""
         s = self.settings
         label = alert.alert_kind.label
@@ -187,6 +225,18 @@ class EmailNotifier:
         if alert.clip_ids:
             facts.append(("Clips", ", ".join(alert.clip_ids)))
         facts.append(("Alert id", alert.alert_id))
+        page = alert_url(self.public_url, alert.alert_id) if self.public_url else None
+        video = self._video(alert, video_path)
+        if video is not None:
+            data, size = video
+            if data is not None:
+                facts.append(("Video", f"attached ({size / 1e6:.1f} MB)"))
+            elif page is not None:
+                facts.append(("Video", f"{size / 1e6:.1f} MB, too large to attach: watch it at {page}"))
+            else:
+                facts.append(("Video", f"{size / 1e6:.1f} MB, too large to attach: watch it on the security desk"))
+        if page is not None:
+            facts.append(("On the security desk", page))
 
         text = alert.message + "\n\n" + "\n".join(f"{k}: {v}" for k, v in facts) + "\n"
         msg.set_content(text)
@@ -195,9 +245,11 @@ class EmailNotifier:
         cid = make_msgid(domain="aislewatch")
         rows = "".join(f"<tr><th align='left'>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in facts)
         image = f"<p><img src='cid:{cid[1:-1]}' alt='evidence snapshot' style='max-width:100%'></p>" if snapshot else ""
+        link = (f"<p><a href='{html.escape(page, quote=True)}'>Open the alert on the security desk</a></p>"
+                if page is not None else "")
         body = (
             f"<html><body><h2>{html.escape(label)}</h2><p>{html.escape(alert.message)}</p>"
-            f"<table>{rows}</table>{image}</body></html>"
+            f"<table>{rows}</table>{link}{image}</body></html>"
         )
         msg.add_alternative(body, subtype="html")
         if snapshot is not None:
@@ -206,7 +258,23 @@ class EmailNotifier:
             assert html_part is not None
             html_part.add_related(data, maintype="image", subtype="jpeg", cid=cid, disposition="inline")
             msg.add_attachment(data, maintype="image", subtype="jpeg", filename=filename)
+        if video is not None and video[0] is not None:
+            msg.add_attachment(video[0], maintype="video", subtype="mp4",
+                               filename=f"{alert.camera_id}-{alert.raised_at.strftime('%Y%m%dT%H%M%S')}.mp4")
         return msg
+
+    def _video(self, alert: AlertMessage, video_path: str | None) -> tuple[bytes | None, int] | None:
+        """(the video's bytes, or None when it is over the attachment cap; its size), or None without a video."""
+        if not video_path:
+            return None
+        path = Path(video_path)
+        try:
+            size = path.stat().st_size
+            return (path.read_bytes() if size <= self.attach_max_bytes else None), size
+        except OSError as exc:
+            log.warning("video %s of alert %s cannot be read (%s); sending without it",
+                        path, alert.alert_id, exc.strerror or exc)
+            return None
 
     def _snapshot(self, alert: AlertMessage) -> tuple[bytes, str] | None:
         if not alert.snapshot_path:
@@ -219,9 +287,9 @@ class EmailNotifier:
                         path, alert.alert_id, exc.strerror or exc)
             return None
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage, video_path: str | None = None) -> None:
         s = self.settings
-        msg = self.build(alert)
+        msg = self.build(alert, video_path)
         try:
             with self._smtp_factory(s.host, s.port, timeout=self.timeout_s) as smtp:
                 if s.starttls:
@@ -245,8 +313,12 @@ class EmailNotifier:
         pass
 
 
-def notifiers_from_settings(settings: NotificationSettings) -> list[Notifier]:
-    """The channels the notification settings enable, in a fixed order: log, webhook, e-mail."""
+def notifiers_from_settings(
+    settings: NotificationSettings, *, public_url: str | None = None, videos: bool = False,
+    email_attach_max_mb: float = 8.0,
+) -> list[Notifier]:
+    """The channels the notification settings enable, in a fixed order: log, webhook, e-mail.  ``public_url``
+    (``desk.public_url``) makes them link to the desk; ``videos``: the video maker runs (``evidence.video``)."""
     notifiers: list[Notifier] = []
     if settings.log:
         notifiers.append(LogNotifier())
@@ -255,7 +327,8 @@ def notifiers_from_settings(settings: NotificationSettings) -> list[Notifier]:
         if webhook.secret is None:
             log.warning("notifications.webhook.secret is not set: webhooks to %s go out unsigned",
                         redact(webhook.url))
-        notifiers.append(WebhookNotifier(webhook.url, timeout_s=webhook.timeout_s, secret=webhook.signing_key()))
+        notifiers.append(WebhookNotifier(webhook.url, timeout_s=webhook.timeout_s, secret=webhook.signing_key(),
+                                         public_url=public_url, videos=videos))
     if settings.email.enabled:
-        notifiers.append(EmailNotifier(settings.email))
+        notifiers.append(EmailNotifier(settings.email, public_url=public_url, attach_max_mb=email_attach_max_mb))
     return notifiers

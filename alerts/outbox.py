@@ -7,6 +7,10 @@ sets its next attempt a capped, jittered, doubling delay later, until it is deli
 receiver refused it for good) or ``expired`` (still undelivered ``notifications.give_up_after`` after
 the alert was stored).  The rows are in the database, so a restarted worker sends what was pending.
 
+A channel that carries the evidence video (e-mail) waits for it: the first attempt of a suspicious-activity
+alert's row is put off (``next_attempt_at``) until ``video_wait_s`` after the alert was stored, unless the video
+maker (``alerts.evidence_video``) settles the alert sooner, which makes the row due at once.
+
 Sending is at-least-once: a crash between a receiver's 200 and the row's update sends that delivery
 again after the restart, with the same ``webhook-id`` (or e-mail ``Message-ID``) for the receiver to
 drop.  Run one alert worker per database (as the rules require anyway): two would send each row twice.
@@ -28,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from alerts.delivery import DeliveryError, Notifier
 from common.clock import Clock
 from common.db import Database, DatabaseUnavailable, DueDelivery
-from common.schemas import DeliveryStatus
+from common.schemas import AlertKind, DeliveryStatus
 from common.settings import NotificationSettings
 from common.worker import Worker
 
@@ -36,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Outcomes of a delivery attempt, as counted per channel (the ``outcome`` label of the metric).
 OUTCOMES = ("ok", "retry", "failed", "expired")
+
+# Channels whose message carries the alert's video (attached or linked), so their first attempt waits for it.
+VIDEO_CHANNELS = frozenset({"email"})
 
 
 def retry_delay(attempt: int, initial_s: float, max_s: float, rng: random.Random | None = None) -> float:
@@ -64,7 +71,10 @@ class OutboxSender(Worker):
         batch_size: int = 50,
         drain_s: float = 5.0,
         rng: random.Random | None = None,
+        video_wait_s: float | None = None,
     ) -> None:
+        """``video_wait_s``: how long a video channel's first attempt waits for the alert's video (None: the
+        video maker is off, nothing waits)."""
         super().__init__(stop)
         self.db = db
         self.notifiers = {n.name: n for n in notifiers}
@@ -76,6 +86,8 @@ class OutboxSender(Worker):
         self.batch_size = batch_size
         self.drain_s = drain_s
         self._rng = rng or random.Random()
+        self.video_wait = timedelta(seconds=video_wait_s) if video_wait_s is not None else None
+        self.waited_for_video = 0  # first attempts put off to wait for the alert's video
         self._wake = threading.Event()
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in self.notifiers}
         self.pending: dict[str, int] = {}  # pending rows by channel, as of the last pass
@@ -89,6 +101,7 @@ class OutboxSender(Worker):
         notifiers: Sequence[Notifier],
         clock: Clock,
         stop: threading.Event | None = None,
+        video_wait_s: float | None = None,
     ) -> OutboxSender:
         return cls(
             db,
@@ -98,6 +111,7 @@ class OutboxSender(Worker):
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
             stop=stop,
+            video_wait_s=video_wait_s,
         )
 
     @property
@@ -165,9 +179,16 @@ class OutboxSender(Worker):
         if now >= expires_at:  # e.g. pending while the worker was down for longer than that
             self._give_up(row, row.attempts, "not sent before notifications.give_up_after passed", now)
             return
+        wait_until = self._video_wait_until(row)
+        if wait_until is not None and now < wait_until:
+            self._record(row, DeliveryStatus.PENDING, row.attempts, next_attempt_at=wait_until)
+            self.waited_for_video += 1
+            log.info("alert %s (camera %s): %s waits up to %s for the alert's video",
+                     alert.alert_id, alert.camera_id, row.channel, wait_until.isoformat())
+            return
         attempts = row.attempts + 1
         try:
-            notifier.send(alert)
+            notifier.send(alert, row.video_path)
         except DeliveryError as exc:
             error, retryable = str(exc), exc.retryable
         except Exception as exc:  # a bug in one channel must not stop the others or the loop
@@ -195,6 +216,13 @@ class OutboxSender(Worker):
         self.outcomes[row.channel]["retry"] += 1
         log.warning("alert %s (camera %s): %s attempt %d failed (%s); retrying in %.1f s",
                     alert.alert_id, alert.camera_id, row.channel, attempts, error, delay)
+
+    def _video_wait_until(self, row: DueDelivery) -> datetime | None:
+        """Until when this row's first attempt waits for the alert's video; None when it does not wait."""
+        if (self.video_wait is None or row.channel not in VIDEO_CHANNELS or row.attempts > 0
+                or row.alert.alert_kind != AlertKind.SUSPICIOUS_ACTIVITY or row.video_path or row.video_settled):
+            return None
+        return row.created_at + self.video_wait
 
     def _give_up(self, row: DueDelivery, attempts: int, error: str, now: datetime) -> None:
         self._record(row, DeliveryStatus.EXPIRED, attempts, last_error=error)

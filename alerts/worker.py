@@ -4,7 +4,8 @@ Per poll: decode (bad messages go to the dead-letter topic) → store health eve
 store each alert together with its outbox rows (one transaction, idempotent on ``alert_id``) → write
 the log line of a new alert → publish it on the alerts topic → commit the consumer.  Webhook and e-mail
 go out from the outbox on their own thread (``alerts.outbox``), retried until delivered or expired, so
-a notifier that is down or a crash after the insert no longer loses the delivery.
+a notifier that is down or a crash after the insert no longer loses the delivery.  Suspicious-activity
+alerts get their evidence video from the video maker (``alerts.evidence_video``), on a thread of its own too.
 
 Restarts lose no rule state: at start the worker restores outages that are still open from the stored
 health events, and before the first result of each camera it rebuilds that camera's window and
@@ -22,6 +23,7 @@ from functools import partial
 from typing import Any
 
 from alerts.delivery import DeliveryError, Notifier, notifiers_from_settings
+from alerts.evidence_video import AlertVideoMaker
 from alerts.outbox import OutboxSender
 from alerts.rules import RuleEngine
 from common.bus import Bus, BusError, BusRecord, Consumer, Publisher
@@ -57,13 +59,15 @@ class AlertWorker(Worker):
         *,
         immediate: Sequence[Notifier] = (),
         outbox: OutboxSender | None = None,
+        videos: AlertVideoMaker | None = None,
         stop: threading.Event | None = None,
         group_id: str = GROUP_ID,
         poll_timeout_s: float = 0.2,
         deliver_in_thread: bool = True,
     ) -> None:
         """``immediate`` channels are written when an alert is stored; ``outbox`` delivers the others, on
-        its own thread unless ``deliver_in_thread`` is False (then the caller drives ``outbox.send_due``)."""
+        its own thread unless ``deliver_in_thread`` is False (then the caller drives ``outbox.send_due``);
+        ``videos`` makes the alerts' evidence videos, on its own thread under the same condition."""
         super().__init__(stop)
         self.engine = engine
         self.bus = bus
@@ -71,6 +75,7 @@ class AlertWorker(Worker):
         self.clock = clock
         self.immediate = list(immediate)
         self.outbox = outbox
+        self.videos = videos
         self.group_id = group_id
         self.poll_timeout_s = poll_timeout_s
         self.deliver_in_thread = deliver_in_thread
@@ -78,6 +83,7 @@ class AlertWorker(Worker):
         self._publisher: Publisher | None = None
         self._outgoing: list[tuple[Topic, str | None, bytes]] = []  # published once the batch is processed
         self._outbox_thread: threading.Thread | None = None
+        self._videos_thread: threading.Thread | None = None
         self.alerts_raised: Counter[str] = Counter()  # by alert kind, every alert the rules raised
         self.alerts_stored = 0  # newly inserted (the others were already stored before a restart)
         self.immediate_outcomes: dict[str, Counter[str]] = {n.name: Counter() for n in self.immediate}
@@ -99,11 +105,18 @@ class AlertWorker(Worker):
         stop = stop or threading.Event()
         clock = SystemClock()
         engine = RuleEngine(settings.alerts, threshold, clock)
-        notifiers = notifiers_from_settings(settings.notifications)
+        evidence = settings.evidence
+        notifiers = notifiers_from_settings(settings.notifications, public_url=settings.desk.public_url,
+                                            videos=evidence.video, email_attach_max_mb=evidence.email_attach_max_mb)
         durable = [n for n in notifiers if not n.immediate]
-        outbox = OutboxSender.from_settings(settings.notifications, db, durable, clock) if durable else None
+        outbox = OutboxSender.from_settings(
+            settings.notifications, db, durable, clock, video_wait_s=evidence.video_wait_s if evidence.video else None
+        ) if durable else None
         immediate = [n for n in notifiers if n.immediate]
-        return cls(engine, bus, db, clock, immediate=immediate, outbox=outbox, stop=stop)
+        videos = AlertVideoMaker.from_settings(
+            settings, db, clock, on_settled=outbox.wake if outbox is not None else None
+        ) if evidence.video else None
+        return cls(engine, bus, db, clock, immediate=immediate, outbox=outbox, videos=videos, stop=stop)
 
     # -- counters --------------------------------------------------------------------------------
     def deliveries(self) -> dict[str, dict[str, int]]:
@@ -123,6 +136,7 @@ class AlertWorker(Worker):
             "windows_rebuilt": self.windows_rebuilt,
             "outages_restored": self.outages_restored,
             "dead_letters": self.dead_letters,
+            "videos": self.videos.counters() if self.videos is not None else {},
         }
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -132,11 +146,15 @@ class AlertWorker(Worker):
         self._publisher = self.bus.publisher()
         if self.outbox is not None and self.deliver_in_thread:
             self._outbox_thread = self.outbox.start_thread()  # sends what was pending before the start, too
+        if self.videos is not None and self.deliver_in_thread:
+            self._videos_thread = self.videos.start_thread()  # makes what was pending before the start, too
 
     def step(self) -> bool:
         assert self._consumer is not None and self._publisher is not None, "setup() was not called"
         if self._outbox_thread is not None and self.outbox is not None and self.outbox.error is not None:
             raise RuntimeError(f"the delivery loop stopped: {self.outbox.error!r}")
+        if self._videos_thread is not None and self.videos is not None and self.videos.error is not None:
+            raise RuntimeError(f"the alert video loop stopped: {self.videos.error!r}")
         records = self._consumer.poll(self.poll_timeout_s)
         if records or getattr(self._consumer, "failing_since", None) is not None:
             self.input_waiting()
@@ -195,6 +213,9 @@ class AlertWorker(Worker):
             if self._consumer is not None:
                 self._consumer.close()
         finally:
+            if self._videos_thread is not None and self.videos is not None:
+                self.videos.stop()  # before the outbox's last pass: e-mails it let go are sent in that pass
+                self.videos.join(30.0)
             if self.outbox is not None:
                 if self._outbox_thread is not None:
                     self.outbox.stop()  # its last pass sends what is due, then it closes its channels
@@ -203,6 +224,16 @@ class AlertWorker(Worker):
                     self.outbox.close()
             for notifier in self.immediate:
                 notifier.close()
+
+    def finish_videos(self) -> int:
+        """Every camera has ended and closed its video (an embedded run over files): make or settle every pending
+        alert video now, then let the e-mails that waited for them go; how many alerts were settled."""
+        if self.videos is None:
+            return 0
+        settled = self.videos.make_due(streams_ended=True)
+        if self.outbox is not None:
+            self.outbox.wake()
+        return settled
 
     # -- rule state after a restart --------------------------------------------------------------
     def _restore_outages(self) -> None:
@@ -277,6 +308,8 @@ class AlertWorker(Worker):
             self._outgoing.append((Topic.ALERTS, alert.camera_id, alert.to_bytes()))
         if stored and self.outbox is not None:
             self.outbox.wake()
+        if stored and self.videos is not None:
+            self.videos.wake()
 
     def _deliver_immediately(self, alert: AlertMessage) -> None:
         for notifier in self.immediate:

@@ -53,6 +53,8 @@ class DueDelivery:
     attempts: int  # attempts made before this one
     created_at: datetime
     alert: AlertMessage
+    video_path: str | None = None  # the alert's evidence video, once made
+    video_settled: bool = True  # False while the video maker may still make one (e-mails wait for it)
 
 
 # PostgreSQL error classes that mean "the server cannot serve us now", not "this statement is wrong":
@@ -355,7 +357,8 @@ class Database:
         )
         with self.sessions() as session:
             return [
-                DueDelivery(d.id, d.channel, d.attempts, d.created_at, alert_message(a))
+                DueDelivery(d.id, d.channel, d.attempts, d.created_at, alert_message(a),
+                            video_path=a.evidence_video_path, video_settled=a.evidence_video_settled_at is not None)
                 for d, a in session.execute(stmt)
             ]
 

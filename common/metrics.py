@@ -112,6 +112,20 @@ class AlertCollector(Collector):
         )
         rebuilt.add_metric([], float(c.get("windows_rebuilt", 0)))
         yield rebuilt
+        videos = c.get("videos") or {}
+        if videos:
+            made = CounterMetricFamily(
+                "aislewatch_alert_videos",
+                "Suspicious-activity alerts settled by the video maker: made (video stored), without_video (the "
+                "camera recorded none within evidence.video_wait_s), and failed remux attempts",
+                labels=["outcome"],
+            )
+            for outcome in ("made", "without_video", "failed"):
+                made.add_metric([outcome], float(videos.get(outcome, 0)))
+            yield made
+            waiting = GaugeMetricFamily("aislewatch_alert_videos_pending", "Alerts still waiting for their video")
+            waiting.add_metric([], float(videos.get("pending", 0)))
+            yield waiting
 
 
 def register_collector(collector: Collector) -> Collector:

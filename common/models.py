@@ -126,6 +126,9 @@ class Alert(Base):
     hold_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     hold_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     evidence_deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # When the video maker (alerts.evidence_video) was done with the alert: its video stored in
+    # evidence_video_path, or none to be had (the camera recorded no video); NULL while it is pending.
+    evidence_video_settled_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_alerts_store_time", "store_id", "raised_at"),

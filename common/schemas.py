@@ -241,6 +241,7 @@ class AlertEventKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     REOPENED = "reopened"
     RESOLVED = "resolved"
+    EVIDENCE_READY = "evidence_ready"  # the alert's evidence video was made (alerts.evidence_video)
 
 
 class AlertMessage(Message):

@@ -93,7 +93,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
                   openapi_url=None)
     app.state.desk = DeskState(settings=settings.desk, db=db, accounts=Accounts.from_settings(db, settings),
                                queries=queries, feed=feed, evidence_dir=settings.service.evidence_dir,
-                               templates=templates)
+                               templates=templates, videos=settings.evidence.video)
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(web_auth.router)

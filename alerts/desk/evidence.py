@@ -2,7 +2,8 @@
 
 The path comes from the database row of an alert the person may see, and must still lie inside the
 configured evidence directory once resolved (a row pointing elsewhere, or a symlink out of it, is refused as
-if the file were missing).  Every view and download is audited.
+if the file were missing).  Every view and download is audited: once per playback of a video, not once per
+byte range a player asks for while it seeks (only a request from the file's start is a view).
 """
 
 from __future__ import annotations
@@ -56,10 +57,10 @@ async def evidence_response(
     action = AuditAction.EVIDENCE_DOWNLOADED if download else AuditAction.EVIDENCE_VIEWED
     # A video player fetches a file in many Range requests: one audit row per viewing (the request that
     # starts at byte 0), not one per chunk.
-    requested = request.headers.get("range", "")
-    if not requested or requested.replace(" ", "").startswith("bytes=0-"):
-        await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id,
-                                target_id=alert_id, address=client_address(request), detail=kind)
+    if download or _from_the_start(request.headers.get("range")):
+        await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id, target_id=alert_id,
+                                address=client_address(request), detail=kind)
+    # FileResponse answers a Range request with 206 and the bytes asked for: what lets a <video> seek.
     media_type = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")
     filename = f"{alert_id}-{kind}{path.suffix}"
     return FileResponse(
@@ -67,3 +68,11 @@ async def evidence_response(
         content_disposition_type="attachment" if download else "inline",
         headers={"Cache-Control": "private, no-store"},
     )
+
+
+def _from_the_start(range_header: str | None) -> bool:
+    """Whether a request reads the file from its first byte (no Range, or ``bytes=0-...``)."""
+    if not range_header:
+        return True
+    unit, _, ranges = range_header.partition("=")
+    return unit.strip().lower() != "bytes" or ranges.strip().startswith("0-")

@@ -25,7 +25,7 @@ router = APIRouter(dependencies=[Depends(require_user)], include_in_schema=False
 
 def render(request: Request, template: str, principal: Principal, status: int = 200, **context: Any) -> Response:
     state = desk(request)
-    base = {"user": principal, "csrf_token": csrf_token(request), "sound": state.settings.sound,
+    base = {"user": principal, "csrf_token": csrf_token(request), "sound": state.settings.sound, "videos": state.videos,
             "verdicts": list(Verdict), "kinds": list(AlertKind), "statuses": list(AlertStatus)}
     return state.templates.TemplateResponse(request, template, base | context, status_code=status,
                                             headers={"Cache-Control": "no-store"})
@@ -67,9 +67,11 @@ async def _alert_page(request: Request, principal: Principal, alert_id: str, *, 
     state = desk(request)
 
     def load() -> dict[str, Any]:
+        # The event id first: a video made while the page loads then arrives through the stream too.
+        last_event = state.queries.last_event_id(principal.store_filter())
         alert = view or state.queries.alert(principal, alert_id)  # AlertNotFound → 404
         points = state.queries.clip_timeline(alert)
-        return {"alert": alert, "chart": timeline_chart(points), "clips": len(points),
+        return {"alert": alert, "chart": timeline_chart(points), "clips": len(points), "last_event_id": last_event,
                 "history": state.queries.history(principal, alert_id)}
 
     return render(request, "alert.html", principal, status=status, problem=problem, **await run_in_threadpool(load))

@@ -97,6 +97,7 @@ class AlertView:
     version: int
     has_snapshot: bool
     has_video: bool
+    video_pending: bool  # a suspicious-activity alert whose video the video maker has not settled yet
 
     @property
     def is_open(self) -> bool:
@@ -155,6 +156,8 @@ def _view(alert: Alert, store_name: str | None, camera_name: str | None) -> Aler
         version=alert.version,
         has_snapshot=bool(alert.evidence_path),
         has_video=bool(alert.evidence_video_path),
+        video_pending=(alert.kind == AlertKind.SUSPICIOUS_ACTIVITY.value and not alert.evidence_video_path
+                       and alert.evidence_video_settled_at is None and alert.evidence_deleted_at is None),
     )
 
 

@@ -47,6 +47,7 @@ class DeskState:
     feed: Feed
     evidence_dir: Any  # Path
     templates: Any  # Jinja2Templates
+    videos: bool = True  # evidence.video: suspicious-activity alerts get a video (the page says one is coming)
 
 
 class SignInRequired(Exception):

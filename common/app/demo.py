@@ -124,6 +124,8 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         "results": len(run.results),
         "suspicious_clips": sum(1 for r in run.results if r.suspicious),
         "alerts": len([a for a in run.alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY]),
+        # the run waited for pending videos (Pipeline.drain → finish_videos): each alert has its video by now
+        "evidence_videos": count_evidence_videos(run.alerts),
         "camera_offline_alerts": len([a for a in run.alerts if a.kind == AlertKind.CAMERA_OFFLINE]),
         "health_events": len(run.health),
         "report_pdf": report_pdfs[0],
@@ -142,13 +144,19 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
     return summary
 
 
+def count_evidence_videos(alerts: list[Any]) -> int:
+    """Suspicious-activity alerts whose evidence video is stored and on disk."""
+    return sum(1 for a in alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY and a.evidence_video_path
+               and Path(a.evidence_video_path).is_file())
+
+
 def _print_summary(summary: dict[str, Any]) -> None:
     print_incident_table(summary["incident_table"], [
         ("alert at (s)", 13, lambda r: "-" if r["alert_at_s"] is None else f"{r['alert_at_s']:.1f}"),
         ("p", 6, lambda r: "-" if r["probability"] is None else f"{r['probability']:.2f}"),
     ])
     print(f"clips {summary['clips']}  results {summary['results']}  suspicious clips {summary['suspicious_clips']}  "
-          f"alerts {summary['alerts']}")
+          f"alerts {summary['alerts']}  evidence videos {summary['evidence_videos']}")
     print(f"incidents {summary['incidents']}  detected {summary['detected']}  false alarms {summary['false_alarms']}")
     for pdf in summary["report_pdfs"]:
         print(f"report: {pdf}")

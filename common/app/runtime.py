@@ -212,6 +212,7 @@ class Pipeline:
                 log.error("the security desk stopped: %s; stopping", self.desk.error)
                 self.stop.set()
             elif self.finished():
+                self.finish_videos()
                 log.info("every camera has ended and everything it sent is processed; stopping")
                 return True
         return False
@@ -278,6 +279,7 @@ class Pipeline:
                 if self.stop.is_set() or self.failed_worker():
                     return False
         if getattr(self.bus, "lag", None) is None:
+            self.finish_videos()
             return True
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -286,9 +288,20 @@ class Pipeline:
             if self.failed_worker():
                 return False
             if self._drained():
+                self.finish_videos()
                 return True
             time.sleep(0.2)
         return False
+
+    def finish_videos(self) -> int:
+        """Every camera has ended (so its video segments are closed) and everything is ruled on: make the alert
+        videos still pending now rather than after their wait; how many alerts were settled."""
+        settled = 0
+        for worker in self.workers:
+            finish = getattr(worker, "finish_videos", None)
+            if finish is not None:
+                settled += int(finish())
+        return settled
 
     def close(self, timeout_s: float = 30.0) -> None:
         """Orderly shutdown: stop → drain in-flight batches → commit → close → join."""

@@ -1,4 +1,5 @@
-// AisleWatch security desk: the live feed (server-sent events), new-alert cues, sound toggle.
+// AisleWatch security desk: the live feed (server-sent events), new-alert cues, sound toggle; on an alert's
+// page, its evidence video appears as soon as it is made (the "evidence_ready" event).
 // No framework and no inline script: the page works under a strict Content-Security-Policy.
 "use strict";
 
@@ -49,7 +50,15 @@
     tr.appendChild(when);
     tr.appendChild(cell(a.store_name));
     tr.appendChild(cell(a.camera_name));
-    tr.appendChild(cell(a.kind_label));
+    const kind = cell(a.kind_label);
+    if (a.has_video) {
+      const badge = document.createElement("span");
+      badge.className = "video-badge";
+      badge.title = "has an evidence video";
+      badge.textContent = "video";
+      kind.append(" ", badge);
+    }
+    tr.appendChild(kind);
     tr.appendChild(cell(a.probability === null ? "–" : a.probability.toFixed(2)));
     tr.appendChild(cell(a.status, "status"));
     const verdict = cell(a.verdict_label, "verdict");
@@ -113,7 +122,7 @@
       rows.prepend(tr);
       empty.hidden = true;
     }
-    if (tr) {
+    if (tr && data.event !== "evidence_ready") {
       tr.classList.add("fresh");
     }
     // A replayed or repeated event updates the row but does not ring again for an alert already listed.
@@ -178,4 +187,65 @@
   if (feed.dataset.sound === "off") soundToggle.hidden = true;
 
   connect();
+})();
+
+(function () {
+  // An alert's page: listen to the live stream for this alert's video and show it without a reload.
+  const page = document.getElementById("alert");
+  if (!page || !window.EventSource) return;
+  const alertId = page.dataset.alertId;
+  const evidence = document.getElementById("evidence");
+  let lastEventId = page.dataset.lastEventId || "0";
+
+  function showVideo() {
+    if (document.getElementById("evidence-video")) return;
+    const src = "/alerts/" + encodeURIComponent(alertId) + "/video";
+    const video = document.createElement("video");
+    video.id = "evidence-video";
+    video.src = src;
+    video.controls = true;
+    video.muted = true;
+    video.playsInline = true;
+    video.preload = "metadata";
+    evidence.prepend(video);
+    const notice = document.getElementById("video-notice") || document.createElement("p");
+    notice.id = "video-notice";
+    notice.className = "video-notice ready";
+    notice.setAttribute("role", "status");
+    notice.textContent = "The video of this alert is ready.";
+    video.after(notice);
+    if (page.dataset.canDownload === "yes") {
+      let downloads = document.getElementById("downloads");
+      if (!downloads) {
+        downloads = document.createElement("p");
+        downloads.id = "downloads";
+        downloads.className = "downloads";
+        notice.after(downloads);
+      }
+      if (!document.getElementById("download-video")) {
+        const link = document.createElement("a");
+        link.id = "download-video";
+        link.href = src + "/download";
+        link.textContent = "Download video";
+        downloads.append(" ", link);
+      }
+    }
+  }
+
+  function connect() {
+    const source = new EventSource("/api/stream?after=" + encodeURIComponent(lastEventId));
+    source.addEventListener("alert", (message) => {
+      lastEventId = message.lastEventId || lastEventId;
+      const data = JSON.parse(message.data);
+      if (data.alert.alert_id !== alertId) return;
+      if (data.alert.has_video) {
+        showVideo();
+        source.close(); // nothing more to wait for on this page
+      }
+    });
+    return source;
+  }
+
+  // Only while the video is being made (the server rendered the notice): other alert pages open no stream.
+  if (document.getElementById("video-notice") && !document.getElementById("evidence-video")) connect();
 })();

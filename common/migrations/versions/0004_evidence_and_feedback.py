@@ -48,6 +48,9 @@ def upgrade() -> None:
     op.add_column('alerts', sa.Column('hold_by', sa.String(length=200), nullable=True))
     op.add_column('alerts', sa.Column('hold_at', sa.DateTime(timezone=True), nullable=True))
     op.add_column('alerts', sa.Column('evidence_deleted_at', sa.DateTime(timezone=True), nullable=True))
+    op.add_column('alerts', sa.Column('evidence_video_settled_at', sa.DateTime(timezone=True), nullable=True))
+    # Alerts from before evidence video: none will ever have one, so the video maker does not revisit them.
+    op.execute("UPDATE alerts SET evidence_video_settled_at = raised_at")
     op.add_column('clip_results', sa.Column('shadow_probability', sa.Float(), nullable=True))
     op.add_column('clip_results', sa.Column('shadow_model_version', sa.String(length=100), nullable=True))
 
@@ -59,6 +62,7 @@ def downgrade() -> None:
         batch_op.drop_column('shadow_probability')
 
     with op.batch_alter_table('alerts', schema=None) as batch_op:
+        batch_op.drop_column('evidence_video_settled_at')
         batch_op.drop_column('evidence_deleted_at')
         batch_op.drop_column('hold_at')
         batch_op.drop_column('hold_by')
