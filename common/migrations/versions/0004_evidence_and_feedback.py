@@ -55,22 +55,16 @@ def upgrade() -> None:
     op.add_column('clip_results', sa.Column('shadow_model_version', sa.String(length=100), nullable=True))
 
 
+def _drop_columns(table: str, *columns: str) -> None:
+    # ALTER TABLE ... DROP COLUMN in place (SQLite 3.35+): a batch table copy of `alerts` would trip the
+    # foreign keys of alert_events and alert_deliveries that point at it.
+    for column in columns:
+        op.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+
+
 def downgrade() -> None:
-
-    with op.batch_alter_table('clip_results', schema=None) as batch_op:
-        batch_op.drop_column('shadow_model_version')
-        batch_op.drop_column('shadow_probability')
-
-    with op.batch_alter_table('alerts', schema=None) as batch_op:
-        batch_op.drop_column('evidence_video_settled_at')
-        batch_op.drop_column('evidence_deleted_at')
-        batch_op.drop_column('hold_at')
-        batch_op.drop_column('hold_by')
-        batch_op.drop_column('evidence_hold')
-
+    _drop_columns('clip_results', 'shadow_model_version', 'shadow_probability')
+    _drop_columns('alerts', 'evidence_video_settled_at', 'evidence_deleted_at', 'hold_at', 'hold_by', 'evidence_hold')
     op.drop_table('report_runs')
-    with op.batch_alter_table('missed_thefts', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_missed_thefts_store_id'))
-
+    op.drop_index('ix_missed_thefts_store_id', table_name='missed_thefts')
     op.drop_table('missed_thefts')
-

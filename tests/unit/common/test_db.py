@@ -278,7 +278,7 @@ def test_migration_0003_downgrades_with_desk_data_and_upgrades_again(tmp_path: P
     """Downgrading a database the desk has used (events, a resolved alert, an unsure verdict) leaves what
     0002's code reads, and upgrading again restores the desk's schema."""
     db = Database.from_url(f"sqlite:///{tmp_path / 'round.db'}")
-    db.upgrade("0003")
+    db.upgrade()  # head, then down through every desk-era revision to 0002
     now = datetime(2026, 1, 1, tzinfo=UTC)
     db.write_alerts([AlertMessage(alert_id=f"a-{i}", alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id="s",
                                   camera_id="c", raised_at=now) for i in range(3)])
