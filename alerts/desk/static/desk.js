@@ -48,7 +48,13 @@
     when.appendChild(link);
     tr.appendChild(when);
     tr.appendChild(cell(a.store_name));
-    tr.appendChild(cell(a.camera_name));
+    const camera = cell("");
+    const cameraLink = document.createElement("a");
+    cameraLink.className = "camera-link";
+    cameraLink.href = "/cameras/" + encodeURIComponent(a.camera_id);
+    cameraLink.textContent = a.camera_name;
+    camera.appendChild(cameraLink);
+    tr.appendChild(camera);
     tr.appendChild(cell(a.kind_label));
     tr.appendChild(cell(a.probability === null ? "–" : a.probability.toFixed(2)));
     tr.appendChild(cell(a.status, "status"));
