@@ -9,6 +9,7 @@ mode) later copies the packets of the segments that cover an alert's clips plus 
     <evidence_dir>/<camera_id>/<YYYYMMDD>/<clip_id>.jpg                      snapshot of one clip (ingest)
     <evidence_dir>/<camera_id>/<YYYYMMDD>/segments/<start_ms>-<end_ms>.mp4   motion video (ingest)
     <evidence_dir>/<camera_id>/<YYYYMMDD>/videos/<alert_id>.mp4              an alert's video (alerts)
+    <evidence_dir>/<camera_id>/<YYYYMMDD>/missed/<missed_theft_id>.mp4        a theft the model missed (desk)
 
 Times are the frames' ``captured_at`` (the clock that stamps the clips), in milliseconds since the epoch, UTC.
 A segment being written is ``<start_ms>-open.mp4.part`` and is renamed when closed, so readers never see half
@@ -34,6 +35,7 @@ log = logging.getLogger("aislewatch.evidence")
 
 SEGMENTS = "segments"
 VIDEOS = "videos"
+MISSED = "missed"  # videos of thefts a manager marked as missed: training positives, kept like held evidence
 TIME_BASE = Fraction(1, 1000)  # frame pts in milliseconds since the segment's start: variable frame rate is fine
 _SEGMENT_NAME = re.compile(r"^(\d+)-(\d+)\.mp4$")
 
@@ -56,6 +58,10 @@ def segment_path(evidence_dir: Path, camera_id: str, start: datetime, end: datet
 
 def alert_video_path(evidence_dir: Path, camera_id: str, alert_id: str, at: datetime) -> Path:
     return day_dir(evidence_dir, camera_id, at) / VIDEOS / f"{alert_id}.mp4"
+
+
+def missed_video_path(evidence_dir: Path, camera_id: str, missed_id: int, start: datetime) -> Path:
+    return day_dir(evidence_dir, camera_id, start) / MISSED / f"{missed_id}.mp4"
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ with a reason, never dropped silently.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import os
 import random
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,9 @@ CLASS_DIR_ALIASES: dict[str, str] = {
     "non shoplifters": "normal",
 }
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
+LABELS_FILE = "labels.csv"  # written by ``aislewatch feedback export``: one row per video, with its camera and split
+GROUP_SEPARATOR = "__"  # an exported video is named <camera>__<example>.mp4
+SPLIT_BY: tuple[str, str] = ("video", "camera")
 
 
 class DatasetLayoutError(ValueError):
@@ -451,10 +455,89 @@ def stratified_split(
     return {name: sorted(v, key=lambda i: i.rel) for name, v in out.items()}
 
 
-def write_split(path: Path, splits: dict[str, list[VideoItem]], *, seed: int, dataset_dir: Path) -> None:
+def assign_groups(
+    sizes: Mapping[str, int], *, seed: int = 0, fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+) -> dict[str, str]:
+    """Give every group (a camera) one split, so that near-identical videos of one camera are never on both
+    sides.  Deterministic: groups are taken in the order of a seeded hash of their name (not of the data), the
+    first goes to test and the second to val, and each further one to the split furthest below its share of
+    the videos (``sizes`` counts them per group).  With fewer than 3 groups some splits stay empty."""
+    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
+    order = sorted(sizes, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    total = max(1, sum(sizes.values()))
+    target = dict(zip(SPLIT_NAMES, fractions, strict=True))
+    filled = dict.fromkeys(SPLIT_NAMES, 0)
+    out: dict[str, str] = {}
+    for index, group in enumerate(order):
+        if index == 0 and len(order) >= 2:
+            name = "test"
+        elif index == 1 and len(order) >= 3:
+            name = "val"
+        else:
+            name = max(SPLIT_NAMES, key=lambda n: (target[n] - filled[n] / total) / max(target[n], 1e-9))
+        out[group] = name
+        filled[name] += sizes[group]
+    return out
+
+
+def group_of(rel: str) -> str:
+    """The camera of an exported video from its name (``<camera>__<example>.mp4``); the stem when unprefixed."""
+    stem = Path(rel).stem
+    return stem.split(GROUP_SEPARATOR, 1)[0] if GROUP_SEPARATOR in stem else stem
+
+
+def read_labels(dataset_dir: Path) -> dict[str, dict[str, str]]:
+    """The rows of the dataset's ``labels.csv`` by video path (relative to the dataset); {} when there is none."""
+    path = Path(dataset_dir) / LABELS_FILE
+    if not path.is_file():
+        return {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        return {row["path"]: row for row in csv.DictReader(handle) if row.get("path")}
+
+
+def camera_split(
+    items: Sequence[VideoItem], dataset_dir: Path, *, seed: int = 0,
+    fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+) -> dict[str, list[VideoItem]]:
+    """Split by camera, never by video: the ``split`` column of ``labels.csv`` when every video has one (the
+    export decided it), else :func:`assign_groups` over the cameras (``camera`` column, else the file-name
+    prefix).  Raises ValueError when a camera would be on two sides or a split would be empty."""
+    labels = read_labels(dataset_dir)
+    camera = {i.rel: (labels.get(i.rel, {}).get("camera") or group_of(i.rel)) for i in items}
+    given = {i.rel: labels.get(i.rel, {}).get("split", "") for i in items}
+    if items and all(given[i.rel] in SPLIT_NAMES for i in items):
+        chosen = given
+    else:
+        sizes: dict[str, int] = {}
+        for item in items:
+            sizes[camera[item.rel]] = sizes.get(camera[item.rel], 0) + 1
+        by_group = assign_groups(sizes, seed=seed, fractions=fractions)
+        chosen = {i.rel: by_group[camera[i.rel]] for i in items}
+    sides: dict[str, set[str]] = {}
+    for item in items:
+        sides.setdefault(camera[item.rel], set()).add(chosen[item.rel])
+    crossing = sorted(g for g, s in sides.items() if len(s) > 1)
+    if crossing:
+        raise ValueError(f"{dataset_dir}: cameras {crossing} are in more than one split in {LABELS_FILE}")
+    out: dict[str, list[VideoItem]] = {name: [] for name in SPLIT_NAMES}
+    for item in items:
+        out[chosen[item.rel]].append(item)
+    empty = [name for name in SPLIT_NAMES if not out[name]]
+    if empty:
+        raise ValueError(
+            f"{dataset_dir}: splitting by camera leaves {empty} empty ({len(sides)} cameras); a split by camera "
+            "needs videos of at least 3 cameras"
+        )
+    return {name: sorted(v, key=lambda i: i.rel) for name, v in out.items()}
+
+
+def write_split(path: Path, splits: dict[str, list[VideoItem]], *, seed: int, dataset_dir: Path,
+                split_by: str = "video") -> None:
     """Write the split as JSON: for each split, the files (relative to the dataset) and their classes."""
     doc = {
         "seed": seed,
+        "split_by": split_by,
         "dataset_dir": str(Path(dataset_dir).resolve()),
         "class_names": list(CLASS_NAMES),
         "counts": {name: {c: sum(1 for i in v if i.class_name == c) for c in CLASS_NAMES} for name, v in splits.items()},

@@ -13,6 +13,7 @@ from inference.artefacts import artefact_paths, jsonable
 from inference.clip_metrics import average_precision, binary_metrics, pr_curve, roc_auc, roc_curve
 from inference.dataset import (
     SPLIT_NAMES,
+    camera_split,
     discover_videos,
     load_clips,
     read_split,
@@ -116,12 +117,15 @@ def evaluate(
     progress: bool = True,
     fast: bool = False,
     all_videos: bool = False,
+    split_by: str | None = None,
 ) -> dict[str, Any]:
     """Score the model on the held-out TEST split (or, with ``all_videos``, on a whole dataset the model
     never saw, e.g. footage of other cameras); write ``metrics.json`` and PNG plots to ``out_dir``.
 
     The split comes from ``split_path`` or the ``<model stem>.split.json`` that ``train`` wrote beside
     the model; without either, every video is evaluated and the result says so (``"split": "all"``).
+    With ``split_by="camera"`` the test split is the dataset's own split by camera instead
+    (``inference.dataset.camera_split``, e.g. the ``split`` column of an exported ``labels.csv``).
     Metrics are at ``threshold`` or the model's calibrated one.  Cross-split near-duplicates are listed.
     """
     model_path, dataset_dir, out_dir = Path(model_path), Path(dataset_dir), Path(out_dir)
@@ -132,7 +136,10 @@ def evaluate(
     items = discover_videos(dataset_dir)
     by_rel = {i.rel: i for i in items}
 
-    if split_file.is_file() and not all_videos:
+    if split_by == "camera" and not all_videos:
+        splits = {name: [i.rel for i in v] for name, v in camera_split(items, dataset_dir).items()}
+        split_used, missing, wanted = "test", [], list(items)
+    elif split_file.is_file() and not all_videos:
         splits = read_split(split_file)
         split_used = "test"
         missing = sorted(r for name in SPLIT_NAMES for r in splits[name] if r not in by_rel)
@@ -171,7 +178,8 @@ def evaluate(
         "model_version": classifier.version,
         "dataset_dir": str(dataset_dir),
         "split": split_used,
-        "split_file": str(split_file) if split_used == "test" else None,
+        "split_file": str(split_file) if split_used == "test" and split_by != "camera" else None,
+        "split_by": split_by or "split file",
         "threshold": used_threshold,
         "threshold_source": "argument" if threshold is not None else "model metadata",
         "threshold_goal": classifier.metadata.threshold_goal,

@@ -34,8 +34,10 @@ from inference.artefacts import TrainArtefacts, artefact_paths, jsonable
 from inference.calibrate import ThresholdChoice, calibrate_threshold, parse_goal
 from inference.clip_metrics import binary_metrics
 from inference.dataset import (
+    SPLIT_BY,
     SPLIT_NAMES,
     ClipSet,
+    camera_split,
     class_weights,
     dataset_fingerprint,
     discover_videos,
@@ -168,6 +170,7 @@ def train(
     min_epochs: int = 0,
     lr_patience: int | None = None,
     init_from: Path | None = None,
+    split_by: str = "video",
 ) -> TrainReport:
     """Train, calibrate and save a classifier from ``dataset_dir`` (one subfolder per class) to ``out_path``.
 
@@ -175,10 +178,15 @@ def train(
     validation split (``"max_f1"`` or ``"min_precision=P"``).  ``patience`` epochs without a better
     validation loss stop training (not before ``min_epochs``: a ConvLSTM can sit at chance for a few epochs
     before its loss drops); ``lr_patience`` (default ``patience // 2``) such epochs halve the learning
-    rate.  ``augment`` adds random mirroring and brightness to training clips.  Raises DatasetLayoutError for an
-    unrecognised folder layout and ValueError when a class has fewer than 3 usable videos.
+    rate.  ``augment`` adds random mirroring and brightness to training clips.  ``split_by="camera"`` keeps
+    every camera's videos on one side of the split (``inference.dataset.camera_split``: the ``split`` column of
+    an exported ``labels.csv``), so near-identical clips of one camera cannot be both trained on and tested.
+    Raises DatasetLayoutError for an unrecognised folder layout and ValueError when a class has fewer than 3
+    usable videos (or, by camera, when a split would be empty).
     """
     parse_goal(val_goal)  # fail before hours of decoding
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
     dataset_dir, out_path = Path(dataset_dir), Path(out_path)
@@ -197,8 +205,11 @@ def train(
     if skipped:
         log.warning("skipped %d unusable videos (listed in %s)", len(skipped), paths.skipped)
 
-    split_items = stratified_split(clips.items, seed=seed)
-    write_split(paths.split, split_items, seed=seed, dataset_dir=dataset_dir)
+    if split_by == "camera":
+        split_items = camera_split(clips.items, dataset_dir, seed=seed)
+    else:
+        split_items = stratified_split(clips.items, seed=seed)
+    write_split(paths.split, split_items, seed=seed, dataset_dir=dataset_dir, split_by=split_by)
     sets = {name: clips.subset(i.rel for i in split_items[name]) for name in SPLIT_NAMES}
     duplicates = find_cross_split_duplicates(
         {name: clip_hashes(sets[name]) for name in SPLIT_NAMES}, DEFAULT_MAX_HAMMING
@@ -280,6 +291,7 @@ def train(
                 "skipped": len(skipped),
                 "sha256": dataset_fingerprint(items),
                 "split": counts,
+                "split_by": split_by,
                 "seed": seed,
                 "learning_rate": learning_rate,
                 "fine_tuned_from": base,

@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from alerts.desk import api, pages, web_auth
+from alerts.desk import api, camera_pages, pages, web_auth
 from alerts.desk.accounts import Accounts
 from alerts.desk.feed import Feed
 from alerts.desk.queries import ActionConflict, AlertNotFound, DeskQueries
@@ -99,6 +99,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.include_router(web_auth.router)
     app.include_router(api.router)
     app.include_router(pages.router)
+    app.include_router(camera_pages.router)
 
     @app.api_route("/livez", methods=["GET", "HEAD"], include_in_schema=False)
     async def livez() -> JSONResponse:

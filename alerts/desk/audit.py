@@ -36,6 +36,7 @@ class AuditAction(StrEnum):
     TOKEN_CREATED = "token_created"
     TOKEN_REVOKED = "token_revoked"
     ACCESS_DENIED = "access_denied"
+    MISSED_THEFT_MARKED = "missed_theft_marked"  # a manager marked a theft the model missed (target: the camera)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,11 @@ class Principal:
         return self.role in (Role.MANAGER, Role.ADMIN)
 
     @property
+    def can_mark_missed_theft(self) -> bool:
+        """Mark on a camera's timeline a theft the model did not alert on (a training positive)."""
+        return self.role in (Role.MANAGER, Role.ADMIN)
+
+    @property
     def can_view_reports(self) -> bool:
         return self.role in (Role.MANAGER, Role.ADMIN)
 

@@ -200,9 +200,41 @@ def cmd_train(args: argparse.Namespace) -> int:
         Path(args.dataset), Path(args.out), epochs=args.epochs, batch_size=args.batch_size, seed=args.seed,
         val_goal=args.goal, learning_rate=args.learning_rate, patience=args.patience,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-        init_from=Path(args.init_from) if args.init_from else None,
+        init_from=Path(args.init_from) if args.init_from else None, split_by=args.split_by,
     )
     print(report)
+    return 0
+
+
+def _since(text: str) -> Any:
+    """``--since``: a date (midnight UTC) or an ISO 8601 time (UTC when it names no zone)."""
+    from datetime import UTC, datetime
+
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date such as 2026-12-01 or an ISO time, got {text!r}") from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> int:
+    from common.app.runtime import open_database
+    from inference.feedback import export_feedback
+
+    settings = _settings(args)
+    setup_logging("WARNING")
+    db = open_database(settings)
+    try:
+        summary = export_feedback(
+            db, Path(settings.service.evidence_dir), Path(args.out_dir), since=args.since, stores=args.stores,
+            margin_before_s=settings.evidence.margin_before_s, margin_after_s=settings.evidence.margin_after_s,
+        )
+    except ValueError as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+    print(summary)
     return 0
 
 
@@ -213,7 +245,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     metrics = evaluate(
         Path(args.model), Path(args.dataset), Path(args.out),
         split_path=Path(args.split) if args.split else None, threshold=args.threshold, all_videos=args.all_videos,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, split_by=args.split_by,
     )
     print(json.dumps(metrics, indent=2, default=str))
     return 0
@@ -348,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside --out)")
     train.add_argument("--init-from", default=None,
                        help="fine-tune: start from this model's weights (same architecture) instead of random")
+    train.add_argument("--split-by", choices=("video", "camera"), default="video",
+                       help="camera: every camera's videos on one side (labels.csv of `feedback export`)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")
@@ -359,7 +393,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside MODEL)")
     evaluate.add_argument("--all-videos", action="store_true",
                           help="score every video of DATASET_DIR (a dataset the model never saw)")
+    evaluate.add_argument("--split-by", choices=("camera",), default=None,
+                          help="camera: test on the dataset's own split by camera instead of the split file")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    feedback = sub.add_parser("feedback", help="the desk's verdicts as training data").add_subparsers(
+        dest="action", required=True
+    )
+    export = feedback.add_parser(
+        "export", parents=[config_option],
+        help="reviewed alerts and missed thefts → OUT_DIR/shoplifting, OUT_DIR/normal, OUT_DIR/labels.csv",
+    )
+    export.add_argument("out_dir")
+    export.add_argument("--since", type=_since, default=None, help="only alerts raised from this date (UTC) on")
+    export.add_argument("--stores", nargs="+", default=None, metavar="ID", help="only these stores")
+    export.set_defaults(func=cmd_feedback_export)
 
     ev_streams = sub.add_parser(
         "evaluate-streams", help="event level: run the pipeline over recorded streams with ground truth"

@@ -49,7 +49,13 @@
     when.appendChild(link);
     tr.appendChild(when);
     tr.appendChild(cell(a.store_name));
-    tr.appendChild(cell(a.camera_name));
+    const camera = cell("");
+    const cameraLink = document.createElement("a");
+    cameraLink.className = "camera-link";
+    cameraLink.href = "/cameras/" + encodeURIComponent(a.camera_id);
+    cameraLink.textContent = a.camera_name;
+    camera.appendChild(cameraLink);
+    tr.appendChild(camera);
     const kind = cell(a.kind_label);
     if (a.has_video) {
       const badge = document.createElement("span");

@@ -66,7 +66,7 @@ def test_every_route_but_the_public_ones_needs_sign_in(web: Web) -> None:
     for path, methods in _every_route(web.app.routes):
         if _is_public(path):
             continue
-        url = path.replace("{alert_id}", alert_id)
+        url = path.replace("{alert_id}", alert_id).replace("{camera_id}", "south-cam")
         assert "{" not in url, f"fill the path parameters of {path}"
         for method in methods:
             answer = client.request(method, url)
@@ -80,7 +80,8 @@ def test_every_route_but_the_public_ones_needs_sign_in(web: Web) -> None:
     # The list is derived from the app, so a new route is covered the day it is added; these must be among them.
     for expected in [("GET", "/"), ("GET", "/alerts/{alert_id}"), ("POST", "/alerts/{alert_id}/acknowledge"),
                      ("POST", "/logout"), ("GET", "/api/stream"), ("GET", "/api/alerts"),
-                     ("GET", "/alerts/{alert_id}/video/download"), ("GET", "/audit"), ("GET", "/users")]:
+                     ("GET", "/alerts/{alert_id}/video/download"), ("GET", "/audit"), ("GET", "/users"),
+                     ("GET", "/cameras/{camera_id}"), ("POST", "/cameras/{camera_id}/missed")]:
         assert expected in checked
 
 
