@@ -88,6 +88,10 @@ def previous_words(data: ReportData) -> str:
     return {"1 day": "day", "1 hour": "hour"}.get(words, words)
 
 
+def _outcome_count(key: str) -> Callable[[ReportData], float | None]:
+    return lambda d: d.alert_outcomes.get(key, 0)
+
+
 def headlines(data: ReportData) -> dict[str, Headline]:
     """Every headline figure of a store report, keyed by name, with the previous period's value beside it."""
     prev = data.previous
@@ -102,7 +106,7 @@ def headlines(data: ReportData) -> dict[str, Headline]:
         "alerts": figure("Alerts raised", "count", lambda d: d.alerts_raised),
     }
     for key in OUTCOMES:
-        figures[key] = figure(outcome_label(key), "count", lambda d, k=key: d.alert_outcomes.get(k, 0))
+        figures[key] = figure(outcome_label(key), "count", _outcome_count(key))
     figures.update({
         "thefts_caught": figure("Thefts caught", "count", lambda d: d.thefts_caught),
         "false_alarm_rate": figure("False-alarm rate", "share", lambda d: d.false_alarm_rate),

@@ -116,8 +116,8 @@ def render_report(
         pdf.savefig(_outcomes_page(data, total_pages))
         pdf.savefig(_cameras_page(data, total_pages))
         for page in range(camera_pages):
-            chunk = more_cameras[page * CAMERA_ROWS_PER_PAGE : (page + 1) * CAMERA_ROWS_PER_PAGE]
-            pdf.savefig(_camera_table_page(data, chunk, FIXED_PAGES + 1 + page, total_pages))
+            cams = more_cameras[page * CAMERA_ROWS_PER_PAGE : (page + 1) * CAMERA_ROWS_PER_PAGE]
+            pdf.savefig(_camera_table_page(data, cams, FIXED_PAGES + 1 + page, total_pages))
         for page in range(table_pages):
             chunk = listed[page * rows_per_page : (page + 1) * rows_per_page]
             pdf.savefig(_alerts_page(data, chunk, page, table_pages, total_pages, evidence_root,

@@ -270,6 +270,16 @@ def store_zone(store: StoreSettings) -> ZoneInfo:
         raise ValueError(f"store {store.id!r} has an unknown time zone {store.timezone!r}") from exc
 
 
+def report_period(now: datetime, tz: ZoneInfo, period_days: int) -> tuple[datetime, datetime]:
+    """[start, end) of whole local days ending at the local midnight that began ``now``'s day."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    today = now.astimezone(tz).date()
+    end = datetime.combine(today, time(0), tzinfo=tz)
+    start = datetime.combine(today - timedelta(days=period_days), time(0), tzinfo=tz)
+    return start, end
+
+
 def previous_period(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
     """The period of the same length that ends where [start, end) begins.
 
