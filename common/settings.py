@@ -323,6 +323,9 @@ class ReportingSettings(Section):
     output_dir: Path = Field(Path("build/reports"), description="Where PDF reports and charts are written")
     period_days: int = Field(7, ge=1, le=366, description="Days covered by a scheduled report")
     schedule_cron: str = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
+    chain_recipients: list[str] = Field(
+        default_factory=list, description="Who receives the chain-wide summary ranking every store (admins)"
+    )
 
 
 class EvidenceSettings(Section):

@@ -14,6 +14,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import matplotlib.dates as mdates
+import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -21,7 +23,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from common.schemas import Verdict
-from reporting.queries import OUTCOMES, UNREVIEWED, ReportData, outcome_label
+from reporting.queries import OUTCOMES, UNREVIEWED, CameraStats, ReportData, local_days, outcome_label
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
            "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
@@ -40,10 +42,14 @@ TEXT = "#222222"
 MUTED = "#666666"
 CHART_SIZE = (9.0, 4.2)
 
+UP, DOWN = "▲", "▼"
+"""Marks of a rise and a fall against the previous period (DejaVu Sans, matplotlib's font, has both)."""
+
 EMPTY_SUSPICIOUS = "No suspicious activity in this period"
 EMPTY_ALERTS = "No alerts raised in this period"
 EMPTY_HEALTH = "No camera health events recorded in this period"
 EMPTY_CAMERAS = "No camera data in this period"
+WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 
 def new_figure(size: tuple[float, float] = CHART_SIZE, layout: Literal["constrained"] | None = "constrained") -> Figure:
@@ -247,17 +253,81 @@ def draw_alert_outcomes(ax: Axes, data: ReportData) -> None:
     values = [outcomes.get(k, 0) for k in keys]
     colours = [OUTCOME_COLOURS.get(k, OTHER_OUTCOME_COLOUR) for k in keys]
     bars = ax.barh(range(len(keys)), values, color=colours, height=0.6)
-    ax.bar_label(bars, labels=[f"{v}  ({v / total:.0%})" for v in values], padding=4, fontsize=9, color=TEXT)
+    texts = [f"{v}  ({v / total:.0%})" for v in values]
+    if data.previous is not None:
+        before = data.previous.alert_outcomes
+        texts = [f"{text}   {count_change(v, before.get(k, 0))}" for text, v, k in zip(texts, values, keys,
+                                                                                     strict=True)]
+        ax.set_xlabel(f"Alerts (count); {UP}{DOWN} change against the previous period of the same length",
+                      color=TEXT, fontsize=9)
+    ax.bar_label(bars, labels=texts, padding=4, fontsize=9, color=TEXT)
     ax.set_yticks(range(len(keys)), labels)
     ax.invert_yaxis()
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.margins(x=0.2)
 
 
+def count_change(now: int, before: int) -> str:
+    """'▲2', '▼1' or '=' : a count against the previous period's."""
+    return "=" if now == before else f"{UP if now > before else DOWN}{abs(now - before)}"
+
+
 def alert_outcomes_chart(data: ReportData) -> Figure:
     """How staff judged the suspicious-activity alerts: each verdict, and those not yet reviewed."""
     fig = new_figure((9.0, 3.4))
     draw_alert_outcomes(fig.add_subplot(), data)
+    return fig
+
+
+# -- alerts by weekday and hour ------------------------------------------------------------------------
+def draw_alert_heatmap(ax: Axes, data: ReportData) -> None:
+    """Suspicious-activity alerts per local weekday and hour; weekdays the period never had are greyed."""
+    _style(ax, "Suspicious-activity alerts by weekday and hour of day")
+    ax.grid(False)
+    ax.set_xlabel(f"Hour of day ({_tz_label(data)})", color=TEXT, fontsize=9)
+    grid = np.array(data.alerts_by_weekday_hour, dtype=float)
+    days_in_period = [0] * 7
+    for day in local_days(data.start, data.end, data.tz):
+        days_in_period[day.weekday()] += 1
+    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+    ax.set_yticks(range(7), [_weekday_label(name, n) for name, n in zip(WEEKDAYS, days_in_period, strict=True)])
+    ax.tick_params(axis="both", length=0)
+    for side in ("left", "bottom"):
+        ax.spines[side].set_visible(False)
+    top = int(grid.max())
+    shown = np.ma.masked_where(np.array(days_in_period)[:, None].repeat(24, axis=1) == 0, grid)
+    cmap = colormaps["Reds"].with_extremes(bad="#eef0f2")
+    image = ax.imshow(shown, cmap=cmap, vmin=0, vmax=max(top, 1), aspect="auto", interpolation="nearest")
+    ax.set_xticks(np.arange(-0.5, 24, 1), minor=True)
+    ax.set_yticks(np.arange(-0.5, 7, 1), minor=True)
+    ax.grid(which="minor", color="white", linewidth=1.2)
+    ax.tick_params(which="minor", length=0)
+    if top == 0:
+        _empty(ax, EMPTY_ALERTS)
+        ax.set_yticks(range(7), [f"{name}" for name in WEEKDAYS])
+        return
+    for (row, col), n in np.ndenumerate(grid):
+        if n:
+            ax.text(col, row, f"{int(n)}", ha="center", va="center", fontsize=7,
+                    color="white" if n > top * 0.6 else TEXT)
+    bar = ax.figure.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
+    bar.set_label("Alerts (count)", fontsize=8.5, color=TEXT)
+    bar.ax.tick_params(labelsize=8, colors=TEXT)
+    bar.ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    bar.outline.set_visible(False)
+
+
+def _weekday_label(name: str, days: int) -> str:
+    """'Mon', or 'Mon (2 days)' when the period holds that weekday more than once; 'Mon (not in period)'."""
+    if days == 1:
+        return name
+    return f"{name} (not in period)" if days == 0 else f"{name} ({days} days)"
+
+
+def alert_heatmap_chart(data: ReportData) -> Figure:
+    """When in the week alerts happen: a weekday x hour grid (store local time) of suspicious-activity alerts."""
+    fig = new_figure((9.0, 3.6))
+    draw_alert_heatmap(fig.add_subplot(), data)
     return fig
 
 
@@ -280,13 +350,20 @@ def draw_uptime(ax: Axes, data: ReportData) -> None:
         for state, ranges in spans.items():
             if ranges:
                 ax.broken_barh(ranges, (row - 0.3, 0.6), **_state_style(state))
-    ax.set_yticks(range(len(cams)), [_shorten(c.name, 22) for c in cams])
+    ax.set_yticks(range(len(cams)), [_uptime_label(c) for c in cams])
     ax.set_ylim(max(len(cams), 3) - 0.5, -0.5)
     shown = {s.state for s in data.health_segments} | {"online", "offline"}
     ax.legend(
         handles=[Patch(label=STATE_LABELS[k], **_state_style(k)) for k in STATE_COLOURS if k in shown],
         fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0),
     )
+
+
+def _uptime_label(camera: CameraStats) -> str:
+    """'Alpha Aisle 3\n97.6% online': the camera's uptime (see ``CameraStats.uptime``) beside its timeline."""
+    uptime = camera.uptime
+    share = "no live status" if uptime is None else f"{format_uptime(uptime)} online"
+    return f"{_shorten(camera.name, 22)}\n{share}"
 
 
 def _state_style(state: str) -> dict[str, Any]:
@@ -308,6 +385,7 @@ ALL_CHARTS = {
     "suspicious-by-hour": hour_of_day_chart,
     "per-camera": per_camera_chart,
     "alert-outcomes": alert_outcomes_chart,
+    "alerts-by-weekday-hour": alert_heatmap_chart,
     "camera-status": uptime_chart,
 }
 
@@ -331,6 +409,12 @@ def format_duration(seconds: float) -> str:
         return f"{hours} h {minutes:02d} min"
     days, hours = divmod(hours, 24)
     return f"{days} d {hours} h"
+
+
+def format_uptime(share: float) -> str:
+    """Uptime to a tenth of a percent, never rounded up to 100% while any outage was recorded."""
+    text = f"{share:.1%}"
+    return "99.9%" if text == "100.0%" and share < 1 else text
 
 
 def format_wait(seconds: float) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import textwrap
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,16 +28,28 @@ from common.schemas import AlertKind, Verdict
 from common.settings import StoreSettings
 from reporting import charts
 from reporting.charts import (
+    DOWN,
     MUTED,
     OTHER_OUTCOME_COLOUR,
     OUTCOME_COLOURS,
     TEXT,
+    UP,
     format_duration,
     format_local,
     format_period_length,
+    format_uptime,
     format_wait,
 )
-from reporting.queries import OUTCOMES, UNREVIEWED, AlertRow, ReportData, load_report_data, outcome_label
+from reporting.compare import Headline, headlines, previous_words
+from reporting.queries import (
+    OUTCOMES,
+    UNREVIEWED,
+    AlertRow,
+    CameraStats,
+    ReportData,
+    load_report_data,
+    outcome_label,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +97,10 @@ def render_report(
     listed = data.alerts[:MAX_TABLE_ALERTS]
     rows_per_page = int((A4[1] - TABLE_TOP - TABLE_BOTTOM) // TABLE_ROW_H)
     table_pages = max(1, -(-len(listed) // rows_per_page))
-    total_pages = 3 + table_pages
+    cover_cameras = cover_camera_rows(data)
+    more_cameras = data.cameras[cover_cameras:]
+    camera_pages = -(-len(more_cameras) // CAMERA_ROWS_PER_PAGE)
+    total_pages = FIXED_PAGES + camera_pages + table_pages
     metadata = {
         "Title": f"AisleWatch report - {data.store_name} - "
                  f"{data.start:%Y-%m-%d} to {data.end:%Y-%m-%d}",
@@ -95,14 +111,24 @@ def render_report(
     }
     tmp = out_path.with_name(out_path.name + ".part")
     with PdfPages(tmp, metadata=metadata) as pdf:
-        pdf.savefig(_cover_page(data, generated_at, total_pages))
+        pdf.savefig(_cover_page(data, generated_at, total_pages, cover_cameras, FIXED_PAGES + 1))
         pdf.savefig(_activity_page(data, total_pages))
+        pdf.savefig(_outcomes_page(data, total_pages))
         pdf.savefig(_cameras_page(data, total_pages))
+        for page in range(camera_pages):
+            cams = more_cameras[page * CAMERA_ROWS_PER_PAGE : (page + 1) * CAMERA_ROWS_PER_PAGE]
+            pdf.savefig(_camera_table_page(data, cams, FIXED_PAGES + 1 + page, total_pages))
         for page in range(table_pages):
             chunk = listed[page * rows_per_page : (page + 1) * rows_per_page]
-            pdf.savefig(_alerts_page(data, chunk, page, table_pages, total_pages, evidence_root))
+            pdf.savefig(_alerts_page(data, chunk, page, table_pages, total_pages, evidence_root,
+                                     first_page=FIXED_PAGES + camera_pages + 1))
     tmp.replace(out_path)
     return out_path
+
+
+FIXED_PAGES = 4
+"""Cover, suspicious activity, alert outcomes and their times, cameras; then camera rows that did not fit on
+the cover, then the alerts table."""
 
 
 # -- page furniture --------------------------------------------------------------------------------------
@@ -145,76 +171,101 @@ def _period_text(data: ReportData, short: bool = False) -> str:
 
 
 # -- cover -----------------------------------------------------------------------------------------------
-def _cover_page(data: ReportData, generated_at: datetime, total: int) -> Figure:
+def _cover_page(data: ReportData, generated_at: datetime, total: int, camera_rows: int,
+                continued_on: int) -> Figure:
     fig = _page()
     x0 = _x(fig, MARGIN)
-    fig.add_artist(Rectangle((0, _y(fig, 2.35)), 1, _y(fig, 0) - _y(fig, 2.35), transform=fig.transFigure,
+    fig.add_artist(Rectangle((0, _y(fig, 2.2)), 1, _y(fig, 0) - _y(fig, 2.2), transform=fig.transFigure,
                              color=ACCENT, linewidth=0))
-    fig.text(x0, _y(fig, 0.55), "AisleWatch  |  store activity report", fontsize=11, color="#d6e4f0", va="top")
-    fig.text(x0, _y(fig, 0.95), _shorten(data.store_name, 38), fontsize=26, fontweight="bold", color="white",
+    fig.text(x0, _y(fig, 0.5), "AisleWatch  |  store activity report", fontsize=11, color="#d6e4f0", va="top")
+    fig.text(x0, _y(fig, 0.88), _shorten(data.store_name, 38), fontsize=26, fontweight="bold", color="white",
              va="top")
-    fig.text(x0, _y(fig, 1.6), f"Store id {data.store_id}", fontsize=10, color="#d6e4f0", va="top")
-    fig.text(x0, _y(fig, 1.9), f"Times in {data.timezone}", fontsize=10, color="#d6e4f0", va="top")
+    fig.text(x0, _y(fig, 1.5), f"Store id {data.store_id}", fontsize=10, color="#d6e4f0", va="top")
+    fig.text(x0, _y(fig, 1.78), f"Times in {data.timezone}", fontsize=10, color="#d6e4f0", va="top")
 
-    fig.text(x0, _y(fig, 2.75), "Period", fontsize=9, color=MUTED, va="top")
-    fig.text(x0, _y(fig, 2.95), _period_text(data), fontsize=11, color=TEXT, va="top")
+    fig.text(x0, _y(fig, 2.5), "Period", fontsize=9, color=MUTED, va="top")
+    fig.text(x0, _y(fig, 2.7), _period_text(data), fontsize=11, color=TEXT, va="top")
     generated = generated_at.astimezone(data.tz)
-    fig.text(x0, _y(fig, 3.35), "Generated", fontsize=9, color=MUTED, va="top")
-    fig.text(x0, _y(fig, 3.55), format_local(generated), fontsize=11, color=TEXT, va="top")
+    fig.text(x0, _y(fig, 3.05), "Generated", fontsize=9, color=MUTED, va="top")
+    fig.text(x0, _y(fig, 3.25), format_local(generated), fontsize=11, color=TEXT, va="top")
+    if data.previous is not None:
+        x1 = _x(fig, 3.6)
+        fig.text(x1, _y(fig, 3.05), f"{UP}{DOWN} compared with the previous {previous_words(data)}", fontsize=9,
+                 color=MUTED, va="top")
+        before = data.previous
+        fig.text(x1, _y(fig, 3.25), f"{format_local(before.start, False)}  to  {format_local(before.end, False)}",
+                 fontsize=10, color=TEXT, va="top")
 
+    figures = headlines(data)
+    period = previous_words(data)
     suspicious_alerts = len(data.suspicious_alerts)
     offline_alerts = data.alerts_raised - suspicious_alerts
     width = A4[0] - 2 * MARGIN
     top = TILES_TOP
+
+    def tile(key: str, sub: str, colour: str | None = None) -> Tile:
+        figure = figures[key]
+        return Tile(figure.label, figure.text(), sub, colour, figure.change(period), _short_change(figure))
+
     _tile_row(fig, top, width, TILE_H, [
-        Tile("Clips analysed", f"{data.clips:,}", "short video clips classified"),
-        Tile("Suspicious clips", f"{data.suspicious_clips:,}", _share(data.suspicious_clips, data.clips)),
-        Tile("Alerts raised", f"{data.alerts_raised:,}",
-             f"{suspicious_alerts} suspicious, {offline_alerts} camera offline"),
+        tile("clips", "short video clips classified"),
+        tile("suspicious_clips", _share(data.suspicious_clips, data.clips)),
+        tile("alerts", f"{suspicious_alerts} suspicious, {offline_alerts} camera offline"),
     ])
     top += TILE_H + TILE_GAP
     outcomes = data.alert_outcomes
     _tile_row(fig, top, width, VERDICT_TILE_H, [
-        Tile(outcome_label(key), f"{outcomes[key]:,}",
-             f"{outcomes[key] / suspicious_alerts:.0%} of {suspicious_alerts} alerts" if suspicious_alerts
-             else "no suspicious alerts",
-             OUTCOME_COLOURS.get(key, OTHER_OUTCOME_COLOUR))
+        tile(key, f"{outcomes[key] / suspicious_alerts:.0%} of {suspicious_alerts} alerts" if suspicious_alerts
+             else "no suspicious alerts", OUTCOME_COLOURS.get(key, OTHER_OUTCOME_COLOUR))
         for key in OUTCOMES
     ])
     top += VERDICT_TILE_H + TILE_GAP
     rate = data.false_alarm_rate
-    median, p90 = data.ack_median_s, data.ack_p90_s
+    p90 = data.ack_p90_s
     _tile_row(fig, top, width, TILE_H, [
-        Tile("False-alarm rate", "n/a" if rate is None else f"{rate:.0%}",
-             "no alert reviewed yet" if rate is None else
+        tile("false_alarm_rate", "no alert reviewed yet" if rate is None else
              f"{data.false_alarms} of {data.reviewed} reviewed alerts"),
-        Tile("Time to acknowledge", "n/a" if median is None else format_wait(median),
-             "no alert acknowledged yet" if p90 is None else f"median; 90th percentile {format_wait(p90)}"),
-        Tile("Camera offline time", format_duration(data.offline_s), "offline or error, all cameras")
-        if data.has_health_data else Tile("Camera offline time", "n/a", "no camera status recorded"),
+        tile("ack_median_s", "no alert acknowledged yet" if p90 is None else f"median; p90 {format_wait(p90)}"),
+        tile("uptime", "all cameras (see below)" if data.uptime is not None else "no camera status recorded"),
+        tile("offline_s", "offline or error" if data.has_health_data else "no camera status recorded"),
     ])
 
-    note_top = top + TILE_H + 0.25
-    note_lines = textwrap.wrap(VERIFY_NOTE, 95)
-    note_h = 0.45 + 0.19 * len(note_lines)
+    note_top = top + TILE_H + 0.22
+    note_lines = textwrap.wrap(VERIFY_NOTE, 112)
+    note_h = 0.42 + 0.17 * len(note_lines)
     fig.add_artist(Rectangle((_x(fig, MARGIN), _y(fig, note_top + note_h)), 1 - 2 * _x(fig, MARGIN),
                              _y(fig, 0) - _y(fig, note_h), transform=fig.transFigure, facecolor="#fef5e7",
                              edgecolor="#e6a23c", linewidth=0.8))
-    fig.text(_x(fig, MARGIN + 0.15), _y(fig, note_top + 0.12), "Please note", fontsize=10, fontweight="bold",
+    fig.text(_x(fig, MARGIN + 0.15), _y(fig, note_top + 0.1), "Please note", fontsize=9.5, fontweight="bold",
              color="#8a5a00", va="top")
-    fig.text(_x(fig, MARGIN + 0.15), _y(fig, note_top + 0.38), "\n".join(note_lines), fontsize=8.5, color=TEXT,
-             va="top", linespacing=1.35)
+    fig.text(_x(fig, MARGIN + 0.15), _y(fig, note_top + 0.34), "\n".join(note_lines), fontsize=8, color=TEXT,
+             va="top", linespacing=1.3)
 
-    _camera_table(fig, data, note_top + note_h + 0.3)
+    _camera_table(fig, data, data.cameras[:camera_rows], CAMERAS_TOP, "Cameras")
+    if camera_rows < len(data.cameras):
+        fig.text(_x(fig, MARGIN), _y(fig, CAMERAS_TOP + 0.4 + CAMERA_ROW_H * (camera_rows + 1) + 0.05),
+                 f"... and {len(data.cameras) - camera_rows} more cameras on page {continued_on}.", fontsize=8.5,
+                 color=MUTED, va="top")
     _footer(fig, data, 1, total)
     return fig
 
 
-TILES_TOP = 3.95
-TILE_H = 0.95
-VERDICT_TILE_H = 0.85
-TILE_GAP = 0.16
+def _short_change(figure: Headline) -> str:
+    """The change without 'vs previous ...' (the cover names the period once), for a narrow tile."""
+    change = figure.change("period")
+    return change.removesuffix(" vs previous period").replace("no change", "=") if figure.compared else ""
+
+
+TILES_TOP = 3.7
+TILE_H = 1.08
+VERDICT_TILE_H = 1.0
+TILE_GAP = 0.14
 TILE_PAD = 0.13
+CAMERAS_TOP = 8.85
+CAMERA_ROW_H = 0.22
+CAMERA_ROWS_PER_PAGE = 40
+UPTIME_NOTE = ("Uptime: the share of the time a camera's status was known and live that it was online; time "
+               "before its first status report and after a video file ended counts as neither.")
 
 
 @dataclass(frozen=True)
@@ -225,6 +276,10 @@ class Tile:
     value: str
     sub: str
     colour: str | None = None
+    change: str = ""
+    """Against the previous period ('▲1 vs previous 7 days'), shown under the sub line."""
+    short_change: str = ""
+    """The same without the period's name, used where ``change`` does not fit the tile."""
 
 
 def _tile_row(fig: Figure, top: float, width: float, height: float, tiles: list[Tile]) -> None:
@@ -247,34 +302,54 @@ def _tile_row(fig: Figure, top: float, width: float, height: float, tiles: list[
         size = fit_fontsize(tile.value, inner, big, weight="bold")
         fig.text(_x(fig, left + TILE_PAD), _y(fig, top + 0.33), tile.value, fontsize=size, fontweight="bold",
                  color=TEXT, va="top")
-        fig.text(_x(fig, left + TILE_PAD), _y(fig, top + height - 0.2), fit_line(tile.sub, inner, 7.5),
+        sub_top = top + height - (0.37 if tile.change else 0.2)
+        fig.text(_x(fig, left + TILE_PAD), _y(fig, sub_top), fit_line(tile.sub, inner, 7.5),
                  fontsize=7.5, color=MUTED, va="top")
+        if tile.change:
+            change = tile.change if text_width(tile.change, 7.5, "bold") <= inner else tile.short_change
+            fig.text(_x(fig, left + TILE_PAD), _y(fig, top + height - 0.2), fit_line(change, inner, 7.5),
+                     fontsize=7.5, color=ACCENT, fontweight="bold", va="top")
 
 
-def _camera_table(fig: Figure, data: ReportData, top: float) -> None:
-    fig.text(_x(fig, MARGIN), _y(fig, top), "Cameras", fontsize=12, fontweight="bold", color=ACCENT, va="top")
-    cols = [(MARGIN, "Camera", "left"), (4.1, "Clips", "right"), (5.2, "Suspicious", "right"),
-            (6.2, "Alerts", "right"), (7.67, "Offline time", "right")]
+def cover_camera_rows(data: ReportData) -> int:
+    """How many camera rows the cover holds; the rest continue on their own pages."""
+    room = int((A4[1] - 0.8 - CAMERAS_TOP - 0.4 - 0.55) // CAMERA_ROW_H) - 1  # header, uptime note
+    return len(data.cameras) if len(data.cameras) <= room else room - 1  # keep a line for '... and N more'
+
+
+CAMERA_COLUMNS = ((MARGIN, "Camera", "left"), (3.55, "Clips", "right"), (4.5, "Suspicious", "right"),
+                  (5.25, "Alerts", "right"), (6.5, "Offline time", "right"), (7.67, "Uptime", "right"))
+
+
+def _camera_table(fig: Figure, data: ReportData, cams: Sequence[CameraStats], top: float, title: str) -> None:
+    """Per camera: clips, suspicious clips, alerts, offline time and uptime, with a note saying what uptime is."""
+    fig.text(_x(fig, MARGIN), _y(fig, top), title, fontsize=12, fontweight="bold", color=ACCENT, va="top")
     y = top + 0.4
-    for x, title, align in cols:
-        fig.text(_x(fig, x), _y(fig, y), title, fontsize=8.5, color=MUTED, ha=align, va="top",
+    for x, header, align in CAMERA_COLUMNS:
+        fig.text(_x(fig, x), _y(fig, y), header, fontsize=8.5, color=MUTED, ha=align, va="top",
                  fontweight="bold")
-    room = int((A4[1] - 0.8 - y - 0.25) // 0.24)
-    cams = list(data.cameras)
     if not cams:
         fig.text(_x(fig, MARGIN), _y(fig, y + 0.3), "No cameras configured or seen in this period.", fontsize=9,
                  color=MUTED, va="top")
         return
-    shown = cams if len(cams) <= room else cams[: room - 1]
-    for cam in shown:
-        y += 0.24
-        values = [_shorten(cam.name, 40), f"{cam.clips:,}", f"{cam.suspicious_clips:,}",
-                  f"{cam.alerts + cam.offline_alerts:,}", format_duration(cam.offline_s)]
-        for (x, _, align), value in zip(cols, values, strict=True):
-            fig.text(_x(fig, x), _y(fig, y), value, fontsize=8.5, color=TEXT, ha=align, va="top")
-    if len(shown) < len(cams):
-        fig.text(_x(fig, MARGIN), _y(fig, y + 0.26), f"... and {len(cams) - len(shown)} more cameras (see the "
-                 "per-camera chart).", fontsize=8.5, color=MUTED, va="top")
+    for cam in cams:
+        y += CAMERA_ROW_H
+        uptime = "n/a" if cam.uptime is None else format_uptime(cam.uptime)
+        values = [fit_line(cam.name, 2.2, 8.5), f"{cam.clips:,}", f"{cam.suspicious_clips:,}",
+                  f"{cam.alerts + cam.offline_alerts:,}", format_duration(cam.offline_s), uptime]
+        for (x, _, align), value in zip(CAMERA_COLUMNS, values, strict=True):
+            fig.text(_x(fig, x), _y(fig, y), value, fontsize=8.5, color=TEXT, ha=align, va="top",
+                     parse_math=False)
+    fig.text(_x(fig, MARGIN), _y(fig, A4[1] - 0.85), "\n".join(textwrap.wrap(UPTIME_NOTE, 120)), fontsize=7,
+             color=MUTED, va="bottom", linespacing=1.3)
+
+
+def _camera_table_page(data: ReportData, cams: Sequence[CameraStats], page: int, total: int) -> Figure:
+    fig = _page()
+    _header(fig, data, "Cameras (continued)")
+    _footer(fig, data, page, total)
+    _camera_table(fig, data, cams, 1.15, "Uptime and activity per camera")
+    return fig
 
 
 # -- chart pages -----------------------------------------------------------------------------------------
@@ -291,15 +366,22 @@ def _chart_page(data: ReportData, section: str, page: int, total: int) -> Figure
 
 def _activity_page(data: ReportData, total: int) -> Figure:
     fig = _chart_page(data, "Suspicious activity", 2, total)
-    grid = fig.add_gridspec(3, 1, height_ratios=[1.25, 1, 0.75])
+    grid = fig.add_gridspec(2, 1, height_ratios=[1.2, 1])
     charts.draw_suspicious_over_time(fig.add_subplot(grid[0]), data)
     charts.draw_hour_of_day(fig.add_subplot(grid[1]), data)
-    charts.draw_alert_outcomes(fig.add_subplot(grid[2]), data)
+    return fig
+
+
+def _outcomes_page(data: ReportData, total: int) -> Figure:
+    fig = _chart_page(data, "Alert outcomes", 3, total)
+    grid = fig.add_gridspec(2, 1, height_ratios=[1, 0.9])
+    charts.draw_alert_outcomes(fig.add_subplot(grid[0]), data)
+    charts.draw_alert_heatmap(fig.add_subplot(grid[1]), data)
     return fig
 
 
 def _cameras_page(data: ReportData, total: int) -> Figure:
-    fig = _chart_page(data, "Cameras", 3, total)
+    fig = _chart_page(data, "Cameras", 4, total)
     grid = fig.add_gridspec(3, 1)
     charts.draw_per_camera(fig.add_subplot(grid[0]), fig.add_subplot(grid[1]), data)
     charts.draw_uptime(fig.add_subplot(grid[2]), data)
@@ -336,11 +418,12 @@ def _alerts_page(
     pages: int,
     total: int,
     evidence_root: Path | None,
+    first_page: int = FIXED_PAGES + 1,
 ) -> Figure:
     fig = _page()
     title = "Alerts" if pages == 1 else f"Alerts ({index + 1} of {pages})"
     _header(fig, data, title)
-    _footer(fig, data, 4 + index, total)
+    _footer(fig, data, first_page + index, total)
     if index == 0:
         intro = f"{data.alerts_raised} alert(s) in the period, oldest first; times in {data.timezone}."
         if data.alerts_raised > MAX_TABLE_ALERTS:

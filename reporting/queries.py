@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -68,6 +68,17 @@ class CameraStats:
     offline_alerts: int = 0
     offline_s: float = 0.0
     """Seconds in the period the camera was known to be offline or erroring (an ended source is not)."""
+    online_s: float = 0.0
+    """Seconds in the period the camera was known to be online."""
+
+    @property
+    def uptime(self) -> float | None:
+        """Share (0..1) of the time this camera's status was known and live that it was online.
+
+        Time before its first health event (unknown) and after a file source ended are left out: neither is
+        an outage.  None when the camera reported no status in the period."""
+        live = self.online_s + self.offline_s
+        return self.online_s / live if live else None
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,8 @@ class ReportData:
     health_segments: tuple[HealthSegment, ...] = ()
     has_health_data: bool = False
     camera_names: Mapping[str, str] = field(default_factory=dict)
+    previous: ReportData | None = None
+    """The same figures for the period of the same length just before this one (see ``previous_period``)."""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -222,8 +235,31 @@ class ReportData:
         return sum(c.offline_s for c in self.cameras)
 
     @property
+    def online_s(self) -> float:
+        return sum(c.online_s for c in self.cameras)
+
+    @property
+    def uptime(self) -> float | None:
+        """All cameras together: online time over the time their status was known and live (0..1)."""
+        live = self.online_s + self.offline_s
+        return self.online_s / live if live else None
+
+    @property
+    def thefts_caught(self) -> int:
+        """Confirmed plus prevented thefts: the alerts that were real."""
+        return self.confirmed_thefts + self.thefts_prevented
+
+    @property
     def camera_ids(self) -> tuple[str, ...]:
         return tuple(c.camera_id for c in self.cameras)
+
+    @property
+    def alerts_by_weekday_hour(self) -> tuple[tuple[int, ...], ...]:
+        """Suspicious-activity alerts per local weekday (rows, Monday first) and local hour (24 columns)."""
+        grid = [[0] * 24 for _ in range(7)]
+        for a in self.suspicious_alerts:
+            grid[a.raised_at.weekday()][a.raised_at.hour] += 1
+        return tuple(tuple(row) for row in grid)
 
 
 def store_zone(store: StoreSettings) -> ZoneInfo:
@@ -234,6 +270,29 @@ def store_zone(store: StoreSettings) -> ZoneInfo:
         raise ValueError(f"store {store.id!r} has an unknown time zone {store.timezone!r}") from exc
 
 
+def report_period(now: datetime, tz: ZoneInfo, period_days: int) -> tuple[datetime, datetime]:
+    """[start, end) of whole local days ending at the local midnight that began ``now``'s day."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    today = now.astimezone(tz).date()
+    end = datetime.combine(today, time(0), tzinfo=tz)
+    start = datetime.combine(today - timedelta(days=period_days), time(0), tzinfo=tz)
+    return start, end
+
+
+def previous_period(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    """The period of the same length that ends where [start, end) begins.
+
+    Whole local days count calendar days (a week across a DST change is the previous seven local days,
+    not 168 hours); any other period is the same number of seconds earlier."""
+    local_start, local_end = start.astimezone(tz), end.astimezone(tz)
+    if local_start.time() == local_end.time() == time(0) and local_end.date() > local_start.date():
+        days = (local_end.date() - local_start.date()).days
+        return datetime.combine(local_start.date() - timedelta(days=days), time(0), tzinfo=tz), local_start
+    elapsed = end.astimezone(UTC) - start.astimezone(UTC)
+    return (start.astimezone(UTC) - elapsed).astimezone(tz), local_start
+
+
 def load_report_data(
     db: Database,
     store: StoreSettings,
@@ -241,8 +300,12 @@ def load_report_data(
     end: datetime,
     *,
     stop: threading.Event | None = None,
+    compare: bool = True,
 ) -> ReportData:
-    """Read and aggregate one store's results, alerts and camera health for [start, end)."""
+    """Read and aggregate one store's results, alerts and camera health for [start, end).
+
+    With ``compare`` the same queries also run for the previous period of the same length, as ``previous``.
+    """
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError("report period needs timezone-aware datetimes")
     if end <= start:
@@ -253,7 +316,11 @@ def load_report_data(
         with db.sessions() as session:
             return _aggregate(session, store, tz, start.astimezone(UTC), end.astimezone(UTC))
 
-    return db.retrying(read, stop, what=f"report query for store {store.id}")
+    data = db.retrying(read, stop, what=f"report query for store {store.id}")
+    if not compare:
+        return data
+    before = load_report_data(db, store, *previous_period(start, end, tz), stop=stop, compare=False)
+    return replace(data, previous=before)
 
 
 def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: datetime, end: datetime) -> ReportData:
@@ -316,7 +383,7 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
     for cid in order:
         names.setdefault(cid, cid)
 
-    segments, offline = _health_segments(order, initial, events, start, end)
+    segments, seconds = _health_segments(order, initial, events, start, end)
     alert_counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for a in alerts:
         alert_counts[a.camera_id][0 if a.kind == AlertKind.SUSPICIOUS_ACTIVITY else 1] += 1
@@ -328,7 +395,8 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
             suspicious_clips=clip_counts[cid][1] if cid in clip_counts else 0,
             alerts=alert_counts[cid][0] if cid in alert_counts else 0,
             offline_alerts=alert_counts[cid][1] if cid in alert_counts else 0,
-            offline_s=offline.get(cid, 0.0),
+            offline_s=seconds.get(cid, {}).get("offline", 0.0),
+            online_s=seconds.get(cid, {}).get("online", 0.0),
         )
         for cid in order
     )
@@ -432,14 +500,14 @@ def _health_segments(
     events: list[CameraHealthEvent],
     start: datetime,
     end: datetime,
-) -> tuple[list[HealthSegment], dict[str, float]]:
-    """Per camera, consecutive [from, to) segments of online / offline / ended / unknown, and offline seconds."""
+) -> tuple[list[HealthSegment], dict[str, dict[HealthCategory, float]]]:
+    """Per camera, consecutive [from, to) segments of online / offline / ended / unknown, and seconds per state."""
 
     by_camera: dict[str, list[CameraHealthEvent]] = defaultdict(list)
     for ev in events:
         by_camera[ev.camera_id].append(ev)
     segments: list[HealthSegment] = []
-    offline: dict[str, float] = {}
+    seconds: dict[str, dict[HealthCategory, float]] = {}
     for cid in cameras:
         if cid not in initial and cid not in by_camera:
             continue
@@ -453,6 +521,8 @@ def _health_segments(
                 segments.append(HealthSegment(cid, since, ev.at, current))
             current, since = state, ev.at
         segments.append(HealthSegment(cid, since, end, current))
-        offline[cid] = sum((s.end - s.start).total_seconds() for s in segments if s.camera_id == cid
-                           and s.state == "offline")
-    return segments, offline
+        totals = seconds.setdefault(cid, {})
+        for s in segments:
+            if s.camera_id == cid:
+                totals[s.state] = totals.get(s.state, 0.0) + (s.end - s.start).total_seconds()
+    return segments, seconds

@@ -136,7 +136,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from common.app.runtime import open_database
-    from reporting.job import ReportScheduler, generate_reports
+    from reporting.job import ReportScheduler, build_chain_report, generate_reports, run_reports
 
     settings = _settings(args)
     setup_logging(settings.service.log_level, settings.service.log_json)
@@ -149,7 +149,15 @@ def cmd_report(args: argparse.Namespace) -> int:
             install_stop_signals(stop)
             ReportScheduler(settings, db, stop=stop).run()
             return 0
-        paths = generate_reports(settings, db, now=datetime.now(UTC), period_days=args.days)
+        now = datetime.now(UTC)
+        if args.send:  # what a scheduled slot does: through the report_runs ledger, never a period twice
+            for run in run_reports(settings, db, now=now, period_days=args.days):
+                print(f"{run.scope}\t{run.status}\t{run.pdf or ''}")
+            return 0
+        if args.chain:
+            print(build_chain_report(settings, db, now=now, period_days=args.days).pdf)
+            return 0
+        paths = generate_reports(settings, db, now=now, period_days=args.days)
         for path in paths:
             print(path)
         return 0
@@ -333,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render per-store PDF reports", parents=serve)
     report.add_argument("--days", type=int, default=None, help="period in days (default: from settings)")
     report.add_argument("--schedule", action="store_true", help="keep running and render on the cron schedule")
+    report.add_argument("--chain", action="store_true",
+                        help="render the chain-wide summary ranking every store (for admins) instead")
+    report.add_argument("--send", action="store_true",
+                        help="run as a scheduled slot would: every store and the chain, e-mailed once per period "
+                        "(recorded in report_runs)")
     report.set_defaults(func=cmd_report)
 
     demo = sub.add_parser("demo", help="the whole job on a synthetic store stream, embedded")

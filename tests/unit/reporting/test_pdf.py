@@ -63,7 +63,7 @@ def test_report_is_a_valid_pdf_with_only_its_store(db: Database, settings: Setti
                               generated_at=GENERATED)
 
     assert out.read_bytes().startswith(b"%PDF")
-    assert pdf_pages(out) == 4  # cover, activity, cameras, one alerts page
+    assert pdf_pages(out) == 5  # cover, activity, outcomes, cameras, one alerts page
     info = pdf_info(out)
     assert "Author:          AisleWatch" in info and "Alpha Market" in info
     text = pdf_text(out)
@@ -105,7 +105,7 @@ def test_cover_shows_false_alarm_rate_and_time_to_acknowledge(
 
     cover = " ".join(pdf_text(out, "-raw").split("\f")[0].split())
     assert "False-alarm rate 67% 2 of 3 reviewed alerts" in cover  # 2 false alarms of 3 reviewed; the open one not counted
-    assert "Time to acknowledge 2 min 00 s median; 90th percentile 2 min 48 s" in cover  # 60, 120, 180 s
+    assert "Time to acknowledge 2 min 00 s median; p90 2 min 48 s" in cover  # 60, 120, 180 s
     assert "False alarm 2 50% of 4 alerts" in cover and "Not yet reviewed 1 25% of 4 alerts" in cover
 
 
@@ -129,7 +129,7 @@ def test_alerts_table_shows_verdict_status_who_and_note(db: Database, settings: 
 
     out = render_store_report(db, settings.stores[0], START, END, tmp_path / "t.pdf", generated_at=GENERATED)
 
-    table = " ".join(pdf_text(out, "-raw").split("\f")[3].split())  # each cell's lines together
+    table = " ".join(pdf_text(out, "-raw").split("\f")[4].split())  # each cell's lines together
     assert "Theft prevented Resolved by j.smith after 1 min 35 s Staff approached; items returned" in table
     assert "Camera offline - Acknowledged by m.jones after 1 min 00 s" in table  # never a verdict of its own
     assert "p = 0.90 Not yet reviewed Open" in table
@@ -228,7 +228,7 @@ def test_alerts_table_paginates(db: Database, settings: Settings, tmp_path: Path
     db.write_alerts([alert("store-a", "a-entrance", t0 + timedelta(minutes=i)) for i in range(25)])
     data = load_report_data(db, settings.stores[0], START, END)
     out = render_report(data, tmp_path / "many.pdf", generated_at=GENERATED)
-    assert pdf_pages(out) == 3 + 3  # 9 rows per alerts page
+    assert pdf_pages(out) == 4 + 3  # 9 rows per alerts page
     assert "Alerts (3 of 3)" in pdf_text(out)
 
 
