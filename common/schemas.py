@@ -230,6 +230,8 @@ class AlertEventKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     REOPENED = "reopened"
     RESOLVED = "resolved"
+    EVIDENCE_HELD = "evidence_held"  # a manager's hold: the evidence is never deleted
+    EVIDENCE_RELEASED = "evidence_released"
 
 
 class AlertMessage(Message):
