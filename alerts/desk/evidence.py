@@ -62,4 +62,3 @@ async def evidence_response(
         content_disposition_type="attachment" if download else "inline",
         headers={"Cache-Control": "private, no-store"},
     )
-
