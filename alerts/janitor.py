@@ -89,7 +89,7 @@ class Reason:
 class EvidenceFile:
     """One finished file under the evidence directory (a real path: no symlink on the way)."""
 
-    path: Path
+    path: str  # a str, not a Path: a pass handles 100,000s of them and pathlib's parsing dominated the time
     size: int
     at: datetime  # when it was last written (mtime; for a segment, the later of mtime and its end time)
 
@@ -105,7 +105,7 @@ class Owner:
     held: bool
     recorded: bool  # the database names evidence for it (a path), even if the files are gone
     alert_id: str | None = None
-    files: set[Path] = field(default_factory=set)
+    files: set[str] = field(default_factory=set)
     done: bool = False  # its evidence was deleted in this pass
 
 
@@ -155,11 +155,19 @@ def _retention_kind(verdict: str | None) -> str:
     return Reason.UNREVIEWED  # no verdict, "unsure", or one this version does not know
 
 
-def _real(path: str | None) -> Path | None:
+def _real(path: str | None) -> str | None:
     """A database path as the real path it names (relative ones from the working directory, like the desk)."""
     if not path:
         return None
-    return Path(os.path.realpath(path))
+    return os.path.realpath(path)
+
+
+def _dir_name(path: str) -> str:
+    return os.path.basename(os.path.dirname(path))
+
+
+def _stem(path: str) -> str:
+    return os.path.splitext(os.path.basename(path))[0]
 
 
 class EvidenceJanitor(Worker):
@@ -182,6 +190,7 @@ class EvidenceJanitor(Worker):
         self.settings = settings
         self.clock = clock
         self._clip_paths: dict[str, str | None] = {}  # clip id → clip_results.evidence_path (never changes)
+        self._safe_dirs: dict[str, bool] = {}  # directory → resolves inside the evidence directory (this pass)
         self.last: PassReport | None = None
 
     @classmethod
@@ -210,13 +219,14 @@ class EvidenceJanitor(Worker):
         started = time.monotonic()
         now = self.clock()
         report = PassReport()
-        root = Path(os.path.realpath(self.evidence_dir))
+        root = os.path.realpath(self.evidence_dir)
         # Files first, then the database: an alert raised while the directory is walked is then seen, so its
         # fresh snapshot is never taken for an unflagged one.
-        files = {f.path: f for f in self._scan(root, report)} if root.is_dir() else {}
+        files = {f.path: f for f in self._scan(root, report)} if os.path.isdir(root) else {}
         owners = self._owners(files, now)
         report.held_alerts = sum(1 for o in owners if o.held and o.alert_id is not None)
-        owned: dict[Path, list[Owner]] = {}
+        owned: dict[str, list[Owner]] = {}
+        self._safe_dirs = {}
         for owner in owners:
             for path in owner.files:
                 owned.setdefault(path, []).append(owner)
@@ -227,10 +237,16 @@ class EvidenceJanitor(Worker):
             if f.path not in owned and now - f.at > keep_unflagged:
                 self._delete(root, files, f, Reason.UNFLAGGED, report)
 
-        # 2. retention by verdict (holds never)
-        for owner in sorted(owners, key=lambda o: o.expires_at):
-            if not owner.held and now >= owner.expires_at:
-                self._expire(root, files, owned, owner, owner.kind, now, report)
+        # 2. retention by verdict (holds never): the expired alerts are marked in batches, then their files go
+        expired = [o for o in sorted(owners, key=lambda o: o.expires_at) if not o.held and now >= o.expires_at]
+        marked = self._mark([o.alert_id for o in expired if o.alert_id is not None and (o.recorded or o.files)], now)
+        for owner in expired:
+            if owner.alert_id is not None and not (owner.recorded or owner.files):
+                continue  # nothing was ever recorded: "deleted by retention" would be untrue
+            if owner.alert_id is None or owner.alert_id in marked:
+                self._expire(root, files, owned, owner, owner.kind, now, report, marked=True)
+            else:
+                owner.held = True  # held since we read it: the hold wins
 
         # 3. the disk budget
         total = sum(f.size for f in files.values()) + report.writing_bytes
@@ -267,12 +283,13 @@ class EvidenceJanitor(Worker):
         self.last = report
         return report
 
-    def _scan(self, root: Path, report: PassReport) -> Iterator[EvidenceFile]:
+    def _scan(self, root: str, report: PassReport) -> Iterator[EvidenceFile]:
         """Every finished regular file under ``root``, without following any symlink.  The bytes of files
         being written are added to ``report.writing_bytes`` (they take disk too) but the files are not yielded."""
         stack = [root]
         while stack:
             directory = stack.pop()
+            in_segments = os.path.basename(directory) == SEGMENTS
             try:
                 entries = list(os.scandir(directory))
             except OSError as exc:  # removed meanwhile, or unreadable: the next pass sees it again
@@ -284,7 +301,7 @@ class EvidenceJanitor(Worker):
                         report.skipped_links += 1
                         continue
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                        stack.append(entry.path)
                         continue
                     if not entry.is_file(follow_symlinks=False):
                         continue
@@ -294,15 +311,14 @@ class EvidenceJanitor(Worker):
                 if entry.name.endswith(IN_PROGRESS_SUFFIXES):
                     report.writing_bytes += info.st_size
                     continue
-                path = Path(entry.path)
                 at = datetime.fromtimestamp(info.st_mtime, tz=UTC)
-                if path.parent.name == SEGMENTS:
-                    segment = parse_segment(path, path.parent.parent.parent.name)
+                if in_segments:
+                    segment = parse_segment(Path(entry.name), "")
                     if segment is not None:
                         at = max(at, segment.end)
-                yield EvidenceFile(path, info.st_size, at)
+                yield EvidenceFile(entry.path, info.st_size, at)
 
-    def _owners(self, files: dict[Path, EvidenceFile], now: datetime) -> list[Owner]:
+    def _owners(self, files: dict[str, EvidenceFile], now: datetime) -> list[Owner]:
         """Every alert whose evidence is not deleted yet and every missed theft, with their files on disk."""
         s = self.settings
         keep = {Reason.FALSE_ALARM: s.keep_false_alarm_days, Reason.THEFT: s.keep_theft_days,
@@ -321,13 +337,14 @@ class EvidenceJanitor(Worker):
         self._clip_paths = {c: p for c, p in self._clip_paths.items() if c in clip_ids}
 
         # Names on disk → files, for the evidence the database does not name (yet).
-        videos: dict[str, list[Path]] = {}
-        snapshots: dict[str, list[Path]] = {}
+        videos: dict[str, list[str]] = {}
+        snapshots: dict[str, list[str]] = {}
         for path in files:
-            if path.parent.name == VIDEOS:
-                videos.setdefault(path.stem, []).append(path)
-            elif path.suffix == ".jpg" and path.parent.name not in (SEGMENTS, VIDEOS):
-                snapshots.setdefault(path.stem, []).append(path)
+            parent = _dir_name(path)
+            if parent == VIDEOS:
+                videos.setdefault(_stem(path), []).append(path)
+            elif path.endswith(".jpg") and parent != SEGMENTS:
+                snapshots.setdefault(_stem(path), []).append(path)
 
         owners: list[Owner] = []
         for row in alerts:
@@ -370,23 +387,33 @@ class EvidenceJanitor(Worker):
                     self._clip_paths[clip_id] = found[clip_id]
 
     # -- deleting ------------------------------------------------------------------------------------
-    def _expire(self, root: Path, files: dict[Path, EvidenceFile], owned: dict[Path, list[Owner]], owner: Owner,
-                reason: str, now: datetime, report: PassReport) -> None:
-        """Delete ``owner``'s evidence (the files no other live owner keeps) and mark the alert."""
+    def _mark(self, alert_ids: list[str], now: datetime) -> set[str]:
+        """Set ``evidence_deleted_at`` on those of ``alert_ids`` still unheld and unmarked; returns them.  The
+        hold is checked in the UPDATE itself, so a hold that committed after we read the alerts wins."""
+        marked: set[str] = set()
+        for start in range(0, len(alert_ids), CLIP_LOOKUP_CHUNK):
+            chunk = alert_ids[start:start + CLIP_LOOKUP_CHUNK]
+            with self.db.session() as session:
+                marked.update(session.scalars(
+                    update(Alert)
+                    .where(Alert.alert_id.in_(chunk), Alert.evidence_hold.is_(False),
+                           Alert.evidence_deleted_at.is_(None))
+                    .values(evidence_deleted_at=now)
+                    .returning(Alert.alert_id)
+                ))
+        return marked
+
+    def _expire(self, root: str, files: dict[str, EvidenceFile], owned: dict[str, list[Owner]], owner: Owner,
+                reason: str, now: datetime, report: PassReport, *, marked: bool = False) -> None:
+        """Delete ``owner``'s evidence (the files no other live owner keeps) and mark the alert (unless the
+        caller has: ``marked``)."""
         if owner.done:
             return
         if owner.alert_id is not None:
             if not owner.recorded and not owner.files:
                 return  # nothing was ever recorded: "deleted by retention" would be untrue
-            with self.db.session() as session:
-                marked: int = session.execute(  # type: ignore[attr-defined]
-                    update(Alert)
-                    .where(Alert.alert_id == owner.alert_id, Alert.evidence_hold.is_(False),
-                           Alert.evidence_deleted_at.is_(None))
-                    .values(evidence_deleted_at=now)
-                ).rowcount
-            if marked != 1:  # held (or marked) since we read it: the hold wins
-                owner.held = True
+            if not marked and owner.alert_id not in self._mark([owner.alert_id], now):
+                owner.held = True  # held since we read it: the hold wins
                 return
             report.alerts_deleted[reason] += 1
             EVIDENCE_ALERTS_DELETED.labels(reason).inc()
@@ -396,22 +423,30 @@ class EvidenceJanitor(Worker):
             if path in files and not others:
                 self._delete(root, files, files[path], reason, report)
 
-    def _delete(self, root: Path, files: dict[Path, EvidenceFile], f: EvidenceFile, reason: str,
+    def _inside(self, directory: str, root: str) -> bool:
+        """Whether ``directory`` still resolves inside ``root`` (checked once per directory and pass)."""
+        safe = self._safe_dirs.get(directory)
+        if safe is None:
+            real = os.path.realpath(directory)
+            safe = self._safe_dirs[directory] = real == directory and (real + os.sep).startswith(root + os.sep)
+            if not safe:
+                log.warning("%s now resolves to %s, not inside the evidence directory %s; nothing in it is deleted",
+                            directory, real, root)
+        return safe
+
+    def _delete(self, root: str, files: dict[str, EvidenceFile], f: EvidenceFile, reason: str,
                 report: PassReport) -> bool:
-        """Unlink one scanned file if it is still a regular file whose directory resolves inside ``root``."""
-        files.pop(f.path, None)
-        if f.path.suffix.lower() not in DELETABLE_SUFFIXES:
-            files[f.path] = f  # not evidence (an operator's note?): counted, never deleted
+        """Unlink one scanned file if it is still a regular file in a directory that resolves inside ``root``."""
+        if os.path.splitext(f.path)[1].lower() not in DELETABLE_SUFFIXES:
+            return False  # not evidence (an operator's note?): counted, never deleted
+        if not self._inside(os.path.dirname(f.path), root):
             return False
+        files.pop(f.path, None)
         try:
-            parent = Path(os.path.realpath(f.path.parent))
-            if not parent.is_relative_to(root):
-                log.warning("%s now resolves outside the evidence directory %s; not deleted", f.path, root)
-                return False
-            info = os.lstat(parent / f.path.name)
+            info = os.lstat(f.path)
             if not stat.S_ISREG(info.st_mode):
                 return False
-            os.unlink(parent / f.path.name)
+            os.unlink(f.path)
         except FileNotFoundError:
             return False  # already gone: deleting is idempotent
         except OSError as exc:

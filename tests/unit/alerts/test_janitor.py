@@ -286,6 +286,23 @@ def test_nothing_outside_the_evidence_directory_is_touched(db: Database, evidenc
     assert not report.deleted and report.files == 0 and report.skipped_links == 2
 
 
+def test_a_directory_swapped_for_a_link_out_after_the_walk_is_left_alone(db: Database, evidence: Path,
+                                                                         clock: FakeClock, tmp_path: Path) -> None:
+    quiet = snapshot(evidence, "quiet", age=timedelta(hours=2))
+    day = quiet.parent
+    outside = tmp_path / "outside-day"
+
+    class Swapped(EvidenceJanitor):
+        def _owners(self, *args: Any, **kwargs: Any) -> list[Owner]:
+            owners = super()._owners(*args, **kwargs)
+            day.rename(outside)  # after the walk, the day directory becomes a link out of the evidence dir
+            day.symlink_to(outside, target_is_directory=True)
+            return owners
+
+    report = Swapped(db, evidence, EvidenceSettings(), clock=clock.now).sweep()
+    assert (outside / "quiet.jpg").exists() and not report.deleted
+
+
 def test_a_missing_evidence_directory_is_an_empty_pass(db: Database, tmp_path: Path, clock: FakeClock) -> None:
     report = janitor(db, tmp_path / "not-yet", clock).sweep()
     assert (report.files, report.bytes, dict(report.deleted)) == (0, 0, {})
