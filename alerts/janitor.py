@@ -191,6 +191,7 @@ class EvidenceJanitor(Worker):
         self.clock = clock
         self._clip_paths: dict[str, str | None] = {}  # clip id → clip_results.evidence_path (never changes)
         self._safe_dirs: dict[str, bool] = {}  # directory → resolves inside the evidence directory (this pass)
+        self._dirs: list[str] = []  # the directories the last walk went through
         self.last: PassReport | None = None
 
     @classmethod
@@ -268,6 +269,7 @@ class EvidenceJanitor(Worker):
             if total > budget:
                 report.over_budget_bytes = total - budget
 
+        self._prune(root, now)
         report.files = len(files)
         report.bytes = sum(f.size for f in files.values()) + report.writing_bytes
         report.seconds = time.monotonic() - started
@@ -287,8 +289,10 @@ class EvidenceJanitor(Worker):
         """Every finished regular file under ``root``, without following any symlink.  The bytes of files
         being written are added to ``report.writing_bytes`` (they take disk too) but the files are not yielded."""
         stack = [root]
+        self._dirs = []
         while stack:
             directory = stack.pop()
+            self._dirs.append(directory)
             in_segments = os.path.basename(directory) == SEGMENTS
             try:
                 entries = list(os.scandir(directory))
@@ -422,6 +426,20 @@ class EvidenceJanitor(Worker):
             others = [o for o in owned.get(path, ()) if o is not owner and not o.done]
             if path in files and not others:
                 self._delete(root, files, files[path], reason, report)
+
+    def _prune(self, root: str, now: datetime) -> None:
+        """Remove the empty directories of days before yesterday (``<camera>/<YYYYMMDD>/...``): today's and
+        yesterday's stay, since ingest may be about to write into them."""
+        cutoff = (now - timedelta(days=1)).astimezone(UTC).strftime("%Y%m%d")
+        for directory in sorted(self._dirs, key=len, reverse=True):
+            parts = os.path.relpath(directory, root).split(os.sep)
+            if len(parts) < 2 or not (len(parts[1]) == 8 and parts[1].isdigit()) or parts[1] >= cutoff:
+                continue
+            if self._inside(directory, root):
+                try:
+                    os.rmdir(directory)  # only ever succeeds on an empty directory
+                except OSError:
+                    pass
 
     def _inside(self, directory: str, root: str) -> bool:
         """Whether ``directory`` still resolves inside ``root`` (checked once per directory and pass)."""

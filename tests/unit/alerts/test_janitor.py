@@ -303,6 +303,18 @@ def test_a_directory_swapped_for_a_link_out_after_the_walk_is_left_alone(db: Dat
     assert (outside / "quiet.jpg").exists() and not report.deleted
 
 
+def test_empty_directories_of_past_days_are_removed(db: Database, evidence: Path, clock: FakeClock) -> None:
+    old = snapshot(evidence, "old", age=timedelta(days=3))
+    (old.parent / "segments").mkdir()
+    yesterday = evidence / CAMERA / (NOW - timedelta(days=1)).strftime("%Y%m%d")
+    yesterday.mkdir()
+    held = add_alert(db, evidence, "held", raised_ago=timedelta(days=5), held=True)
+    janitor(db, evidence, clock).sweep()
+    assert not old.parent.exists()  # its day emptied: gone, segments/ too
+    assert yesterday.is_dir() and (evidence / CAMERA).is_dir()  # ingest may still write there
+    assert all(f.exists() for f in held)
+
+
 def test_a_missing_evidence_directory_is_an_empty_pass(db: Database, tmp_path: Path, clock: FakeClock) -> None:
     report = janitor(db, tmp_path / "not-yet", clock).sweep()
     assert (report.files, report.bytes, dict(report.deleted)) == (0, 0, {})
