@@ -24,9 +24,10 @@ An alert's files are its snapshot (``alerts.evidence_path``), its video (``alert
 (``clip_results.evidence_path`` of ``alerts.clip_ids``, or ``<clip_id>.jpg`` by name).  A file shared by
 several owners stays while any of them keeps it.
 
-Safety: the walk never follows a symlink (a link is neither counted nor deleted), each deletion re-checks
-that the file's directory still resolves inside the evidence directory, files being written (``*.part``,
-``*.tmp``) are never touched, and only evidence-looking files (``.jpg``, ``.mp4``...) are deleted.  An alert is
+Safety: the walk never follows a symlink (a link is neither counted nor deleted); before anything in a
+directory is deleted, that directory is resolved again (once per pass) and must still be itself, inside the
+evidence directory; files being written (``*.part``, ``*.tmp``) are never touched, and only evidence-looking
+files (``.jpg``, ``.mp4``...) are deleted.  Empty directories of days before yesterday are removed.  An alert is
 marked deleted in the database *before* its files go, in an UPDATE that requires ``evidence_hold`` to be
 false, so a hold committed a moment earlier always wins; and the desk refuses a hold on an alert already
 marked.  Deleting a file that is already gone is nothing; a desk reading a file at that moment keeps its open
