@@ -29,6 +29,24 @@ CONSUMER_LAG = Gauge("aislewatch_consumer_lag", "Records not yet committed, per 
 ERRORS = Counter("aislewatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
 DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
 
+# The evidence janitor (alerts.janitor): what it deleted and why, and what is left on the evidence disk.
+EVIDENCE_DELETED = Counter(
+    "aislewatch_evidence_deleted_total",
+    "Evidence files deleted, by reason: unflagged, false_alarm, theft, unreviewed, missed_theft, disk_budget",
+    ["reason"],
+)
+EVIDENCE_DELETED_BYTES = Counter("aislewatch_evidence_deleted_bytes_total", "Bytes of evidence deleted, by reason", ["reason"])
+EVIDENCE_ALERTS_DELETED = Counter(
+    "aislewatch_evidence_alerts_deleted_total", "Alerts whose evidence was deleted (evidence_deleted_at set), by reason",
+    ["reason"],
+)
+EVIDENCE_BYTES = Gauge("aislewatch_evidence_bytes", "Bytes under the evidence directory after the janitor's last pass")
+EVIDENCE_FILES = Gauge("aislewatch_evidence_files", "Finished evidence files after the janitor's last pass")
+EVIDENCE_HELD = Gauge("aislewatch_evidence_held_alerts", "Alerts whose evidence a manager put on hold")
+EVIDENCE_LAST_PASS = Gauge(
+    "aislewatch_evidence_janitor_last_pass_timestamp_seconds", "When the evidence janitor last finished a pass"
+)
+
 # Ingest and alert workers keep plain counters (cheap on the frame path); these collectors read them
 # at scrape time.  A restarted camera worker starts from zero, which Prometheus treats as a counter reset.
 _INGEST_FIELDS = {

@@ -242,6 +242,8 @@ class AlertEventKind(StrEnum):
     REOPENED = "reopened"
     RESOLVED = "resolved"
     EVIDENCE_READY = "evidence_ready"  # the alert's evidence video was made (alerts.evidence_video)
+    EVIDENCE_HELD = "evidence_held"  # a manager's hold: the evidence is never deleted
+    EVIDENCE_RELEASED = "evidence_released"
 
 
 class AlertMessage(Message):

@@ -97,6 +97,22 @@ async def resolve(request: Request, alert_id: str, body: VersionOnly,
                                                     address=client_address(request)))
 
 
+@router.post("/alerts/{alert_id}/hold")
+async def hold(request: Request, alert_id: str, body: VersionOnly,
+               principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+    return await _act(lambda: state.queries.hold(principal, alert_id, version=body.version,
+                                                 address=client_address(request)))
+
+
+@router.post("/alerts/{alert_id}/release")
+async def release(request: Request, alert_id: str, body: VersionOnly,
+                  principal: Principal = Depends(require_user)) -> dict[str, Any]:
+    state = desk(request)
+    return await _act(lambda: state.queries.release(principal, alert_id, version=body.version,
+                                                    address=client_address(request)))
+
+
 async def _act(action: Any) -> dict[str, Any]:
     try:
         view: AlertView = await run_in_threadpool(action)

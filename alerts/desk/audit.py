@@ -29,6 +29,8 @@ class AuditAction(StrEnum):
     ALERT_RESOLVED = "alert_resolved"
     EVIDENCE_VIEWED = "evidence_viewed"
     EVIDENCE_DOWNLOADED = "evidence_downloaded"
+    EVIDENCE_HELD = "evidence_held"
+    EVIDENCE_RELEASED = "evidence_released"
     USER_ADDED = "user_added"
     USER_DISABLED = "user_disabled"
     USER_ENABLED = "user_enabled"

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from alerts.desk import audit
+from alerts.desk.bundle import bundle_response
 from alerts.desk.evidence import evidence_response
 from alerts.desk.queries import ActionConflict, ActionNotAllowed, AlertFilter, AlertView
 from alerts.desk.roles import Principal
@@ -107,6 +108,22 @@ async def resolve(request: Request, alert_id: str, version: int = Form(...),
         principal, alert_id, version=version, address=client_address(request)))
 
 
+@router.post("/alerts/{alert_id}/hold")
+async def hold(request: Request, alert_id: str, version: int = Form(...),
+               principal: Principal = Depends(require_user)) -> Response:
+    state = desk(request)
+    return await _act(request, principal, alert_id, lambda: state.queries.hold(
+        principal, alert_id, version=version, address=client_address(request)))
+
+
+@router.post("/alerts/{alert_id}/release")
+async def release(request: Request, alert_id: str, version: int = Form(...),
+                  principal: Principal = Depends(require_user)) -> Response:
+    state = desk(request)
+    return await _act(request, principal, alert_id, lambda: state.queries.release(
+        principal, alert_id, version=version, address=client_address(request)))
+
+
 async def _act(request: Request, principal: Principal, alert_id: str, action: Any) -> Response:
     try:
         await run_in_threadpool(action)
@@ -137,6 +154,11 @@ async def video(request: Request, alert_id: str, principal: Principal = Depends(
 @router.get("/alerts/{alert_id}/video/download")
 async def video_download(request: Request, alert_id: str, principal: Principal = Depends(require_user)) -> Response:
     return await evidence_response(request, principal, alert_id, "video", download=True)
+
+
+@router.get("/alerts/{alert_id}/bundle.zip")
+async def bundle(request: Request, alert_id: str, principal: Principal = Depends(require_user)) -> Response:
+    return await bundle_response(request, principal, alert_id)
 
 
 @router.get("/audit")

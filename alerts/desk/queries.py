@@ -9,7 +9,7 @@ second is told who acted first and nothing is overwritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +38,10 @@ class _LostRace(Exception):
     """Another request updated the alert between our read and our write (the transaction is rolled back)."""
 
 
+_DONE = {"acknowledged": "acknowledged", "reopened": "reopened", "resolved": "resolved",
+         "evidence_held": "put a hold on", "evidence_released": "released the hold on"}
+
+
 class ActionConflict(Exception):
     """Someone else acted on the alert since this person loaded it: ``current`` is how it stands now, and
     ``actor``/``event`` the last thing done to it (from its history, so a reopen or resolve is named right)."""
@@ -52,7 +56,7 @@ class ActionConflict(Exception):
     def message(self) -> str:
         """What the person who came second is told (the page and the API alike)."""
         who = self.actor or "someone else"
-        done = f" {self.event} it" if self.event else " acted on it"
+        done = f" {_DONE.get(self.event or '', 'acted on')} it"
         now = self.current.status + (f" as “{self.current.verdict_label}”" if self.current.verdict else "")
         return f"{who}{done} first: the alert is {now}. Nothing was changed."
 
@@ -98,6 +102,10 @@ class AlertView:
     has_snapshot: bool
     has_video: bool
     video_pending: bool  # a suspicious-activity alert whose video the video maker has not settled yet
+    evidence_hold: bool = False
+    hold_by: str | None = None
+    hold_at: datetime | None = None
+    evidence_deleted_at: datetime | None = None  # the retention janitor deleted the files; the row stays
 
     @property
     def is_open(self) -> bool:
@@ -105,7 +113,7 @@ class AlertView:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("raised_at", "acknowledged_at", "resolved_at"):
+        for key in ("raised_at", "acknowledged_at", "resolved_at", "hold_at", "evidence_deleted_at"):
             value = data[key]
             data[key] = value.isoformat() if value is not None else None
         data["clip_ids"] = list(self.clip_ids)
@@ -154,10 +162,14 @@ def _view(alert: Alert, store_name: str | None, camera_name: str | None) -> Aler
         resolved_by=alert.resolved_by,
         resolved_at=alert.resolved_at,
         version=alert.version,
-        has_snapshot=bool(alert.evidence_path),
-        has_video=bool(alert.evidence_video_path),
+        has_snapshot=bool(alert.evidence_path) and alert.evidence_deleted_at is None,
+        has_video=bool(alert.evidence_video_path) and alert.evidence_deleted_at is None,
         video_pending=(alert.kind == AlertKind.SUSPICIOUS_ACTIVITY.value and not alert.evidence_video_path
                        and alert.evidence_video_settled_at is None and alert.evidence_deleted_at is None),
+        evidence_hold=bool(alert.evidence_hold),
+        hold_by=alert.hold_by,
+        hold_at=alert.hold_at,
+        evidence_deleted_at=alert.evidence_deleted_at,
     )
 
 
@@ -361,15 +373,56 @@ class DeskQueries:
             event=AlertEventKind.RESOLVED, audit=AuditAction.ALERT_RESOLVED, detail="", now=now,
         )
 
+    def hold(self, principal: Principal, alert_id: str, *, version: int, address: str = "") -> AlertView:
+        """Put a hold on the alert's evidence (managers and admins): the janitor never deletes it."""
+        if not principal.can_hold_evidence:
+            raise ActionNotAllowed("only a manager or an admin can put evidence on hold")
+
+        def holdable(view: AlertView) -> None:
+            if view.evidence_hold:
+                raise ActionNotAllowed(f"the evidence of alert {alert_id} is already on hold")
+            if view.evidence_deleted_at is not None:
+                raise ActionNotAllowed(f"the evidence of alert {alert_id} was already deleted by retention")
+
+        now = utc_now()
+        return self._act(
+            principal, alert_id, version, address=address, allowed_from=tuple(AlertStatus),
+            values={"evidence_hold": True, "hold_by": principal.username, "hold_at": now},
+            event=AlertEventKind.EVIDENCE_HELD, audit=AuditAction.EVIDENCE_HELD, detail="", now=now,
+            precondition=holdable,
+        )
+
+    def release(self, principal: Principal, alert_id: str, *, version: int, address: str = "") -> AlertView:
+        """Release a hold (managers and admins): retention applies again from the next janitor pass."""
+        if not principal.can_hold_evidence:
+            raise ActionNotAllowed("only a manager or an admin can release a hold")
+
+        def held(view: AlertView) -> None:
+            if not view.evidence_hold:
+                raise ActionNotAllowed(f"the evidence of alert {alert_id} is not on hold")
+
+        def describe(view: AlertView) -> str:
+            when = view.hold_at.isoformat() if view.hold_at else "?"
+            return f"held by {view.hold_by} since {when}"
+
+        return self._act(
+            principal, alert_id, version, address=address, allowed_from=tuple(AlertStatus),
+            values={"evidence_hold": False, "hold_by": None, "hold_at": None},
+            event=AlertEventKind.EVIDENCE_RELEASED, audit=AuditAction.EVIDENCE_RELEASED, detail="", now=utc_now(),
+            precondition=held, describe=describe,
+        )
+
     def _act(
         self, principal: Principal, alert_id: str, version: int, *, address: str,
         allowed_from: Sequence[AlertStatus], values: dict[str, Any], event: AlertEventKind,
         audit: AuditAction, detail: str, now: datetime, describe_previous: bool = False,
+        precondition: Callable[[AlertView], None] | None = None, describe: Callable[[AlertView], str] | None = None,
     ) -> AlertView:
         try:
             return self._apply(principal, alert_id, version, address=address, allowed_from=allowed_from,
                                values=values, event=event, audit=audit, detail=detail, now=now,
-                               describe_previous=describe_previous)
+                               describe_previous=describe_previous, precondition=precondition,
+                               describe=describe)
         except _LostRace:
             raise self._conflict(principal, alert_id) from None
 
@@ -387,6 +440,7 @@ class DeskQueries:
         self, principal: Principal, alert_id: str, version: int, *, address: str,
         allowed_from: Sequence[AlertStatus], values: dict[str, Any], event: AlertEventKind,
         audit: AuditAction, detail: str, now: datetime, describe_previous: bool,
+        precondition: Callable[[AlertView], None] | None, describe: Callable[[AlertView], str] | None,
     ) -> AlertView:
         with self.db.session() as session:
             before = self._load(session, principal, alert_id)  # AlertNotFound outside this person's stores
@@ -394,12 +448,16 @@ class DeskQueries:
                 raise _LostRace
             if before.status not in {s.value for s in allowed_from}:
                 raise ActionNotAllowed(f"alert {alert_id} is {before.status}")
+            if precondition is not None:
+                precondition(before)
             # The version in the WHERE clause is what makes this safe between processes and replicas: of two
-            # requests that both read version N, exactly one updates a row.
+            # requests that both read version N, exactly one updates a row.  A hold also requires the evidence
+            # not to be deleted yet: the janitor marks an alert without bumping its version.
+            condition = [Alert.alert_id == alert_id, Alert.version == version]
+            if event is AlertEventKind.EVIDENCE_HELD:
+                condition.append(Alert.evidence_deleted_at.is_(None))
             changed: int = session.execute(  # type: ignore[attr-defined]
-                update(Alert)
-                .where(Alert.alert_id == alert_id, Alert.version == version)
-                .values(**values, version=Alert.version + 1)
+                update(Alert).where(*condition).values(**values, version=Alert.version + 1)
             ).rowcount
             if changed != 1:
                 raise _LostRace
@@ -407,6 +465,8 @@ class DeskQueries:
                                    actor=principal.username))
             if describe_previous and before.verdict:
                 detail = f"was {before.status} with verdict {before.verdict} by {before.acknowledged_by}"
+            if describe is not None:
+                detail = describe(before)
             record_for(session, audit, principal, store_id=before.store_id, target_id=alert_id,
                        address=address, detail=detail, at=now)
             session.flush()

@@ -52,6 +52,11 @@ class Principal:
         return self.role in (Role.MANAGER, Role.ADMIN)
 
     @property
+    def can_hold_evidence(self) -> bool:
+        """Put a hold on an alert's evidence (never deleted) and release it."""
+        return self.role in (Role.MANAGER, Role.ADMIN)
+
+    @property
     def can_view_reports(self) -> bool:
         return self.role in (Role.MANAGER, Role.ADMIN)
 

@@ -130,6 +130,10 @@ class Pipeline:
             assert db is not None
             threshold = alert_threshold(settings, classifier)
             pipeline.workers.append(AlertWorker.from_settings(settings, bus, db, threshold, stop))
+            from alerts.janitor import EvidenceJanitor
+
+            # The role that shares the evidence volume with ingest and the desk keeps it within its retention.
+            pipeline.workers.append(EvidenceJanitor.from_settings(settings, db, stop))
         if "infer" in roles:
             from inference.worker import InferenceWorker
 

@@ -93,3 +93,50 @@ def test_image_exposes_the_desk_port() -> None:
     exposed = [line.split()[1:] for line in (DEPLOY / "Dockerfile").read_text().splitlines()
                if line.startswith("EXPOSE")]
     assert ["9108", "8080"] in exposed
+
+
+EVIDENCE_DIR = "/var/lib/aislewatch/evidence"
+
+
+def test_image_puts_evidence_where_the_volumes_are_mounted() -> None:
+    assert f"AISLEWATCH__SERVICE__EVIDENCE_DIR={EVIDENCE_DIR}" in (DEPLOY / "Dockerfile").read_text()
+
+
+def _compose_mounts(service: dict[str, Any]) -> dict[str, str]:
+    """target → "source[:mode]" of a compose service's volumes (short syntax)."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target, *mode = volume.split(":")
+        mounts[target] = ":".join([source, *mode])
+    return mounts
+
+
+def test_compose_shares_one_evidence_volume_between_ingest_alerts_and_the_desk() -> None:
+    document = compose()
+    assert "evidence" in document["volumes"]
+    services = document["services"]
+    writers = [name for name in services if name.startswith("ingest-")] + ["alerts"]
+    assert len(writers) >= 2
+    for name in writers:  # ingest writes evidence; alerts cuts videos and its janitor deletes
+        assert _compose_mounts(services[name]).get(EVIDENCE_DIR) == "evidence", name
+    assert _compose_mounts(services["desk"]).get(EVIDENCE_DIR) in ("evidence", "evidence:ro")
+
+
+def _k8s_mounts(deployment: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """mountPath → (claim name, read-only) of a Deployment's PersistentVolumeClaim mounts."""
+    pod = deployment["spec"]["template"]["spec"]
+    claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    (container,) = pod["containers"]
+    return {m["mountPath"]: (claims[m["name"]], bool(m.get("readOnly", False)))
+            for m in container["volumeMounts"] if m["name"] in claims}
+
+
+def test_k8s_mounts_one_read_write_many_evidence_claim_in_ingest_alerts_and_desk() -> None:
+    claim = k8s_object("PersistentVolumeClaim", "aislewatch-evidence")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes mount it at once
+    deployments = {o["metadata"]["name"]: o for o in k8s_objects() if o["kind"] == "Deployment"}
+    ingest = [name for name in deployments if name.startswith("aislewatch-ingest-")]
+    assert ingest
+    for name in [*ingest, "aislewatch-alerts"]:
+        assert _k8s_mounts(deployments[name]).get(EVIDENCE_DIR) == ("aislewatch-evidence", False), name
+    assert _k8s_mounts(deployments["aislewatch-desk"]).get(EVIDENCE_DIR, ("", False))[0] == "aislewatch-evidence"

@@ -6,7 +6,8 @@ import pytest
 
 from alerts.desk.roles import Principal, Role
 
-PERMISSIONS = ("can_acknowledge", "can_reopen", "can_download_evidence", "can_view_reports", "can_view_audit",
+PERMISSIONS = ("can_acknowledge", "can_reopen", "can_download_evidence", "can_hold_evidence",
+               "can_view_reports", "can_view_audit",
                "can_manage_users")
 
 
