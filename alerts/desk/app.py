@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from alerts.desk import api, camera_pages, pages, web_auth
 from alerts.desk.accounts import Accounts
+from alerts.desk.evidence import Viewings
 from alerts.desk.feed import Feed
 from alerts.desk.queries import ActionConflict, AlertNotFound, DeskQueries
 from alerts.desk.web_auth import CsrfRefused, DeskState, Forbidden, SignInRequired, sign_in_redirect
@@ -94,6 +95,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     app.state.desk = DeskState(settings=settings.desk, db=db, accounts=Accounts.from_settings(db, settings),
                                queries=queries, feed=feed, evidence_dir=settings.service.evidence_dir,
                                templates=templates, videos=settings.evidence.video)
+    app.state.viewings = Viewings()
     app.add_middleware(SecurityHeaders)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.include_router(web_auth.router)

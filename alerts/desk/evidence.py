@@ -9,6 +9,9 @@ byte range a player asks for while it seeks (only a request from the file's star
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -55,9 +58,11 @@ async def evidence_response(
     if path is None:
         raise AlertNotFound(alert_id)
     action = AuditAction.EVIDENCE_DOWNLOADED if download else AuditAction.EVIDENCE_VIEWED
-    # A video player fetches a file in many Range requests: one audit row per viewing (the request that
-    # starts at byte 0), not one per chunk.
-    if download or _from_the_start(request.headers.get("range")):
+    # A video player fetches a file in many Range requests: one audit row per viewing, not one per chunk.
+    # A viewing is the first request of this person for this file in VIEWING_S, whatever range it asks for
+    # (keying on "starts at byte 0" would let `Range: bytes=1-` fetch a file unaudited).
+    viewings: Viewings = request.app.state.viewings
+    if download or viewings.first(principal.user_id, alert_id, kind):
         await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id, target_id=alert_id,
                                 address=client_address(request), detail=kind)
     # FileResponse answers a Range request with 206 and the bytes asked for: what lets a <video> seek.
@@ -70,9 +75,26 @@ async def evidence_response(
     )
 
 
-def _from_the_start(range_header: str | None) -> bool:
-    """Whether a request reads the file from its first byte (no Range, or ``bytes=0-...``)."""
-    if not range_header:
-        return True
-    unit, _, ranges = range_header.partition("=")
-    return unit.strip().lower() != "bytes" or ranges.strip().startswith("0-")
+VIEWING_S = 600.0
+
+
+class Viewings:
+    """Who fetched which evidence file lately, per app (one per replica: a viewing that goes on on another
+    replica is audited there too, once)."""
+
+    def __init__(self, window_s: float = VIEWING_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self.clock = clock
+        self._seen: dict[tuple[int, str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def first(self, user_id: int, alert_id: str, kind: str) -> bool:
+        now = self.clock()
+        key = (user_id, alert_id, kind)
+        with self._lock:
+            if len(self._seen) > 10_000:  # forget old viewings rather than grow without bound
+                self._seen = {k: t for k, t in self._seen.items() if now - t < self.window_s}
+            last = self._seen.get(key)
+            self._seen[key] = now
+        return last is None or now - last >= self.window_s
+

@@ -447,15 +447,16 @@ def test_every_evidence_view_and_download_is_audited(web: Web) -> None:
     alert_id = web.raise_alert(video=True)
     web.sign_in_as("gs")
     web.client.get(f"/alerts/{alert_id}/snapshot")
-    web.client.get(f"/alerts/{alert_id}/snapshot")
+    web.client.get(f"/alerts/{alert_id}/snapshot")  # the same viewing (within VIEWING_S): one row
     web.client.get(f"/alerts/{alert_id}/video")
     web.sign_in_as("ms")
+    web.client.get(f"/alerts/{alert_id}/snapshot")  # another person: a viewing of their own
     web.client.get(f"/alerts/{alert_id}/video/download")
     viewed = web.audit_rows(AuditAction.EVIDENCE_VIEWED)
     assert [(r.username, r.role, r.store_id, r.target, r.address, r.detail) for r in viewed] == [
         ("gs", "guard", "south", alert_id, "testclient", "snapshot"),
-        ("gs", "guard", "south", alert_id, "testclient", "snapshot"),
         ("gs", "guard", "south", alert_id, "testclient", "video"),
+        ("ms", "manager", "south", alert_id, "testclient", "snapshot"),
     ]
     downloaded = web.audit_rows(AuditAction.EVIDENCE_DOWNLOADED)
     assert [(r.username, r.role, r.store_id, r.target, r.detail) for r in downloaded] == [
