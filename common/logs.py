@@ -47,5 +47,6 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "matplotlib", "PIL", "alembic.runtime.migration", "tensorflow", "absl"):
+    for noisy in ("kafka", "matplotlib", "PIL", "alembic.runtime.migration", "alembic.runtime.plugins", "tensorflow",
+                  "absl"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))

@@ -78,6 +78,7 @@ def create_app(settings: Settings, db: Database) -> FastAPI:
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals["verdict_label"] = _verdict_label
     templates.env.globals["kind_label"] = _kind_label
+    templates.env.globals["event_label"] = _event_label
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -177,6 +178,15 @@ def _verdict_label(verdict: str | None) -> str:
     from common.schemas import Verdict
 
     return Verdict.label_of(verdict)
+
+
+_EVENT_LABELS = {"raised": "raised", "acknowledged": "acknowledged", "reopened": "reopened", "resolved": "resolved",
+                 "evidence_ready": "evidence video ready", "evidence_held": "evidence put on hold",
+                 "evidence_released": "hold on the evidence released"}
+
+
+def _event_label(event: str) -> str:
+    return _EVENT_LABELS.get(event, event.replace("_", " "))
 
 
 def _kind_label(kind: str) -> str:

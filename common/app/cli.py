@@ -356,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="exit 1 unless every incident is caught without false alarms")
     demo.add_argument("--serve", action="store_true",
                       help="then keep the security desk up on the demo's alerts (prints the URL and a login)")
-    demo.add_argument("--port", type=int, default=8080, help="the desk's port with --serve (0: any free one)")
+    demo.add_argument("--port", type=int, default=8080,
+                      help="the desk's port with --serve (default 8080; 0: any free one)")
     demo.set_defaults(func=cmd_demo)
 
     synth = sub.add_parser("synth", help="make labelled synthetic store scenes").add_subparsers(

@@ -33,10 +33,24 @@ def _read_password(args: argparse.Namespace) -> str:
         if not password:
             raise _Refused("no password on standard input")
         return password
-    password = getpass.getpass("Password: ")
-    if getpass.getpass("Password again: ") != password:
+    try:
+        password = getpass.getpass("Password: ")
+        again = getpass.getpass("Password again: ")
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: nothing was typed
+        raise _Refused("no password given") from None
+    if again != password:
         raise _Refused("the two passwords differ")
     return password
+
+
+class _NoPasswordOnTheCommandLine(argparse.Action):
+    """``--password X`` (or an abbreviation of --password-stdin with a value) is refused without echoing X:
+    a password on the command line ends up in shell history and in every `ps` listing."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        parser.exit(2, "aislewatch: passwords are never taken on the command line (shell history, ps): "
+                       "type it at the prompt, or pipe it with --password-stdin\n")
 
 
 def _when(value: datetime | None) -> str:
@@ -139,11 +153,14 @@ def add_users_commands(sub: Any, config_option: argparse.ArgumentParser, setting
         dest="action", required=True
     )
     common = [config_option]
-    password_stdin = argparse.ArgumentParser(add_help=False)
+    password_stdin = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     password_stdin.add_argument("--password-stdin", action="store_true",
                                 help="read the password from one line of standard input instead of a prompt")
+    password_stdin.add_argument("--password", "--pass", "--pw", nargs="?", action=_NoPasswordOnTheCommandLine,
+                                help=argparse.SUPPRESS)
 
-    add = users.add_parser("add", parents=[*common, password_stdin], help="add a user (password prompted)")
+    add = users.add_parser("add", parents=[*common, password_stdin], help="add a user (password prompted)",
+                           allow_abbrev=False)
     add.add_argument("name")
     add.add_argument("--role", required=True, choices=["guard", "manager", "admin"])
     add.add_argument("--store", action="append", metavar="ID",
@@ -161,7 +178,7 @@ def add_users_commands(sub: Any, config_option: argparse.ArgumentParser, setting
     enable.add_argument("name")
     enable.set_defaults(func=_command(_enable))
 
-    set_password = users.add_parser("set-password", parents=[*common, password_stdin],
+    set_password = users.add_parser("set-password", parents=[*common, password_stdin], allow_abbrev=False,
                                     help="set a user's password (signs out their sessions)")
     set_password.add_argument("name")
     set_password.set_defaults(func=_command(_set_password))

@@ -160,3 +160,29 @@ def test_tokens_are_shown_once_listed_and_revoked(
     assert accounts(tmp_path).token_principal(token) is None
     assert run(config, monkeypatch, "tokens") == 0
     assert capsys.readouterr().out.splitlines()[-1].split()[-1] != "-"  # revoked: a time, not "-"
+
+
+def test_a_password_on_the_command_line_is_refused_without_being_echoed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from common.app.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["users", "add", "bob", "--role", "admin", "--password", "hunter2-hunter2"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "never taken on the command line" in err and "hunter2" not in err
+
+
+def test_ctrl_d_at_the_password_prompt_is_a_clean_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+    import getpass
+
+    from common.app import users_cli
+
+    def eof(_prompt: str = "") -> str:
+        raise EOFError
+
+    monkeypatch.setattr(getpass, "getpass", eof)
+    with pytest.raises(users_cli._Refused, match="no password given"):
+        users_cli._read_password(argparse.Namespace(password_stdin=False))
