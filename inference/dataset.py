@@ -25,8 +25,8 @@ import numpy as np
 from tqdm import tqdm
 
 from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices
-from inference.model import CLASS_NAMES, INPUT_SHAPE
 from inference.labels import LABELS_FILE
+from inference.model import CLASS_NAMES, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 

@@ -77,10 +77,10 @@ def test_an_export_without_its_videos_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"no labels\.csv"):
         read_export(tmp_path)
     (tmp_path / "labels.csv").write_text("alert_id,camera,split\nzz,cam-1,test\n")
-    with pytest.raises(ExportError, match="missing column.s. id, path"):
+    with pytest.raises(ExportError, match=r"missing column\(s\) id, path"):
         read_export(tmp_path)
     (tmp_path / "labels.csv").write_text("id,path,camera,split\nzz,normal/cam-1__zz.mp4,cam-1,test\n")
-    with pytest.raises(ExportError, match="line 2: no video for 'zz' at 'normal/cam-1__zz.mp4'"):
+    with pytest.raises(ExportError, match=r"line 2: no video for 'zz' at 'normal/cam-1__zz\.mp4'"):
         read_export(tmp_path)
 
 
