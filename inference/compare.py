@@ -1,4 +1,4 @@
-"""Comparing two models before a chain switches: on reviewed alerts, at the alert rule, per camera-hour.
+"""Comparing two models before a chain switches: on reviewed alerts at the alert rule, or on shadow scores.
 
 Two sources of evidence, both judged the way a guard meets a model, as alerts rather than clip scores:
 
@@ -7,8 +7,11 @@ Two sources of evidence, both judged the way a guard meets a model, as alerts ra
   grid), each model scores the same clips, and the pipeline's alert rule (N of the last M clips at or above
   the threshold, with its cooldown) decides whether it would have alerted.  A ``shoplifting/`` video that
   raised an alert is a caught theft, one that did not a missed one; every alert on a ``normal/`` video is a
-  false alarm.  Only the held-out ``test`` rows are used when the export has a split (by camera, so a
-  model fine-tuned on the rest never saw those cameras); otherwise every row, and the report says so.
+  false alarm.  Only the held-out ``test`` rows are used (the split is by camera, so a model fine-tuned on
+  the rest never saw those cameras); an export without any is refused unless every row is asked for
+  (``--all-rows``), and the report says so.  The export holds only the seconds around each alert, so no
+  rate per camera-hour is given from it; and its videos were chosen by the active model (``SELECTION_BIAS``,
+  printed with every report).
 * **Shadow scores** already stored (``model.shadow_path``): see :func:`shadow_report`.
 
 The cutting and the rule belong to ingest and alerts, which this role does not import; the composition
@@ -28,14 +31,20 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from common.schemas import Verdict
+from inference.labels import LABELS_FILE, REQUIRED
 from inference.metadata import CLASS_NAMES
 
 NORMAL, SHOPLIFTING = CLASS_NAMES
-LABEL_COLUMNS = ("alert_id", "store", "camera", "start", "end", "model_version", "score", "verdict", "who",
-                 "when", "split")
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov")
-THEFT_VERDICTS = frozenset({"theft_confirmed", "theft_prevented"})
-FALSE_ALARM = "false_alarm"
+THEFT_VERDICTS = frozenset({Verdict.THEFT_CONFIRMED.value, Verdict.THEFT_PREVENTED.value})
+FALSE_ALARM = Verdict.FALSE_ALARM.value
+SELECTION_BIAS = (
+    "selection bias: every normal/ video is an alert raised by the active model (judged a false alarm), and "
+    "every shoplifting/ video but the marked missed thefts is one of its alerts too, so the active (old) model "
+    "scores near 100% false alarms on normal/ and near 100% recall by construction. These numbers say which of "
+    "the old model's alerts the new one would keep or drop, not either model's rate on ordinary footage; "
+    "for alerts per real camera-hour use --from-shadow."
+)
 
 
 class ExportError(ValueError):
@@ -48,7 +57,7 @@ class Example:
 
     path: Path
     label: str  # "shoplifting" or "normal"
-    alert_id: str
+    id: str  # the labels.csv ``id``: an alert id, or ``missed-<n>`` for a marked missed theft
     store: str
     camera: str
     split: str = ""
@@ -68,70 +77,66 @@ class ExportSelection:
 
 
 def _find_video(folder: Path, row: dict[str, str]) -> Path | None:
-    """The video of one labels.csv row: a ``file``/``path``/``video`` column when the export has one, else
-    ``<class>/<alert_id>.<ext>`` (or a file of a class folder whose name starts with the alert id)."""
-    for column in ("file", "path", "video"):
-        named = (row.get(column) or "").strip()
-        if named:
-            path = Path(named) if Path(named).is_absolute() else folder / named
-            return path if path.is_file() else None
-    alert_id = (row.get("alert_id") or "").strip()
-    if not alert_id:
+    """The video a labels.csv row names in its ``path`` column (relative to the export folder)."""
+    named = (row.get("path") or "").strip()
+    if not named:
         return None
-    for label in (SHOPLIFTING, NORMAL):
-        for suffix in VIDEO_SUFFIXES:
-            path = folder / label / f"{alert_id}{suffix}"
-            if path.is_file():
-                return path
-    matches = sorted(
-        p for label in (SHOPLIFTING, NORMAL) for p in (folder / label).glob(f"{alert_id}*")
-        if p.suffix.lower() in VIDEO_SUFFIXES
-    )
-    return matches[0] if matches else None
+    path = Path(named) if Path(named).is_absolute() else folder / named
+    return path if path.is_file() else None
 
 
-def read_export(folder: Path) -> ExportSelection:
-    """The examples of a reviewed-alert export: the ``test`` rows when there are any, else all rows.
+def read_export(folder: Path, *, all_rows: bool = False) -> ExportSelection:
+    """The examples of a feedback export (``inference.labels``): its held-out ``test`` rows.
 
+    An export without ``test`` rows (fewer than 2 cameras, or not split) is refused, because the models may
+    have trained on every row, unless ``all_rows``: then every row is used and the selection says so.
     Raises ExportError naming what is wrong: no labels.csv, missing columns, a row whose video is not in
     ``shoplifting/`` or ``normal/``.
     """
     folder = Path(folder)
-    labels = folder / "labels.csv"
+    labels = folder / LABELS_FILE
     if not labels.is_file():
-        raise ExportError(f"{folder}: no labels.csv (expected a folder written by `aislewatch feedback export`)")
+        raise ExportError(f"{folder}: no {LABELS_FILE} (expected a folder written by `aislewatch feedback export`)")
     with labels.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in ("alert_id", "camera") if c not in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise ExportError(f"{labels}: missing column(s) {', '.join(missing)}; has {reader.fieldnames}")
+            raise ExportError(f"{labels}: missing column(s) {', '.join(missing)}; has {reader.fieldnames} "
+                              "(expected a folder written by `aislewatch feedback export`)")
         rows = list(reader)
     if not rows:
         raise ExportError(f"{labels}: no rows")
     test_rows = [r for r in rows if (r.get("split") or "").strip().lower() == "test"]
-    chosen = test_rows or rows
-    if test_rows:
+    if all_rows:
+        chosen = rows
+        described = (f"all {len(rows)} rows (--all-rows: {len(test_rows)} held out for test, the rest possibly "
+                     "trained on by the models)")
+    elif test_rows:
+        chosen = test_rows
         described = f"held-out test split ({len(test_rows)} of {len(rows)} rows, split by camera)"
     else:
-        described = f"all {len(rows)} rows (the export has no test split: the models may have trained on these)"
+        raise ExportError(
+            f"{labels}: no row is in the held-out test split (an export of fewer than 2 cameras has none), so "
+            "the models may have trained on every row; pass --all-rows to compare on them anyway"
+        )
     examples: list[Example] = []
     problems: list[str] = []
     skipped: list[str] = []
     for number, row in enumerate(chosen, start=2):  # line 1 is the header
+        row_id = (row.get("id") or "").strip()
         path = _find_video(folder, row)
         if path is None:
-            problems.append(f"{labels} line {number}: no video for alert {row.get('alert_id')!r} in "
-                            f"{SHOPLIFTING}/ or {NORMAL}/")
+            problems.append(f"{labels} line {number}: no video for {row_id!r} at {row.get('path')!r}")
             continue
         label = path.parent.name
         if label not in (SHOPLIFTING, NORMAL):
             problems.append(f"{labels} line {number}: {path} is not in {SHOPLIFTING}/ or {NORMAL}/")
             continue
         verdict = (row.get("verdict") or "").strip()
-        if verdict == "unsure":
-            skipped.append(f"{row.get('alert_id')}: verdict unsure")
+        if verdict == Verdict.UNSURE.value:
+            skipped.append(f"{row_id}: verdict unsure")
             continue
-        examples.append(Example(path=path, label=label, alert_id=(row.get("alert_id") or path.stem).strip(),
+        examples.append(Example(path=path, label=label, id=row_id or path.stem,
                                 store=(row.get("store") or "").strip(), camera=(row.get("camera") or "").strip(),
                                 split=(row.get("split") or "").strip()))
     if problems:
@@ -181,8 +186,9 @@ class Contender:
     threshold: float
 
 
-def rates(caught: int, missed: int, flagged_normal: int, false_alarms: int, normal_hours: float) -> dict[str, Any]:
-    """Precision and recall over videos, and false alarms per camera-hour of normal video."""
+def rates(caught: int, missed: int, flagged_normal: int, false_alarms: int) -> dict[str, Any]:
+    """Precision and recall over videos.  No rate per camera-hour: the export holds only the seconds around
+    each alert, not the hours the cameras filmed (``--from-shadow`` gives alerts per real camera-hour)."""
     alerted = caught + flagged_normal
     return {
         "caught": caught,
@@ -191,7 +197,6 @@ def rates(caught: int, missed: int, flagged_normal: int, false_alarms: int, norm
         "false_alarms": false_alarms,
         "precision": round(caught / alerted, 4) if alerted else None,
         "recall": round(caught / (caught + missed), 4) if caught + missed else None,
-        "false_alarms_per_camera_hour": round(false_alarms / normal_hours, 2) if normal_hours > 0 else None,
     }
 
 
@@ -218,7 +223,7 @@ def compare_videos(
             probabilities = _predict(contender.scorer, video.clips, batch_size)
             alerts = count_alerts(example, video, probabilities, contender.threshold) if len(video.clips) else 0
             outcomes[contender.role].append({
-                "alert_id": example.alert_id, "camera": example.camera, "label": example.label,
+                "id": example.id, "camera": example.camera, "label": example.label,
                 "clips": len(video.clips), "alerts": alerts,
                 "peak_p": round(float(probabilities.max()), 4) if len(probabilities) else None,
             })
@@ -235,7 +240,7 @@ def compare_videos(
         models.append({
             "role": contender.role, "path": str(contender.path), "version": contender.scorer.version,
             "threshold": round(contender.threshold, 4),
-            **rates(caught, missed, flagged, false_alarms, normal_hours),
+            **rates(caught, missed, flagged, false_alarms),
             "videos": rows,
         })
     return {
@@ -245,9 +250,10 @@ def compare_videos(
         "videos": len(examples),
         "shoplifting_videos": sum(1 for e in examples if e.positive),
         "normal_videos": sum(1 for e in examples if not e.positive),
-        "normal_hours": round(normal_hours, 4),
+        "normal_video_hours": round(normal_hours, 4),
         "videos_without_clips": no_clips,
         "models": models,
+        "selection_bias": SELECTION_BIAS,
     }
 
 
@@ -263,7 +269,8 @@ def format_export_report(report: dict[str, Any]) -> str:
     """The comparison as a table a person reads: one row per model."""
     lines = [
         f"Reviewed alerts: {report['rows']}; {report['shoplifting_videos']} shoplifting and "
-        f"{report['normal_videos']} normal videos ({report['normal_hours'] * 60:.1f} camera-minutes of normal video)",
+        f"{report['normal_videos']} normal videos ({report['normal_video_hours'] * 60:.1f} minutes of reviewed "
+        "normal video)",
     ]
     if report.get("rule"):
         lines.append(f"Alert rule: {report['rule']}")
@@ -273,16 +280,15 @@ def format_export_report(report: dict[str, Any]) -> str:
     if report["skipped"]:
         lines.append(f"note: {len(report['skipped'])} row(s) left out ({', '.join(report['skipped'][:3])}...)")
     header = (f"{'model':6} {'version':22} {'thr':>5} {'precision':>9} {'recall':>7} {'caught':>7} {'missed':>7} "
-              f"{'false alarms':>12} {'per cam-h':>9}")
+              f"{'false alarms':>12}")
     rule = "-" * len(header)
     lines += [rule, header, rule]
     for m in report["models"]:
         lines.append(
             f"{m['role']:6} {m['version'][:22]:22} {m['threshold']:5.2f} {_cell(m['precision']):>9} "
-            f"{_cell(m['recall']):>7} {m['caught']:7d} {m['missed']:7d} {m['false_alarms']:12d} "
-            f"{_cell(m['false_alarms_per_camera_hour'], 2):>9}"
+            f"{_cell(m['recall']):>7} {m['caught']:7d} {m['missed']:7d} {m['false_alarms']:12d}"
         )
-    lines.append(rule)
+    lines += [rule, f"note: {report['selection_bias']}"]
     return "\n".join(lines)
 
 

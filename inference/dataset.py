@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices
+from inference.labels import LABELS_FILE
 from inference.model import CLASS_NAMES, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ CLASS_DIR_ALIASES: dict[str, str] = {
     "non shoplifters": "normal",
 }
 SPLIT_NAMES: tuple[str, str, str] = ("train", "val", "test")
-LABELS_FILE = "labels.csv"  # written by ``aislewatch feedback export``: one row per video, with its camera and split
 GROUP_SEPARATOR = "__"  # an exported video is named <camera>__<example>.mp4
 SPLIT_BY: tuple[str, str] = ("video", "camera")
 
@@ -456,28 +456,44 @@ def stratified_split(
 
 
 def assign_groups(
-    sizes: Mapping[str, int], *, seed: int = 0, fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    sizes: Mapping[str, int], *, seed: int = 0, fractions: tuple[float, float, float] = (0.70, 0.15, 0.15),
+    fixed: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Give every group (a camera) one split, so that near-identical videos of one camera are never on both
     sides.  Deterministic: groups are taken in the order of a seeded hash of their name (not of the data), the
     first goes to test and the second to val, and each further one to the split furthest below its share of
-    the videos (``sizes`` counts them per group).  With fewer than 3 groups some splits stay empty."""
+    the videos (``sizes`` counts them per group).  With fewer than 3 groups some splits stay empty.
+
+    ``fixed`` maps groups already given a split (by an earlier export into the same folder) to it: they keep
+    it, their videos count towards its share, and only the other groups are assigned (test first while it is
+    empty, then val, then by share), so a group once held out is never moved into training."""
     if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions}")
-    order = sorted(sizes, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-    total = max(1, sum(sizes.values()))
+    fixed = dict(fixed or {})
+    wrong = sorted(f"{g}={s}" for g, s in fixed.items() if s not in SPLIT_NAMES)
+    if wrong:
+        raise ValueError(f"unknown split(s) {wrong}: a split is one of {SPLIT_NAMES}")
+    groups = set(sizes) | set(fixed)
+    order = sorted(set(sizes) - set(fixed), key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    total = max(1, sum(sizes.get(g, 0) for g in groups))
     target = dict(zip(SPLIT_NAMES, fractions, strict=True))
     filled = dict.fromkeys(SPLIT_NAMES, 0)
+    used = dict.fromkeys(SPLIT_NAMES, 0)
     out: dict[str, str] = {}
-    for index, group in enumerate(order):
-        if index == 0 and len(order) >= 2:
+    for group, name in fixed.items():
+        out[group] = name
+        filled[name] += sizes.get(group, 0)
+        used[name] += 1
+    for group in order:
+        if not used["test"] and len(groups) >= 2:
             name = "test"
-        elif index == 1 and len(order) >= 3:
+        elif not used["val"] and len(groups) >= 3:
             name = "val"
         else:
             name = max(SPLIT_NAMES, key=lambda n: (target[n] - filled[n] / total) / max(target[n], 1e-9))
         out[group] = name
         filled[name] += sizes[group]
+        used[name] += 1
     return out
 
 

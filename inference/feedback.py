@@ -4,13 +4,19 @@ the thefts its managers marked as missed as a class-per-folder dataset that ``ai
     OUT_DIR/shoplifting/<camera>__<alert id>.mp4     theft confirmed or prevented
     OUT_DIR/shoplifting/<camera>__missed-<id>.mp4    a theft the model missed (marked on the camera's timeline)
     OUT_DIR/normal/<camera>__<alert id>.mp4          false alarm
-    OUT_DIR/labels.csv                               one row per video (``COLUMNS``), with its split
+    OUT_DIR/labels.csv                               one row per video (``inference.labels.COLUMNS``), with its split
+    OUT_DIR/camera_splits.csv                        every camera ever exported here and its split
 
-``unsure`` and unreviewed alerts are left out.  Each video is the alert's evidence video, or, when it has none,
+``unsure`` and unreviewed alerts are left out, and so is a false alarm over which a manager marked a missed theft
+(same camera, overlapping time): the missed theft is exported as the positive, the false alarm is counted as
+*conflicting*.  Each video is the alert's evidence video, or, when it has none,
 cut (packet copy, no re-encoding) from the camera's motion segments over the alert's clips plus the evidence
 margins; an alert whose evidence is gone is skipped and counted.  The split is by camera, never by clip
 (``inference.dataset.assign_groups``): near-identical clips of one camera are all on one side, and
-``aislewatch train --split-by camera`` uses the ``split`` column as it is.
+``aislewatch train --split-by camera`` uses the ``split`` column as it is.  A camera keeps, in that folder, the
+split it was first given (``camera_splits.csv``), whatever cameras a later export adds or ``--stores`` covers:
+only cameras new to the folder are assigned, so a model fine-tuned on an earlier export's ``train`` side has
+never seen a camera a later export holds out.
 
 Re-running into the same folder is safe: a video already exported is kept (even when its evidence has since
 been deleted), a changed verdict moves it to its new class, an alert reopened or now ``unsure`` leaves the
@@ -26,7 +32,7 @@ import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
@@ -36,21 +42,26 @@ from common.db import Database
 from common.evidence import remux, segments_overlapping
 from common.models import Alert, ClipResult, MissedTheft
 from common.schemas import AlertKind, Verdict
-from inference.dataset import LABELS_FILE, SPLIT_NAMES, assign_groups
+from inference.dataset import SPLIT_NAMES, assign_groups
+from inference.labels import (
+    CAMERA_SPLITS_COLUMNS,
+    CAMERA_SPLITS_FILE,
+    COLUMNS,
+    LABELS_FILE,
+    MISSED_VERDICT,
+    REQUIRED,
+    SOURCE_ALERT,
+    SOURCE_MISSED,
+)
 
 log = logging.getLogger(__name__)
 
 POSITIVE, NEGATIVE = "shoplifting", "normal"
-MISSED_VERDICT = "missed_theft"
 LABEL_OF_VERDICT: dict[str, str] = {
     Verdict.THEFT_CONFIRMED.value: POSITIVE,
     Verdict.THEFT_PREVENTED.value: POSITIVE,
     Verdict.FALSE_ALARM.value: NEGATIVE,
 }
-COLUMNS: tuple[str, ...] = (
-    "id", "source", "path", "label", "store", "camera", "start", "end", "model_version", "score", "verdict",
-    "who", "when", "split",
-)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -59,7 +70,7 @@ class Example:
     """One reviewed alert or missed theft, as the export sees it; ``label`` None means it is left out."""
 
     id: str
-    source: str  # "alert" or "missed"
+    source: str  # SOURCE_ALERT or SOURCE_MISSED
     store: str
     camera: str
     start: datetime
@@ -90,7 +101,9 @@ class Example:
 class ExportSummary:
     """What an export did: ``exported`` new videos, ``kept`` ones already there, ``relabelled`` moved to another
     class, ``removed`` (no longer reviewed as theft or false alarm), ``left_out`` (unsure or unreviewed),
-    ``skipped`` (evidence gone: id and reason), and the dataset's videos per class and split afterwards."""
+    ``skipped`` (evidence gone: id and reason), ``conflicting`` (false alarms overlapping a marked missed theft
+    on their camera: left out, the missed theft is the positive), cameras given a split for the first time
+    (``new_cameras``; the others kept theirs), and the dataset's videos per class and split afterwards."""
 
     out_dir: Path
     exported: int = 0
@@ -102,16 +115,24 @@ class ExportSummary:
     classes: dict[str, int] = field(default_factory=dict)
     splits: dict[str, dict[str, int]] = field(default_factory=dict)
     cameras: int = 0
+    new_cameras: list[str] = field(default_factory=list)
+    conflicting: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
             f"{self.out_dir}: {sum(self.classes.values())} videos {self.classes} from {self.cameras} camera(s)",
             f"this run: {self.exported} exported, {self.kept} already there, {self.relabelled} moved to another "
             f"class, {self.removed} removed, {self.left_out} left out (unsure or unreviewed), "
-            f"{len(self.skipped)} skipped (evidence gone)",
+            f"{len(self.skipped)} skipped (evidence gone), {len(self.conflicting)} conflicting (a false alarm "
+            "overlapping a marked missed theft: left out)",
             "split by camera: " + ", ".join(f"{n} {self.splits.get(n, {})}" for n in SPLIT_NAMES),
         ]
+        if self.new_cameras:
+            lines.append(f"cameras new to this folder, given a split: {', '.join(self.new_cameras)} "
+                         "(every other camera kept the split an earlier export gave it)")
         lines += [f"  skipped {example}: {reason}" for example, reason in self.skipped]
+        lines += [f"  conflicting {example}: reviewed as false alarm, but a missed theft was marked over it"
+                  for example in self.conflicting]
         if self.cameras < 3:
             lines.append("note: fewer than 3 cameras, so no camera is held out for validation and test; "
                          "`train --split-by camera` needs at least 3")
@@ -152,7 +173,7 @@ def reviewed_examples(
             if alert.evidence_video_path and alert.evidence_deleted_at is None:
                 video = Path(alert.evidence_video_path)
             examples.append(Example(
-                id=alert.alert_id, source="alert", store=alert.store_id, camera=alert.camera_id, start=start,
+                id=alert.alert_id, source=SOURCE_ALERT, store=alert.store_id, camera=alert.camera_id, start=start,
                 end=end, model_version=clips[-1].model_version if clips else "", score=alert.probability,
                 verdict=alert.verdict, who=alert.acknowledged_by or "", when=alert.acknowledged_at,
                 label=LABEL_OF_VERDICT.get(alert.verdict or ""), video=video,
@@ -168,7 +189,7 @@ def reviewed_examples(
                 .order_by(ClipResult.captured_at)
             ).all()
             examples.append(Example(
-                id=f"missed-{mark.id}", source="missed", store=mark.store_id, camera=mark.camera_id,
+                id=f"missed-{mark.id}", source=SOURCE_MISSED, store=mark.store_id, camera=mark.camera_id,
                 start=mark.start_at, end=mark.end_at, model_version=scores[-1].model_version if scores else "",
                 score=max((s.probability for s in scores), default=None), verdict=MISSED_VERDICT,
                 who=mark.marked_by, when=mark.marked_at, label=POSITIVE,
@@ -182,7 +203,7 @@ def _read_rows(path: Path) -> dict[str, dict[str, str]]:
         return {}
     with path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
-        missing = [c for c in ("id", "path", "camera") if c not in (reader.fieldnames or ())]
+        missing = [c for c in REQUIRED if c not in (reader.fieldnames or ())]
         if missing:
             raise ValueError(f"{path}: not a feedback export's {LABELS_FILE} (no column {missing})")
         return {row["id"]: row for row in reader}
@@ -195,6 +216,65 @@ def _write_rows(path: Path, rows: Sequence[dict[str, str]]) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(tmp, path)
+
+
+def _read_camera_splits(out_dir: Path, rows: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Each camera's split as earlier exports into ``out_dir`` gave it: ``camera_splits.csv``, completed by the
+    rows of labels.csv (an export of a release that did not write that file).  Raises ValueError when they
+    disagree or a camera is on two sides: such a folder's held-out cameras can no longer be trusted."""
+    given: dict[str, str] = {}
+    path = out_dir / CAMERA_SPLITS_FILE
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            if list(reader.fieldnames or ()) != list(CAMERA_SPLITS_COLUMNS):
+                raise ValueError(f"{path}: expected the columns {', '.join(CAMERA_SPLITS_COLUMNS)}")
+            for row in reader:
+                given[row["camera"]] = row["split"]
+    for row in rows.values():
+        camera, split = row.get("camera", ""), row.get("split", "")
+        if split not in SPLIT_NAMES:
+            continue
+        if given.setdefault(camera, split) != split:
+            raise ValueError(f"{out_dir}: camera {camera!r} is in split {given[camera]!r} and {split!r} "
+                             f"({CAMERA_SPLITS_FILE}, {LABELS_FILE}); export into a new folder")
+    bad = sorted(f"{c}={s!r}" for c, s in given.items() if s not in SPLIT_NAMES)
+    if bad:
+        raise ValueError(f"{path}: unknown split(s) {bad}")
+    return given
+
+
+def _write_camera_splits(out_dir: Path, split_of: dict[str, str]) -> None:
+    path = out_dir / CAMERA_SPLITS_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(CAMERA_SPLITS_COLUMNS)
+        writer.writerows(sorted(split_of.items()))
+    os.replace(tmp, path)
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _missed_spans(examples: Sequence[Example], rows: dict[str, dict[str, str]]) -> list[tuple[str, datetime, datetime]]:
+    """(camera, start, end) of every missed theft in scope or already exported into the folder."""
+    spans = [(e.camera, _aware(e.start), _aware(e.end)) for e in examples if e.source == SOURCE_MISSED]
+    for row in rows.values():
+        if row.get("source") == SOURCE_MISSED and row.get("start") and row.get("end"):
+            spans.append((row["camera"], _aware(datetime.fromisoformat(row["start"])),
+                          _aware(datetime.fromisoformat(row["end"]))))
+    return spans
+
+
+def _conflicts(example: Example, missed: Sequence[tuple[str, datetime, datetime]]) -> bool:
+    """A false alarm whose time span a manager marked (in part) as a missed theft on the same camera: the two
+    would teach the model opposite things about the same frames."""
+    if example.source != SOURCE_ALERT or example.label != NEGATIVE:
+        return False
+    start, end = _aware(example.start), _aware(example.end)
+    return any(camera == example.camera and s <= end and start <= e for camera, s, e in missed)
 
 
 def _fetch_video(example: Example, target: Path, evidence_dir: Path, before: timedelta, after: timedelta) -> str | None:
@@ -235,12 +315,22 @@ def export_feedback(
     out_dir.mkdir(parents=True, exist_ok=True)
     labels_path = out_dir / LABELS_FILE
     rows = _read_rows(labels_path)
+    known_splits = _read_camera_splits(out_dir, rows)
     summary = ExportSummary(out_dir)
     before, after = timedelta(seconds=margin_before_s), timedelta(seconds=margin_after_s)
     examples = reviewed_examples(db, since=since, stores=stores)
+    missed = _missed_spans(examples, rows)
     for example in tqdm(examples, desc="exporting verdicts", unit="video", disable=not progress):
         old = rows.get(example.id)
         old_file = out_dir / old["path"] if old and old.get("path") else None
+        if _conflicts(example, missed):
+            summary.conflicting.append(example.id)
+            log.warning("leaving out %s: reviewed as false alarm, but a missed theft was marked over it", example.id)
+            if old is not None:  # exported before the missed theft was marked
+                if old_file is not None:
+                    old_file.unlink(missing_ok=True)
+                del rows[example.id]
+            continue
         if example.label is None:
             summary.left_out += 1
             if old is not None:  # reopened, or now unsure: it no longer says what happened
@@ -270,12 +360,15 @@ def export_feedback(
     sizes: dict[str, int] = {}
     for row in rows.values():
         sizes[row["camera"]] = sizes.get(row["camera"], 0) + 1
-    split_of = assign_groups(sizes, seed=seed)
+    # a camera keeps the split an earlier export gave it; only cameras new to this folder are assigned
+    split_of = assign_groups(sizes, seed=seed, fixed=known_splits)
+    summary.new_cameras = sorted(set(split_of) - set(known_splits))
+    _write_camera_splits(out_dir, split_of)
     ordered = sorted(rows.values(), key=lambda r: (r["camera"], r["start"], r["id"]))
     for row in ordered:
         row["split"] = split_of[row["camera"]]
     _write_rows(labels_path, ordered)
-    summary.cameras = len(sizes)
+    summary.cameras = len(sizes)  # cameras with rows (camera_splits.csv may remember more)
     for row in ordered:
         summary.classes[row["label"]] = summary.classes.get(row["label"], 0) + 1
         per = summary.splits.setdefault(row["split"], {})

@@ -10,6 +10,8 @@ Reads are scoped like the alerts: a camera of another store is not found, exactl
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -106,12 +108,18 @@ def missed_thefts(db: Database, camera_id: str, *, limit: int = 50) -> list[Miss
         return [_view(r) for r in rows]
 
 
+def _discard(video: Path) -> None:
+    video.unlink(missing_ok=True)
+    video.with_name(video.name + ".part").unlink(missing_ok=True)
+
+
 def mark_missed_theft(
     db: Database, principal: Principal, camera_id: str, start: datetime, end: datetime, *, evidence_dir: Path,
     note: str = "", address: str = "", now: datetime | None = None,
 ) -> MissedTheftView:
     """Record a missed theft on ``camera_id`` from ``start`` to ``end`` (UTC) and cut its video, in one go: the
-    row, its video and its audit entry exist together or not at all.  Raises MarkNotAllowed for a guard,
+    row, its video and its audit entry exist together or not at all.  The video is cut before the transaction,
+    which then only inserts, renames and audits, so no database lock is held while video is copied.  Raises MarkNotAllowed for a guard,
     CameraNotFound outside this person's stores, MarkRefused for a bad span or when no motion video is left."""
     if not principal.can_mark_missed_theft:
         raise MarkNotAllowed("only a manager or an admin can mark a missed theft")
@@ -130,18 +138,24 @@ def mark_missed_theft(
             "motion that raised no alert is kept only a short time (evidence.keep_unflagged), or nothing moved."
         )
     text = note.strip()[:NOTE_MAX_CHARS] or None
+    # Cut first, outside any transaction: a remux of minutes of video must not hold the database's write lock
+    # (on SQLite every other writer would wait on it).  The id that names the video is not known yet, so the
+    # cut goes to a pending name in the same folder and is renamed once the row exists: a rename, not a copy.
+    pending = missed_video_path(Path(evidence_dir), camera_id, 0, start).with_name(f".pending-{uuid.uuid4().hex}.mp4")
+    try:
+        remux(segments, pending)
+    except Exception as exc:  # a damaged segment: refused with the reason, nothing is stored
+        _discard(pending)
+        raise MarkRefused(f"The motion video could not be cut: {exc}") from exc
     video: Path | None = None
     try:
-        with db.session() as session:
+        with db.session() as session:  # short: insert, rename, audit, commit
             row = MissedTheft(store_id=view.store_id, camera_id=camera_id, start_at=start, end_at=end,
                               marked_by=principal.username, marked_at=now, note=text)
             session.add(row)
             session.flush()  # the id names the video
             video = missed_video_path(Path(evidence_dir), camera_id, row.id, start)
-            try:
-                remux(segments, video)
-            except Exception as exc:  # a damaged segment: refused with the reason, nothing is stored
-                raise MarkRefused(f"The motion video could not be cut: {exc}") from exc
+            os.replace(pending, video)
             row.video_path = str(video)
             record_for(session, AuditAction.MISSED_THEFT_MARKED, principal, store_id=view.store_id,
                        target_id=camera_id, address=address, at=now,
@@ -150,9 +164,10 @@ def mark_missed_theft(
             session.flush()
             result = _view(row)
     except Exception:
-        if video is not None:  # the row rolled back: its video goes too
-            video.unlink(missing_ok=True)
-            video.with_name(video.name + ".part").unlink(missing_ok=True)
+        # the row and its audit entry rolled back: the video goes too, under whichever name it has
+        _discard(pending)
+        if video is not None:
+            _discard(video)
         raise
     log.info("missed theft %s marked on %s by %s (%s)", result.id, camera_id, principal.username, video)
     return result

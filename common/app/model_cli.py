@@ -20,8 +20,8 @@ def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.
     settings = settings_of(args)
     try:
         if args.from_shadow:
-            if args.models:
-                print("aislewatch: --from-shadow takes no NEW OLD DATA (the candidate is model.shadow_path)",
+            if args.models or args.all_rows:
+                print("aislewatch: --from-shadow takes no NEW OLD DATA nor --all-rows (the candidate is model.shadow_path)",
                       file=sys.stderr)
                 return 2
             from common.app.runtime import open_database
@@ -42,7 +42,7 @@ def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.
                 if not args.json:
                     print(line, file=sys.stderr, flush=True)
 
-            report = compare_export(settings, new, old, data, progress=progress)
+            report = compare_export(settings, new, old, data, progress=progress, all_rows=args.all_rows)
             text = format_export_report(report)
     except (ExportError, FileNotFoundError) as exc:
         print(f"aislewatch: {exc}", file=sys.stderr)
@@ -59,11 +59,14 @@ def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
     )
     compare = model.add_parser(
         "compare", parents=[config_option],
-        help="NEW OLD DATA: precision, recall and false alarms per camera-hour at the alert rule on a reviewed-"
-        "alert export; or --from-shadow: what the stored shadow scores would have raised",
+        help="NEW OLD DATA: precision, recall and false alarms at the alert rule on the held-out cameras of a "
+        "`feedback export`; or --from-shadow: what the stored shadow scores would have raised, per camera-hour",
     )
     compare.add_argument("models", nargs="*", metavar="NEW OLD DATA",
                          help="the candidate model, the running one, and a `feedback export` folder")
+    compare.add_argument("--all-rows", action="store_true",
+                         help="compare on every row of the export, not only its held-out test split (needed when "
+                         "it has none; the models may have trained on these rows)")
     compare.add_argument("--from-shadow", action="store_true",
                          help="compare the active model with model.shadow_path on the clips both scored")
     compare.add_argument("--days", type=float, default=None, help="with --from-shadow: only the last N days")

@@ -122,11 +122,12 @@ def describe_rule(settings: Settings) -> str:
 
 
 def compare_export(settings: Settings, new: Path, old: Path, data: Path, *, fast: bool = True,
-                   progress: Any = None) -> dict[str, Any]:
-    """``model compare NEW OLD DATA``: both models on the export's reviewed videos, at the alert rule."""
+                   progress: Any = None, all_rows: bool = False) -> dict[str, Any]:
+    """``model compare NEW OLD DATA``: both models on the export's held-out reviewed videos (every row with
+    ``all_rows``), at the alert rule."""
     from inference.model import load_classifier
 
-    selection = read_export(data)
+    selection = read_export(data, all_rows=all_rows)
     contenders = []
     shapes = {}
     for role, path in (("new", new), ("old", old)):

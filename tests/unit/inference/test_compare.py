@@ -15,9 +15,10 @@ from common.app.cli import main
 from common.app.model_compare import compare_shadow
 from common.db import Database
 from common.models import Alert
-from common.schemas import AlertKind, AlertMessage, ResultMessage
+from common.schemas import AlertKind, AlertMessage, ResultMessage, Verdict
 from common.settings import load_settings
 from inference.compare import ExportError, read_export
+from inference.labels import COLUMNS
 from inference.metadata import ModelMetadata
 from inference.synth import render_episode_window
 from inference.synth.video import write_video
@@ -27,8 +28,9 @@ FPS = 15.0
 SECONDS = 8.0
 
 
-def write_export(folder: Path) -> dict[str, int]:
-    """Three shoplifting and two normal test videos (one camera each), plus a training row to be left out."""
+def write_export(folder: Path, *, test: bool = True) -> dict[str, int]:
+    """Three shoplifting and two normal test videos (one camera each), plus a training row to be left out;
+    ``test=False``: every row on the training side.  labels.csv has the columns ``feedback export`` writes."""
     rows = []
     plan = [("shoplifting", "a1", "cam-1", "test"), ("shoplifting", "a2", "cam-2", "test"),
             ("shoplifting", "a3", "cam-3", "test"), ("normal", "a4", "cam-4", "test"),
@@ -36,13 +38,14 @@ def write_export(folder: Path) -> dict[str, int]:
     for seed, (label, alert_id, camera, split) in enumerate(plan):
         frames = render_episode_window(label, seed, width=320, height=180, fps=FPS, duration_s=SECONDS)  # type: ignore[arg-type]
         (folder / label).mkdir(parents=True, exist_ok=True)
-        write_video(folder / label / f"{alert_id}.mp4", frames, FPS, 320, 180)
-        rows.append({"alert_id": alert_id, "store": "s1", "camera": camera, "start": "2026-03-01T12:00:00+00:00",
+        write_video(folder / label / f"{camera}__{alert_id}.mp4", frames, FPS, 320, 180)
+        rows.append({"id": alert_id, "source": "alert", "path": f"{label}/{camera}__{alert_id}.mp4", "label": label,
+                     "store": "s1", "camera": camera, "start": "2026-03-01T12:00:00+00:00",
                      "end": "2026-03-01T12:00:08+00:00", "model_version": "old", "score": "0.9",
-                     "verdict": "theft_confirmed" if label == "shoplifting" else "false_alarm", "who": "ana",
-                     "when": "2026-03-01T12:05:00+00:00", "split": split})
+                     "verdict": Verdict.THEFT_CONFIRMED.value if label == "shoplifting" else Verdict.FALSE_ALARM.value,
+                     "who": "ana", "when": "2026-03-01T12:05:00+00:00", "split": split if test else "train"})
     with (folder / "labels.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
         writer.writeheader()
         writer.writerows(rows)
     return {"shoplifting": 3, "normal": 2}
@@ -66,16 +69,34 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_the_held_out_test_rows_are_used_when_the_export_has_them(export: Path) -> None:
     selection = read_export(export)
-    assert [e.alert_id for e in selection.examples] == ["a1", "a2", "a3", "a4", "a5"]
+    assert [e.id for e in selection.examples] == ["a1", "a2", "a3", "a4", "a5"]
     assert "held-out test split (5 of 6 rows" in selection.rows
 
 
 def test_an_export_without_its_videos_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ExportError, match=r"no labels\.csv"):
         read_export(tmp_path)
-    (tmp_path / "labels.csv").write_text("alert_id,camera,split\nzz,cam-1,\n")
-    with pytest.raises(ExportError, match="line 2: no video for alert 'zz'"):
+    (tmp_path / "labels.csv").write_text("alert_id,camera,split\nzz,cam-1,test\n")
+    with pytest.raises(ExportError, match=r"missing column\(s\) id, path"):
         read_export(tmp_path)
+    (tmp_path / "labels.csv").write_text("id,path,camera,split\nzz,normal/cam-1__zz.mp4,cam-1,test\n")
+    with pytest.raises(ExportError, match=r"line 2: no video for 'zz' at 'normal/cam-1__zz\.mp4'"):
+        read_export(tmp_path)
+
+
+def test_an_export_without_held_out_rows_is_refused_unless_all_rows_are_asked_for(
+    tmp_path: Path, models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_export(tmp_path, test=False)
+    with pytest.raises(ExportError, match="no row is in the held-out test split"):
+        read_export(tmp_path)
+    assert main(["model", "compare", str(models["always"]), str(models["never"]), str(tmp_path)]) == 2
+    assert "pass --all-rows" in capsys.readouterr().err
+    selection = read_export(tmp_path, all_rows=True)
+    assert len(selection.examples) == 6 and "--all-rows" in selection.rows
+    assert main(["model", "compare", str(models["always"]), str(models["never"]), str(tmp_path), "--all-rows",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["videos"] == 6
 
 
 def test_compare_reports_each_model_at_the_alert_rule(
@@ -85,15 +106,16 @@ def test_compare_reports_each_model_at_the_alert_rule(
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert report["videos"] == 5 and report["videos_without_clips"] == 0
-    normal_hours = report["normal_hours"]
-    assert normal_hours == pytest.approx(2 * SECONDS / 3600, rel=0.05)
+    assert report["normal_video_hours"] == pytest.approx(2 * SECONDS / 3600, rel=0.05)
+    assert "normal/ video is an alert raised by the active model" in report["selection_bias"]
     new, old = report["models"]
     assert (new["role"], new["version"], old["role"], old["version"]) == ("new", "always-1", "old", "never-0")
     # a model that always says 1.0 catches every theft; its precision is the share of positives
     assert new["recall"] == 1.0 and new["precision"] == pytest.approx(3 / 5, abs=1e-4)
     # one alert per normal video: each is shorter than the rule's 60 s cooldown
     assert new["false_alarms"] == 2
-    assert new["false_alarms_per_camera_hour"] == pytest.approx(2 / (2 * SECONDS / 3600), rel=0.02)
+    # no rate per camera-hour: the export's seconds around each alert are not the hours a camera filmed
+    assert not any("per_camera_hour" in key for key in new)
     assert all(v["clips"] >= 4 and v["alerts"] == 1 for v in new["videos"])
     # one that always says 0.0 raises nothing
     assert old["recall"] == 0.0 and old["precision"] is None and old["false_alarms"] == 0
@@ -107,6 +129,7 @@ def test_compare_prints_a_table_and_applies_the_configured_rule(
     assert main(["model", "compare", "-c", str(config), str(models["always"]), str(models["never"]), str(export)]) == 0
     out = capsys.readouterr().out
     assert "held-out test split" in out and "10 of the last 10 clips" in out
+    assert "selection bias" in out and "per cam-h" not in out
     new_line = next(line for line in out.splitlines() if line.startswith("new "))
     assert "always-1" in new_line
     # 8 s videos cut at most 5 clips on the 1 s grid: never 10 in a row, so even always-1 raises nothing

@@ -19,12 +19,14 @@ from alerts.desk.queries import DeskQueries
 from alerts.desk.roles import Principal, Role
 from common.app.cli import main
 from common.db import Database
+from common.models import Camera
 from common.schemas import AlertKind, AlertMessage, Verdict
 from common.settings import load_settings
 from inference.artefacts import artefact_paths
 from inference.dataset import discover_videos, read_split
 from inference.feedback import COLUMNS, export_feedback
 from tests.feedback_footage import MODEL_VERSION, film, raise_alert, store_clip
+from tests.tiny_models import save_tiny_model
 
 T0 = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
 CAMERAS = {"cam-a": "s1", "cam-b": "s1", "cam-c": "s2", "cam-d": "s2"}
@@ -220,3 +222,96 @@ def test_train_init_from_on_the_exported_folder_splits_by_camera(chain: Chain) -
     assert main(["evaluate", str(model), str(out), "--out", str(chain.tmp / "eval"), "--split-by", "camera"]) == 0
     metrics = json.loads((chain.tmp / "eval" / "metrics.json").read_text())
     assert {p["path"] for p in metrics["per_video"]} == {r["path"] for r in rows if r["split"] == "test"}
+
+
+def _splits(out: Path) -> dict[str, str]:
+    return {r["camera"]: r["split"] for r in _labels(out)}
+
+
+def _add_camera(chain: Chain, camera: str, store: str, minute: int) -> None:
+    """A camera new to the chain, with two confirmed thefts and two false alarms reviewed."""
+    with chain.db.session() as session:
+        session.add(Camera(id=camera, store_id=store, name=camera))
+    queries = DeskQueries(chain.db)
+    for k, (shows, verdict) in enumerate((("shoplifting", Verdict.THEFT_CONFIRMED), ("shoplifting", Verdict.THEFT_CONFIRMED),
+                                          ("normal", Verdict.FALSE_ALARM), ("normal", Verdict.FALSE_ALARM))):
+        segment = film(chain.evidence, camera, T0 + timedelta(minutes=minute, seconds=10 * k), shows, 500 + k)
+        raise_alert(chain.db, chain.evidence, store, segment, f"{camera}-{k}")
+        queries.acknowledge(GUARD, f"{camera}-{k}", verdict, version=1)
+
+
+def test_a_camera_keeps_its_split_when_later_exports_add_cameras(chain: Chain) -> None:
+    out = chain.tmp / "feedback"
+    evidence = load_settings(chain.config).service.evidence_dir
+    export_feedback(chain.db, evidence, out, progress=False)
+    first = _splits(out)
+    assert set(first) == set(CAMERAS) and set(first.values()) == {"train", "val", "test"}
+
+    _add_camera(chain, "cam-e", "s2", minute=30)
+    again = export_feedback(chain.db, evidence, out, progress=False)
+    second = _splits(out)
+    assert again.new_cameras == ["cam-e"] and again.exported == 4
+    # a model fine-tuned on the first export's train side never saw a camera the second one holds out
+    assert {c: second[c] for c in first} == first and second["cam-e"] in ("train", "val", "test")
+    with (out / "camera_splits.csv").open(newline="") as handle:
+        assert {r["camera"]: r["split"] for r in csv.DictReader(handle)} == second
+
+    # a camera whose every row leaves the dataset still keeps its split for when it comes back
+    queries = DeskQueries(chain.db)
+    for k in range(4):
+        queries.reopen(MANAGER, f"cam-e-{k}", version=2)
+    export_feedback(chain.db, evidence, out, progress=False)
+    assert "cam-e" not in _splits(out)
+    for k in range(4):
+        queries.acknowledge(MANAGER, f"cam-e-{k}", Verdict.FALSE_ALARM, version=3)
+    export_feedback(chain.db, evidence, out, progress=False)
+    assert _splits(out) == second
+
+
+def test_exports_of_a_store_subset_never_reshuffle_the_split(chain: Chain) -> None:
+    out = chain.tmp / "feedback"
+    evidence = load_settings(chain.config).service.evidence_dir
+    export_feedback(chain.db, evidence, out, stores=["s2"], progress=False)
+    s2 = _splits(out)
+    assert set(s2) == {"cam-c", "cam-d"} and set(s2.values()) == {"test", "train"}
+    export_feedback(chain.db, evidence, out, stores=["s1"], progress=False)
+    both = _splits(out)
+    assert {c: both[c] for c in s2} == s2 and set(both) == set(CAMERAS)
+    export_feedback(chain.db, evidence, out, progress=False)
+    assert _splits(out) == both
+
+
+def test_a_false_alarm_under_a_marked_missed_theft_is_left_out_as_conflicting(chain: Chain) -> None:
+    out = chain.tmp / "feedback"
+    evidence = load_settings(chain.config).service.evidence_dir
+    export_feedback(chain.db, evidence, out, progress=False)
+    assert "normal/cam-a__cam-a-false1.mp4" in _files(out)
+    # cam-a-false1 is cam-a's motion from T0+20 s to T0+22 s; a manager marks 19-21 s as a theft missed
+    mark_missed_theft(chain.db, MANAGER, "cam-a", T0 + timedelta(seconds=19), T0 + timedelta(seconds=21),
+                      evidence_dir=evidence, now=T0 + timedelta(hours=1))
+    summary = export_feedback(chain.db, evidence, out, progress=False)
+    assert summary.conflicting == ["cam-a-false1"] and "1 conflicting" in str(summary)
+    rows = {r["id"]: r for r in _labels(out)}
+    assert "cam-a-false1" not in rows and "normal/cam-a__cam-a-false1.mp4" not in _files(out)
+    assert rows["missed-2"]["label"] == "shoplifting" and "shoplifting/cam-a__missed-2.mp4" in _files(out)
+    assert rows["cam-a-false2"]["label"] == "normal"  # a false alarm elsewhere on the camera stays
+    # into a fresh folder it is never written at all
+    fresh = export_feedback(chain.db, evidence, chain.tmp / "fresh", progress=False)
+    assert fresh.conflicting == ["cam-a-false1"] and "cam-a-false1" not in {r["id"] for r in _labels(chain.tmp / "fresh")}
+
+
+def test_model_compare_reads_the_export_as_written(chain: Chain, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = chain.tmp / "feedback"
+    export_feedback(chain.db, load_settings(chain.config).service.evidence_dir, out, progress=False)
+    test_rows = [r for r in _labels(out) if r["split"] == "test"]
+    assert test_rows
+    always = save_tiny_model(tmp_path / "always.keras", weight=0.0, bias=30.0, version="always-1")
+    never = save_tiny_model(tmp_path / "never.keras", weight=0.0, bias=-30.0, version="never-0")
+    capsys.readouterr()
+    assert main(["model", "compare", str(always), str(never), str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["videos"] == len(test_rows)
+    assert {v["id"] for v in report["models"][0]["videos"]} == {r["id"] for r in test_rows}
+    assert report["shoplifting_videos"] == sum(1 for r in test_rows if r["label"] == "shoplifting")
+    assert "raised by the active model" in report["selection_bias"]

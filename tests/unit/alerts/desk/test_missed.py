@@ -3,13 +3,18 @@ camera's motion segments at once (or a clear refusal when none are left)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import av
+import pytest
 from sqlalchemy import select
 
+from alerts.desk import missed
 from alerts.desk.audit import AuditAction
+from alerts.desk.roles import Principal, Role
 from common.evidence import video_duration_s
 from common.models import MissedTheft
 from common.schemas import utc_now
@@ -107,3 +112,52 @@ def test_the_alert_page_and_the_feed_link_to_the_camera(web: Web) -> None:
     feed = web.client.get("/").text
     assert 'class="camera-link" href="/cameras/south-cam"' in feed
     assert csrf_of(feed)
+
+
+def _write_from_another_connection(web: Web) -> str:
+    """Take SQLite's write lock from a second connection without waiting: "ok", or the error it met."""
+    database = web.db.engine.url.database
+    assert database
+    other = sqlite3.connect(database, timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return "ok"
+    except sqlite3.OperationalError as exc:
+        return str(exc)
+    finally:
+        other.close()
+
+
+def test_the_video_is_cut_while_no_database_lock_is_held(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    start, end = _filmed(web)
+    seen: list[str] = []
+    real_remux = missed.remux
+
+    def remux_watching_the_lock(segments: Any, out: Path) -> Path:
+        seen.append(_write_from_another_connection(web))  # another writer (the alert worker) during the cut
+        return real_remux(segments, out)
+
+    monkeypatch.setattr(missed, "remux", remux_watching_the_lock)
+    csrf = web.sign_in_as("ms")
+    answer = web.client.post("/cameras/south-cam/missed", data={"start": start, "end": end, "csrf_token": csrf})
+    assert answer.status_code == 303
+    assert seen == ["ok"]
+    (mark,) = _marks(web)
+    assert Path(str(mark.video_path)).name == f"{mark.id}.mp4" and Path(str(mark.video_path)).is_file()
+    assert [p.name for p in web.evidence_dir.rglob("missed/*")] == [f"{mark.id}.mp4"]  # no pending file left
+
+
+def test_when_the_row_cannot_be_stored_the_cut_video_is_deleted(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    start, end = _filmed(web)
+
+    def audit_fails(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("the audit table is gone")
+
+    monkeypatch.setattr(missed, "record_for", audit_fails)
+    principal = Principal(1, "ms", Role.MANAGER, frozenset({"south"}))
+    with pytest.raises(RuntimeError, match="audit table is gone"):
+        missed.mark_missed_theft(web.db, principal, "south-cam", datetime.strptime(start, FORM).replace(tzinfo=UTC),
+                                 datetime.strptime(end, FORM).replace(tzinfo=UTC), evidence_dir=web.evidence_dir)
+    assert _marks(web) == [] and web.audit_rows(AuditAction.MISSED_THEFT_MARKED) == []
+    assert not [p for p in web.evidence_dir.rglob("missed/*")]  # neither the pending cut nor the named video
