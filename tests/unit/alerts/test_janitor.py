@@ -68,9 +68,10 @@ def snapshot(evidence: Path, clip_id: str, *, size: int = 100, age: timedelta = 
 
 def add_alert(db: Database, evidence: Path, alert_id: str, *, raised_ago: timedelta, verdict: str | None = None,
               reviewed_ago: timedelta | None = None, held: bool = False, size: int = 100,
-              clip_rows: bool = True, video: bool = True) -> list[Path]:
+              clip_rows: bool = True, video: bool = True, settled: bool = True) -> list[Path]:
     """An alert with two clips (each with a snapshot), a video, and optionally a verdict and a hold.  Returns
-    its files: the clip snapshots (the first is also the alert's snapshot) and the video."""
+    its files: the clip snapshots (the first is also the alert's snapshot) and the video.  ``settled``: the
+    video maker is done with it (otherwise it is pending and owns the motion segments around its clips)."""
     raised = NOW - raised_ago
     clips = [f"{alert_id}-c{i}" for i in range(2)]
     files = [snapshot(evidence, c, size=size, age=raised_ago) for c in clips]
@@ -83,7 +84,7 @@ def add_alert(db: Database, evidence: Path, alert_id: str, *, raised_ago: timede
         alert_id=alert_id, alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id="store-1", camera_id=CAMERA,
         raised_at=raised, probability=0.9, clip_ids=tuple(clips), snapshot_path=str(files[0]) if clip_rows else None,
     )])
-    values: dict[str, Any] = {"evidence_hold": held}
+    values: dict[str, Any] = {"evidence_hold": held, "evidence_video_settled_at": raised if settled else None}
     if video:
         files.append(write(alert_video_path(evidence, CAMERA, alert_id, raised), size, age=raised_ago))
         # The video maker records the path; without clip rows the janitor finds the video by its name alone.
@@ -94,6 +95,14 @@ def add_alert(db: Database, evidence: Path, alert_id: str, *, raised_ago: timede
     with db.session() as session:
         session.execute(update(Alert).where(Alert.alert_id == alert_id).values(**values))
     return files
+
+
+def scored(db: Database, *, at: datetime = NOW, camera: str = CAMERA, clip_id: str | None = None) -> None:
+    """A clip of ``camera`` captured at ``at`` has been scored (its result stored): the camera's processed line."""
+    db.write_results([ResultMessage(
+        clip_id=clip_id or f"scored-{camera}-{at.timestamp():.0f}", store_id="store-1", camera_id=camera,
+        captured_at=at, start_at=at - timedelta(seconds=4), source_start_s=0.0, source_end_s=4.0, probability=0.1,
+        threshold=0.5, model_version="t", snapshot_path=None, inferred_at=at)])
 
 
 def stored(db: Database, alert_id: str) -> Alert:
@@ -118,9 +127,10 @@ def test_unflagged_evidence_goes_after_keep_unflagged_minutes(db: Database, evid
     # Copied in with an old mtime, but its name says it ended 5 minutes ago: the younger time counts.
     named_young = write(segment_path(evidence, CAMERA, NOW - timedelta(minutes=6), NOW - timedelta(minutes=5)),
                         age=timedelta(hours=2))
-    being_written = write(day / "segments" / "123-open.mp4.part", age=timedelta(hours=2))
-    snapshot_tmp = write(day / "x.jpg.77.tmp", age=timedelta(hours=2))
+    being_written = write(day / "segments" / "123-open.mp4.part", age=timedelta(minutes=50))
+    snapshot_tmp = write(day / "x.jpg.77.tmp", age=timedelta(minutes=50))
     not_evidence = write(evidence / "README.txt", age=timedelta(days=30))
+    scored(db)  # inference is up to date
 
     report = janitor(db, evidence, clock, keep_unflagged=30).sweep()
 
@@ -234,22 +244,32 @@ def test_missed_theft_videos_are_kept_like_thefts(db: Database, evidence: Path, 
 
 # -- 3. the disk budget ------------------------------------------------------------------------------------
 
-def test_disk_budget_deletes_unflagged_then_the_oldest_unheld_alert(db: Database, evidence: Path,
-                                                                   clock: FakeClock) -> None:
+def test_disk_budget_deletes_the_oldest_unheld_evidence_first_unflagged_or_not(db: Database, evidence: Path,
+                                                                              clock: FakeClock) -> None:
     held = add_alert(db, evidence, "oldest-held", raised_ago=timedelta(days=3), size=1000, held=True)
     older = add_alert(db, evidence, "older", raised_ago=timedelta(days=2), size=1000, verdict="theft_confirmed")
+    quiet_old = snapshot(evidence, "quiet-old", size=1000, age=timedelta(hours=36))
     newer = add_alert(db, evidence, "newer", raised_ago=timedelta(days=1), size=1000, verdict="false_alarm",
                       reviewed_ago=timedelta(hours=1))
-    quiet = snapshot(evidence, "quiet", size=1000, age=timedelta(minutes=5))  # young: rule 1 keeps it
-    # 10,000 bytes on disk against a budget of 7,500: the unflagged file goes (9,000), then the oldest
-    # unheld alert whatever its verdict (6,000); the held one, older still, stays.
-    report = janitor(db, evidence, clock, max_gb=7500 / 1e9).sweep()
-    assert not quiet.exists()
-    assert not any(f.exists() for f in older) and stored(db, "older").evidence_deleted_at == NOW
-    assert all(f.exists() for f in held + newer)
-    assert stored(db, "oldest-held").evidence_deleted_at is None and stored(db, "newer").evidence_deleted_at is None
-    assert report.deleted == {Reason.DISK_BUDGET: 4} and report.alerts_deleted == {Reason.DISK_BUDGET: 1}
-    assert report.bytes == 6000 and report.over_budget_bytes == 0
+    # Pending: its video is still to be cut from the segment around its clips.
+    pending = add_alert(db, evidence, "pending", raised_ago=timedelta(hours=12), size=1000, settled=False)
+    raised = NOW - timedelta(hours=12)
+    pending.append(write(segment_path(evidence, CAMERA, raised - timedelta(seconds=2), raised + timedelta(seconds=2)),
+                         1000, age=timedelta(hours=12)))
+    quiet_young = snapshot(evidence, "quiet-young", size=1000, age=timedelta(minutes=5))
+    unscored = write(evidence / "cam-2" / NOW.strftime("%Y%m%d") / "unscored.jpg", 1000, age=timedelta(minutes=10))
+    scored(db)  # cam-1 is scored up to now; cam-2 never was
+    # 16,000 bytes against 9,500; unflagged files are kept a week (rule 1 takes none).  Oldest unheld first,
+    # unflagged or not: "older" (13,000), the 36-hour-old unflagged snapshot (12,000), "newer" (9,000).  The
+    # seconds-old unflagged snapshot is younger than all of those and stays; never the held alert, the pending
+    # alert (segment included), nor the camera whose clips are not scored yet.
+    report = janitor(db, evidence, clock, max_gb=9500 / 1e9, keep_unflagged=7 * 24 * 60).sweep()
+    assert not any(f.exists() for f in older + newer) and not quiet_old.exists()
+    assert all(f.exists() for f in held + pending) and quiet_young.exists() and unscored.exists()
+    assert stored(db, "older").evidence_deleted_at == NOW and stored(db, "newer").evidence_deleted_at == NOW
+    assert stored(db, "oldest-held").evidence_deleted_at is None and stored(db, "pending").evidence_deleted_at is None
+    assert report.deleted == {Reason.DISK_BUDGET: 7} and report.alerts_deleted == {Reason.DISK_BUDGET: 2}
+    assert report.bytes == 9000 and report.over_budget_bytes == 0
 
 
 def test_disk_budget_never_deletes_held_evidence(db: Database, evidence: Path, clock: FakeClock,
@@ -323,6 +343,7 @@ def test_a_missing_evidence_directory_is_an_empty_pass(db: Database, tmp_path: P
 def test_a_second_pass_deletes_nothing_more(db: Database, evidence: Path, clock: FakeClock) -> None:
     add_alert(db, evidence, "a1", raised_ago=timedelta(days=100), verdict="false_alarm")
     snapshot(evidence, "quiet", age=timedelta(hours=1))
+    scored(db)
     worker = janitor(db, evidence, clock)
     assert sum(worker.sweep().deleted.values()) == 4
     again = worker.sweep()
@@ -339,6 +360,7 @@ def test_metrics_count_deletions_and_what_is_left(db: Database, evidence: Path, 
     add_alert(db, evidence, "gone", raised_ago=timedelta(days=10), verdict="false_alarm")
     add_alert(db, evidence, "kept", raised_ago=timedelta(days=1), size=250, held=True)
     snapshot(evidence, "quiet", size=70, age=timedelta(hours=1))
+    scored(db)
     with caplog.at_level(logging.INFO, logger="aislewatch.janitor"):
         janitor(db, evidence, clock, keep_false_alarm_days=7).sweep()
     assert sample("aislewatch_evidence_deleted_total", reason=Reason.UNFLAGGED) - before[Reason.UNFLAGGED] == 1
@@ -356,6 +378,7 @@ def test_metrics_count_deletions_and_what_is_left(db: Database, evidence: Path, 
 
 def test_the_worker_passes_every_interval_and_stops_at_once(db: Database, evidence: Path, clock: FakeClock) -> None:
     quiet = snapshot(evidence, "quiet", age=timedelta(hours=1))
+    scored(db)
     stop = threading.Event()
     worker = EvidenceJanitor(db, evidence, EvidenceSettings(janitor_interval_s=3600), clock=clock.now, stop=stop)
     worker.start_thread()
