@@ -19,7 +19,7 @@ from alerts.janitor import EvidenceJanitor, Owner, Reason
 from common.clock import FakeClock
 from common.db import Database
 from common.evidence import alert_video_path, segment_path
-from common.models import Alert, MissedTheft, Store
+from common.models import Alert, AlertEvent, MissedTheft, Store
 from common.schemas import AlertKind, AlertMessage, ResultMessage
 from common.settings import EvidenceSettings, Settings
 
@@ -139,6 +139,82 @@ def test_unflagged_evidence_goes_after_keep_unflagged_minutes(db: Database, evid
         assert kept.exists(), kept
     assert report.deleted == {Reason.UNFLAGGED: 2}
     assert report.writing_bytes == 200  # the .part and the .tmp take disk too
+
+
+def test_evidence_of_clips_not_scored_yet_is_kept_while_inference_lags(db: Database, evidence: Path,
+                                                                     clock: FakeClock) -> None:
+    # Inference is two hours behind on cam-1 (the bus holds the clips); cam-2 has no result at all yet.
+    scored(db, at=NOW - timedelta(hours=2))
+    unscored = snapshot(evidence, "unscored", age=timedelta(hours=1))
+    unscored_segment = write(segment_path(evidence, CAMERA, NOW - timedelta(minutes=92), NOW - timedelta(minutes=91)),
+                             age=timedelta(minutes=91))
+    # Scored, but less than keep_unflagged before the processed line: a guard may still mark it missed.
+    recently_scored = snapshot(evidence, "recently-scored", age=timedelta(hours=2, minutes=20))
+    long_scored = snapshot(evidence, "long-scored", age=timedelta(hours=3))
+    cam2 = evidence / "cam-2" / NOW.strftime("%Y%m%d")
+    never_scored = write(cam2 / "never-scored.jpg", age=timedelta(hours=4))
+    past_ceiling = write(cam2 / "past-ceiling.jpg", age=timedelta(hours=6))  # 10 × keep_unflagged = 5 h
+
+    report = janitor(db, evidence, clock, keep_unflagged=30).sweep()
+
+    assert all(f.exists() for f in (unscored, unscored_segment, recently_scored, never_scored))
+    assert not long_scored.exists() and not past_ceiling.exists()
+    assert report.deleted == {Reason.UNFLAGGED: 2} and report.protected_unscored == 4
+    # Inference catches up: the clips raised nothing, so their evidence goes keep_unflagged after the line.
+    scored(db, at=NOW + timedelta(hours=1, minutes=30))
+    clock.advance(3600)
+    janitor(db, evidence, clock, keep_unflagged=30).sweep()
+    assert not any(f.exists() for f in (unscored, unscored_segment, recently_scored))
+
+
+def test_an_alert_whose_video_is_pending_owns_the_segments_around_its_clips(db: Database, evidence: Path,
+                                                                          clock: FakeClock) -> None:
+    raised = NOW - timedelta(hours=1)
+    files = add_alert(db, evidence, "pending", raised_ago=timedelta(hours=1), settled=False)
+    # Its clips span raised - 4 s .. raised (+ 3 s margins): these overlap that window ...
+    needed = [write(segment_path(evidence, CAMERA, raised + timedelta(seconds=a), raised + timedelta(seconds=b)),
+                    age=timedelta(hours=1)) for a, b in ((-12, -6), (-6, 0), (0, 6))]
+    # ... these do not, and another camera's segment at the same time belongs to another camera.
+    unneeded = [write(segment_path(evidence, CAMERA, raised + timedelta(seconds=a), raised + timedelta(seconds=b)),
+                      age=timedelta(hours=1)) for a, b in ((-30, -20), (10, 16))]
+    other_camera = write(segment_path(evidence, "cam-2", raised - timedelta(seconds=2), raised), age=timedelta(hours=1))
+    scored(db)
+    scored(db, camera="cam-2")
+    worker = janitor(db, evidence, clock, keep_unflagged=30)
+    worker.sweep()
+    assert all(f.exists() for f in files + needed)
+    assert not any(f.exists() for f in [*unneeded, other_camera])
+    # The video maker is done with it: the segments raised nothing more and go as unflagged.
+    with db.session() as session:
+        session.execute(update(Alert).where(Alert.alert_id == "pending").values(evidence_video_settled_at=NOW))
+    assert worker.sweep().deleted == {Reason.UNFLAGGED: 3}
+    assert all(f.exists() for f in files) and not any(f.exists() for f in needed)
+
+
+def test_orphaned_part_files_of_a_crash_are_deleted_after_an_hour(db: Database, evidence: Path,
+                                                                  clock: FakeClock) -> None:
+    day = evidence / CAMERA / NOW.strftime("%Y%m%d")
+    orphan = write(day / "segments" / "1000-open.mp4.part", 500, age=timedelta(minutes=61))
+    orphan_tmp = write(day / "y.jpg.12.tmp", 300, age=timedelta(hours=5))
+    writing = write(day / "segments" / "2000-open.mp4.part", 200, age=timedelta(seconds=3))
+    report = janitor(db, evidence, clock).sweep()
+    assert not orphan.exists() and not orphan_tmp.exists() and writing.exists()
+    assert report.deleted == {Reason.ORPHAN: 2} and report.deleted_bytes == {Reason.ORPHAN: 800}
+    assert report.writing_bytes == 200 and report.bytes == 200
+
+
+def test_reopening_an_old_alert_gives_it_a_full_unreviewed_period(db: Database, evidence: Path,
+                                                                  clock: FakeClock) -> None:
+    reopened = add_alert(db, evidence, "reopened", raised_ago=timedelta(days=40), verdict="theft_confirmed")
+    long_ago = add_alert(db, evidence, "long-ago", raised_ago=timedelta(days=40), verdict="theft_confirmed")
+    for alert_id, ago in (("reopened", timedelta(days=1)), ("long-ago", timedelta(days=31))):
+        with db.session() as session:  # what DeskQueries.reopen leaves: no verdict, no acknowledged_at, an event
+            session.execute(update(Alert).where(Alert.alert_id == alert_id).values(
+                verdict=None, status="open", acknowledged_by=None, acknowledged_at=None))
+            session.add(AlertEvent(alert_id=alert_id, store_id="store-1", event="reopened", at=NOW - ago, actor="ms"))
+    report = janitor(db, evidence, clock, keep_unreviewed_days=30).sweep()
+    assert all(f.exists() for f in reopened) and stored(db, "reopened").evidence_deleted_at is None
+    assert not any(f.exists() for f in long_ago) and report.alerts_deleted == {Reason.UNREVIEWED: 1}
 
 
 @pytest.mark.parametrize("verdict, raised_days, reviewed_days, deleted, reason", [
@@ -323,6 +399,31 @@ def test_a_directory_swapped_for_a_link_out_after_the_walk_is_left_alone(db: Dat
     assert (outside / "quiet.jpg").exists() and not report.deleted
 
 
+def test_a_directory_swapped_for_a_link_between_two_deletions_redirects_nothing(db: Database, evidence: Path,
+                                                                               clock: FakeClock, tmp_path: Path) -> None:
+    first = snapshot(evidence, "first", age=timedelta(hours=3))
+    second = snapshot(evidence, "second", age=timedelta(hours=2))
+    scored(db)
+    day = first.parent
+    outside = tmp_path / "outside-day"
+    outside.mkdir()
+    precious = write(outside / "second.jpg", age=timedelta(days=1))  # same name as the second file
+
+    class SwappedMidPass(EvidenceJanitor):
+        def _delete(self, *args: Any, **kwargs: Any) -> bool:
+            deleted = super()._delete(*args, **kwargs)
+            if not day.is_symlink():  # after the first deletion in the directory, it becomes a link out
+                day.rename(tmp_path / "moved-day")
+                day.symlink_to(outside, target_is_directory=True)
+            return deleted
+
+    report = SwappedMidPass(db, evidence, EvidenceSettings(), clock=clock.now).sweep()
+    moved = tmp_path / "moved-day"
+    assert not (moved / first.name).exists() and (moved / second.name).exists()
+    # The second deletion would have gone through the link to outside/second.jpg: it stayed.
+    assert precious.read_bytes() == b"x" * 100 and report.deleted == {Reason.UNFLAGGED: 1}
+
+
 def test_empty_directories_of_past_days_are_removed(db: Database, evidence: Path, clock: FakeClock) -> None:
     old = snapshot(evidence, "old", age=timedelta(days=3))
     (old.parent / "segments").mkdir()
@@ -376,6 +477,28 @@ def test_metrics_count_deletions_and_what_is_left(db: Database, evidence: Path, 
     assert "3 false_alarm (1 alerts)" in line and "3 files, 750 B on disk" in line and "1 alerts held" in line
 
 
+def test_a_dry_run_counts_what_it_would_delete_and_deletes_nothing(db: Database, evidence: Path, clock: FakeClock,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    before = sample("aislewatch_evidence_dry_run_deleted_total", reason=Reason.FALSE_ALARM)
+    before_bytes = sample("aislewatch_evidence_dry_run_deleted_bytes_total", reason=Reason.UNFLAGGED)
+    before_real = sample("aislewatch_evidence_deleted_total", reason=Reason.FALSE_ALARM)
+    expired = add_alert(db, evidence, "expired", raised_ago=timedelta(days=10), verdict="false_alarm")
+    quiet = snapshot(evidence, "quiet", size=70, age=timedelta(hours=1))
+    orphan = write(evidence / CAMERA / NOW.strftime("%Y%m%d") / "segments" / "1-open.mp4.part", age=timedelta(hours=2))
+    old_day = snapshot(evidence, "old-day", age=timedelta(days=5))
+    scored(db)
+    with caplog.at_level(logging.INFO, logger="aislewatch.janitor"):
+        report = janitor(db, evidence, clock, janitor="dry_run", keep_false_alarm_days=7).sweep()
+    assert all(f.exists() for f in [*expired, quiet, orphan, old_day])
+    assert stored(db, "expired").evidence_deleted_at is None
+    assert report.dry_run and report.deleted == {Reason.FALSE_ALARM: 3, Reason.UNFLAGGED: 2, Reason.ORPHAN: 1}
+    assert sample("aislewatch_evidence_dry_run_deleted_total", reason=Reason.FALSE_ALARM) - before == 3
+    assert sample("aislewatch_evidence_dry_run_deleted_bytes_total", reason=Reason.UNFLAGGED) - before_bytes == 170
+    assert sample("aislewatch_evidence_deleted_total", reason=Reason.FALSE_ALARM) == before_real
+    assert any("dry run, would delete 6 files" in r.getMessage() for r in caplog.records)
+    assert any("would delete" in r.getMessage() and "quiet.jpg" in r.getMessage() for r in caplog.records)
+
+
 def test_the_worker_passes_every_interval_and_stops_at_once(db: Database, evidence: Path, clock: FakeClock) -> None:
     quiet = snapshot(evidence, "quiet", age=timedelta(hours=1))
     scored(db)
@@ -420,3 +543,9 @@ def test_the_alerts_role_runs_the_janitor(tmp_path: Path) -> None:
         assert found.stop_event is pipeline.stop
     finally:
         pipeline.close()
+    off = Pipeline.build(settings.model_copy(update={"evidence": EvidenceSettings(janitor="off")}), {"alerts"},
+                         bus=InProcessBus())
+    try:
+        assert not [w for w in off.workers if isinstance(w, EvidenceJanitor)]
+    finally:
+        off.close()
