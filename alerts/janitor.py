@@ -12,9 +12,9 @@ is in ``common.evidence``), in this order:
    processed line of a camera is the newest ``clip_results.captured_at`` of that camera minus a safety margin
    (``evidence.segment_s + margin_before_s + margin_after_s`` + one clip window): inference may lag behind
    ingest (the bus holds the clips), and a clip not scored yet may still raise an alert that needs its
-   snapshot and the segments around it.  So a file goes when ``at < min(now, processed line) −
+   snapshot and the segments around it.  So a file goes when ``at < min(now, processed line) -
    keep_unflagged``.  A camera with no results at all has no line: its files are not scored yet.  Either way
-   a hard ceiling of ``UNSCORED_CEILING × keep_unflagged`` (default 10 × 30 min = 5 h) past the wall clock
+   a hard ceiling of ``UNSCORED_CEILING * keep_unflagged`` (default 10 * 30 min = 5 h) past the wall clock
    bounds what an inference outage can pile up: past it, unflagged files go even if never scored (their
    clips, scored later, get alerts without video).  Unflagged motion can be marked as a missed theft only
    within those ``keep_unflagged`` minutes; after that the video is gone.
@@ -36,7 +36,7 @@ An alert's files are its snapshot (``alerts.evidence_path``), its video (``alert
 ``videos/<alert_id>.mp4`` before the video maker has recorded it) and its clips' snapshots
 (``clip_results.evidence_path`` of ``alerts.clip_ids``, or ``<clip_id>.jpg`` by name).  A suspicious-activity
 alert whose video is not settled yet (``evidence_video_settled_at`` NULL: the video maker has still to cut it)
-also owns the motion segments of its camera that overlap its window (its clips' ``start_at`` −
+also owns the motion segments of its camera that overlap its window (its clips' ``start_at`` -
 ``margin_before_s`` to ``captured_at`` + ``margin_after_s``), and while pending none of its files is deleted
 by the budget.  A file shared by several owners stays while any of them keeps it.
 
@@ -97,7 +97,7 @@ DELETABLE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".mp4", ".webm", ".mkv"
 IN_PROGRESS_SUFFIXES = (".part", ".tmp")
 CLIP_LOOKUP_CHUNK = 500
 ORPHAN_AGE = timedelta(hours=1)  # a *.part/*.tmp older than this was left by a crash (segments are <= 60 s)
-UNSCORED_CEILING = 10  # × keep_unflagged: past it unflagged files go even if their camera was never scored
+UNSCORED_CEILING = 10  # times keep_unflagged: past it unflagged files go even if their camera was never scored
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -353,11 +353,11 @@ class EvidenceJanitor(Worker):
         EVIDENCE_BYTES.set(report.bytes)
         EVIDENCE_HELD.set(report.held_alerts)
         EVIDENCE_LAST_PASS.set(now.timestamp())
-        line = report.summary(budget)
+        summary = report.summary(budget)
         if report.over_budget_bytes:
-            log.warning(line)
+            log.warning(summary)
         else:
-            log.info(line)
+            log.info(summary)
         self.last = report
         return report
 

@@ -153,7 +153,7 @@ def test_evidence_of_clips_not_scored_yet_is_kept_while_inference_lags(db: Datab
     long_scored = snapshot(evidence, "long-scored", age=timedelta(hours=3))
     cam2 = evidence / "cam-2" / NOW.strftime("%Y%m%d")
     never_scored = write(cam2 / "never-scored.jpg", age=timedelta(hours=4))
-    past_ceiling = write(cam2 / "past-ceiling.jpg", age=timedelta(hours=6))  # 10 × keep_unflagged = 5 h
+    past_ceiling = write(cam2 / "past-ceiling.jpg", age=timedelta(hours=6))  # 10 * keep_unflagged = 5 h
 
     report = janitor(db, evidence, clock, keep_unflagged=30).sweep()
 
