@@ -32,12 +32,20 @@ DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the de
 # The evidence janitor (alerts.janitor): what it deleted and why, and what is left on the evidence disk.
 EVIDENCE_DELETED = Counter(
     "aislewatch_evidence_deleted_total",
-    "Evidence files deleted, by reason: unflagged, false_alarm, theft, unreviewed, missed_theft, disk_budget",
+    "Evidence files deleted, by reason: orphan, unflagged, false_alarm, theft, unreviewed, missed_theft, disk_budget",
     ["reason"],
 )
 EVIDENCE_DELETED_BYTES = Counter("aislewatch_evidence_deleted_bytes_total", "Bytes of evidence deleted, by reason", ["reason"])
 EVIDENCE_ALERTS_DELETED = Counter(
     "aislewatch_evidence_alerts_deleted_total", "Alerts whose evidence was deleted (evidence_deleted_at set), by reason",
+    ["reason"],
+)
+EVIDENCE_DRY_RUN_DELETED = Counter(
+    "aislewatch_evidence_dry_run_deleted_total",
+    "Evidence files the janitor would have deleted (evidence.janitor = dry_run), by reason", ["reason"],
+)
+EVIDENCE_DRY_RUN_DELETED_BYTES = Counter(
+    "aislewatch_evidence_dry_run_deleted_bytes_total", "Bytes the janitor would have deleted in dry_run, by reason",
     ["reason"],
 )
 EVIDENCE_BYTES = Gauge("aislewatch_evidence_bytes", "Bytes under the evidence directory after the janitor's last pass")

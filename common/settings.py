@@ -353,6 +353,9 @@ class EvidenceSettings(Section):
     )
     max_gb: float = Field(50.0, gt=0, le=100_000, description="Disk budget: past it the oldest unheld evidence goes first")
     janitor_interval_s: float = Field(60.0, ge=1, le=86400, description="How often the janitor enforces the above")
+    janitor: Literal["on", "dry_run", "off"] = Field(
+        "on", description="The evidence janitor: on deletes; dry_run logs and counts what it would delete; off never runs"
+    )
     email_attach_max_mb: float = Field(
         8.0, ge=0, le=50, description="Attach an alert's video to its e-mail up to this size; larger ones are linked"
     )

@@ -130,10 +130,12 @@ class Pipeline:
             assert db is not None
             threshold = alert_threshold(settings, classifier)
             pipeline.workers.append(AlertWorker.from_settings(settings, bus, db, threshold, stop))
-            from alerts.janitor import EvidenceJanitor
+            if settings.evidence.janitor != "off":
+                from alerts.janitor import EvidenceJanitor
 
-            # The role that shares the evidence volume with ingest and the desk keeps it within its retention.
-            pipeline.workers.append(EvidenceJanitor.from_settings(settings, db, stop))
+                # The role that shares the evidence volume with ingest and the desk keeps it within its
+                # retention (evidence.janitor = off: nothing is ever deleted).
+                pipeline.workers.append(EvidenceJanitor.from_settings(settings, db, stop))
         if "infer" in roles:
             from inference.worker import InferenceWorker
 

@@ -17,7 +17,7 @@ from typing import Any
 from alerts.janitor import EvidenceJanitor
 from common.db import Database
 from common.models import Store
-from common.schemas import AlertKind, AlertMessage
+from common.schemas import AlertKind, AlertMessage, ResultMessage
 from common.settings import EvidenceSettings
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -39,6 +39,11 @@ def _populate(root: Path, db: Database, files: int, alerts: int) -> None:
     ) for a in range(alerts)]
     for start in range(0, len(messages), 1000):
         db.write_alerts(messages[start:start + 1000])
+    # Inference is up to date on every camera (its processed line is now), so the unflagged half may go.
+    db.write_results([ResultMessage(
+        clip_id=f"scored-{camera}", store_id="s", camera_id=f"cam-{camera}", captured_at=NOW,
+        start_at=NOW - timedelta(seconds=4), source_start_s=0.0, source_end_s=4.0, probability=0.1, threshold=0.5,
+        model_version="bench", snapshot_path=None, inferred_at=NOW) for camera in range(cameras)])
 
 
 def run(quick: bool = False) -> dict[str, Any]:
