@@ -40,7 +40,7 @@ def test_segments_are_found_by_time_across_midnight_and_remuxed_into_one_playabl
     middle = segments_overlapping(tmp_path, "cam", T0 + timedelta(seconds=5), T0 + timedelta(seconds=6))
     assert [s.start for s in middle] == [T0 + timedelta(seconds=4)]
 
-    out = remux(every, alert_video_path(tmp_path, "cam", "alert-1", T0))
+    out = remux(every, alert_video_path(tmp_path, "cam", "alert-1", T0)).path
     assert out.name == "alert-1.mp4" and not list(out.parent.glob("*.part"))
     with av.open(str(out)) as container:
         stream = container.streams.video[0]
