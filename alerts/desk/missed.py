@@ -20,7 +20,7 @@ from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.queries import ClipPoint
 from alerts.desk.roles import Principal
 from common.db import Database
-from common.evidence import missed_video_path, remux, segments_overlapping
+from common.evidence import cut_video, missed_video_path, segments_overlapping
 from common.models import Camera, ClipResult, MissedTheft, Store
 from common.schemas import utc_now
 
@@ -139,9 +139,11 @@ def mark_missed_theft(
             session.flush()  # the id names the video
             video = missed_video_path(Path(evidence_dir), camera_id, row.id, start)
             try:
-                remux(segments, video)
+                cut = cut_video(Path(evidence_dir), camera_id, start, end, video)
             except Exception as exc:  # a damaged segment: refused with the reason, nothing is stored
                 raise MarkRefused(f"The motion video could not be cut: {exc}") from exc
+            if cut is None:  # deleted since it was looked up
+                raise MarkRefused("The motion video of that time span is gone.")
             row.video_path = str(video)
             record_for(session, AuditAction.MISSED_THEFT_MARKED, principal, store_id=view.store_id,
                        target_id=camera_id, address=address, at=now,
@@ -152,7 +154,6 @@ def mark_missed_theft(
     except Exception:
         if video is not None:  # the row rolled back: its video goes too
             video.unlink(missing_ok=True)
-            video.with_name(video.name + ".part").unlink(missing_ok=True)
         raise
     log.info("missed theft %s marked on %s by %s (%s)", result.id, camera_id, principal.username, video)
     return result
