@@ -172,6 +172,10 @@ class ModelSettings(Section):
         None, description="A candidate model scored on every clip beside the active one, raising nothing "
         "(its score is stored as clip_results.shadow_probability for `aislewatch model compare` and reports)",
     )
+    shadow_budget_ms: int = Field(
+        500, ge=1, le=600_000, description="Longest the active results wait for the candidate's scores of a batch "
+        "(at least twice the active model's time on it); past that the batch's shadow scores are stored empty",
+    )
 
 
 class InferenceSettings(Section):
