@@ -358,7 +358,8 @@ class EvidenceSettings(Section):
     max_gb: float = Field(50.0, gt=0, le=100_000, description="Disk budget: past it the oldest unheld evidence goes first")
     janitor_interval_s: float = Field(60.0, ge=1, le=86400, description="How often the janitor enforces the above")
     email_attach_max_mb: float = Field(
-        8.0, ge=0, le=50, description="Attach an alert's video to its e-mail up to this size; larger ones are linked"
+        8.0, ge=0, le=50, description="Attach an alert's video to its e-mail while the attachment, as it stands in "
+        "the message (base64: about 1.37 x the file), is at most this size (MiB); larger ones are linked"
     )
     video_wait_s: float = Field(
         15.0, ge=0, le=600,

@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from alerts.delivery import EmailNotifier, WebhookNotifier
 from alerts.evidence_video import AlertVideoMaker, video_deadline
@@ -27,7 +27,7 @@ from common.clock import FakeClock
 from common.db import Database
 from common.evidence import SegmentEncoder, video_duration_s
 from common.inprocess_bus import InProcessBus
-from common.models import Alert, AlertEvent
+from common.models import Alert, AlertDelivery, AlertEvent
 from common.schemas import AlertEventKind, AlertKind, AlertMessage, DeliveryStatus, Topic
 from common.settings import EmailSettings, EvidenceSettings, Settings
 from tests.unit.alerts.conftest import T0, result
@@ -487,3 +487,35 @@ def test_video_outcomes_are_exported_as_metrics(db: Database, evidence: Path) ->
     outcomes = {s.labels["outcome"]: s.value for s in families["aislewatch_alert_videos"].samples}
     assert outcomes == {"made": 1.0, "partial": 0.0, "without_video": 1.0, "failed": 0.0}
     assert [s.value for s in families["aislewatch_alert_videos_pending"].samples] == [0.0]
+
+
+def test_the_attachment_cap_is_on_the_video_as_it_stands_in_the_message(
+    db: Database, evidence: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """A video whose file fits the cap but whose base64 form in the message (about 1.37x) does not is linked:
+    a mail server limits what it receives, not the file."""
+    from alerts.delivery import base64_size
+
+    inbox, port = smtp
+    clock = FakeClock(SPAN_END)
+    raise_alert(db, clock, channels=("email",), alert_id="alert-1")
+    raise_alert(db, clock, channels=("email",), alert_id="alert-2")
+    write_segments(evidence, 0, 20)
+    assert maker(db, evidence, clock).make_due() == 2
+    size = Path(stored(db).evidence_video_path or "").stat().st_size
+    outbox = email_outbox(db, port, clock, attach_max_mb=(size * 1.2) / 1024 / 1024)  # the file fits, base64 not
+    assert outbox.send_due() == 2
+    for message in inbox.received():
+        assert "video/mp4" not in attachments(message)
+    encoded = base64_size(size)
+    assert 1.33 * size < encoded < 1.40 * size
+    inbox.messages.clear()
+    with db.sessions() as session:  # send them again, under a cap that takes the encoded size
+        session.execute(update(AlertDelivery).values(status=DeliveryStatus.PENDING.value, next_attempt_at=clock.now()))
+        session.commit()
+    outbox = email_outbox(db, port, clock, attach_max_mb=encoded / 1024 / 1024)
+    assert outbox.send_due() == 2
+    messages = inbox.received()
+    assert all("video/mp4" in attachments(m) for m in messages)
+    raw = max(len(m.as_bytes()) for m in messages)
+    assert raw > encoded  # the message carries the encoded video (plus the rest)
