@@ -9,7 +9,8 @@ e-mail's ``Message-ID``), so the receiver can keep exactly one.
 
 With ``desk.public_url`` set, deliveries link to the alert on the security desk: webhooks carry ``alert_url``,
 ``snapshot_url`` and ``video_url``; e-mails link the alert.  An e-mail attaches the alert's evidence video when
-it is at most ``evidence.email_attach_max_mb``, and otherwise links to it.
+the attachment, as it stands in the message (base64, about 4/3 of the file plus line breaks), is at most
+``evidence.email_attach_max_mb``, and otherwise links to it.
 """
 
 from __future__ import annotations
@@ -176,9 +177,17 @@ class WebhookNotifier:
         self._client.close()
 
 
+def base64_size(size: int) -> int:
+    """The bytes a ``size``-byte attachment takes in a message: base64 (4 characters per 3 bytes) in lines of
+    76 characters, each ended by CRLF on the wire."""
+    encoded = 4 * -(-size // 3)
+    return encoded + 2 * -(-encoded // 76)
+
+
 class EmailNotifier:
     """Sends each alert as an e-mail (plain text + HTML) with the evidence snapshot attached and inlined, and its
-    evidence video attached up to ``attach_max_mb`` (linked on the desk beyond that)."""
+    evidence video attached while its base64 form in the message is at most ``attach_max_mb`` (linked on the desk
+    beyond that: mail servers limit the message as sent, not the file)."""
 
     name = "email"
     immediate = False
@@ -270,7 +279,7 @@ class EmailNotifier:
         path = Path(video_path)
         try:
             size = path.stat().st_size
-            return (path.read_bytes() if size <= self.attach_max_bytes else None), size
+            return (path.read_bytes() if base64_size(size) <= self.attach_max_bytes else None), size
         except OSError as exc:
             log.warning("video %s of alert %s cannot be read (%s); sending without it",
                         path, alert.alert_id, exc.strerror or exc)

@@ -3,14 +3,19 @@
 Ingest writes a camera's motion as closed H.264 segments (``common.evidence``); this loop, on its own thread in
 the alerts role, puts together each alert's video from them once they cover it: the alert's span is its clips'
 time span (``start_at`` of the first .. ``captured_at`` of the last, on the clips' clock), widened by
-``evidence.margin_before_s`` / ``margin_after_s``.  The video is made as soon as the camera has recorded past
-that window (a closed segment reaching beyond it) or ``margin_after_s + segment_s`` after it on the clock (a
-segment is at most ``segment_s`` long, so by then the last one is closed); its segments are copied packet by
-packet into ``<evidence_dir>/<camera>/<day>/videos/<alert id>.mp4`` (``common.evidence.remux``: no decoding, no
-re-encoding).  The path goes into ``alerts.evidence_video_path`` together with an ``evidence_ready`` alert
-event (the desk's live feed) in one transaction, and the alert's e-mails that were waiting for it are made due.
+``evidence.margin_before_s`` / ``margin_after_s``.  The video is made as soon as the camera's segments cover
+that window: a closed segment reaches its end, or, ``margin_after_s + segment_s`` after the span on the clock,
+no segment of the camera starting before the window's end is still being written (``.part``).  A camera that
+is still writing it (a file slower than real time, an ingest stall, skewed clocks) is waited for up to the
+alert's deadline (``video_deadline``: ``video_wait_s`` past that); then the video is made from the closed
+segments there are, logged and counted ``partial``.  The segments are copied packet by packet into
+``<evidence_dir>/<camera>/<day>/videos/<alert id>.mp4`` (``common.evidence.cut_video``: no decoding, no
+re-encoding; a segment of another frame size or encoder header ends the video there, also ``partial``).  The
+path goes into ``alerts.evidence_video_path`` together with an ``evidence_ready`` alert event (the desk's live
+feed) in one transaction, and the alert's e-mails that were waiting for it are made due.  Each pass lists each
+camera's segment folders once (``SegmentIndex``), however many alerts are pending.
 
-An alert whose camera recorded no video is settled without one ``evidence.video_wait_s`` later: logged once,
+An alert whose camera recorded no video is settled without one at its deadline: logged once,
 counted, never retried.  Whether an alert is settled is in the database (``evidence_video_settled_at``), so a
 restarted worker picks up exactly the alerts still pending.  When every camera is a file that has ended (an
 embedded run), every segment is closed: ``make_due(streams_ended=True)`` settles everything pending at once.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,7 +35,7 @@ from sqlalchemy import func, insert, select, update
 
 from common.clock import Clock
 from common.db import Database, DatabaseUnavailable
-from common.evidence import alert_video_path, remux, segments_overlapping
+from common.evidence import CutResult, SegmentIndex, alert_video_path, cut_video
 from common.models import Alert, AlertDelivery, AlertEvent, ClipResult
 from common.schemas import AlertEventKind, AlertKind, DeliveryStatus
 from common.settings import EvidenceSettings, Settings
@@ -38,9 +43,6 @@ from common.worker import Worker
 
 log = logging.getLogger("aislewatch.alerts.video")
 
-# How far past an alert's window the maker looks for a later segment (the camera recorded on, so the window's
-# segments are all closed).  Segments are found per day directory; an hour is a cheap, generous bound.
-_LOOK_PAST = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,24 @@ class VideoWindow:
 
     start: datetime
     end: datetime  # the span's end + margin_after_s
-    ready_at: datetime  # end + segment_s: by then the segment holding ``end`` is closed
+    ready_at: datetime  # end + segment_s: by then the segment holding ``end`` is normally closed
+    deadline: datetime  # the last moment to wait: a video is made from what there is, or the alert has none
 
     @classmethod
-    def around(cls, span_start: datetime, span_end: datetime, settings: EvidenceSettings) -> VideoWindow:
+    def around(cls, span_start: datetime, span_end: datetime, settings: EvidenceSettings,
+               raised_at: datetime | None = None) -> VideoWindow:
         end = span_end + timedelta(seconds=settings.margin_after_s)
-        return cls(span_start - timedelta(seconds=settings.margin_before_s), end,
-                   end + timedelta(seconds=settings.segment_s))
+        ready_at = end + timedelta(seconds=settings.segment_s)
+        return cls(span_start - timedelta(seconds=settings.margin_before_s), end, ready_at,
+                   video_deadline(raised_at if raised_at is not None else span_end, settings))
+
+
+def video_deadline(raised_at: datetime, settings: EvidenceSettings) -> datetime:
+    """Until when an alert raised at ``raised_at`` waits for its video: its margin after, a segment's length
+    (the segment holding the margin's end closes), then ``video_wait_s`` for a camera or ingest running behind.
+    The video maker settles every alert by then, and the alert's e-mail waits exactly as long (alerts.outbox):
+    one function, so the two cannot drift apart."""
+    return raised_at + timedelta(seconds=settings.margin_after_s + settings.segment_s + settings.video_wait_s)
 
 
 class AlertVideoMaker(Worker):
@@ -102,6 +115,7 @@ class AlertVideoMaker(Worker):
         self._failed: set[str] = set()  # alerts whose remux failed (logged once; settled at their deadline)
         self.made = 0  # videos stored
         self.without_video = 0  # alerts settled with none (their camera recorded none)
+        self.partial = 0  # videos made at the deadline that stop short of their window (or at a format change)
         self.failures = 0  # remux attempts that failed (a corrupt segment, a full disk)
         self.pending = 0  # alerts still waiting, as of the last pass
         self.video_bytes = 0  # bytes of the videos made
@@ -127,7 +141,8 @@ class AlertVideoMaker(Worker):
         self._wake.set()
 
     def counters(self) -> dict[str, int]:
-        return {"made": self.made, "without_video": self.without_video, "failed": self.failures,
+        return {"made": self.made, "partial": self.partial, "without_video": self.without_video,
+                "failed": self.failures,
                 "pending": self.pending, "bytes": self.video_bytes}
 
     # -- the loop --------------------------------------------------------------------------------
@@ -147,7 +162,8 @@ class AlertVideoMaker(Worker):
         with self._lock:
             now = self.clock.now()
             pending = self.db.retrying(self._pending, self.stop_event, "alert video read")
-            settled = sum(1 for alert in pending if self._try(alert, now, streams_ended))
+            index = SegmentIndex(self.evidence_dir)  # each camera's day folders listed once in this pass
+            settled = sum(1 for alert in pending if self._try(alert, now, streams_ended, index))
             self.pending = len(pending) - settled
         if settled and self.on_settled is not None:
             self.on_settled()
@@ -179,37 +195,41 @@ class AlertVideoMaker(Worker):
                 ).one()
         if span_start is None or span_end is None:
             span_start = span_end = alert.raised_at
-        known = VideoWindow.around(span_start, span_end, self.settings)
+        known = VideoWindow.around(span_start, span_end, self.settings, alert.raised_at)
         self._windows[alert.alert_id] = known
         return known
 
-    def _try(self, alert: PendingVideo, now: datetime, streams_ended: bool) -> bool:
-        """Settle ``alert`` if its time has come; whether it was settled."""
+    def _try(self, alert: PendingVideo, now: datetime, streams_ended: bool, index: SegmentIndex) -> bool:
+        """Settle ``alert`` if its time has come; whether it was settled.
+
+        The video is made once the camera's segments cover the window: a closed segment reaches its end, or
+        (``ready_at`` passed) no segment starting before its end is still being written.  A camera or ingest
+        running behind (a file slower than real time, a stall, another clock) keeps it waiting, up to the
+        deadline; then the video is made from what there is and counted ``partial``."""
         window = self.db.retrying(lambda: self.window(alert), self.stop_event, "alert video read")
-        recorded = streams_ended or now >= window.ready_at or self._recorded_past(alert.camera_id, window.end)
-        if not recorded:
+        final = streams_ended or now >= window.deadline
+        segments = index.overlapping(alert.camera_id, window.start, window.end)
+        reaches_end = bool(segments) and max(s.end for s in segments) >= window.end
+        complete = streams_ended or reaches_end or (
+            now >= window.ready_at and not index.open_before(alert.camera_id, window.end))
+        if not complete and not final:
             return False
-        segments = segments_overlapping(self.evidence_dir, alert.camera_id, window.start, window.end)
         if segments:
             out = alert_video_path(self.evidence_dir, alert.camera_id, alert.alert_id, window.start)
             try:
-                path = remux(segments, out)
+                cut = cut_video(self.evidence_dir, alert.camera_id, window.start, window.end, out, index=index)
             except Exception as exc:  # a corrupt segment or a full disk: tried again until the deadline
-                out.with_name(out.name + ".part").unlink(missing_ok=True)  # remux's unfinished file
                 self.failures += 1
                 if alert.alert_id not in self._failed:
                     self._failed.add(alert.alert_id)
                     log.error("alert %s (camera %s): its video could not be put together from %d segments: %s",
                               alert.alert_id, alert.camera_id, len(segments), exc)
             else:
-                if self._store(alert, path, now):
-                    self.made += 1
-                    self.video_bytes += path.stat().st_size
-                    log.info("alert %s (camera %s): video %s from %d segments (%.1f s)", alert.alert_id,
-                             alert.camera_id, path, len(segments), _covered_s(segments))
-                return True
-        if not streams_ended and now < window.ready_at + timedelta(seconds=self.settings.video_wait_s):
-            return False  # ingest may be behind: wait for the segments up to evidence.video_wait_s
+                if cut is not None:
+                    self._made(alert, window, cut, now, short=not complete)
+                    return True
+        if not final:
+            return False  # ingest may be behind: wait for the segments up to the deadline
         reason = "its video could not be put together" if alert.alert_id in self._failed else (
             "its camera recorded no video of it")
         if self._store(alert, None, now):
@@ -218,10 +238,24 @@ class AlertVideoMaker(Worker):
                         window.start.isoformat(), window.end.isoformat(), reason)
         return True
 
-    def _recorded_past(self, camera_id: str, end: datetime) -> bool:
-        """Whether the camera has a closed segment reaching past ``end`` (then every segment before it is closed:
-        a camera writes one segment at a time)."""
-        return any(s.end >= end for s in segments_overlapping(self.evidence_dir, camera_id, end, end + _LOOK_PAST))
+    def _made(self, alert: PendingVideo, window: VideoWindow, cut: CutResult, now: datetime, *, short: bool) -> None:
+        """Store a video made; ``short``: its camera's segment holding the window's end was still being written
+        at the deadline."""
+        if not self._store(alert, cut.path, now):
+            return
+        self.made += 1
+        self.video_bytes += cut.path.stat().st_size
+        if short or cut.partial:
+            self.partial += 1
+            why = cut.reason or (f"the segment holding {window.end.isoformat()} was still being written at the "
+                                 f"deadline (evidence.video_wait_s)")
+            log.warning("alert %s (camera %s): partial video %s, %.1f s of %.1f s from %d segments: %s",
+                        alert.alert_id, alert.camera_id, cut.path, min(cut.end, window.end).timestamp()
+                        - max(cut.start, window.start).timestamp(), (window.end - window.start).total_seconds(),
+                        cut.segments, why)
+        else:
+            log.info("alert %s (camera %s): video %s from %d segments (%.1f s)", alert.alert_id,
+                     alert.camera_id, cut.path, cut.segments, cut.covered_s)
 
     def _store(self, alert: PendingVideo, path: Path | None, now: datetime) -> bool:
         """Settle the alert (with its video, or none) and, in the same transaction, add its ``evidence_ready``
@@ -256,5 +290,3 @@ class AlertVideoMaker(Worker):
         return stored
 
 
-def _covered_s(segments: Sequence[Any]) -> float:
-    return (segments[-1].end - segments[0].start).total_seconds()

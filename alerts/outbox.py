@@ -8,8 +8,11 @@ receiver refused it for good) or ``expired`` (still undelivered ``notifications.
 the alert was stored).  The rows are in the database, so a restarted worker sends what was pending.
 
 A channel that carries the evidence video (e-mail) waits for it: the first attempt of a suspicious-activity
-alert's row is put off (``next_attempt_at``) until ``video_wait_s`` after the alert was stored, unless the video
-maker (``alerts.evidence_video``) settles the alert sooner, which makes the row due at once.
+alert's row is put off (``next_attempt_at``) until the video maker's own deadline for the alert
+(``alerts.evidence_video.video_deadline``: its margin after, a segment, ``video_wait_s``), unless the maker
+settles the alert sooner, which makes the row due at once (the maker settles every alert by then; the row
+waits ``VIDEO_GRACE`` longer only in case the maker is not running); so an e-mail never leaves without a video the maker
+would still make.
 
 Sending is at-least-once: a crash between a receiver's 200 and the row's update sends that delivery
 again after the restart, with the same ``webhook-id`` (or e-mail ``Message-ID``) for the receiver to
@@ -30,16 +33,21 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from alerts.delivery import DeliveryError, Notifier
+from alerts.evidence_video import video_deadline
 from common.clock import Clock
 from common.db import Database, DatabaseUnavailable, DueDelivery
 from common.schemas import AlertKind, DeliveryStatus
-from common.settings import NotificationSettings
+from common.settings import EvidenceSettings, NotificationSettings
 from common.worker import Worker
 
 log = logging.getLogger(__name__)
 
 # Outcomes of a delivery attempt, as counted per channel (the ``outcome`` label of the metric).
 OUTCOMES = ("ok", "retry", "failed", "expired")
+
+# How long past the video maker's deadline an unsettled alert's e-mail still waits: the maker settles every
+# alert at its deadline and makes the row due at once, so this only matters when the maker is not running.
+VIDEO_GRACE = timedelta(seconds=30)
 
 # Channels whose message carries the alert's video (attached or linked), so their first attempt waits for it.
 VIDEO_CHANNELS = frozenset({"email"})
@@ -72,9 +80,11 @@ class OutboxSender(Worker):
         drain_s: float = 5.0,
         rng: random.Random | None = None,
         video_wait_s: float | None = None,
+        video: EvidenceSettings | None = None,
     ) -> None:
-        """``video_wait_s``: how long a video channel's first attempt waits for the alert's video (None: the
-        video maker is off, nothing waits)."""
+        """``video``: the evidence settings of the video maker, whose deadline a video channel's first attempt
+        waits for (None: the maker is off, nothing waits); ``video_wait_s`` is shorthand for the default
+        settings with that wait."""
         super().__init__(stop)
         self.db = db
         self.notifiers = {n.name: n for n in notifiers}
@@ -86,7 +96,9 @@ class OutboxSender(Worker):
         self.batch_size = batch_size
         self.drain_s = drain_s
         self._rng = rng or random.Random()
-        self.video_wait = timedelta(seconds=video_wait_s) if video_wait_s is not None else None
+        if video is None and video_wait_s is not None:
+            video = EvidenceSettings(video_wait_s=video_wait_s)
+        self.video = video
         self.waited_for_video = 0  # first attempts put off to wait for the alert's video
         self._wake = threading.Event()
         self.outcomes: dict[str, Counter[str]] = {name: Counter() for name in self.notifiers}
@@ -102,6 +114,7 @@ class OutboxSender(Worker):
         clock: Clock,
         stop: threading.Event | None = None,
         video_wait_s: float | None = None,
+        video: EvidenceSettings | None = None,
     ) -> OutboxSender:
         return cls(
             db,
@@ -112,6 +125,7 @@ class OutboxSender(Worker):
             retry_max_s=settings.retry_max_s,
             stop=stop,
             video_wait_s=video_wait_s,
+            video=video,
         )
 
     @property
@@ -219,10 +233,10 @@ class OutboxSender(Worker):
 
     def _video_wait_until(self, row: DueDelivery) -> datetime | None:
         """Until when this row's first attempt waits for the alert's video; None when it does not wait."""
-        if (self.video_wait is None or row.channel not in VIDEO_CHANNELS or row.attempts > 0
+        if (self.video is None or row.channel not in VIDEO_CHANNELS or row.attempts > 0
                 or row.alert.alert_kind != AlertKind.SUSPICIOUS_ACTIVITY or row.video_path or row.video_settled):
             return None
-        return row.created_at + self.video_wait
+        return video_deadline(row.alert.raised_at, self.video) + VIDEO_GRACE
 
     def _give_up(self, row: DueDelivery, attempts: int, error: str, now: datetime) -> None:
         self._record(row, DeliveryStatus.EXPIRED, attempts, last_error=error)

@@ -110,7 +110,7 @@ class AlertWorker(Worker):
                                             videos=evidence.video, email_attach_max_mb=evidence.email_attach_max_mb)
         durable = [n for n in notifiers if not n.immediate]
         outbox = OutboxSender.from_settings(
-            settings.notifications, db, durable, clock, video_wait_s=evidence.video_wait_s if evidence.video else None
+            settings.notifications, db, durable, clock, video=evidence if evidence.video else None
         ) if durable else None
         immediate = [n for n in notifiers if n.immediate]
         videos = AlertVideoMaker.from_settings(

@@ -142,11 +142,13 @@ class AlertCollector(Collector):
         if videos:
             made = CounterMetricFamily(
                 "aislewatch_alert_videos",
-                "Suspicious-activity alerts settled by the video maker: made (video stored), without_video (the "
-                "camera recorded none within evidence.video_wait_s), and failed remux attempts",
+                "Suspicious-activity alerts settled by the video maker: made (video stored), partial (of those made, "
+                "ones stopping short of their window: its last segment still being written at the deadline, or a "
+                "format change), without_video (the camera recorded none within evidence.video_wait_s), and "
+                "failed remux attempts",
                 labels=["outcome"],
             )
-            for outcome in ("made", "without_video", "failed"):
+            for outcome in ("made", "partial", "without_video", "failed"):
                 made.add_metric([outcome], float(videos.get(outcome, 0)))
             yield made
             waiting = GaugeMetricFamily("aislewatch_alert_videos_pending", "Alerts still waiting for their video")

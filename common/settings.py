@@ -172,6 +172,10 @@ class ModelSettings(Section):
         None, description="A candidate model scored on every clip beside the active one, raising nothing "
         "(its score is stored as clip_results.shadow_probability for `aislewatch model compare` and reports)",
     )
+    shadow_budget_ms: int = Field(
+        500, ge=1, le=600_000, description="Longest the active results wait for the candidate's scores of a batch "
+        "(at least twice the active model's time on it); past that the batch's shadow scores are stored empty",
+    )
 
 
 class InferenceSettings(Section):
@@ -357,7 +361,8 @@ class EvidenceSettings(Section):
         "on", description="The evidence janitor: on deletes; dry_run logs and counts what it would delete; off never runs"
     )
     email_attach_max_mb: float = Field(
-        8.0, ge=0, le=50, description="Attach an alert's video to its e-mail up to this size; larger ones are linked"
+        8.0, ge=0, le=50, description="Attach an alert's video to its e-mail while the attachment, as it stands in "
+        "the message (base64: about 1.37 x the file), is at most this size (MiB); larger ones are linked"
     )
     video_wait_s: float = Field(
         15.0, ge=0, le=600,

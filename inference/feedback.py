@@ -39,7 +39,7 @@ from sqlalchemy import select
 from tqdm import tqdm
 
 from common.db import Database
-from common.evidence import remux, segments_overlapping
+from common.evidence import cut_video
 from common.models import Alert, ClipResult, MissedTheft
 from common.schemas import AlertKind, Verdict
 from inference.dataset import SPLIT_NAMES, assign_groups
@@ -285,16 +285,14 @@ def _fetch_video(example: Example, target: Path, evidence_dir: Path, before: tim
         shutil.copyfile(example.video, tmp)
         os.replace(tmp, target)
         return None
-    segments = segments_overlapping(evidence_dir, example.camera, example.start - before, example.end + after)
-    if not segments:
+    try:
+        cut = cut_video(evidence_dir, example.camera, example.start - before, example.end + after, target)
+    except Exception as exc:  # a damaged segment: this example is skipped, the export goes on
+        return f"cannot cut its video from the motion segments: {exc}"
+    if cut is None:
         where = "its evidence video is gone and " if example.video is not None else ""
         return f"{where}no motion segments of {example.camera} cover {example.start:%Y-%m-%d %H:%M:%S} to " \
                f"{example.end:%H:%M:%S} UTC"
-    try:
-        remux(segments, target)
-    except Exception as exc:  # a damaged segment: this example is skipped, the export goes on
-        target.with_name(target.name + ".part").unlink(missing_ok=True)
-        return f"cannot cut its video from the motion segments: {exc}"
     return None
 
 

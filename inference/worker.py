@@ -13,13 +13,19 @@ Shadow mode: a second, candidate classifier (``model.shadow_path``) scores every
 one, and its score is stored beside the active one's (``shadow_probability``, ``shadow_model_version``).
 It raises nothing (results carry the active probability and threshold, which is all the alert rules
 read), and a candidate that fails never stops the active one: its batch is stored with NULL shadow
-scores, the failure logged and counted (``aislewatch_errors_total{stage="infer",kind="shadow"}``).
+scores, the failure logged and counted (``aislewatch_errors_total{stage="infer",kind="shadow"}``).  Nor does a
+slow one hold it up: the candidate runs on its own thread and the batch waits for its scores at most
+``model.shadow_budget_ms`` (or twice the active model's time on the batch, if longer); past that the batch is
+stored with NULL shadow scores (``kind="shadow_timeout"``), and while the candidate is still busy with it, later
+batches are not given to it (``kind="shadow_skipped"``): the candidate never queues up work or memory.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -69,6 +75,8 @@ class InferenceStats:
     commits_refused: int = 0
     shadow_batches: int = 0
     shadow_failures: int = 0  # batches the candidate model failed on (stored with NULL shadow scores)
+    shadow_timeouts: int = 0  # batches the candidate did not score within its budget (NULL shadow scores)
+    shadow_skipped: int = 0  # batches not given to the candidate: it was still busy with an earlier one
 
 
 class InferenceWorker(Worker):
@@ -91,7 +99,10 @@ class InferenceWorker(Worker):
         name: str | None = None,
         input_shape: tuple[int, ...] | None = None,
         shadow: Classifier | None = None,
+        shadow_budget_s: float = 0.5,
     ) -> None:
+        """``shadow_budget_s``: how long a batch's results wait for the candidate's scores at least (twice the
+        active model's time on the batch when that is longer)."""
         if name:
             self.name = name
         super().__init__(stop)
@@ -108,6 +119,9 @@ class InferenceWorker(Worker):
                     f"the shadow model {shadow.version} takes clips of shape {shadow_shape}, the active model "
                     f"{classifier.version} {self.input_shape}: a candidate must take the same clips (model.shadow_path)"
                 )
+        self.shadow_budget_s = shadow_budget_s
+        self._shadow_pool: ThreadPoolExecutor | None = None
+        self._shadow_busy: Future[np.ndarray] | None = None  # a batch the candidate is still scoring
         self.group_id = group_id
         self.clock = clock or SystemClock()
         self.batcher: Batcher[tuple[BusRecord, ClipMessage]] = Batcher(max_batch_size, max_wait_s, self.clock)
@@ -135,6 +149,7 @@ class InferenceWorker(Worker):
             stop=stop,
             name=name,
             shadow=shadow,
+            shadow_budget_s=settings.model.shadow_budget_ms / 1000.0,
         )
 
     def setup(self) -> None:
@@ -188,9 +203,10 @@ class InferenceWorker(Worker):
             frames = np.stack([clip.frames for _, clip in batch])
             started = time.perf_counter()
             probabilities = self.classifier.predict(frames)
-            BATCH_SECONDS.observe(time.perf_counter() - started)
+            active_s = time.perf_counter() - started
+            BATCH_SECONDS.observe(active_s)
             BATCH_SIZE.observe(len(batch))
-            shadow_scores = self._shadow_scores(frames, batch)
+            shadow_scores = self._shadow_scores(frames, batch, max(self.shadow_budget_s, 2 * active_s))
             now = self.clock.now()
             for (_, clip), probability, shadow_p in zip(batch, probabilities, shadow_scores, strict=True):
                 h = clip.header
@@ -226,13 +242,39 @@ class InferenceWorker(Worker):
         """The candidate model's version, None without one."""
         return None if self.shadow is None else self.shadow.version
 
-    def _shadow_scores(self, frames: np.ndarray, batch: list[tuple[BusRecord, ClipMessage]]) -> list[float | None]:
-        """The candidate's probability for each clip of the batch; all None without a candidate or when it
-        fails (an exception, or not one finite score per clip), which is logged and counted, never raised."""
+    def _shadow_scores(
+        self, frames: np.ndarray, batch: list[tuple[BusRecord, ClipMessage]], budget_s: float
+    ) -> list[float | None]:
+        """The candidate's probability for each clip of the batch; all None without a candidate, when it fails
+        (an exception, or not one finite score per clip), when it takes longer than ``budget_s``, or while it is
+        still busy with an earlier batch: logged and counted, never raised."""
+        none: list[float | None] = [None] * len(batch)
         if self.shadow is None:
-            return [None] * len(batch)
+            return none
+        if self._shadow_busy is not None and not self._shadow_busy.done():
+            self.stats.shadow_skipped += 1
+            ERRORS.labels("infer", "shadow_skipped").inc()
+            return none
+        self._shadow_busy = None
+        if self._shadow_pool is None:
+            self._shadow_pool = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-shadow")
+        future = self._shadow_pool.submit(self.shadow.predict, frames)
         try:
-            scores = np.asarray(self.shadow.predict(frames), dtype=np.float64).reshape(-1)
+            try:
+                raw = future.result(timeout=budget_s)
+            except FutureTimeout:
+                self._shadow_busy = future  # still running: later batches skip the candidate until it is done
+                self.stats.shadow_timeouts += 1
+                ERRORS.labels("infer", "shadow_timeout").inc()
+                timeouts = self.stats.shadow_timeouts
+                if timeouts <= 10 or timeouts % 100 == 0:
+                    self.log.warning(
+                        "shadow model %s took longer than %.0f ms on a batch of %d clips; their shadow scores are "
+                        "stored empty, the active results go on (%d batches timed out so far; model.shadow_budget_ms)",
+                        self.shadow.version, budget_s * 1000, len(batch), timeouts,
+                    )
+                return none
+            scores = np.asarray(raw, dtype=np.float64).reshape(-1)
             if scores.shape != (len(batch),) or not np.all(np.isfinite(scores)):
                 raise ValueError(f"expected {len(batch)} finite scores, got shape {scores.shape}")
         except Exception as exc:
@@ -299,6 +341,8 @@ class InferenceWorker(Worker):
         except Exception:
             self.log.exception("could not finish the last batch; it will be redelivered")
         finally:
+            if self._shadow_pool is not None:  # a candidate still busy finishes on its own; nothing waits for it
+                self._shadow_pool.shutdown(wait=False, cancel_futures=True)
             if self._consumer is not None:
                 self._consumer.close()
             if self._publisher is not None:

@@ -49,6 +49,6 @@ def raise_alert(db: Database, evidence_dir: Path, store_id: str, segment: Segmen
         camera_id=segment.camera_id, raised_at=segment.end, probability=probability, clip_ids=(clip_id,),
     )])
     if with_video:
-        video = remux([segment], alert_video_path(evidence_dir, segment.camera_id, alert_id, segment.end))
+        video = remux([segment], alert_video_path(evidence_dir, segment.camera_id, alert_id, segment.end)).path
         with db.session() as session:
             session.execute(update(Alert).where(Alert.alert_id == alert_id).values(evidence_video_path=str(video)))

@@ -22,7 +22,7 @@ from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.queries import ClipPoint
 from alerts.desk.roles import Principal
 from common.db import Database
-from common.evidence import missed_video_path, remux, segments_overlapping
+from common.evidence import cut_video, missed_video_path, segments_overlapping
 from common.models import Camera, ClipResult, MissedTheft, Store
 from common.schemas import utc_now
 
@@ -143,10 +143,12 @@ def mark_missed_theft(
     # cut goes to a pending name in the same folder and is renamed once the row exists: a rename, not a copy.
     pending = missed_video_path(Path(evidence_dir), camera_id, 0, start).with_name(f".pending-{uuid.uuid4().hex}.mp4")
     try:
-        remux(segments, pending)
+        cut = cut_video(Path(evidence_dir), camera_id, start, end, pending)
     except Exception as exc:  # a damaged segment: refused with the reason, nothing is stored
         _discard(pending)
         raise MarkRefused(f"The motion video could not be cut: {exc}") from exc
+    if cut is None:  # deleted since it was looked up
+        raise MarkRefused("The motion video of that time span is gone.")
     video: Path | None = None
     try:
         with db.session() as session:  # short: insert, rename, audit, commit

@@ -17,17 +17,17 @@ import av
 import numpy as np
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from alerts.delivery import EmailNotifier, WebhookNotifier
-from alerts.evidence_video import AlertVideoMaker
-from alerts.outbox import OutboxSender
+from alerts.evidence_video import AlertVideoMaker, video_deadline
+from alerts.outbox import VIDEO_GRACE, OutboxSender
 from alerts.worker import AlertWorker
 from common.clock import FakeClock
 from common.db import Database
 from common.evidence import SegmentEncoder, video_duration_s
 from common.inprocess_bus import InProcessBus
-from common.models import Alert, AlertEvent
+from common.models import Alert, AlertDelivery, AlertEvent
 from common.schemas import AlertEventKind, AlertKind, AlertMessage, DeliveryStatus, Topic
 from common.settings import EmailSettings, EvidenceSettings, Settings
 from tests.unit.alerts.conftest import T0, result
@@ -40,6 +40,7 @@ CLIPS = (5, 6)
 SPAN_START, SPAN_END = T0 + timedelta(seconds=6), T0 + timedelta(seconds=12)
 WINDOW_START, WINDOW_END = T0 + timedelta(seconds=3), T0 + timedelta(seconds=15)
 READY_AT = WINDOW_END + timedelta(seconds=4)
+DEADLINE = SPAN_END + timedelta(seconds=3 + 4 + 15)  # margin after, a segment, video_wait_s (the defaults)
 
 
 @pytest.fixture
@@ -131,7 +132,8 @@ def test_the_video_covers_the_clips_and_margins_and_is_made_once_the_camera_reco
     assert decoded_frames(path) == 4 * 4 * FPS
     assert 15.5 < video_duration_s(path) < 16.1
     assert events(db) == [AlertEventKind.RAISED.value, AlertEventKind.EVIDENCE_READY.value]
-    assert videos.counters() | {"bytes": 0} == {"made": 1, "without_video": 0, "failed": 0, "pending": 0, "bytes": 0}
+    assert videos.counters() | {"bytes": 0} == {"made": 1, "partial": 0, "without_video": 0, "failed": 0, "pending": 0,
+                                                   "bytes": 0}
 
     assert videos.make_due() == 0  # settled: not made again, no second event
     assert events(db).count(AlertEventKind.EVIDENCE_READY.value) == 1
@@ -317,7 +319,7 @@ def test_an_email_waits_for_the_video_and_attaches_it(db: Database, evidence: Pa
     assert outbox.send_due() == 1 and inbox.messages == []  # held: the video is not made yet
     (row,) = db.deliveries("alert-1")
     assert row.status == DeliveryStatus.PENDING.value and row.attempts == 0
-    assert row.next_attempt_at == SPAN_END + timedelta(seconds=15)
+    assert row.next_attempt_at == DEADLINE + VIDEO_GRACE == video_deadline(SPAN_END, EvidenceSettings()) + VIDEO_GRACE
     clock.advance(3)
     assert outbox.send_due() == 0  # nothing due while it waits
 
@@ -340,15 +342,86 @@ def test_an_email_goes_without_the_video_once_the_wait_is_over(
     inbox, port = smtp
     clock = FakeClock(SPAN_END)
     raise_alert(db, clock, channels=("email",))
-    outbox = email_outbox(db, port, clock, wait_s=15)
+    outbox = email_outbox(db, port, clock, wait_s=15)  # no video maker runs: the e-mail waits to its grace's end
     assert outbox.send_due() == 1 and inbox.messages == []
-    clock.advance(14.9)
+    set_clock(clock, DEADLINE + VIDEO_GRACE - timedelta(seconds=0.1))
     assert outbox.send_due() == 0 and inbox.messages == []
     clock.advance(0.1)
     assert outbox.send_due() == 1
     (message,) = inbox.received()
     assert "video/mp4" not in attachments(message)
     assert outbox.waited_for_video == 1
+
+
+def set_clock(clock: FakeClock, at: Any) -> None:
+    clock.advance((at - clock.now()).total_seconds())
+
+
+def open_segment(root: Path, start_s: float, frames: int) -> SegmentEncoder:
+    """A segment of ``CAMERA`` from T0+start_s that ingest is still writing (its ``.part``)."""
+    encoder = SegmentEncoder(root, CAMERA, T0 + timedelta(seconds=start_s), width=160, height=120)
+    for frame in range(frames):
+        encoder.add(np.full((120, 160, 3), 90, np.uint8), T0 + timedelta(seconds=start_s + frame / FPS))
+    return encoder
+
+
+def test_a_camera_still_writing_the_window_is_waited_for_and_its_email_waits_with_it(
+    db: Database, evidence: Path, smtp: tuple[Inbox, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A camera behind the alerts' clock (a file slower than real time, an ingest stall): at ready_at the
+    segment holding the window's end is still open, so the video is not cut short and settled for good; at the
+    deadline the best video there is is made, counted partial, and the e-mail (which waited as long) carries it."""
+    inbox, port = smtp
+    clock = FakeClock(SPAN_END)
+    raise_alert(db, clock, channels=("email",))
+    outbox = email_outbox(db, port, clock)
+    videos = AlertVideoMaker(db, evidence, EvidenceSettings(), clock, on_settled=outbox.wake)
+    write_segments(evidence, 0, 12)
+    writing = open_segment(evidence, 12, 5)  # T0+12 .. : holds the window's end (T0+15), still being written
+    try:
+        assert outbox.send_due() == 1 and inbox.messages == []
+        set_clock(clock, READY_AT)
+        assert videos.make_due() == 0 and stored(db).evidence_video_settled_at is None
+        set_clock(clock, DEADLINE - timedelta(seconds=0.1))
+        assert videos.make_due() == 0 and outbox.send_due() == 0 and inbox.messages == []
+        set_clock(clock, DEADLINE)
+        with caplog.at_level(logging.WARNING, logger="aislewatch.alerts.video"):
+            assert videos.make_due() == 1
+    finally:
+        writing.abandon()
+    path = Path(stored(db).evidence_video_path or "")
+    assert decoded_frames(path) == 3 * 4 * FPS  # segments 0-4, 4-8, 8-12: all there was
+    assert videos.counters()["partial"] == 1 and videos.counters()["made"] == 1
+    assert any("partial video" in r.getMessage() for r in caplog.records)
+    assert outbox.send_due() == 1  # made due by the maker at its deadline, not before
+    (message,) = inbox.received()
+    assert attachments(message)["video/mp4"] == path.read_bytes()
+
+
+def test_an_open_segment_that_closes_before_the_deadline_gives_the_whole_video(db: Database, evidence: Path) -> None:
+    clock = FakeClock(READY_AT)
+    raise_alert(db, clock)
+    write_segments(evidence, 0, 12)
+    writing = open_segment(evidence, 12, 40)
+    videos = maker(db, evidence, clock)
+    assert videos.make_due() == 0
+    assert writing.close() is not None  # T0+12 .. T0+15.9: reaches the window's end
+    clock.advance(2)
+    assert videos.make_due() == 1
+    assert decoded_frames(Path(stored(db).evidence_video_path or "")) == 3 * 4 * FPS + 40
+    assert videos.counters()["partial"] == 0
+
+
+def test_a_camera_that_stopped_recording_before_the_window_end_is_not_waited_for(
+    db: Database, evidence: Path
+) -> None:
+    clock = FakeClock(READY_AT)
+    raise_alert(db, clock)
+    write_segments(evidence, 0, 12)  # motion ended at T0+12: no segment is open
+    videos = maker(db, evidence, clock)
+    assert videos.make_due() == 1
+    assert decoded_frames(Path(stored(db).evidence_video_path or "")) == 3 * 4 * FPS
+    assert videos.counters()["partial"] == 0
 
 
 def test_a_video_over_the_cap_is_linked_not_attached(db: Database, evidence: Path, smtp: tuple[Inbox, int]) -> None:
@@ -412,5 +485,37 @@ def test_video_outcomes_are_exported_as_metrics(db: Database, evidence: Path) ->
     assert videos.make_due(streams_ended=True) == 2
     families = {f.name: f for f in AlertCollector(lambda: {"videos": videos.counters()}).collect()}
     outcomes = {s.labels["outcome"]: s.value for s in families["aislewatch_alert_videos"].samples}
-    assert outcomes == {"made": 1.0, "without_video": 1.0, "failed": 0.0}
+    assert outcomes == {"made": 1.0, "partial": 0.0, "without_video": 1.0, "failed": 0.0}
     assert [s.value for s in families["aislewatch_alert_videos_pending"].samples] == [0.0]
+
+
+def test_the_attachment_cap_is_on_the_video_as_it_stands_in_the_message(
+    db: Database, evidence: Path, smtp: tuple[Inbox, int]
+) -> None:
+    """A video whose file fits the cap but whose base64 form in the message (about 1.37x) does not is linked:
+    a mail server limits what it receives, not the file."""
+    from alerts.delivery import base64_size
+
+    inbox, port = smtp
+    clock = FakeClock(SPAN_END)
+    raise_alert(db, clock, channels=("email",), alert_id="alert-1")
+    raise_alert(db, clock, channels=("email",), alert_id="alert-2")
+    write_segments(evidence, 0, 20)
+    assert maker(db, evidence, clock).make_due() == 2
+    size = Path(stored(db).evidence_video_path or "").stat().st_size
+    outbox = email_outbox(db, port, clock, attach_max_mb=(size * 1.2) / 1024 / 1024)  # the file fits, base64 not
+    assert outbox.send_due() == 2
+    for message in inbox.received():
+        assert "video/mp4" not in attachments(message)
+    encoded = base64_size(size)
+    assert 1.33 * size < encoded < 1.40 * size
+    inbox.messages.clear()
+    with db.sessions() as session:  # send them again, under a cap that takes the encoded size
+        session.execute(update(AlertDelivery).values(status=DeliveryStatus.PENDING.value, next_attempt_at=clock.now()))
+        session.commit()
+    outbox = email_outbox(db, port, clock, attach_max_mb=encoded / 1024 / 1024)
+    assert outbox.send_due() == 2
+    messages = inbox.received()
+    assert all("video/mp4" in attachments(m) for m in messages)
+    raw = max(len(m.as_bytes()) for m in messages)
+    assert raw > encoded  # the message carries the encoded video (plus the rest)

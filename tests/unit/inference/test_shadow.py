@@ -4,6 +4,7 @@ on the in-process bus, with two real (tiny) Keras models; it raises nothing, and
 from __future__ import annotations
 
 import math
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def test_shadow_scores_are_stored_beside_the_active_ones_and_raise_nothing(
     bus = InProcessBus()
     publish_clips(bus, BRIGHTNESS)
     worker = InferenceWorker(active, bus, db, max_batch_size=4, max_wait_s=0.0, poll_timeout_s=0.01,
-                             shadow=candidate)
+                             shadow=candidate, shadow_budget_s=120)  # a loaded CI machine's first call is slow
     run_worker(worker, db, len(BRIGHTNESS))
     rows = {r.clip_id: r for r in db.results()}
     assert set(rows) == set(BRIGHTNESS)
@@ -160,3 +161,42 @@ def test_a_candidate_of_another_clip_shape_is_refused(tmp_path: Path, active: Cl
 
     with pytest.raises(ValueError, match="same clips"):
         InferenceWorker(active, InProcessBus(), None, shadow=ShortShadow())  # type: ignore[arg-type]
+
+
+class StuckShadow(FailingShadow):
+    """A candidate far slower than its budget: its predict blocks until the test lets it go."""
+
+    version = "slow-v4"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def predict(self, clips: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        self.release.wait(60)
+        return np.full(len(clips), 0.5)
+
+
+def test_a_slow_shadow_model_never_holds_up_the_active_results(db: Database, active: ClipClassifier) -> None:
+    """The candidate is still busy with the first batch when every clip is stored and committed: the first
+    batch waited only its budget, the later ones did not go to the candidate at all, and none waits on it."""
+    bus = InProcessBus()
+    publish_clips(bus, BRIGHTNESS)
+    shadow = StuckShadow()
+    timeouts, skipped = ERRORS.labels("infer", "shadow_timeout"), ERRORS.labels("infer", "shadow_skipped")
+    before = timeouts._value.get(), skipped._value.get()
+    worker = InferenceWorker(active, bus, db, max_batch_size=2, max_wait_s=0.0, poll_timeout_s=0.01, shadow=shadow,
+                             shadow_budget_s=0.05)
+    try:
+        run_worker(worker, db, len(BRIGHTNESS))
+        assert not shadow.release.is_set()  # (the candidate is still stuck on its first batch)
+        rows = {r.clip_id: r for r in db.results()}
+        assert set(rows) == set(BRIGHTNESS) and bus.lag("aislewatch-inference") == 0  # stored and committed
+        assert all(r.shadow_probability is None and r.shadow_model_version is None for r in rows.values())
+        assert rows["bright-0"].probability == pytest.approx(expected_p(2.0, -3.0, 255), abs=1e-3)
+        assert shadow.calls == 1 and worker.stats.batches == 3  # batches of 2, 2 and 1 clips
+        assert (worker.stats.shadow_timeouts, worker.stats.shadow_skipped) == (1, 2)
+        assert (timeouts._value.get() - before[0], skipped._value.get() - before[1]) == (1, 2)
+    finally:
+        shadow.release.set()
