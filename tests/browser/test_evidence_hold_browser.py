@@ -29,7 +29,7 @@ def test_a_manager_holds_and_releases_from_the_alert_page(desk: RunningDesk, chr
     click_to_new_page(chromium, chromium.find_element(By.ID, "hold"))
     WebDriverWait(chromium, 5).until(lambda d: d.find_elements(By.ID, "evidence-hold"))
     assert chromium.find_element(By.ID, "evidence-hold").text.startswith(f"Held by {MANAGER.username}")
-    assert "evidence_held by manager-n" in chromium.find_element(By.ID, "history").text
+    assert "evidence put on hold by manager-n" in chromium.find_element(By.ID, "history").text
     stored = desk.alert(alert_id)
     assert (stored.evidence_hold, stored.hold_by) == (True, MANAGER.username)
 

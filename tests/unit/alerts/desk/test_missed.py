@@ -132,13 +132,13 @@ def _write_from_another_connection(web: Web) -> str:
 def test_the_video_is_cut_while_no_database_lock_is_held(web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
     start, end = _filmed(web)
     seen: list[str] = []
-    real_remux = missed.remux
+    real_cut = missed.cut_video
 
-    def remux_watching_the_lock(segments: Any, out: Path) -> Path:
+    def cut_watching_the_lock(*args: Any, **kwargs: Any) -> Any:
         seen.append(_write_from_another_connection(web))  # another writer (the alert worker) during the cut
-        return real_remux(segments, out)
+        return real_cut(*args, **kwargs)
 
-    monkeypatch.setattr(missed, "remux", remux_watching_the_lock)
+    monkeypatch.setattr(missed, "cut_video", cut_watching_the_lock)
     csrf = web.sign_in_as("ms")
     answer = web.client.post("/cameras/south-cam/missed", data={"start": start, "end": end, "csrf_token": csrf})
     assert answer.status_code == 303
