@@ -35,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.evidence import contained
 from alerts.desk.roles import Principal
-from alerts.desk.web_auth import Forbidden, client_address, desk
+from alerts.desk.web_auth import Forbidden, client_address, desk, refuse_cross_site
 from common.db import Database
 from common.models import Alert, AuditEntry, ClipResult
 from common.schemas import utc_now
@@ -163,6 +163,7 @@ async def bundle_response(request: Request, principal: Principal, alert_id: str)
     state = desk(request)
     if not principal.can_download_evidence:
         raise Forbidden("only a manager or an admin can download evidence")
+    refuse_cross_site(request)
     view = await run_in_threadpool(state.queries.alert, principal, alert_id)  # AlertNotFound → 404
     path = await run_in_threadpool(build_bundle, state.db, alert_id, Path(state.evidence_dir))
     try:

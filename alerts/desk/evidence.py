@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from alerts.desk.audit import AuditAction, record_for
 from alerts.desk.queries import AlertNotFound
 from alerts.desk.roles import Principal
-from alerts.desk.web_auth import Forbidden, client_address, desk
+from alerts.desk.web_auth import Forbidden, client_address, desk, refuse_cross_site
 
 log = logging.getLogger("aislewatch.desk.evidence")
 
@@ -52,6 +52,8 @@ async def evidence_response(
     state = desk(request)
     if download and not principal.can_download_evidence:
         raise Forbidden("only a manager or an admin can download evidence")
+    if download:
+        refuse_cross_site(request)
     snapshot, video = await run_in_threadpool(state.queries.evidence_paths, principal, alert_id)
     view = await run_in_threadpool(state.queries.alert, principal, alert_id)
     path = contained(snapshot if kind == "snapshot" else video, Path(state.evidence_dir))

@@ -126,6 +126,14 @@ async def _check_csrf(request: Request, expected: str) -> None:
         raise CsrfRefused
 
 
+def refuse_cross_site(request: Request) -> None:
+    """Evidence downloads are GETs, so SameSite=Lax still sends the cookie when another site links to one:
+    a browser that says the request came from another site (``Sec-Fetch-Site: cross-site``) is refused, so
+    no page elsewhere can make a manager's browser build a bundle or log a download."""
+    if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+        raise Forbidden("evidence downloads are only followed from the desk's own pages")
+
+
 def csrf_token(request: Request) -> str:
     session: SessionInfo | None = getattr(request.state, "session", None)
     return session.csrf_token if session is not None else ""
@@ -195,6 +203,9 @@ async def login(
         return _login_form(request, next=safe_next(next), status=401, username=username,
                            error="Wrong username or password.")
     new = result.session
+    previous = request.cookies.get(SESSION_COOKIE)
+    if previous:  # a new sign-in replaces whatever session this browser held: no session outlives its cookie
+        await run_in_threadpool(state.accounts.revoke_session, previous)
     response = RedirectResponse(safe_next(next), status_code=303)
     response.set_cookie(SESSION_COOKIE, new.token, httponly=True, samesite="lax", secure=secure_cookies(request),
                         max_age=state.settings.session_max_hours * 3600, path="/")

@@ -15,7 +15,7 @@ from sqlalchemy import update
 from starlette.routing import BaseRoute, Mount, Route
 
 from alerts.desk.audit import AuditAction
-from alerts.desk.web_auth import CSRF_HEADER, PUBLIC_PATHS, SESSION_COOKIE, safe_next
+from alerts.desk.web_auth import CSRF_HEADER, LOGIN_CSRF_COOKIE, PUBLIC_PATHS, SESSION_COOKIE, safe_next
 from common.models import DeskSession
 from tests.unit.alerts.desk.webapp import PASSWORD, Web, csrf_of
 
@@ -678,3 +678,26 @@ def test_api_answers_are_never_cached(web: Web) -> None:
     web.sign_in_as("gs")
     for path in ("/api/alerts", "/api/me", "/api/stores"):
         assert web.client.get(path).headers["cache-control"] == "no-store", path
+
+
+def test_signing_in_again_revokes_the_session_the_browser_held(web: Web) -> None:
+    assert web.login("gs").status_code == 303
+    old = web.client.cookies.get(SESSION_COOKIE)
+    assert old and web.app.state.desk.accounts.session(old) is not None
+    web.client.cookies.clear()
+    form = web.client.get("/login")
+    token = csrf_of(form.text)
+    answer = web.client.post("/login", data={"username": "gn", "password": PASSWORD, "csrf_token": token, "next": "/"},
+                             headers={"Cookie": f"{LOGIN_CSRF_COOKIE}={token}; {SESSION_COOKIE}={old}"})
+    assert answer.status_code == 303 and answer.cookies.get(SESSION_COOKIE) not in (None, old)
+    assert web.app.state.desk.accounts.session(old) is None
+
+
+@pytest.mark.parametrize("path", ["/alerts/{id}/snapshot/download", "/alerts/{id}/bundle.zip"])
+def test_evidence_downloads_refuse_requests_from_another_site(web: Web, path: str) -> None:
+    alert_id = web.raise_alert()
+    web.sign_in_as("ms")
+    url = path.format(id=alert_id)
+    assert web.client.get(url, headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    assert web.client.get(url, headers={"Sec-Fetch-Site": "same-origin"}).status_code == 200
+    assert web.client.get(url).status_code == 200  # browsers that send no Sec-Fetch-* headers still work
