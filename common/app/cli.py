@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -271,10 +272,15 @@ def cmd_evaluate_streams(args: argparse.Namespace) -> int:
     from common.app.stream_eval import evaluate_streams
 
     setup_logging("WARNING")
-    report = evaluate_streams(
-        Path(args.streams), Path(args.out), model_path=Path(args.model) if args.model else None,
-        threshold=args.threshold, n_of_m=args.n_of_m, overlap=args.overlap,
-    )
+    # with --json, stdout carries the report alone: progress and the table go to stderr
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        report = evaluate_streams(
+            Path(args.streams), Path(args.out), model_path=Path(args.model) if args.model else None,
+            threshold=args.threshold, n_of_m=args.n_of_m, overlap=args.overlap,
+            plots_dir=Path(args.plots) if args.plots else None,
+        )
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
     ok = report["detected"] == report["incidents"] and report["false_alarms"] == 0
     return 0 if ok or not args.strict else 1
 
@@ -424,9 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(func=cmd_feedback_export)
 
     ev_streams = sub.add_parser(
-        "evaluate-streams", help="event level: run the pipeline over recorded streams with ground truth"
+        "evaluate-streams", help="event level: the pipeline over recorded streams; caught, missed, false alarms"
     )
-    ev_streams.add_argument("streams", help="folder of *.mp4, each with a .truth.json beside it")
+    ev_streams.add_argument("streams", help="folder of videos; one without a .truth.json beside it holds no incident")
     ev_streams.add_argument("--model", default=None, help="model file (default: the bundled one)")
     ev_streams.add_argument("--out", default="build/stream-eval")
     ev_streams.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
@@ -435,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev_streams.add_argument("--overlap", type=float, default=None,
                             help="clip overlap (default: the clip.overlap default, 0.75: a 1 s stride)")
     ev_streams.add_argument("--strict", action="store_true", help="exit 1 unless all caught without false alarms")
+    ev_streams.add_argument("--json", action="store_true", help="print the report as JSON (the table goes to stderr)")
+    ev_streams.add_argument("--plots", default=None, metavar="DIR", help="write scores.png, the clip-score histogram")
     ev_streams.set_defaults(func=cmd_evaluate_streams)
 
     classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")

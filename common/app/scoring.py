@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from common.schemas import AlertKind
 from inference.synth import GroundTruth
 
@@ -34,6 +36,13 @@ def _alert_matches(alert: Any, camera_id: str, incident: Any) -> bool:
 def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
     """Match suspicious-activity alerts to ground-truth incidents.  Returns per-incident rows and the number
     of false alarms: alerts near no incident (a second alert for a caught incident is a repeat, not one)."""
+    rows, false_alarms = match_alerts(alerts, truths)
+    return rows, len(false_alarms)
+
+
+def match_alerts(alerts: list[Any], truths: dict[str, Any]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """``score_against_truth`` with the false alarms themselves, so they can be counted per camera.  A camera
+    whose truth lists no incident (a recording known to hold none) makes every alert on it a false alarm."""
     rows: list[dict[str, Any]] = []
     near_an_incident: set[str] = set()
     for camera_id, truth in truths.items():
@@ -51,7 +60,33 @@ def score_against_truth(alerts: list[Any], truths: dict[str, Any]) -> tuple[list
                 "probability": round(hit.probability, 3) if hit and hit.probability is not None else None,
             })
     false_alarms = [a for a in alerts if a.kind == AlertKind.SUSPICIOUS_ACTIVITY and a.alert_id not in near_an_incident]
-    return rows, len(false_alarms)
+    return rows, false_alarms
+
+
+# Bin edges of the score histogram: tenths of the probability axis.
+HISTOGRAM_EDGES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(11))
+
+
+def score_distribution(probabilities: Sequence[float], threshold: float) -> dict[str, Any]:
+    """How a model scored a camera's clips: count, min / median / p90 / p99 / max, the share of clips at or
+    over ``threshold``, and counts per tenth of [0, 1] (the last bin holds 1.0).  Quantiles interpolate
+    linearly between clips (numpy's default); with no clips every statistic is None."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.size == 0:
+        return {"clips": 0, "min": None, "median": None, "p90": None, "p99": None, "max": None,
+                "at_or_over_threshold": None, "histogram": {"edges": list(HISTOGRAM_EDGES), "counts": [0] * 10}}
+    counts, _ = np.histogram(np.clip(p, 0.0, 1.0), bins=np.asarray(HISTOGRAM_EDGES))
+    q = np.quantile(p, [0.5, 0.9, 0.99])
+    return {
+        "clips": int(p.size),
+        "min": round(float(p.min()), 4),
+        "median": round(float(q[0]), 4),
+        "p90": round(float(q[1]), 4),
+        "p99": round(float(q[2]), 4),
+        "max": round(float(p.max()), 4),
+        "at_or_over_threshold": round(float(np.mean(p >= threshold)), 4),
+        "histogram": {"edges": list(HISTOGRAM_EDGES), "counts": [int(c) for c in counts]},
+    }
 
 
 def incident_detail(results: list[Any], camera_id: str, start_s: float, end_s: float,
