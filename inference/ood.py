@@ -228,9 +228,12 @@ class CameraFamiliarity:
         self._cameras: dict[str, _CameraScores] = {}
 
     def flagged(self, camera_id: str) -> bool:
-        """True while the camera is flagged out of distribution."""
+        """True while the camera is flagged out of distribution; before its first decision, whether its
+        latest clip was beyond the description (a clip speaks for itself until there are enough of them)."""
         camera = self._cameras.get(camera_id)
-        return bool(camera is not None and camera.flagged)
+        if camera is None or not camera.beyond:
+            return False
+        return camera.beyond[-1] if camera.flagged is None else camera.flagged
 
     def beyond_fraction(self, camera_id: str) -> float | None:
         camera = self._cameras.get(camera_id)
