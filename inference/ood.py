@@ -1,28 +1,28 @@
 """Does a camera's footage look like what the model was trained on?  A compact description of the training
 inputs, stored in the model's sidecar, and the rolling per-camera check the inference worker makes with it.
 
-What is described: a handful of per-clip image statistics of the model input itself (the uint8 20x64x64 BGR
-clip that ``common.model_input.model_clip`` makes for training and serving alike):
+What is described: nine per-clip image statistics of the model input itself (the uint8 20x64x64 BGR clip
+that ``common.model_input.model_clip`` makes for training and serving alike), from five of its frames:
 
 * mean and standard deviation of each colour channel (the scene's palette and contrast),
 * colourfulness (mean spread between the channels of a pixel),
 * edge density (mean absolute spatial gradient) and fine texture (mean absolute Laplacian): drawn scenes are
-  flat, real cameras have texture, sensor noise and compression blocks,
-* temporal difference energy (mean absolute difference of consecutive frames) and the fraction of pixels
-  that change by more than 15 levels: how much of the picture moves, and how.
+  flat, real cameras have texture, sensor noise and compression blocks.
 
-Why these and not the penultimate layer's features: they cost about a millisecond a clip in numpy on the
-clip the worker already holds, are the same on every inference path (the compiled fast path, XLA, the
-torch backend, a legacy ``.h5``), and can be computed for any model from the data it was trained on
-without loading it (``aislewatch model describe``).  They describe what the camera shows, not what the
-model learned, so a scene can match in these statistics and still be foreign to the model; they catch the
-common case of a model trained on one kind of footage and pointed at another.
+Why these and not the penultimate layer's features: they cost about 2 ms a clip in numpy on the clip the
+worker already holds, are the same on every inference path (the compiled fast path, XLA, the torch
+backend, a legacy ``.h5``), and can be computed for any model from the data it was trained on without
+loading it (``aislewatch model describe``).  They describe what the camera shows, not what the model
+learned, so a scene can match in these statistics and still be foreign to the model; they catch the
+common case of a model trained on one kind of footage and pointed at another.  Statistics of motion
+(frame differences) were tried and left out: they measure how much moves, and flagged empty aisles of the
+very views the model was trained on.
 
 The description is the mean and the (shrunk) covariance of those statistics over the training clips, log
 scaled where a statistic is a magnitude, and the distribution of the Mahalanobis distance of the training
 clips themselves: a clip is *beyond* the description when its distance exceeds the 99.5th percentile of
-the training clips'.  One clip beyond it means little (an odd moment); a camera is flagged when at least
-half of its last ``window`` clips are beyond it, and cleared when fewer than a quarter are
+the training clips'.  One clip beyond it means little (an odd moment); at run time a margin is added
+(``model.ood_margin``); a camera is flagged when at least half of its last ``window`` clips are beyond it, and cleared when fewer than a quarter are
 (``CameraFamiliarity``).
 """
 
