@@ -7,6 +7,12 @@ Two rules:
 * ``camera_offline`` — a camera reported offline (or failed) and stayed so longer than
   ``offline_alert_after_s``.  One alert per outage.
 
+A suspicious-activity alert whose clips come from a camera flagged out of distribution (results with
+``out_of_distribution=True``: the model was not trained on scenes like it, ``inference.ood``) is marked as
+coming from an unvalidated model, held back (not raised; logged and counted), or raised as usual, per
+``model.out_of_distribution`` (``mark`` | ``hold`` | ``ignore``).  Health events about the model's fit
+(``MODEL_FIT_STATES``) are not about the camera's connection: the offline rule skips them.
+
 The engine is pure state + arithmetic (no I/O), so it is driven the same way live, in replays and in
 tests; the caller (``alerts.worker``) persists, publishes and delivers what it returns.
 
@@ -26,7 +32,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from common.clock import Clock
-from common.schemas import AlertKind, AlertMessage, CameraHealthMessage, CameraState, ResultMessage
+from common.metrics import ALERTS_HELD
+from common.schemas import (
+    MODEL_FIT_STATES,
+    OUT_OF_DISTRIBUTION_NOTE,
+    AlertKind,
+    AlertMessage,
+    CameraHealthMessage,
+    CameraState,
+    ResultMessage,
+)
 from common.settings import AlertRuleSettings
 
 log = logging.getLogger(__name__)
@@ -108,8 +123,14 @@ class RuleEngine:
         threshold: float,
         clock: Clock,
         seen_capacity: int = 4096,
+        out_of_distribution: str = "mark",
     ) -> None:
-        """``threshold`` is the resolved one (``Settings.alert_threshold``), the same the results were marked by."""
+        """``threshold`` is the resolved one (``Settings.alert_threshold``), the same the results were marked by;
+        ``out_of_distribution`` what becomes of alerts from a camera flagged so (``model.out_of_distribution``)."""
+        if out_of_distribution not in ("mark", "hold", "ignore"):
+            raise ValueError(f"out_of_distribution must be mark, hold or ignore, got {out_of_distribution!r}")
+        self.out_of_distribution = out_of_distribution
+        self.held = 0  # alerts held back: their camera was out of distribution
         self.rules = rules
         self.threshold = threshold
         self.n, self.m = rules.n_of_m
@@ -178,13 +199,20 @@ class RuleEngine:
         if window.last_alert_at is not None:
             if (newest - window.last_alert_at).total_seconds() < self.rules.cooldown_s:
                 return []
-        alert = self._suspicious_alert(result.camera_id, hits)
+        unvalidated = self.out_of_distribution != "ignore" and any(r.out_of_distribution for r in hits)
+        alert = self._suspicious_alert(result.camera_id, hits, unvalidated=unvalidated)
         window.last_alert_at = newest
         window.watermark = max(r.captured_at for r in window.results)
         window.results.clear()  # the clips that raised this alert cannot raise another
+        if unvalidated and self.out_of_distribution == "hold":
+            # Consumed like a raised alert (cooldown, window cleared), so a held burst is counted once.
+            self.held += 1
+            ALERTS_HELD.labels(result.camera_id).inc()
+            log.warning("alert held back (model.out_of_distribution = hold): %s", alert.message)
+            return []
         return [alert]
 
-    def _suspicious_alert(self, camera_id: str, hits: list[ResultMessage]) -> AlertMessage:
+    def _suspicious_alert(self, camera_id: str, hits: list[ResultMessage], *, unvalidated: bool = False) -> AlertMessage:
         best = max(hits, key=lambda r: r.probability)
         # Evidence: the best clip's snapshot, else the best-scoring clip that has one.
         with_snapshot = [r for r in sorted(hits, key=lambda r: -r.probability) if r.snapshot_path]
@@ -198,6 +226,8 @@ class RuleEngine:
             f"peak {best.probability:.2f}, at {raised_at.strftime('%Y-%m-%d %H:%M:%S %Z').strip()} "
             f"(source {start_s:.1f}-{end_s:.1f} s)"
         )
+        if unvalidated:
+            message = f"Unvalidated model: {OUT_OF_DISTRIBUTION_NOTE}. {message}"
         return AlertMessage(
             alert_id=alert_id_for(AlertKind.SUSPICIOUS_ACTIVITY, camera_id, hits[0].clip_id),
             alert_kind=AlertKind.SUSPICIOUS_ACTIVITY,
@@ -217,6 +247,8 @@ class RuleEngine:
         """Track when each camera went offline; alerts come from ``tick`` once the limit has passed."""
         if not self._health_seen.add(health.event_id):
             return []
+        if health.state in MODEL_FIT_STATES:
+            return []  # about the model's fit to the scene (inference.ood), not the connection
         outage = self._outages.get(health.camera_id)
         if outage is None:
             outage = self._outages[health.camera_id] = _Outage(store_id=health.store_id)

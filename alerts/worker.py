@@ -104,7 +104,7 @@ class AlertWorker(Worker):
         is the resolved one (``Settings.alert_threshold``)."""
         stop = stop or threading.Event()
         clock = SystemClock()
-        engine = RuleEngine(settings.alerts, threshold, clock)
+        engine = RuleEngine(settings.alerts, threshold, clock, out_of_distribution=settings.model.out_of_distribution)
         evidence = settings.evidence
         notifiers = notifiers_from_settings(settings.notifications, public_url=settings.desk.public_url,
                                             videos=evidence.video, email_attach_max_mb=evidence.email_attach_max_mb)

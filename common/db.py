@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.models import Alert, AlertDelivery, AlertEvent, Camera, CameraHealthEvent, ClipResult, Store
 from common.schemas import (
+    MODEL_FIT_STATES,
     AlertEventKind,
     AlertKind,
     AlertMessage,
@@ -427,8 +428,10 @@ class Database:
         """Cameras whose newest health event is an outage (offline or error), each with its newest events,
         newest first, back to and including the last event that was not an outage (at most ``history``)."""
         outage_states = [CameraState.OFFLINE.value, CameraState.ERROR.value]
+        fit_states = [state.value for state in MODEL_FIT_STATES]  # about the model, not the connection
         newest = (
             select(CameraHealthEvent.camera_id, func.max(CameraHealthEvent.at).label("at"))
+            .where(CameraHealthEvent.state.notin_(fit_states))
             .group_by(CameraHealthEvent.camera_id)
             .subquery()
         )
@@ -440,7 +443,7 @@ class Database:
             for camera_id in sorted(set(session.scalars(stmt))):
                 events = session.scalars(
                     select(CameraHealthEvent)
-                    .where(CameraHealthEvent.camera_id == camera_id)
+                    .where(CameraHealthEvent.camera_id == camera_id, CameraHealthEvent.state.notin_(fit_states))
                     .order_by(CameraHealthEvent.at.desc(), CameraHealthEvent.id.desc())
                     .limit(history)
                 )

@@ -27,6 +27,19 @@ BATCH_SIZE = Histogram(
 BATCH_SECONDS = Histogram("aislewatch_batch_seconds", "Model time per inference batch")
 CONSUMER_LAG = Gauge("aislewatch_consumer_lag", "Records not yet committed, per consumer group and topic", ["group", "topic"])
 ERRORS = Counter("aislewatch_errors_total", "Errors by stage and kind", ["stage", "kind"])
+CAMERA_OUT_OF_DISTRIBUTION = Gauge(
+    "aislewatch_camera_out_of_distribution",
+    "1 while a camera's clips are unlike the model's training inputs (inference.ood), 0 once checked and alike",
+    ["camera"],
+)
+CAMERA_OOD_BEYOND = Gauge(
+    "aislewatch_camera_ood_beyond_fraction", "Of a camera's last clips, the fraction beyond the model's input description",
+    ["camera"],
+)
+ALERTS_HELD = Counter(
+    "aislewatch_alerts_held_total", "Alerts held back because their camera is out of distribution "
+    "(model.out_of_distribution = hold)", ["camera"],
+)
 DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
 
 # The evidence janitor (alerts.janitor): what it deleted and why, and what is left on the evidence disk.

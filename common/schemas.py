@@ -148,12 +148,18 @@ class ResultMessage(Message):
     # active one and never ruled on; None when no candidate runs, or when it failed on this clip's batch.
     shadow_probability: float | None = Field(None, ge=0, le=1)
     shadow_model_version: str | None = None
+    # True while the clip's camera is flagged as showing scenes unlike the model's training inputs
+    # (inference.ood); None when the model carries no description of them (nothing was checked).
+    out_of_distribution: bool | None = None
 
     def to_bytes(self) -> bytes:
-        """Without the shadow fields when no candidate scored the clip, so that a result is the same bytes
-        as before shadow mode existed (an alert worker of the previous release still reads it)."""
-        if self.shadow_probability is None and self.shadow_model_version is None:
-            return self.model_dump_json(exclude={"shadow_probability", "shadow_model_version"}).encode("utf-8")
+        """Without the optional fields that are unset (no candidate scored the clip, nothing checked its
+        camera), so that such a result is the same bytes as before they existed (an alert worker of the
+        previous release still reads it)."""
+        exclude = {name for name in ("shadow_probability", "shadow_model_version", "out_of_distribution")
+                   if getattr(self, name) is None}
+        if exclude:
+            return self.model_dump_json(exclude=exclude).encode("utf-8")
         return super().to_bytes()
 
 
@@ -266,6 +272,20 @@ class CameraState(StrEnum):
     OFFLINE = "offline"
     ENDED = "ended"
     ERROR = "error"
+    # Published by inference, not ingest: whether the camera's clips look like the model's training inputs
+    # (inference.ood).  They say nothing about the camera being up: outage and uptime logic skips them.
+    OUT_OF_DISTRIBUTION = "out_of_distribution"
+    IN_DISTRIBUTION = "in_distribution"
+
+
+MODEL_FIT_STATES = frozenset({CameraState.OUT_OF_DISTRIBUTION, CameraState.IN_DISTRIBUTION})
+"""Camera states about the model's fit to the camera's scenes, not about the camera's connection."""
+
+OUT_OF_DISTRIBUTION_NOTE = (
+    "this model was not trained on scenes like this camera's; retrain with `aislewatch train` on this "
+    "camera's footage"
+)
+"""What the desk, the report, alerts and the log say about a camera flagged out of distribution."""
 
 
 class CameraHealthMessage(Message):

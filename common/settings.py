@@ -176,6 +176,19 @@ class ModelSettings(Section):
         500, ge=1, le=600_000, description="Longest the active results wait for the candidate's scores of a batch "
         "(at least twice the active model's time on it); past that the batch's shadow scores are stored empty",
     )
+    out_of_distribution: Literal["mark", "hold", "ignore"] = Field(
+        "mark", description="Alerts of a camera whose clips are unlike the model's training inputs (its sidecar's "
+        "input_description): mark them as from an unvalidated model, hold them back (not raised, counted), or "
+        "raise them as usual; the camera is flagged (health, metric, report) in every case",
+    )
+    ood_window_clips: int = Field(
+        20, ge=2, le=1000, description="A camera is flagged when half of its last this many clips are beyond the "
+        "model's input description, and cleared when fewer than a quarter are",
+    )
+    ood_margin: float = Field(
+        2.0, ge=1.0, le=100.0, description="A clip is beyond the description when its distance exceeds this "
+        "many times the 99.5th percentile of the training clips' distances",
+    )
 
 
 class InferenceSettings(Section):

@@ -38,6 +38,9 @@ class ModelMetadata:
     trained_on: dict = field(default_factory=dict)  # {"description", "synthetic": bool, "videos": n, "sha256"}
     metrics: dict = field(default_factory=dict)
     created_at: str = ""
+    # What the training inputs looked like (inference.ood.InputDescription.to_dict); empty for a model made
+    # before it existed: such a model works as before, its cameras are never flagged out of distribution.
+    input_description: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0.0 <= float(self.threshold) <= 1.0:

@@ -48,6 +48,7 @@ from inference.dataset import (
 )
 from inference.dedupe import DEFAULT_MAX_HAMMING, clip_hashes, find_cross_split_duplicates
 from inference.model import CLASS_NAMES, ModelMetadata, build_convlstm, preprocess, save_model
+from inference.ood import clip_features, describe
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,18 @@ def _weights_hash(model: keras.Model) -> str:
 def _write_json(path: Path, doc: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(jsonable(doc), indent=2) + "\n", encoding="utf-8")
+
+
+def _input_description(clips: ClipSet, dataset_dir: Path) -> dict:
+    """What the training split's clips look like (inference.ood), so that the worker can flag cameras whose
+    scenes are unlike them; empty (the model is simply not described) when the split is too small."""
+    try:
+        description = describe(clip_features(clips.clips), source=f"{dataset_dir.name}: training split, "
+                               f"{len(clips.items)} videos")
+    except ValueError as exc:
+        log.warning("no input description stored: %s", exc)
+        return {}
+    return description.to_dict()
 
 
 def train(
@@ -277,6 +290,7 @@ def train(
     counts = {name: {c: int((s.labels == k).sum()) for k, c in enumerate(CLASS_NAMES)} for name, s in sets.items()}
     per_class = {c: int((clips.labels == k).sum()) for k, c in enumerate(CLASS_NAMES)}
     synthetic = is_generator_dataset(dataset_dir)
+    input_description = _input_description(sets["train"], dataset_dir)
     metadata = ModelMetadata(
         version=version,
         threshold=choice.threshold,
@@ -297,6 +311,7 @@ def train(
                 "fine_tuned_from": base,
             }
         ),
+        input_description=input_description,
         metrics=jsonable(
             {
                 "test": test_metrics,

@@ -18,15 +18,25 @@ slow one hold it up: the candidate runs on its own thread and the batch waits fo
 ``model.shadow_budget_ms`` (or twice the active model's time on the batch, if longer); past that the batch is
 stored with NULL shadow scores (``kind="shadow_timeout"``), and while the candidate is still busy with it, later
 batches are not given to it (``kind="shadow_skipped"``): the candidate never queues up work or memory.
+
+Out of distribution: when the model's sidecar describes its training inputs (``inference.ood``), every clip
+of a batch is scored against that description (image statistics of the clip, about 2 ms a clip) and each
+camera's last ``model.ood_window_clips`` clips decide whether it is flagged.  A camera's first decision and
+every change after it go out as a camera health event (``out_of_distribution`` / ``in_distribution``) and
+set ``aislewatch_camera_out_of_distribution``; while a camera is flagged its results carry
+``out_of_distribution=True``, which the alert rules act on (``model.out_of_distribution``).  A model without
+a description works as before: nothing is checked (results carry None) and the log says so once.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 import numpy as np
@@ -37,16 +47,28 @@ from common.db import Database, DatabaseUnavailable
 from common.metrics import (
     BATCH_SECONDS,
     BATCH_SIZE,
+    CAMERA_OOD_BEYOND,
+    CAMERA_OUT_OF_DISTRIBUTION,
     CLIPS_INFERRED,
     DEAD_LETTERS,
     ERRORS,
     RESULTS_WRITTEN,
 )
-from common.schemas import ClipMessage, DeadLetter, MessageError, ResultMessage, Topic
+from common.schemas import (
+    OUT_OF_DISTRIBUTION_NOTE,
+    CameraHealthMessage,
+    CameraState,
+    ClipMessage,
+    DeadLetter,
+    MessageError,
+    ResultMessage,
+    Topic,
+)
 from common.settings import Settings
 from common.worker import Worker
 from inference.batcher import Batcher
 from inference.metadata import INPUT_SHAPE
+from inference.ood import CameraFamiliarity, FamiliarityChange, InputDescription, read_description
 
 
 class Classifier(Protocol):
@@ -77,6 +99,8 @@ class InferenceStats:
     shadow_failures: int = 0  # batches the candidate model failed on (stored with NULL shadow scores)
     shadow_timeouts: int = 0  # batches the candidate did not score within its budget (NULL shadow scores)
     shadow_skipped: int = 0  # batches not given to the candidate: it was still busy with an earlier one
+    ood_checked: int = 0  # clips scored against the model's input description
+    ood_changes: int = 0  # camera health events about the model's fit published
 
 
 class InferenceWorker(Worker):
@@ -100,9 +124,13 @@ class InferenceWorker(Worker):
         input_shape: tuple[int, ...] | None = None,
         shadow: Classifier | None = None,
         shadow_budget_s: float = 0.5,
+        description: InputDescription | None = None,
+        familiarity: CameraFamiliarity | None = None,
+        ood_margin: float = 2.0,
     ) -> None:
         """``shadow_budget_s``: how long a batch's results wait for the candidate's scores at least (twice the
-        active model's time on the batch when that is longer)."""
+        active model's time on the batch when that is longer).  ``description``: the model's input description
+        (None: no camera is checked); ``ood_margin``: how many times its threshold a clip's distance must pass."""
         if name:
             self.name = name
         super().__init__(stop)
@@ -130,6 +158,10 @@ class InferenceWorker(Worker):
         self._consumer: Consumer | None = None
         self._publisher: Publisher | None = None
         self._dead: list[DeadLetter] = []
+        self.description = description
+        self.familiarity = familiarity or CameraFamiliarity()
+        self.ood_margin = ood_margin
+        self._health: list[CameraHealthMessage] = []
 
     @classmethod
     def from_settings(
@@ -150,11 +182,21 @@ class InferenceWorker(Worker):
             name=name,
             shadow=shadow,
             shadow_budget_s=settings.model.shadow_budget_ms / 1000.0,
+            description=_description_of(settings),
+            familiarity=CameraFamiliarity(window=settings.model.ood_window_clips,
+                                          min_clips=max(1, settings.model.ood_window_clips // 2)),
+            ood_margin=settings.model.ood_margin,
         )
 
     def setup(self) -> None:
         self._consumer = self.bus.consumer(list(self.topics), self.group_id)
         self._publisher = self.bus.publisher()
+        if self.description is None:
+            self.log.warning(
+                "model %s carries no description of its training inputs: cameras whose scenes are unlike them "
+                "cannot be flagged out of distribution (`aislewatch model describe MODEL DATASET` adds one)",
+                self.classifier.version,
+            )
 
     def step(self) -> bool:
         assert self._consumer is not None
@@ -208,7 +250,8 @@ class InferenceWorker(Worker):
             BATCH_SIZE.observe(len(batch))
             shadow_scores = self._shadow_scores(frames, batch, max(self.shadow_budget_s, 2 * active_s))
             now = self.clock.now()
-            for (_, clip), probability, shadow_p in zip(batch, probabilities, shadow_scores, strict=True):
+            flags = self._check_fit(frames, batch, now)
+            for (_, clip), probability, shadow_p, flag in zip(batch, probabilities, shadow_scores, flags, strict=True):
                 h = clip.header
                 results.append(
                     ResultMessage(
@@ -226,6 +269,7 @@ class InferenceWorker(Worker):
                         inferred_at=now,
                         shadow_probability=shadow_p,
                         shadow_model_version=None if shadow_p is None else self.shadow_version,
+                        out_of_distribution=flag,
                     )
                 )
             written = self.db.retrying(lambda: self.db.write_results(results), self.stop_event, "result write")
@@ -236,6 +280,41 @@ class InferenceWorker(Worker):
             self.stats.batches += 1
             self.stats.last_batch_size = len(batch)
         self._publish_and_commit(results)
+
+    def _check_fit(self, frames: np.ndarray, batch: list[tuple[BusRecord, ClipMessage]], now: datetime) -> list[bool | None]:
+        """Each clip's camera flag after this clip (None without a description); a health event per change."""
+        if self.description is None:
+            return [None] * len(batch)
+        scores = self.description.score(frames) / self.ood_margin
+        flags: list[bool | None] = []
+        for (_, clip), score in zip(batch, scores, strict=True):
+            h = clip.header
+            change = self.familiarity.observe(h.camera_id, h.store_id, float(score))
+            if change is not None:
+                self._fit_changed(change, now)
+            fraction = self.familiarity.beyond_fraction(h.camera_id)
+            if fraction is not None:
+                CAMERA_OOD_BEYOND.labels(h.camera_id).set(fraction)
+            flags.append(self.familiarity.flagged(h.camera_id))
+        self.stats.ood_checked += len(batch)
+        return flags
+
+    def _fit_changed(self, change: FamiliarityChange, now: datetime) -> None:
+        CAMERA_OUT_OF_DISTRIBUTION.labels(change.camera_id).set(1.0 if change.out_of_distribution else 0.0)
+        self.stats.ood_changes += 1
+        summary = (f"{change.beyond_fraction:.0%} of its last {change.clips} clips are beyond the model's input "
+                   f"description (median {change.median_score:.2f} of the limit)")
+        if change.out_of_distribution:
+            detail = f"{OUT_OF_DISTRIBUTION_NOTE}: {summary}"
+            self.log.warning("camera %s (store %s): %s", change.camera_id, change.store_id, detail)
+        else:
+            detail = f"scenes like the model's training inputs: {summary}"
+            self.log.info("camera %s (store %s): %s", change.camera_id, change.store_id, detail)
+        self._health.append(CameraHealthMessage(
+            event_id=uuid.uuid4().hex, store_id=change.store_id, camera_id=change.camera_id,
+            state=CameraState.OUT_OF_DISTRIBUTION if change.out_of_distribution else CameraState.IN_DISTRIBUTION,
+            at=now, detail=detail,
+        ))
 
     @property
     def shadow_version(self) -> str | None:
@@ -302,6 +381,8 @@ class InferenceWorker(Worker):
                     self._publisher.publish(Topic.RESULTS, result.camera_id, result.to_bytes())
                 for dead in self._dead:
                     self._publisher.publish(Topic.DEAD_LETTER, dead.key, dead.to_bytes())
+                for health in self._health:
+                    self._publisher.publish(Topic.CAMERA_HEALTH, health.camera_id, health.to_bytes())
                 self._publisher.flush(timeout_s=30)
                 break
             except BusError as exc:
@@ -314,6 +395,7 @@ class InferenceWorker(Worker):
             DEAD_LETTERS.labels(dead.source_topic).inc()
         self.stats.dead_letters += len(self._dead)
         self._dead.clear()
+        self._health.clear()
         self._commit()
 
     def _commit(self) -> None:
@@ -347,3 +429,16 @@ class InferenceWorker(Worker):
                 self._consumer.close()
             if self._publisher is not None:
                 self._publisher.close()
+
+
+def _description_of(settings: Settings) -> InputDescription | None:
+    """The active model's input description; None (the model works as before) when it has none or it
+    cannot be read."""
+    try:
+        return read_description(settings.model.path)
+    except (ValueError, KeyError, TypeError) as exc:
+        import logging
+
+        logging.getLogger(__name__).warning("model %s: input description unreadable (%s); not used",
+                                            settings.model.path, exc)
+        return None

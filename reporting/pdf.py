@@ -24,7 +24,7 @@ from matplotlib.textpath import text_to_path
 from PIL import Image
 
 from common.db import Database
-from common.schemas import AlertKind, Verdict
+from common.schemas import OUT_OF_DISTRIBUTION_NOTE, AlertKind, Verdict
 from common.settings import StoreSettings
 from reporting import charts
 from reporting.charts import (
@@ -232,6 +232,10 @@ def _cover_page(data: ReportData, generated_at: datetime, total: int, camera_row
 
     note_top = top + TILE_H + 0.22
     note_lines = textwrap.wrap(VERIFY_NOTE, 112)
+    if data.out_of_distribution:
+        flagged = ", ".join(data.camera_names.get(c, c) for c in data.out_of_distribution)
+        note_lines += textwrap.wrap(f"Out of distribution: {flagged}: {OUT_OF_DISTRIBUTION_NOTE}; alerts from "
+                                    "these cameras come from a model not validated on them.", 112)
     note_h = 0.42 + 0.17 * len(note_lines)
     fig.add_artist(Rectangle((_x(fig, MARGIN), _y(fig, note_top + note_h)), 1 - 2 * _x(fig, MARGIN),
                              _y(fig, 0) - _y(fig, note_h), transform=fig.transFigure, facecolor="#fef5e7",

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import and_, func, select
@@ -20,11 +20,14 @@ from sqlalchemy.orm import Session
 
 from common.db import Database
 from common.models import Alert, Camera, CameraHealthEvent, ClipResult
-from common.schemas import AlertKind, Verdict
+from common.schemas import MODEL_FIT_STATES, AlertKind, CameraState, Verdict
 from common.settings import StoreSettings
 
 DOWN_STATES = frozenset({"offline", "error"})
 """Camera health states that count as an outage (offline time, drawn as offline)."""
+
+FIT_STATES = frozenset(state.value for state in MODEL_FIT_STATES)
+"""Health events about the model's fit to a camera's scenes (inference.ood): not uptime, listed on their own."""
 
 ENDED_STATES = frozenset({"ended"})
 """A finite source (a video file) that reached its end: not an outage, so it never counts as offline time."""
@@ -153,6 +156,8 @@ class ReportData:
     health_segments: tuple[HealthSegment, ...] = ()
     has_health_data: bool = False
     camera_names: Mapping[str, str] = field(default_factory=dict)
+    out_of_distribution: tuple[str, ...] = ()
+    """Cameras flagged at some time in the period as showing scenes unlike the model's training inputs."""
     previous: ReportData | None = None
     """The same figures for the period of the same length just before this one (see ``previous_period``)."""
 
@@ -347,16 +352,19 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
             .order_by(Alert.raised_at, Alert.id)
         )
     )
-    events = list(
+    all_events = list(
         session.scalars(
             select(CameraHealthEvent)
             .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at >= start, CameraHealthEvent.at < end)
             .order_by(CameraHealthEvent.at, CameraHealthEvent.id)
         )
     )
+    events = [e for e in all_events if e.state not in FIT_STATES]
+    flagged = _out_of_distribution(session, sid, start, [e for e in all_events if e.state in FIT_STATES])
     last_before = (
         select(CameraHealthEvent.camera_id, func.max(CameraHealthEvent.at).label("at"))
-        .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at < start)
+        .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at < start,
+               CameraHealthEvent.state.notin_(FIT_STATES))
         .group_by(CameraHealthEvent.camera_id)
         .subquery()
     )
@@ -450,6 +458,7 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
         health_segments=tuple(segments),
         has_health_data=bool(events or initial),
         camera_names=dict(names),
+        out_of_distribution=tuple(cid for cid in [*order, *sorted(flagged - set(order))] if cid in flagged),
     )
 
 
@@ -483,6 +492,24 @@ def local_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[date]:
     first = start.astimezone(tz).date()
     last = (end - timedelta(microseconds=1)).astimezone(tz).date()
     return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _out_of_distribution(session: Any, sid: str, start: datetime, in_period: list[CameraHealthEvent]) -> set[str]:
+    """Cameras flagged out of distribution at the period's start or by an event within it."""
+    flagged = {e.camera_id for e in in_period if e.state == CameraState.OUT_OF_DISTRIBUTION.value}
+    last_fit = (
+        select(CameraHealthEvent.camera_id, func.max(CameraHealthEvent.at).label("at"))
+        .where(CameraHealthEvent.store_id == sid, CameraHealthEvent.at < start, CameraHealthEvent.state.in_(FIT_STATES))
+        .group_by(CameraHealthEvent.camera_id)
+        .subquery()
+    )
+    for ev in session.scalars(
+        select(CameraHealthEvent).join(
+            last_fit, and_(CameraHealthEvent.camera_id == last_fit.c.camera_id, CameraHealthEvent.at == last_fit.c.at)
+        ).where(CameraHealthEvent.state == CameraState.OUT_OF_DISTRIBUTION.value)
+    ):
+        flagged.add(ev.camera_id)
+    return flagged
 
 
 def health_category(state: str | None) -> HealthCategory:

@@ -1,4 +1,5 @@
-"""``aislewatch model compare``: the commands that help a chain decide whether to switch models."""
+"""``aislewatch model compare``: the commands that help a chain decide whether to switch models; and
+``aislewatch model describe``: the description of a model's training inputs that flags foreign cameras."""
 
 from __future__ import annotations
 
@@ -51,10 +52,31 @@ def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.
     return 0
 
 
+def cmd_model_describe(args: argparse.Namespace) -> int:
+    """Compute the input description of ``args.model`` from the dataset it was trained on, into its sidecar."""
+    from inference.ood import describe_dataset, write_description
+
+    model, data = Path(args.model), Path(args.dataset)
+    if not model.is_file():
+        print(f"aislewatch: {model}: no such model file", file=sys.stderr)
+        return 2
+    try:
+        description = describe_dataset(data, max_videos=args.max_videos, seed=args.seed, cache_dir=args.cache,
+                                       say=lambda line: print(line, file=sys.stderr, flush=True))
+        sidecar = write_description(model, description)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote the input description ({description.clips} clips, threshold {description.threshold:.2f}) "
+          f"into {sidecar}")
+    return 0
+
+
 def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
                        settings_of: Callable[[argparse.Namespace], Settings]) -> None:
     """``model compare`` (the alert rule and camera settings come from ``-c FILE``)."""
-    model = sub.add_parser("model", help="compare a candidate model with the one running").add_subparsers(
+    model = sub.add_parser("model", help="compare a candidate model with the one running; describe a model's "
+                           "training inputs").add_subparsers(
         dest="action", required=True
     )
     compare = model.add_parser(
@@ -72,3 +94,13 @@ def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
     compare.add_argument("--days", type=float, default=None, help="with --from-shadow: only the last N days")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
     compare.set_defaults(func=lambda args: cmd_model_compare(args, settings_of))
+    describe = model.add_parser(
+        "describe", help="MODEL DATASET: describe the inputs the model was trained on (image statistics of its "
+        "clips) in its sidecar, so that cameras whose scenes are unlike them are flagged out of distribution",
+    )
+    describe.add_argument("model", help="the model file (.keras or .h5) whose sidecar gets the description")
+    describe.add_argument("dataset", help="the class-per-folder dataset the model was trained on")
+    describe.add_argument("--max-videos", type=int, default=None, help="an even random sample of this many videos")
+    describe.add_argument("--seed", type=int, default=0, help="seed of that sample")
+    describe.add_argument("--cache", type=Path, default=None, help="decoded-clip cache (as `train` keeps one)")
+    describe.set_defaults(func=cmd_model_describe)
