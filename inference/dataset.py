@@ -229,7 +229,9 @@ class ReadProgress:
 
     frames: int = 0
     ended: bool = False
-    last_time_s: float | None = None  # the container's timestamp of the last frame read, when it has one
+    last_time_s: float | None = None  # the last frame's own time (common.frame_time), when it has one
+    end_s: float | None = None  # where the last frame's interval ends: the real duration read
+    nominal_fps: float | None = None  # the rate the header declares
 
 
 def iter_frames_at(
