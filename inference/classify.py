@@ -29,7 +29,7 @@ import numpy as np
 from common.frame_time import FrameTimer
 from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_times
 from inference.artefacts import jsonable
-from inference.dataset import ReadProgress, VideoReadError, iter_frames_at
+from inference.dataset import ReadProgress, VideoReadError
 from inference.model import ClipClassifier, load_classifier
 
 log = logging.getLogger(__name__)
