@@ -240,3 +240,30 @@ def test_a_wrong_frame_rate_header_is_not_a_truncated_file(
 ) -> None:
     progress = cl.ReadProgress(frames=frames, ended=True, last_time_s=last_time_s)
     assert cl._header_overstates(progress, declared, fps) is overstated
+
+
+def test_vtest_is_classified_on_its_real_time(tmp_path: Path, model_path: Path) -> None:
+    # vtest.avi (real footage) declares 682 frames at 50 fps and holds 341 at 25 fps over 13.6 s
+    from tests.videos import real_footage
+
+    (verdict,) = classify_videos([real_footage("vtest.avi")], model_path, tmp_path / "out")
+    assert verdict.verdict != "error" and not verdict.partial
+    assert verdict.fps == pytest.approx(25.0) and verdict.frame_count == 341
+    assert verdict.duration_s == pytest.approx(13.64) and verdict.declared_s == pytest.approx(13.64)
+    starts = [w.start_s for w in verdict.windows]
+    assert starts == [*range(10), 9.64]  # every second of real time, plus the tail flush with the end
+    assert all(w.end_s - w.start_s == pytest.approx(4.0) for w in verdict.windows)
+    assert not any(n.startswith("truncated") for n in verdict.notes)
+    assert any("header is wrong" in n for n in verdict.notes)
+
+
+def test_a_wrong_rate_header_gives_the_scores_of_a_correct_one(tmp_path: Path, model_path: Path) -> None:
+    from tests.videos import write_timed_video
+
+    times = [i / 10 for i in range(80)]  # 8 s at 10 fps, brightening with time
+    right = write_timed_video(tmp_path / "right.avi", times, 10)
+    wrong = write_timed_video(tmp_path / "wrong.avi", times, 30)
+    good, bad = classify_videos([right, wrong], model_path, tmp_path / "out")
+    assert [w.start_s for w in good.windows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert bad.windows == good.windows and bad.duration_s == good.duration_s == pytest.approx(8.0)
+    assert not bad.partial and bad.fps == pytest.approx(10.0)

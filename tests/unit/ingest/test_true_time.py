@@ -79,5 +79,5 @@ def test_variable_frame_rate_clips_are_spread_evenly_in_time(tmp_path: Path) -> 
         assert 3.9 <= span < 4.0
         # each picked frame shows (by its grey level) an instant near its place on an even grid over the span
         expected = [level_of(clip.source_start_s + span * j / 19) for j in range(20)]
-        shown = [int(round(float(f.mean()))) for f in clip.frames]
+        shown = [round(float(f.mean())) for f in clip.frames]
         assert np.abs(np.subtract(shown, expected)).max() <= 3, (clip.source_start_s, shown, expected)
