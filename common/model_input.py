@@ -3,7 +3,10 @@
 Ingest (live cameras), the training-set builder, ``evaluate``, ``classify`` and ``evaluate-streams`` all
 go through these functions, so the model is never trained on one input and served another.  A clip is
 ``frames`` frames picked evenly over a window (first and last included), each turned into a
-``size x size`` BGR uint8 image by :func:`model_frame`.  Scaling to [0, 1] happens on the model side
+``size x size`` BGR uint8 image by :func:`model_frame`.  Frames are picked by their own times
+(:func:`sample_times`, with times from ``common.frame_time``), never by a nominal frame rate: for a file with
+a constant rate this is the same pick as :func:`sample_indices`, and for a variable-rate one the clip still
+spans the window evenly in real time.  Scaling to [0, 1] happens on the model side
 (``inference.model.preprocess``), so clips travel and are cached as the same uint8 bytes everywhere.
 
 Picking and converting commute (each frame is converted on its own), which lets a caller convert every
@@ -34,6 +37,27 @@ def sample_indices(available: int, count: int = CLIP_FRAMES) -> np.ndarray:
     return np.rint(np.linspace(0, available - 1, count)).astype(np.int64)
 
 
+def sample_times(times: Sequence[float] | np.ndarray, count: int = CLIP_FRAMES) -> np.ndarray:
+    """Which ``count`` of the frames at ``times`` (seconds, non-decreasing) make a clip: for ``count``
+    instants spread evenly from the first frame's time to the last's, the frame nearest in time.
+
+    The nearest frame is the rounded fractional position between the two frames around each instant (times
+    compared to a millionth of a frame, ties to even), so frames at a constant rate give exactly
+    :func:`sample_indices` of their number."""
+    t = np.asarray(times, dtype=np.float64)
+    if t.ndim != 1 or len(t) < 1:
+        raise ValueError(f"a window needs at least one frame time, got shape {t.shape}")
+    if count < 1:
+        raise ValueError(f"a clip needs at least one frame, got {count}")
+    if len(t) > 1 and np.any(np.diff(t) < 0):
+        raise ValueError("frame times must not decrease")
+    if len(t) == 1 or t[-1] <= t[0]:
+        return sample_indices(len(t), count)
+    instants = np.linspace(t[0], t[-1], count)
+    positions = np.interp(instants, t, np.arange(len(t), dtype=np.float64))
+    return np.clip(np.rint(np.round(positions, 6)), 0, len(t) - 1).astype(np.int64)
+
+
 def model_frame(image: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
     """One decoded frame as the model sees it: 3-channel BGR (grey and BGRA converted), ``size x size``
     by bilinear resize of the whole frame, uint8.  A frame that is already that is returned as it is."""
@@ -50,14 +74,22 @@ def model_frame(image: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
     return cv2.resize(image, (size, size), interpolation=RESIZE_INTERPOLATION)
 
 
-def model_clip(window: Sequence[np.ndarray], count: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
+def model_clip(
+    window: Sequence[np.ndarray],
+    count: int = CLIP_FRAMES,
+    size: int = CLIP_SIZE,
+    times: Sequence[float] | np.ndarray | None = None,
+) -> np.ndarray:
     """The frames of one window, in time order, as model input: ``(count, size, size, 3)`` uint8 BGR.
 
     ``window`` holds every decoded frame of the window (any size and colour layout :func:`model_frame`
-    takes), or just the ones :func:`sample_indices` picked, or those already passed through
-    :func:`model_frame`: the bytes come out the same.
+    takes) with their source ``times`` (picked by :func:`sample_times`), or just the frames already picked
+    (no ``times``: :func:`sample_indices`, which takes ``n`` of ``n`` frames as they are), or those already
+    passed through :func:`model_frame`: the bytes come out the same.
     """
     if not len(window):
         raise ValueError("a clip needs at least one frame")
-    picked = sample_indices(len(window), count)
+    if times is not None and len(times) != len(window):
+        raise ValueError(f"{len(window)} frames but {len(times)} frame times")
+    picked = sample_indices(len(window), count) if times is None else sample_times(times, count)
     return np.stack([model_frame(window[int(i)], size) for i in picked])

@@ -1,8 +1,9 @@
 """Offline classification of whole video files: sliding windows, a probability timeline, a verdict.
 
-Each video is cut into windows of ``window_s`` seconds every ``stride_s`` seconds (plus one window
-flush with the end, so the tail is covered); each window becomes a clip of 20 evenly spaced frames,
-exactly like a training clip.  The file is read once, sequentially; windows are scored in batches as
+Each video is cut into windows of ``window_s`` seconds every ``stride_s`` seconds of the frames' own
+time (container timestamps, ``common.frame_time``; a header's frame rate may lie), plus one window flush
+with the end, so the tail is covered; each window becomes a clip of 20 frames evenly spaced in time,
+exactly like a training clip and an ingest clip.  The file is read once, sequentially; windows are scored in batches as
 soon as their last frame has been read, and frames no later window needs are dropped, so memory stays
 bounded on hour-long files.  The verdict is "shoplifting" when at least ``min_consecutive`` consecutive
 windows score at or above the threshold (a sustained signal, like the live N-of-M alert rule).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import deque
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,9 +26,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, sample_indices
+from common.frame_time import FrameTimer
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_times
 from inference.artefacts import jsonable
-from inference.dataset import ReadProgress, VideoReadError, iter_frames_at
+from inference.dataset import ReadProgress, VideoReadError
 from inference.model import ClipClassifier, load_classifier
 
 log = logging.getLogger(__name__)
@@ -73,16 +76,18 @@ class VideoVerdict:
     notes: tuple[str, ...] = field(default_factory=tuple)
     partial: bool = False  # the stream ended before ``frame_count``: only what decoded was scored
     decoded_frames: int | None = None
-    decoded_s: float | None = None
+    decoded_s: float | None = None  # real seconds decoded, by the frames' own timestamps
+    declared_s: float | None = None  # the duration the header declares (its frame count over its rate)
 
     @property
     def decoded(self) -> str:
         """How much of the video was decoded, e.g. "decoded 60 frames (6.0 s) of 120 declared (12.0 s)"."""
-        if self.decoded_frames is None or self.frame_count is None or not self.fps:
+        if self.decoded_frames is None or self.frame_count is None or self.decoded_s is None:
             return ""
+        declared = self.declared_s if self.declared_s is not None else self.decoded_s
         return (
-            f"decoded {self.decoded_frames} frames ({self.decoded_frames / self.fps:.1f} s) of "
-            f"{self.frame_count} declared ({self.frame_count / self.fps:.1f} s)"
+            f"decoded {self.decoded_frames} frames ({self.decoded_s:.1f} s) of "
+            f"{self.frame_count} declared ({declared:.1f} s)"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -95,28 +100,83 @@ class VideoVerdict:
         return format_verdicts([self])
 
 
+class WindowPlanner:
+    """Windows of ``window_s`` seconds every ``stride_s`` seconds of the frames' own time, planned as frames
+    arrive: window k is [k * stride_s, k * stride_s + window_s), decided when the first frame at or after its
+    end arrives, or at the end of the stream when the stream covered it (its end within the last frame's
+    interval).  At the end one more window flush with the end covers the tail, and a stream shorter than a
+    window gets one whole-stream window.  A window's clip is the frames of its span picked by time
+    (``common.model_input.sample_times``); a window with no frame in it (a gap in a variable-rate file) is
+    not scored."""
+
+    def __init__(self, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = CLIP_FRAMES) -> None:
+        if window_s <= 0 or stride_s <= 0:
+            raise ValueError("window_s and stride_s must be > 0")
+        self.window_s, self.stride_s, self.n_frames = window_s, stride_s, n_frames
+        self._frames: deque[tuple[int, float]] = deque()  # (index, source time) of the frames still needed
+        self._next_k = 0
+        self._count = 0
+        self._emitted = 0
+        self._last_end = -math.inf
+
+    def _window(self, start: float, end: float, slack: float = 1e-9) -> Window | None:
+        picked = [(i, t) for i, t in self._frames if start - slack <= t < end - 1e-9]
+        if not picked:
+            return None
+        chosen = sample_times([t for _, t in picked], self.n_frames)
+        self._emitted += 1
+        self._last_end = max(self._last_end, end)
+        return Window(start, end, tuple(picked[int(j)][0] for j in chosen))
+
+    def _decide_until(self, until: float) -> list[Window]:
+        out = []
+        while self._next_k * self.stride_s + self.window_s <= until:
+            start = self._next_k * self.stride_s
+            window = self._window(start, start + self.window_s)
+            if window is not None:
+                out.append(window)
+            self._next_k += 1
+        return out
+
+    def push(self, t: float) -> list[Window]:
+        """Add the next frame (at source time ``t``); returns the windows it completed."""
+        out = self._decide_until(t + 1e-9)
+        # keep what a later grid window or the final tail window (which starts after t - window_s) may need
+        keep = min(self._next_k * self.stride_s, t - self.window_s) - 1e-6
+        while self._frames and self._frames[0][1] < keep:
+            self._frames.popleft()
+        self._frames.append((self._count, t))
+        self._count += 1
+        return out
+
+    def finish(self, end_s: float) -> list[Window]:
+        """At the end of the stream (``end_s``: where the last frame's interval ends): the windows left."""
+        if not self._frames:
+            return []
+        out = self._decide_until(end_s + 1e-6)
+        if not self._emitted:
+            window = self._window(0.0, max(end_s, self._frames[-1][1] + 1e-6), slack=math.inf)
+            return [window] if window is not None else []
+        if self._last_end < end_s - 1e-6:
+            tail = self._window(max(0.0, end_s - self.window_s), end_s + 1e-6, slack=1e-6)
+            if tail is not None:
+                out.append(Window(tail.start_s, end_s, tail.indices))
+        return out
+
+    @property
+    def keep_from(self) -> int:
+        """The first frame index a window still to come may use."""
+        return self._frames[0][0] if self._frames else self._count
+
+
 def plan_windows(
-    frame_count: int, fps: float, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = CLIP_FRAMES
+    times: list[float] | np.ndarray, end_s: float, window_s: float = 4.0, stride_s: float = 1.0,
+    n_frames: int = CLIP_FRAMES,
 ) -> list[Window]:
-    """Windows over ``frame_count`` frames; a video shorter than one window gets a single whole-video window."""
-    if frame_count < 1:
-        return []
-    if window_s <= 0 or stride_s <= 0 or fps <= 0:
-        raise ValueError("window_s, stride_s and fps must be > 0")
-    span = max(1, round(window_s * fps))
-    step = max(1, round(stride_s * fps))
-    if frame_count <= span:
-        starts = [0]
-        span = frame_count
-    else:
-        starts = list(range(0, frame_count - span + 1, step))
-        if starts[-1] + span < frame_count:
-            starts.append(frame_count - span)
-    windows = []
-    for start in starts:
-        idx = start + sample_indices(span, n_frames)
-        windows.append(Window(start / fps, (start + span) / fps, tuple(int(i) for i in idx)))
-    return windows
+    """The windows :class:`WindowPlanner` plans for frames at ``times`` in a stream ending at ``end_s``."""
+    planner = WindowPlanner(window_s, stride_s, n_frames)
+    windows = [w for t in times for w in planner.push(float(t))]
+    return windows + planner.finish(end_s)
 
 
 def sustained_runs(above: np.ndarray, min_consecutive: int) -> list[tuple[int, int]]:
@@ -132,20 +192,17 @@ def sustained_runs(above: np.ndarray, min_consecutive: int) -> list[tuple[int, i
     return runs
 
 
-def _probe(capture: cv2.VideoCapture, path: Path) -> tuple[int, float, list[str]]:
+def _probe(capture: cv2.VideoCapture) -> tuple[int, float, list[str]]:
+    """The header's frame count (0 when it has none) and nominal rate: only for the truncation check and
+    the first frame interval; the windows follow the frames' own timestamps."""
     notes = []
     fps = capture.get(cv2.CAP_PROP_FPS)
     if not fps or not math.isfinite(fps) or fps <= 0 or fps > 1000:
-        notes.append(f"no frame rate in file; assumed {DEFAULT_FPS:g} fps")
+        notes.append(f"no frame rate in file; its frames are placed by their timestamps (assumed {DEFAULT_FPS:g} "
+                     "fps where a frame has none)")
         fps = DEFAULT_FPS
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
     count = int(count) if count and math.isfinite(count) and count > 0 else 0
-    if count == 0:
-        # No frame count in the container: count by grabbing through once, then reopen.
-        while capture.grab():
-            count += 1
-        notes.append("no frame count in file; counted by an extra pass")
-        capture.open(str(path))
     return count, float(fps), notes
 
 
@@ -158,10 +215,13 @@ def score_video(
     batch_size: int = 32,
     progress: ReadProgress | None = None,
 ) -> tuple[list[WindowScore], int, float, list[str]]:
-    """Score every window of a video in one sequential read; returns (scores, frame count, fps, notes).
+    """Score every window of a video in one sequential read; returns (scores, the header's frame count,
+    the measured frame rate, notes).
 
-    ``progress``, when given, says how many frames were decoded and whether the stream ended before the
-    declared frame count; the windows past that point are not scored.
+    Frames are placed by their own container timestamps (``common.frame_time.FrameTimer``), so windows
+    span ``window_s`` of real time whatever the header says.  ``progress``, when given, says how many
+    frames were decoded, where the stream ended in time, and whether it ended before the declared frame
+    count.
     """
     progress = progress if progress is not None else ReadProgress()
     path = Path(path)
@@ -169,46 +229,56 @@ def score_video(
     try:
         if not capture.isOpened():
             raise VideoReadError(path, "cannot open (not a video, or an unsupported codec)")
-        count, fps, notes = _probe(capture, path)
-        if count == 0:
-            raise VideoReadError(path, "no frames")
-        windows = plan_windows(count, fps, window_s, stride_s)
-        needed = sorted({i for w in windows for i in w.indices})
+        count, nominal_fps, notes = _probe(capture)
+        timer = FrameTimer(nominal_fps)
+        progress.nominal_fps = nominal_fps
+        planner = WindowPlanner(window_s, stride_s)
         frames: dict[int, np.ndarray] = {}
         pending: list[np.ndarray] = []
+        windows: list[Window] = []
         probabilities: list[float] = []
-        next_window = 0
 
         def flush() -> None:
             if pending:
                 probabilities.extend(float(p) for p in classifier.predict(np.stack(pending)))
                 pending.clear()
 
-        for index, frame in iter_frames_at(capture, needed, CLIP_SIZE, path=path, progress=progress):
-            frames[index] = frame
-            while next_window < len(windows) and windows[next_window].indices[-1] <= index:
-                window = windows[next_window]
+        def score(done: list[Window]) -> None:
+            for window in done:
+                windows.append(window)
                 pending.append(model_clip([frames[i] for i in window.indices], len(window.indices), CLIP_SIZE))
-                next_window += 1
                 if len(pending) >= batch_size:
                     flush()
-                if next_window < len(windows):
-                    keep_from = windows[next_window].indices[0]
-                    for stale in [i for i in frames if i < keep_from]:
-                        del frames[stale]
+
+        index = 0
+        while capture.grab():
+            t = timer.place(capture.get(cv2.CAP_PROP_POS_MSEC))
+            progress.frames, progress.last_time_s, progress.end_s = timer.frames, t, timer.end_s
+            score(planner.push(t))
+            for stale in [i for i in frames if i < planner.keep_from]:
+                del frames[stale]
+            ok, image = capture.retrieve()
+            if not ok or image is None:
+                raise VideoReadError(path, f"cannot decode frame {index}")
+            frames[index] = model_frame(image, CLIP_SIZE)
+            index += 1
+        progress.ended = True
+        if index == 0:
+            raise VideoReadError(path, "no frames")
+        score(planner.finish(timer.end_s))
         flush()
-        if next_window < len(windows):
+        if count and progress.frames < count:
             notes.append(
-                f"truncated: decoded {progress.frames} frames ({progress.frames / fps:.1f} s) of {count} "
-                f"declared ({count / fps:.1f} s); {len(windows) - next_window} windows not scored"
+                f"truncated: decoded {progress.frames} frames ({timer.end_s:.1f} s) of {count} "
+                f"declared ({count / nominal_fps:.1f} s)"
             )
         if not probabilities:
             raise VideoReadError(path, "no frames could be decoded")
         scores = [
             WindowScore(round(w.start_s, 3), round(w.end_s, 3), p)
-            for w, p in zip(windows[:next_window], probabilities, strict=True)
+            for w, p in zip(windows, probabilities, strict=True)
         ]
-        return scores, count, fps, notes
+        return scores, count, round(timer.fps, 3), notes
     finally:
         capture.release()
 
@@ -331,15 +401,22 @@ def classify_videos(
                                          model_version=classifier.version))
             continue
         label, flagged, incidents = decide(scores, used_threshold, min_consecutive)
-        partial = progress.ended and progress.frames < count and not _header_overstates(progress, count, fps)
-        if progress.ended and progress.frames < count and not partial:
+        nominal = progress.nominal_fps or fps
+        real_s = float(progress.end_s or 0.0)
+        declared_s = count / nominal if count else real_s
+        short = progress.ended and progress.frames < count
+        partial = short and not _header_overstates(progress, count, nominal)
+        if short and not partial:
             notes = [n for n in notes if not n.startswith("truncated:")]
             notes.append(
-                f"the file declares {count} frames at {fps:g} fps but holds {progress.frames} frames over the "
-                f"same {progress.last_time_s:.1f} s (its frame-rate header is wrong; the windows follow the "
-                "declared rate, so each spans more real time than window_s)"
+                f"the file declares {count} frames at {nominal:g} fps but holds {progress.frames} frames at "
+                f"{fps:g} fps over the same {real_s:.1f} s (its frame-rate header is wrong; the windows follow "
+                "the frames' own timestamps)"
             )
-        decoded = progress.frames if partial else count
+        elif not partial and count and abs(nominal - fps) > 0.02 * fps:
+            notes.append(f"the header says {nominal:g} fps, the frames' timestamps {fps:g} fps; windows follow "
+                         "the timestamps")
+        decoded = progress.frames
         if partial:
             log.warning("%s is truncated: %d of %d frames decoded; its verdict covers those", path, decoded, count)
         verdict = VideoVerdict(
@@ -347,9 +424,9 @@ def classify_videos(
             verdict=label,
             threshold=used_threshold,
             max_probability=max(s.probability for s in scores),
-            duration_s=round(count / fps, 3),
+            duration_s=round(declared_s if partial else real_s, 3),
             fps=fps,
-            frame_count=count,
+            frame_count=count if partial else decoded,
             windows=tuple(scores),
             flagged=flagged,
             incidents=incidents,
@@ -357,7 +434,8 @@ def classify_videos(
             notes=tuple(notes),
             partial=partial,
             decoded_frames=decoded,
-            decoded_s=round(decoded / fps, 3),
+            decoded_s=round(real_s, 3),
+            declared_s=round(declared_s, 3),
         )
         chart = out_dir / _chart_name(path, chart_names)
         plot_timeline(verdict, chart)

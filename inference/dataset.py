@@ -1,6 +1,7 @@
 """Training data: class folders of videos -> uint8 clips (N, 20, 64, 64, 3) BGR, cached, split by video.
 
-Each video becomes one clip of 20 frames picked evenly across the whole video, read in ONE sequential
+Each video becomes one clip of 20 frames picked evenly across the whole video's real time (the frames'
+own timestamps, ``common.frame_time``, not the header's count or rate), read in ONE sequential
 pass (``grab()`` past unwanted frames, ``retrieve()`` wanted ones; no seeking, which is slow and
 inexact on compressed streams), and made model input by ``common.model_input`` exactly as ingest and
 ``classify`` make it.  Scaling to [0, 1] happens only at the model input (``inference.model.preprocess``),
@@ -16,7 +17,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,14 +25,15 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices
+from common.frame_time import FrameTimer
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices, sample_times
 from inference.labels import LABELS_FILE
 from inference.model import CLASS_NAMES, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm"})
-READER_VERSION = "seq-grab-v1"  # bump when the sampling/decoding changes so old cache entries miss
+READER_VERSION = "seq-grab-time-v2"  # bump when the sampling/decoding changes so old cache entries miss
 
 # Folder name (lower case, '_'/'-' read as spaces) -> our class name.
 CLASS_DIR_ALIASES: dict[str, str] = {
@@ -186,126 +188,65 @@ def _frame_count(capture: cv2.VideoCapture) -> int:
     return int(count) if count and np.isfinite(count) and count > 0 else 0
 
 
-def read_frames_at(
-    path: Path,
-    indices: Iterable[int],
-    size: int = CLIP_SIZE,
-    capture: cv2.VideoCapture | None = None,
-) -> tuple[dict[int, np.ndarray], int]:
-    """Decode the given frame indices in one sequential pass; returns ({index: model frame}, frames read).
-
-    Stops at the last wanted index or the end of the stream (then the second value is the true frame
-    count); indices past the end are simply absent from the result.
-    """
-    own = capture is None
-    cap = cv2.VideoCapture(str(path)) if capture is None else capture
-    try:
-        if not cap.isOpened():
-            raise VideoReadError(Path(path), "cannot open (not a video, or an unsupported codec)")
-        wanted = sorted({int(i) for i in indices if int(i) >= 0})
-        frames: dict[int, np.ndarray] = {}
-        position = 0
-        for target in wanted:
-            while position < target:
-                if not cap.grab():
-                    return frames, position
-                position += 1
-            if not cap.grab():
-                return frames, position
-            ok, frame = cap.retrieve()
-            position += 1
-            if not ok or frame is None:
-                raise VideoReadError(Path(path), f"cannot decode frame {target}")
-            frames[target] = model_frame(frame, size)
-        return frames, position
-    finally:
-        if own:
-            cap.release()
-
-
 @dataclass
 class ReadProgress:
     """How far a sequential read got: frames decoded from the start, and whether the stream ended first."""
 
     frames: int = 0
     ended: bool = False
-    last_time_s: float | None = None  # the container's timestamp of the last frame read, when it has one
+    last_time_s: float | None = None  # the last frame's own time (common.frame_time), when it has one
+    end_s: float | None = None  # where the last frame's interval ends: the real duration read
+    nominal_fps: float | None = None  # the rate the header declares
 
 
-def iter_frames_at(
-    capture: cv2.VideoCapture,
-    indices: Iterable[int],
-    size: int = CLIP_SIZE,
-    *,
-    path: Path,
-    progress: ReadProgress | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (index, model frame) for the wanted indices in one sequential pass; stops at end of stream.
-
-    The consumer can process (and forget) frames as they come, so memory stays bounded on long videos.
-    ``progress``, when given, counts the frames decoded and notes a stream that ended before the last
-    wanted frame (a truncated file).
-    """
-    progress = progress if progress is not None else ReadProgress()
-    position = 0
-    def read_one() -> bool:
-        if not capture.grab():
-            progress.ended = True
-            return False
-        at_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
-        if at_ms and at_ms > 0:
-            progress.last_time_s = at_ms / 1000.0
-        return True
-
-    for target in sorted({int(i) for i in indices if int(i) >= 0}):
-        while position < target:
-            if not read_one():
-                return
-            position += 1
-            progress.frames = position
-        if not read_one():
-            return
-        ok, frame = capture.retrieve()
-        position += 1
-        progress.frames = position
-        if not ok or frame is None:
-            raise VideoReadError(Path(path), f"cannot decode frame {target}")
-        yield target, model_frame(frame, size)
+def _timed_pass(
+    cap: cv2.VideoCapture, wanted: Iterable[int], size: int, nominal_fps: float, path: Path
+) -> tuple[dict[int, np.ndarray], list[float]]:
+    """One sequential pass over the whole stream: every frame's own time (``common.frame_time``) and the
+    wanted frames as model frames."""
+    want = {int(i) for i in wanted}
+    timer = FrameTimer(nominal_fps)
+    frames: dict[int, np.ndarray] = {}
+    times: list[float] = []
+    while cap.grab():
+        index = len(times)
+        times.append(timer.place(cap.get(cv2.CAP_PROP_POS_MSEC)))
+        if index in want:
+            ok, frame = cap.retrieve()
+            if not ok or frame is None:
+                raise VideoReadError(path, f"cannot decode frame {index}")
+            frames[index] = model_frame(frame, size)
+    return frames, times
 
 
 def decode_clip(path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
-    """One clip from a whole video: its ``n_frames`` evenly picked frames as model input (``model_clip``).
+    """One clip from a whole video: ``n_frames`` frames spread evenly over its real time (by the frames'
+    own timestamps, ``common.model_input.sample_times``) as model input (``model_clip``).
 
-    Uses the container's frame count; when that is missing or wrong (the stream ends early), the true
-    count found by the first pass is used for a second pass.  Raises VideoReadError.
+    One sequential pass reads every frame's timestamp and keeps the frames the header's count would pick;
+    when the timestamps pick others (a header that lies about the count or rate, a variable frame rate),
+    a second pass fetches those.  Raises VideoReadError.
     """
     path = Path(path)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise VideoReadError(path, "cannot open (not a video, or an unsupported codec)")
-        count = _frame_count(cap)
-        if count == 0:
-            _, count = read_frames_at(path, [1 << 62], size, capture=cap)  # count by grabbing through
-            if count == 0:
-                raise VideoReadError(path, "no frames")
+        declared = _frame_count(cap)
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        guess = sample_indices(declared, n_frames).tolist() if declared else []
+        frames, times = _timed_pass(cap, guess, size, fps, path)
+        if not times:
+            raise VideoReadError(path, "no frames")
+        if len(times) < n_frames:
+            raise VideoReadError(path, f"too short: {len(times)} frames, need {n_frames}")
+        indices = sample_times(times, n_frames).tolist()
+        if not set(indices) <= set(frames):
+            log.debug("%s: header says %d frames, stream has %d (by time); re-reading", path, declared, len(times))
             cap.release()
             cap = cv2.VideoCapture(str(path))
-        if count < n_frames:
-            raise VideoReadError(path, f"too short: {count} frames, need {n_frames}")
-        indices = sample_indices(count, n_frames).tolist()
-        frames, read = read_frames_at(path, indices, size, capture=cap)
-        if len(frames) < len(set(indices)):
-            if read == 0:
-                raise VideoReadError(path, "no frames")
-            if read < n_frames:
-                raise VideoReadError(path, f"too short: {read} frames decodable, need {n_frames}")
-            log.debug("%s: container says %d frames, stream has %d; re-reading", path, count, read)
-            cap.release()
-            cap = cv2.VideoCapture(str(path))
-            indices = sample_indices(read, n_frames).tolist()
-            frames, _ = read_frames_at(path, indices, size, capture=cap)
-            if len(frames) < len(set(indices)):
+            frames, again = _timed_pass(cap, indices, size, fps, path)
+            if len(again) != len(times) or not set(indices) <= set(frames):
                 raise VideoReadError(path, "frame count changed between reads")
         return model_clip([frames[i] for i in indices], n_frames, size)
     finally:

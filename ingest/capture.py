@@ -9,6 +9,11 @@
 - ``SourceFatalError``        the source can never be read (missing file, unsupported URL);
 - ``SourceCorruptError``      a file that exists but cannot be decoded (or stops decoding part-way).
 
+Frames are placed by their own time (``Frame.source_time_s``): a file's frames by their container
+timestamps (``common.frame_time.FrameTimer``, so a header that lies about the frame rate, or a variable
+rate, changes nothing), a live stream's by their arrival since connect.  A file read with ``realtime`` is
+paced by those timestamps too.
+
 Credentials in a URL never appear in log lines or exception messages: everything goes through ``redact``.
 """
 
@@ -29,6 +34,7 @@ import cv2
 import numpy as np
 
 from common.clock import Clock, SystemClock
+from common.frame_time import FrameTimer
 from common.redaction import redact
 from common.settings import CameraSettings
 
@@ -74,7 +80,9 @@ class SourceState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One decoded frame.  ``source_time_s`` is the position in the source (files) or since connect (live)."""
+    """One decoded frame.  ``source_time_s`` is the frame's own position in the file (its container
+    timestamp, from 0 at the first frame) or its arrival since connect (live); ``captured_at`` is the
+    session start plus that position (files) or the arrival time (live)."""
 
     index: int
     image: np.ndarray = field(repr=False)
@@ -171,7 +179,8 @@ class VideoSource:
         self._attempt = 0
         self._index = 0
         self._file_index = 0
-        self._last_pos_s = 0.0  # container timestamp of the last frame read from a file
+        self.timer = FrameTimer(fps)  # a file's frames placed by their own timestamps
+        self._pass_start_s = 0.0  # source time where the current pass over a (looping) file began
         self._connected_once = False
 
     @classmethod
@@ -255,6 +264,12 @@ class VideoSource:
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else self.default_fps
         self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        if not self.live:
+            if self._connected_once:
+                self.timer.restart()  # a looping file starts again after its last frame
+            else:
+                self.timer = FrameTimer(self.fps)
+            self._pass_start_s = self.timer.end_s
         self._file_index = 0
         now = self.clock.now()
         if self.live or not self._connected_once:
@@ -337,7 +352,7 @@ class VideoSource:
 
     def _read_file(self) -> Frame:
         if self.realtime:
-            self._pace()
+            self._skip_late_frames()
         try:
             ok, image = self._cap.read()
         except cv2.error as exc:
@@ -351,10 +366,9 @@ class VideoSource:
         self._index += 1
         self._file_index += 1
         self.frames_read += 1
-        at_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
-        if at_ms and at_ms > 0:  # some containers answer 0 for the last frame
-            self._last_pos_s = at_ms / 1000.0
-        source_time = index / self.fps
+        source_time = self.timer.place(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        if self.realtime:
+            self._wait_until(source_time)
         assert self.session_started_at is not None
         return Frame(
             index=index,
@@ -370,9 +384,10 @@ class VideoSource:
             self.close_capture()
             self._set_state(SourceState.FAILED)
             raise SourceCorruptError(f"video file {self.source} opened but no frame could be decoded")
-        # Ended early in frames: truncated, unless the last frame's own timestamp reaches the declared length
+        # Ended early in frames: truncated, unless the frames' own timestamps reach the declared length
         # (a header that overstates the frame rate, e.g. vtest.avi: 682 frames at 50 fps declared, 341 at 25).
-        reached_the_end = self.fps > 0 and self._last_pos_s >= expected / self.fps - max(1.0, 2.0 / self.fps)
+        pass_s = self.timer.end_s - self._pass_start_s
+        reached_the_end = self.fps > 0 and pass_s >= expected / self.fps - max(1.0, 2.0 / self.fps)
         if expected and decoded < int(expected * 0.98) - 1 and not reached_the_end:
             self.close_capture()
             self._set_state(SourceState.FAILED)
@@ -386,17 +401,21 @@ class VideoSource:
         self._set_state(SourceState.ENDED)
         raise SourceEnded(f"{self.name} ended after {self._index} frames")
 
-    def _pace(self) -> None:
-        """Wait until the next frame is due at the file's frame rate; skip frames when far behind."""
-        due = self._session_mono + self._index / self.fps
-        ahead = due - self.clock.monotonic()
+    def _wait_until(self, source_time_s: float) -> None:
+        """Realtime files: hold a frame until its own time has come since the session started."""
+        ahead = self._session_mono + source_time_s - self.clock.monotonic()
         if ahead > 0:
             self.stop_event.wait(ahead)
+
+    def _skip_late_frames(self) -> None:
+        """Realtime files far behind (a slow consumer): drop frames whose time has long passed, placing each
+        by its own timestamp, until the next one is due within two frame intervals."""
+        if self.timer.last_s is None or self._file_index == 0:
             return
-        behind = int(-ahead * self.fps)
-        for _ in range(max(0, behind - 1)):
+        while self._session_mono + self.timer.end_s < self.clock.monotonic() - 2 * self.timer.interval_s:
             if not self._cap.grab():
                 break
+            self.timer.place(self._cap.get(cv2.CAP_PROP_POS_MSEC))
             self._index += 1
             self._file_index += 1
             self.frames_dropped += 1

@@ -6,9 +6,12 @@ arrives, and emitted only when it is *active*: a frame inside it moved, or motio
 within ``hold_s``.  Because the ring buffer keeps the last ``window_s`` seconds of small frames, the first
 window emitted after a still period starts before the motion onset.
 
+Source time is each frame's own (``Frame.source_time_s``: a file's container timestamps, a live frame's
+arrival), never its index over a nominal rate, so a window holds ``window_s`` of real motion whatever
+the header claims, and its frames are picked evenly in time (``common.model_input.sample_times``).
 A clip always spans ``window_s`` of source time, as the model was trained.  When the source ends (end of
 file, a live stream lost), ``flush`` emits an open window only if the source covered it: its last frame is
-within one frame interval of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
+within one frame interval (the median of the recent steps between frames) of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
 2 s on a 1 s stride).  The windows the source ended inside of would be time-compressed clips; they are
 dropped, and those that would have been cut are counted in ``windows_incomplete``.
 
@@ -28,12 +31,14 @@ from datetime import datetime
 import cv2
 import numpy as np
 
-from common.model_input import model_clip, model_frame, sample_indices
+from common.frame_time import FrameIntervals
+from common.model_input import model_clip, model_frame, sample_times
 from common.settings import ClipSettings, CropMode, MotionSettings
 from ingest.capture import Frame
 from ingest.motion import MotionResult
 
 CROP_COPY_WIDTH = 320
+MAX_FPS = 240.0  # the ring's safety bound assumes no camera delivers more (windows are pruned by time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +106,9 @@ class ClipCutter:
         self.fps = fps
         self.window_s = clip.window_s
         self.stride_s = clip.window_s * (1.0 - clip.overlap)
-        self._ring: deque[_Entry] = deque(maxlen=math.ceil(clip.window_s * fps * 2) + 8)
+        # pruned by time in _advance; the bound only guards memory against a clock that stops
+        self._ring: deque[_Entry] = deque(maxlen=math.ceil(clip.window_s * max(fps, MAX_FPS) * 2) + 8)
+        self._intervals = FrameIntervals(fps)
         self._next_k: int | None = None
         self._pruned_motion_t = -math.inf
         self._cells: dict[int, tuple[float, float, np.ndarray]] = {}
@@ -130,8 +137,12 @@ class ClipCutter:
     def push(self, frame: Frame, motion: MotionResult) -> list[CutClip]:
         """Add one frame; returns the clips of windows that this frame completed (usually none)."""
         t = frame.source_time_s
+        if self._ring and t < self._ring[-1].t:  # sources never go back in time; a double might
+            t = self._ring[-1].t
         image = frame.image
         self._frame_size = (image.shape[1], image.shape[0])
+        if self._ring:
+            self._intervals.add(t - self._ring[-1].t)
         out: list[CutClip] = []
         if self._next_k is None:
             self._next_k = math.floor(t / self.stride_s + 1e-9)
@@ -159,7 +170,7 @@ class ClipCutter:
         out: list[CutClip] = []
         if self._next_k is not None and self._ring:
             last_t = self._ring[-1].t
-            covered_until = last_t + 1.0 / self.fps + 1e-6  # where the last frame's interval ends
+            covered_until = last_t + self._intervals.interval_s + 1e-6  # where the last frame's interval ends
             while self._next_k * self.stride_s <= last_t + 1e-9:
                 if self._next_k * self.stride_s + self.window_s <= covered_until:
                     clip = self._decide(self._next_k)
@@ -206,12 +217,13 @@ class ClipCutter:
         if len(entries) < 2:
             self.windows_skipped += 1
             return None
-        chosen = [entries[i] for i in sample_indices(len(entries), count)]
+        times = [e.t for e in entries]
+        chosen = [entries[i] for i in sample_times(times, count)]
         crop = None
         if self.clip.crop == CropMode.MOTION:
             frames, crop = self._crop_frames(chosen, moving)
         else:
-            frames = model_clip([e.small for e in entries], count, self.clip.size)
+            frames = model_clip([e.small for e in entries], count, self.clip.size, times=times)
         return CutClip(
             frames=frames,
             source_start_s=chosen[0].t,

@@ -107,3 +107,18 @@ def test_every_window_of_a_longer_video_matches_between_ingest_and_classify(tmp_
         reference = model_clip(frames[k * FPS : k * FPS + WINDOW_FRAMES], CLIP_FRAMES)
         assert np.array_equal(model.clips[k], reference), f"classify window at {score.start_s} s"
         assert np.array_equal(live[float(k)], reference), f"ingest clip at {k} s"
+
+
+def test_a_file_whose_header_lies_gets_the_same_windows_from_ingest_and_classify(tmp_path: Path) -> None:
+    # vtest.avi (real footage) declares 50 fps and holds 25: both paths place its frames by their timestamps
+    from tests.videos import real_footage
+
+    video = real_footage("vtest.avi")
+    model = RecordingModel()
+    scores, _, fps, _ = score_video(model, video, window_s=4.0, stride_s=1.0)
+    assert fps == pytest.approx(25.0)
+    live = ingest_clips(video, tmp_path / "embedded")
+    assert live, "ingest cut no clip of vtest.avi"
+    for start, clip in live.items():
+        k = next(i for i, s in enumerate(scores) if s.start_s == pytest.approx(round(start)))
+        assert np.array_equal(clip, model.clips[k]), f"window at {start} s"

@@ -61,12 +61,27 @@ def model_path(tmp_path_factory) -> Path:
     ],
 )
 def test_plan_windows(frames, fps, window_s, stride_s, starts) -> None:
-    windows = plan_windows(frames, fps, window_s, stride_s)
+    times = [i / fps for i in range(frames)]
+    windows = plan_windows(times, frames / fps, window_s, stride_s)
     assert [w.start_s for w in windows] == starts
     for w in windows:
         assert len(w.indices) == 20 and list(w.indices) == sorted(w.indices)
         assert w.indices[0] == round(w.start_s * fps) and w.indices[-1] == round(w.end_s * fps) - 1
         assert 0 <= w.indices[0] and w.indices[-1] < frames
+
+
+def test_windows_follow_the_frames_times_not_their_count() -> None:
+    # a variable rate: 10 fps for 4 s, then 30 fps for 4 s; each window still spans 4 s of time
+    times = [i / 10 for i in range(40)] + [4.0 + i / 30 for i in range(120)]
+    windows = plan_windows(times, 8.0 + 1 / 30, 4.0, 1.0)
+    assert [w.start_s for w in windows][:5] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    for w in windows:
+        picked = [times[i] for i in w.indices]
+        assert w.start_s - 1e-6 <= picked[0] and picked[-1] < w.end_s
+        steps = np.diff(picked)
+        assert steps.max() < 0.4, f"window at {w.start_s}: frames not spread in time ({picked})"
+    second_half = next(w for w in windows if w.start_s == 4.0)
+    assert len(set(second_half.indices)) == 20 and second_half.indices[0] == 40
 
 
 @pytest.mark.parametrize(
@@ -114,8 +129,8 @@ def test_classify_finds_the_incident_in_one_read(tmp_path: Path, model_path: Pat
     verdicts = classify_videos([incident, quiet], model_path, tmp_path / "out", as_json=True)
     monkeypatch.undo()
 
-    distinct = len({i for w in plan_windows(120, FPS) for i in w.indices})
-    assert counts == {"open": 2, "set": 0, "retrieve": 2 * distinct}  # one sequential pass per file
+    # one sequential pass per file, every frame retrieved once (windows are planned on their timestamps)
+    assert counts == {"open": 2, "set": 0, "retrieve": 2 * 120}
 
     hit, calm = verdicts
     assert hit.verdict == "shoplifting" and calm.verdict == "normal"
@@ -225,3 +240,30 @@ def test_a_wrong_frame_rate_header_is_not_a_truncated_file(
 ) -> None:
     progress = cl.ReadProgress(frames=frames, ended=True, last_time_s=last_time_s)
     assert cl._header_overstates(progress, declared, fps) is overstated
+
+
+def test_vtest_is_classified_on_its_real_time(tmp_path: Path, model_path: Path) -> None:
+    # vtest.avi (real footage) declares 682 frames at 50 fps and holds 341 at 25 fps over 13.6 s
+    from tests.videos import real_footage
+
+    (verdict,) = classify_videos([real_footage("vtest.avi")], model_path, tmp_path / "out")
+    assert verdict.verdict != "error" and not verdict.partial
+    assert verdict.fps == pytest.approx(25.0) and verdict.frame_count == 341
+    assert verdict.duration_s == pytest.approx(13.64) and verdict.declared_s == pytest.approx(13.64)
+    starts = [w.start_s for w in verdict.windows]
+    assert starts == [*range(10), 9.64]  # every second of real time, plus the tail flush with the end
+    assert all(w.end_s - w.start_s == pytest.approx(4.0) for w in verdict.windows)
+    assert not any(n.startswith("truncated") for n in verdict.notes)
+    assert any("header is wrong" in n for n in verdict.notes)
+
+
+def test_a_wrong_rate_header_gives_the_scores_of_a_correct_one(tmp_path: Path, model_path: Path) -> None:
+    from tests.videos import write_timed_video
+
+    times = [i / 10 for i in range(80)]  # 8 s at 10 fps, brightening with time
+    right = write_timed_video(tmp_path / "right.avi", times, 10)
+    wrong = write_timed_video(tmp_path / "wrong.avi", times, 30)
+    good, bad = classify_videos([right, wrong], model_path, tmp_path / "out")
+    assert [w.start_s for w in good.windows] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert bad.windows == good.windows and bad.duration_s == good.duration_s == pytest.approx(8.0)
+    assert not bad.partial and bad.fps == pytest.approx(10.0)

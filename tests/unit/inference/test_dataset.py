@@ -190,3 +190,17 @@ def test_split_is_by_video_stratified_and_reproducible(tmp_path: Path) -> None:
 def test_split_refuses_a_class_with_too_few_videos() -> None:
     with pytest.raises(ValueError, match="at least 3"):
         stratified_split(_items(2, 10))
+
+
+def test_decode_clip_spreads_the_clip_over_real_time_whatever_the_header_says(tmp_path: Path) -> None:
+    from tests.videos import level_of, write_timed_video
+
+    times = [i / 10 for i in range(60)]
+    right = decode_clip(write_timed_video(tmp_path / "right.avi", times, 10))
+    wrong = decode_clip(write_timed_video(tmp_path / "wrong.avi", times, 30))  # declares 30 fps, ~178 frames
+    assert np.array_equal(right, wrong)
+    vfr_times = [i / 10 for i in range(30)] + [3.0 + i / 30 for i in range(90)]  # 10 fps, then 30 fps
+    clip = decode_clip(write_timed_video(tmp_path / "vfr.mkv", vfr_times, 10))
+    expected = [level_of(vfr_times[-1] * j / 19) for j in range(20)]
+    shown = [round(float(f.mean())) for f in clip]
+    assert np.abs(np.subtract(shown, expected)).max() <= 3, (shown, expected)
