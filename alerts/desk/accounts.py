@@ -156,6 +156,19 @@ def _user_info(user: User) -> UserInfo:
     )
 
 
+def _live_credential(session: Session, table: type[ApiToken] | type[DeskSession], token: str) -> tuple[Any, User] | None:
+    """The row of a session cookie or API token (stored as its SHA-256) with its user; None when unknown,
+    revoked, or its user is disabled."""
+    found = session.execute(
+        select(table, User).join(User, User.id == table.user_id).where(table.token_hash == token_hash(token))
+    ).first()
+    if found is None:
+        return None
+    row, user = found
+    revoked = row.revoked_at  # type: ignore[attr-defined]  # both tables have it
+    return None if revoked is not None or user.disabled else (row, user)
+
+
 def single_store(stores: Sequence[str] | frozenset[str]) -> str | None:
     """The store an audit row about this user is filed under: theirs when they have exactly one."""
     return next(iter(stores)) if len(stores) == 1 else None
@@ -356,15 +369,10 @@ class Accounts:
     def token_principal(self, token: str) -> Principal | None:
         """The principal a Bearer token acts as; None when unknown, revoked, or its user is disabled."""
         with self.db.session() as session:
-            found = session.execute(
-                select(ApiToken, User).join(User, User.id == ApiToken.user_id)
-                .where(ApiToken.token_hash == token_hash(token))
-            ).first()
+            found = _live_credential(session, ApiToken, token)
             if found is None:
                 return None
             row, user = found
-            if row.revoked_at is not None or user.disabled:
-                return None
             now = self.clock()
             if row.last_used_at is None or now - row.last_used_at >= TOUCH_EVERY:
                 row.last_used_at = now
@@ -425,16 +433,12 @@ class Accounts:
         """The live session of a cookie; None when unknown, revoked, expired, idle too long or its user is
         disabled.  Moves ``last_seen_at`` (at most every ``TOUCH_EVERY``)."""
         with self.db.session() as session:
-            found = session.execute(
-                select(DeskSession, User).join(User, User.id == DeskSession.user_id)
-                .where(DeskSession.token_hash == token_hash(token))
-            ).first()
+            found = _live_credential(session, DeskSession, token)
             if found is None:
                 return None
             row, user = found
             now = self.clock()
-            if (row.revoked_at is not None or user.disabled or now >= row.expires_at
-                    or now - row.last_seen_at > self.idle):
+            if now >= row.expires_at or now - row.last_seen_at > self.idle:
                 return None
             if now - row.last_seen_at >= TOUCH_EVERY:
                 row.last_seen_at = now

@@ -54,8 +54,7 @@ async def evidence_response(
         raise Forbidden("only a manager or an admin can download evidence")
     if download:
         refuse_cross_site(request)
-    snapshot, video = await run_in_threadpool(state.queries.evidence_paths, principal, alert_id)
-    view = await run_in_threadpool(state.queries.alert, principal, alert_id)
+    snapshot, video, store_id = await run_in_threadpool(state.queries.evidence_paths, principal, alert_id)
     path = contained(snapshot if kind == "snapshot" else video, Path(state.evidence_dir))
     if path is None:
         raise AlertNotFound(alert_id)
@@ -65,7 +64,7 @@ async def evidence_response(
     # (keying on "starts at byte 0" would let `Range: bytes=1-` fetch a file unaudited).
     viewings: Viewings = request.app.state.viewings
     if download or viewings.first(principal.user_id, alert_id, kind):
-        await run_in_threadpool(record_for, state.db, action, principal, store_id=view.store_id, target_id=alert_id,
+        await run_in_threadpool(record_for, state.db, action, principal, store_id=store_id, target_id=alert_id,
                                 address=client_address(request), detail=kind)
     # FileResponse answers a Range request with 206 and the bytes asked for: what lets a <video> seek.
     media_type = _MEDIA_TYPES.get(path.suffix.lower(), "application/octet-stream")

@@ -223,14 +223,15 @@ class DeskQueries:
             raise AlertNotFound(alert_id)
         return _view(*row)
 
-    def evidence_paths(self, principal: Principal, alert_id: str) -> tuple[str | None, str | None]:
-        """(snapshot, video) paths of a visible alert, as the pipeline stored them; AlertNotFound otherwise."""
-        statement = _scoped(select(Alert.evidence_path, Alert.evidence_video_path), principal)
+    def evidence_paths(self, principal: Principal, alert_id: str) -> tuple[str | None, str | None, str]:
+        """(snapshot, video, store id) of a visible alert, paths as the pipeline stored them; AlertNotFound
+        otherwise."""
+        statement = _scoped(select(Alert.evidence_path, Alert.evidence_video_path, Alert.store_id), principal)
         with self.db.session() as session:
             row = session.execute(statement.where(Alert.alert_id == alert_id)).first()
         if row is None:
             raise AlertNotFound(alert_id)
-        return row[0], row[1]
+        return row[0], row[1], row[2]
 
     def store_counts(self, principal: Principal) -> list[StoreCount]:
         """Every store this person sees, with its open alerts (0 included)."""
