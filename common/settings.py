@@ -36,6 +36,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from common.config_paths import resolve_relative_paths
+from common.config_rules import CronExpression, EmailAddress, HostName, HttpUrl, TimeZoneName
 from common.redaction import redact, register_secret
 
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent.parent / "inference" / "bundled" / "convlstm.keras"
@@ -148,8 +150,8 @@ class CameraSettings(Section):
 class StoreSettings(Section):
     id: str = Field(description="Unique store id", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     name: str = Field("", description="Store name shown in reports")
-    timezone: str = Field("UTC", description="IANA time zone for reports, e.g. Europe/London")
-    manager_emails: list[str] = Field(default_factory=list, description="Who receives this store's reports")
+    timezone: TimeZoneName = Field("UTC", description="IANA time zone for reports, e.g. Europe/London")
+    manager_emails: list[EmailAddress] = Field(default_factory=list, description="Who receives this store's reports")
     cameras: list[CameraSettings] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -244,17 +246,17 @@ class BusSettings(Section):
 
 class EmailSettings(Section):
     enabled: bool = False
-    host: str = "127.0.0.1"
+    host: HostName = "127.0.0.1"
     port: int = Field(25, ge=1, le=65535)
     starttls: bool = False
     username: str | None = None
     password: SecretStr | None = None
-    sender: str = "aislewatch@localhost"
-    recipients: list[str] = Field(default_factory=list)
+    sender: EmailAddress = "aislewatch@localhost"
+    recipients: list[EmailAddress] = Field(default_factory=list)
 
 
 class WebhookSettings(Section):
-    url: str | None = Field(None, description="POST every alert as JSON to this URL")
+    url: HttpUrl | None = Field(None, description="POST every alert as JSON to this URL")
     timeout_s: float = Field(5.0, gt=0, le=120, description="Time limit of one POST")
     secret: SecretStr | None = Field(
         None,
@@ -339,8 +341,8 @@ class IngestSettings(Section):
 class ReportingSettings(Section):
     output_dir: Path = Field(Path("build/reports"), description="Where PDF reports and charts are written")
     period_days: int = Field(7, ge=1, le=366, description="Days covered by a scheduled report")
-    schedule_cron: str = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
-    chain_recipients: list[str] = Field(
+    schedule_cron: CronExpression = Field("0 6 * * 1", description="When the scheduled report runs (cron syntax)")
+    chain_recipients: list[EmailAddress] = Field(
         default_factory=list, description="Who receives the chain-wide summary ranking every store (admins)"
     )
 
@@ -389,7 +391,7 @@ class DeskSettings(Section):
     enabled: bool = Field(True, description="Whether `aislewatch run` serves the desk alongside the workers")
     host: str = Field("127.0.0.1", description="Address the desk listens on (0.0.0.0 in a container)")
     port: int = Field(8080, ge=0, le=65535, description="Port the desk listens on; 0 picks a free one")
-    public_url: str | None = Field(
+    public_url: HttpUrl | None = Field(
         None, description="The URL people open (behind a proxy or TLS terminator); shown in logs and e-mails"
     )
     secure_cookies: Literal["auto", "always", "never"] = Field(
@@ -560,7 +562,7 @@ def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
     where = f"line {line}: " if line else ""
     value = error.get("input")
     shown = "" if isinstance(value, dict | list) else f" (value: {value!r})"
-    reason = error["msg"]
+    reason = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         reason = "unknown key (check its spelling)"
     return f"{where}{path}{shown}: {reason}"
@@ -591,7 +593,8 @@ def load_settings(
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError(source, ["the top level must be a mapping of sections"])
-        data = loaded
+        # Relative paths in the file mean "next to the file" (see common.config_paths).
+        data = resolve_relative_paths(loaded, Settings, file.resolve().parent)
     if overrides:
         data = _deep_merge(data, overrides)
     token = _YAML_DATA.set(data)

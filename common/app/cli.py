@@ -25,8 +25,18 @@ def _config_path(args: argparse.Namespace) -> str | None:
     return args.config or os.environ.get("AISLEWATCH_CONFIG")
 
 
+# The roles whose start-up checks (common.app.preflight) each command runs before it starts anything.
+_COMMAND_ROLES = {"run": {"ingest", "infer", "alerts", "desk"}, "ingest": {"ingest"}, "infer": {"infer"},
+                  "alerts": {"alerts"}, "desk": {"desk"}, "report": {"report"}, "db": {"db"}, "users": {"db"},
+                  "feedback": {"db"}, "model": {"db"}}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(_config_path(args))
+    from common.app.preflight import check_settings
+
+    settings = load_settings(_config_path(args))
+    check_settings(settings, _source(args), _COMMAND_ROLES.get(getattr(args, "command", ""), set()))
+    return settings
 
 
 def _source(args: argparse.Namespace) -> str:
@@ -35,11 +45,11 @@ def _source(args: argparse.Namespace) -> str:
 
 
 def cmd_config_check(args: argparse.Namespace) -> int:
-    from common.app.runtime import check_clips_fit_model
+    from common.app.preflight import check_settings
     from inference.metadata import model_input_shape
 
     settings = load_settings(args.file)
-    check_clips_fit_model(settings, args.file)
+    check_settings(settings, args.file)  # every role's start-up checks
     cameras = settings.cameras()
     print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
           f"database={settings.database.url.split(':', 1)[0]}, "
@@ -63,15 +73,16 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, roles: set[str], *, with_desk: bool = False) -> int:
-    from common.app.runtime import Pipeline, check_clips_fit_model, install_stop_signals
+    from common.app.preflight import check_settings
+    from common.app.runtime import Pipeline, install_stop_signals
 
     def checked(path: str | Path | None) -> Settings:
         """Settings from ``path``, at start and on every reload (before anything is loaded or restarted): a
         process that opens cameras needs every camera credential variable set (the other roles never
         resolve them), and one that infers refuses clips its model cannot take."""
         loaded = load_settings(path, camera_credentials="ingest" in roles)
-        if "infer" in roles:
-            check_clips_fit_model(loaded, str(path) if path is not None else _source(args))
+        check_settings(loaded, str(path) if path is not None else _source(args), roles | (
+            {"desk"} if with_desk and loaded.desk.enabled else set()))
         return loaded
 
     config_path = _config_path(args)
@@ -466,8 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Any = args.func
     try:
         return int(func(args))
-    except ConfigError as exc:
-        print(f"aislewatch: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # one line per problem: the file, the key and the reason
+        for problem in exc.problems:
+            print(f"aislewatch: {exc.source}: {' '.join(problem.split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

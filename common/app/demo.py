@@ -16,6 +16,7 @@ from typing import Any
 
 from common.app.embedded import prepare_output, run_embedded, say, stream_settings
 from common.app.scoring import load_truths, print_incident_table, score_against_truth
+from common.config_paths import resolve_relative_paths
 from common.schemas import AlertKind
 from common.settings import Settings
 
@@ -179,6 +180,8 @@ def write_desk_config(out: Path, settings: Settings) -> Path:
         "service": {"evidence_dir": str(settings.service.evidence_dir)},
         "reporting": {"output_dir": str(settings.reporting.output_dir)},
     }
+    # Absolute paths: a relative one in the file would be read relative to the file's folder.
+    config = resolve_relative_paths(config, Settings, Path.cwd())
     path = out / "desk.yaml"
     path.write_text("# The demo's data, for `aislewatch desk -c` and `aislewatch users ... -c` (written by the demo).\n"
                     + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
