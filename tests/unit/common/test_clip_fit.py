@@ -39,7 +39,7 @@ def test_config_check_names_camera_shapes_and_setting(tmp_path: Path, capsys: py
     assert main(["config", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err
-    lines = [line for line in err.splitlines() if line.strip().startswith("- ")]
+    lines = [line for line in err.splitlines() if line.startswith(f"aislewatch: {path}: ")]  # one line each
     assert len(lines) == 2 and "cam-ok" not in err
     frames, size = lines
     assert "camera cam-frames" in frames and "(10, 64, 64, 3)" in frames and "(20, 64, 64, 3)" in frames
@@ -49,7 +49,8 @@ def test_config_check_names_camera_shapes_and_setting(tmp_path: Path, capsys: py
 
 
 def test_the_models_shape_is_read_from_its_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = tmp_path / "short.keras"  # only the sidecar exists: config check never loads the model
+    model = tmp_path / "short.h5"  # config check never loads the model: its file need not be a working one
+    model.write_bytes(b"")
     model.with_suffix(".json").write_text(json.dumps({"version": "short", "input_shape": [10, 64, 64, 3]}))
     assert main(["config", "check", str(config(tmp_path, model=model))]) == 2
     err = capsys.readouterr().err
