@@ -259,6 +259,17 @@ class Database:
             return self._copy_insert_ignore(ClipResult.__table__, rows, "clip_id")
         return self._insert_ignore(ClipResult.__table__, rows, "clip_id")
 
+    def stored_capture_times(self, clip_ids: Sequence[str]) -> dict[str, datetime]:
+        """``captured_at`` of those of ``clip_ids`` that have a result row: a clip id stored with another capture
+        time was cut by an earlier run of the same recording, one with the same time is a redelivery."""
+        if not clip_ids:
+            return {}
+        with self.sessions() as session:
+            rows = session.execute(
+                select(ClipResult.clip_id, ClipResult.captured_at).where(ClipResult.clip_id.in_(list(clip_ids)))
+            )
+            return {clip_id: captured_at for clip_id, captured_at in rows}
+
     def write_alerts(
         self, alerts: Sequence[AlertMessage], channels: Sequence[str] = (), now: datetime | None = None
     ) -> int:

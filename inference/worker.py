@@ -69,6 +69,7 @@ from common.worker import Worker
 from inference.batcher import Batcher
 from inference.metadata import INPUT_SHAPE
 from inference.ood import CameraFamiliarity, FamiliarityChange, InputDescription, read_description
+from inference.reruns import RerunWatch
 
 
 class Classifier(Protocol):
@@ -162,6 +163,7 @@ class InferenceWorker(Worker):
         self.familiarity = familiarity or CameraFamiliarity()
         self.ood_margin = ood_margin
         self._health: list[CameraHealthMessage] = []
+        self.reruns = RerunWatch(db, self.log)  # clips stored by an earlier run of a recording are said so
 
     @classmethod
     def from_settings(
@@ -274,6 +276,11 @@ class InferenceWorker(Worker):
                 )
             written = self.db.retrying(lambda: self.db.write_results(results), self.stop_event, "result write")
             self.stats.results_written += written
+            if written < len(results):
+                try:
+                    self.reruns.observe(results, written)
+                except Exception as exc:  # only the notice is lost: the results are stored, offsets go on
+                    self.log.warning("could not tell re-run clips from redeliveries: %s", exc)
             RESULTS_WRITTEN.inc(written)
             CLIPS_INFERRED.inc(len(batch))
             self.stats.clips += len(batch)
@@ -423,6 +430,7 @@ class InferenceWorker(Worker):
         except Exception:
             self.log.exception("could not finish the last batch; it will be redelivered")
         finally:
+            self.reruns.report()
             if self._shadow_pool is not None:  # a candidate still busy finishes on its own; nothing waits for it
                 self._shadow_pool.shutdown(wait=False, cancel_futures=True)
             if self._consumer is not None:
