@@ -22,7 +22,7 @@ from common.settings import ConfigError, Settings
 # Which checks each role needs: "model" (file, input fit), "database" (a SQLite file's folder), and the
 # writable folders by setting name.
 ROLE_NEEDS: dict[str, frozenset[str]] = {
-    "ingest": frozenset({"ingest.spool_dir", "service.evidence_dir"}),
+    "ingest": frozenset({"cameras", "ingest.spool_dir", "service.evidence_dir"}),
     "infer": frozenset({"model", "database"}),
     "alerts": frozenset({"model-threshold", "database", "service.evidence_dir"}),
     "desk": frozenset({"database", "service.evidence_dir"}),
@@ -53,6 +53,8 @@ def settings_problems(settings: Settings, roles: Iterable[str] = ALL_ROLES) -> l
         problems += _model_file_problems(settings.model.path, "model.path")
     if "database" in needs:
         problems += database_problems(settings)
+    if "cameras" in needs:
+        problems += camera_file_problems(settings)
     folders = {
         "ingest.spool_dir": settings.ingest.spool_dir if settings.ingest.spool_max_mb > 0 else None,
         "service.evidence_dir": settings.service.evidence_dir,
@@ -128,6 +130,21 @@ def _declared_input(config: dict[str, Any]) -> tuple[int, ...] | None:
         if isinstance(shape, list) and len(shape) >= 2 and all(isinstance(v, int) for v in shape[1:]):
             return tuple(int(v) for v in shape[1:])
     return None
+
+
+def camera_file_problems(settings: Settings) -> list[str]:
+    """Every enabled camera whose source is a video file names one that exists (streams are tried at start)."""
+    problems = []
+    for s, store in enumerate(settings.stores):
+        for c, camera in enumerate(store.cameras):
+            source = camera.source
+            if not camera.enabled or "${" in source or ("://" in source and not source.startswith("file://")):
+                continue
+            file = Path(source.removeprefix("file://"))
+            if not file.is_file():
+                problems.append(f"stores[{s}].cameras[{c}].source ({file}): camera {camera.id}: no such video file "
+                                "(a relative path in a config file is read from the file's folder)")
+    return problems
 
 
 def database_problems(settings: Settings) -> list[str]:

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[3]
 def config(tmp_path: Path, *, model: Path = DEFAULT_MODEL_PATH) -> Path:
     """Three file cameras: cam-ok fits the bundled model (20, 64, 64, 3); cam-frames and cam-size do not."""
     path = tmp_path / "aislewatch.yaml"
+    for name in ("a.mp4", "b.mp4", "c.mp4"):  # file cameras must exist (ingest's start-up check)
+        (tmp_path / name).touch()
     path.write_text(f"""
 stores:
   - id: store-1
@@ -61,6 +63,7 @@ def test_the_models_shape_is_read_from_its_sidecar(tmp_path: Path, capsys: pytes
 
 def test_a_fitting_config_passes_and_says_the_models_input(tmp_path: Path, capsys) -> None:
     path = tmp_path / "ok.yaml"
+    (tmp_path / "a.mp4").touch()
     path.write_text(f"stores:\n  - id: s\n    cameras:\n      - {{id: c, source: {tmp_path / 'a.mp4'}}}\n")
     assert main(["config", "check", str(path)]) == 0
     assert "model input (20, 64, 64, 3)" in capsys.readouterr().out

@@ -170,6 +170,8 @@ def test_relative_paths_in_a_file_are_read_from_the_files_folder(
     (config_dir / "models").mkdir(parents=True)
     shutil.copy(DEFAULT_MODEL_PATH, config_dir / "models" / "convlstm.keras")
     shutil.copy(DEFAULT_MODEL_PATH.with_suffix(".json"), config_dir / "models" / "convlstm.json")
+    (config_dir / "videos").mkdir()
+    (config_dir / "videos" / "aisle.mp4").write_bytes(b"")
     path = write(config_dir, CAMERA.replace("rtsp://10.0.0.5/s", "videos/aisle.mp4") + (
         "model: {path: models/convlstm.keras}\n"
         "database: {url: 'sqlite:///state/aislewatch.db'}\n"
@@ -241,3 +243,14 @@ def test_report_refuses_an_output_folder_it_cannot_write(tmp_path: Path, capsys:
 def test_load_settings_still_raises_config_error_for_library_callers(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown time zone"):
         load_settings(write(tmp_path, "stores:\n  - id: s1\n    timezone: Mars/Olympus\n"))
+
+
+def test_a_missing_video_file_camera_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "here.mp4").write_bytes(b"")
+    text = ("stores:\n  - id: s1\n    cameras:\n      - {id: a, source: videos/here.mp4}\n"
+            "      - {id: b, source: videos/gone.mp4}\n      - {id: c, source: videos/off.mp4, enabled: false}\n")
+    code, err = check(write(tmp_path, text), capsys)
+    assert code == 2
+    (line,) = err.splitlines()
+    assert f"stores[0].cameras[1].source ({tmp_path / 'videos' / 'gone.mp4'}): camera b: no such video file" in line
