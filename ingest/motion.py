@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from common.settings import CameraSettings, CropMode, MotionSettings
+from ingest.capture import Frame
 
 _BG_ALPHA = 0.02  # running-average learning rate where nothing moves: lighting drift is followed within ~3 s
 # ...and where something does: a shopper standing at a shelf would otherwise be half absorbed within a few
@@ -303,6 +304,23 @@ class GatedFrame(Protocol):
 
 
 F = TypeVar("F", bound=GatedFrame)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A frame on its way through the gate with the clip cutter's copy of it, made on arrival while the
+    decoded frame is still in the CPU's cache (``ClipCutter.prepare``)."""
+
+    frame: Frame
+    small: np.ndarray
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.frame.image
+
+    @property
+    def source_time_s(self) -> float:
+        return self.frame.source_time_s
 
 def _settled(stage: int) -> int:
     """What must not change between two examined frames for the frames between to take the first's verdict:

@@ -40,7 +40,7 @@ from ingest.capture import (
 )
 from ingest.clips import ClipCutter, CutClip
 from ingest.evidence_video import EvidenceRecorder
-from ingest.motion import MotionGate, MotionResult, gate_fps_for
+from ingest.motion import Arrived, MotionGate, MotionResult, gate_fps_for
 from ingest.publishing import PublishQueue, ack_timeout_for
 from ingest.snapshot import save_snapshot
 from ingest.spool import Spool
@@ -125,7 +125,7 @@ class CameraWorker(Worker):
         self.clock = clock or SystemClock()
         self._source_factory = source_factory or default_source_factory
         self.source: FrameSource | None = None
-        self.motion: MotionGate[Frame] | None = None
+        self.motion: MotionGate[Arrived] | None = None
         self.cutter: ClipCutter | None = None
         self.recorder = (
             EvidenceRecorder.for_camera(evidence, camera, self.evidence_dir) if evidence is not None else None
@@ -245,16 +245,16 @@ class CameraWorker(Worker):
             self._frames_read += 1
         if not self._session_online:
             self._start_session(frame)
-        assert self.motion is not None
-        for decided, result in self.motion.push(frame):
+        assert self.motion is not None and self.cutter is not None
+        for decided, result in self.motion.push(Arrived(frame, self.cutter.prepare(frame))):
             self._on_decided(decided, result)
 
-    def _on_decided(self, frame: Frame, result: MotionResult) -> None:
+    def _on_decided(self, arrived: Arrived, result: MotionResult) -> None:
         """A frame with its motion verdict (the gate hands frames on in order, up to a gate interval late)."""
         assert self.cutter is not None
         if self.recorder is not None:
-            self.recorder.push(frame, result.moving)
-        for clip in self.cutter.push(frame, result):
+            self.recorder.push(arrived.frame, result.moving)
+        for clip in self.cutter.push(arrived.frame, result, arrived.small):
             self._emit(clip)
 
     def _start_session(self, frame: Frame) -> None:
