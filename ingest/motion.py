@@ -17,6 +17,10 @@ left (a gap on a shelf) differs from the background for a long time, but is not 
 ``diff`` is the cheaper method (about a third of mog2's cost per frame, see tests/bench/bench_ingest.py)
 and, with the blur and the area threshold, ignores sensor noise as well; mog2 copes better with
 repetitive background motion (flicker, swaying displays) at a higher cost.
+
+A camera's frames go through :class:`MotionGate`, which runs the ``diff`` detector on ``motion.gate_fps``
+frames a second (5 by default) and gives every frame a verdict, rewinding to examine each frame where
+motion starts or stops; the clips cut are those of a gate that examines every frame (see the class).
 """
 
 from __future__ import annotations
