@@ -74,6 +74,11 @@ class MotionSettings(Section):
     )
     hold_s: float = Field(1.0, ge=0, le=60, description="Keep cutting clips this long after motion stops")
     warmup_frames: int = Field(10, ge=0, le=1000, description="Frames used to learn the background before gating")
+    gate_fps: float = Field(
+        5.0, ge=0, le=240,
+        description="Frames per second the motion gate examines (0: every frame); the frames between take "
+        "the verdict of the examined ones, or are examined too where motion starts or stops (see ingest.motion)",
+    )
     masks: list[list[tuple[float, float]]] = Field(
         default_factory=list,
         description="Polygons to ignore, vertices as (x, y) fractions of the frame (0..1)",

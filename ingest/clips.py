@@ -134,8 +134,15 @@ class ClipCutter:
             return cv2.resize(image, (CROP_COPY_WIDTH, max(1, round(height * CROP_COPY_WIDTH / width))))
         return model_frame(image, self.clip.size)
 
-    def push(self, frame: Frame, motion: MotionResult) -> list[CutClip]:
-        """Add one frame; returns the clips of windows that this frame completed (usually none)."""
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """The copy of ``frame`` this cutter keeps (a model frame, or the crop copy), to hand to :meth:`push`
+        later: made while the decoded frame is still in the CPU's cache, when the motion gate holds frames
+        back before their verdict (``ingest.motion.MotionGate``)."""
+        return self._small(frame.image)
+
+    def push(self, frame: Frame, motion: MotionResult, small: np.ndarray | None = None) -> list[CutClip]:
+        """Add one frame; returns the clips of windows that this frame completed (usually none).  ``small``
+        is the frame's :meth:`prepare` copy, when made on arrival."""
         t = frame.source_time_s
         if self._ring and t < self._ring[-1].t:  # sources never go back in time; a double might
             t = self._ring[-1].t
@@ -154,7 +161,8 @@ class ClipCutter:
                 out.append(clip)
             self._advance()
         self._ring.append(
-            _Entry(t, frame.captured_at, self._small(image), motion.moving, motion.area_fraction, motion.bbox)
+            _Entry(t, frame.captured_at, self._small(image) if small is None else small, motion.moving,
+                   motion.area_fraction, motion.bbox)
         )
         self._last_image = image
         if motion.moving:

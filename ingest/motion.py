@@ -17,16 +17,23 @@ left (a gap on a shelf) differs from the background for a long time, but is not 
 ``diff`` is the cheaper method (about a third of mog2's cost per frame, see tests/bench/bench_ingest.py)
 and, with the blur and the area threshold, ignores sensor noise as well; mog2 copes better with
 repetitive background motion (flicker, swaying displays) at a higher cost.
+
+A camera's frames go through :class:`MotionGate`, which runs the ``diff`` detector on ``motion.gate_fps``
+frames a second (5 by default) and gives every frame a verdict, rewinding to examine each frame where
+motion starts or stops; the clips cut are those of a gate that examines every frame (see the class).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 import cv2
 import numpy as np
 
-from common.settings import MotionSettings
+from common.settings import CameraSettings, CropMode, MotionSettings
+from ingest.capture import Frame
 
 _BG_ALPHA = 0.02  # running-average learning rate where nothing moves: lighting drift is followed within ~3 s
 # ...and where something does: a shopper standing at a shelf would otherwise be half absorbed within a few
@@ -52,6 +59,16 @@ class MotionResult:
 
 
 NO_MOTION = MotionResult(False, 0.0, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _State:
+    """A diff detector's state (``MotionDetector.snapshot``); the arrays are never written in place."""
+
+    frames: int
+    background: np.ndarray | None
+    previous: np.ndarray | None
+    activity: np.ndarray | None
 
 
 def small_size(frame_width: int, frame_height: int, downscale_width: int) -> tuple[int, int]:
@@ -91,7 +108,11 @@ class MotionDetector:
         self._background: np.ndarray | None = None
         self._previous: np.ndarray | None = None
         self._activity: np.ndarray | None = None
-        self._decay: np.ndarray | None = None
+        self._decays: dict[int, np.ndarray] = {}
+        self.keep_background = False  # set by MotionGate, which rewinds (see snapshot)
+        # how far the last update got: 0 nothing differs from the background, 1 only speckles, 2 changed
+        # regions but none moved lately, 3 motion (MotionGate rewinds when this changes)
+        self.stage = 0
         self._mog2 = None
         if settings.method == "mog2":
             self._mog2 = cv2.createBackgroundSubtractorMOG2(
@@ -103,6 +124,27 @@ class MotionDetector:
     @property
     def warmed_up(self) -> bool:
         return self._frames > self.settings.warmup_frames
+
+    @property
+    def rewindable(self) -> bool:
+        """Whether :meth:`snapshot` / :meth:`restore` work (diff: yes; OpenCV's MOG2 cannot be copied)."""
+        return self._mog2 is None
+
+    def snapshot(self) -> _State:
+        """The detector's state now, to :meth:`restore` later; cheap (no copy) when ``keep_background``."""
+        if not self.rewindable:
+            raise ValueError("a mog2 motion detector cannot be rewound")
+        background = self._background
+        if background is not None and not self.keep_background:
+            background = background.copy()
+        return _State(self._frames, background, self._previous, self._activity)
+
+    def restore(self, state: _State) -> None:
+        """Go back to a :meth:`snapshot` (the frames since are forgotten, as if never seen)."""
+        self._frames, self._background = state.frames, state.background
+        self._previous, self._activity = state.previous, state.activity
+        if self._background is not None and not self.keep_background:
+            self._background = self._background.copy()
 
     def grey(self, image: np.ndarray) -> np.ndarray:
         """The small, blurred grey frame motion is computed on."""
@@ -116,7 +158,33 @@ class MotionDetector:
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         return cv2.GaussianBlur(grey, (5, 5), 0)
 
-    def foreground(self, grey: np.ndarray) -> np.ndarray:
+    def _grey_around(self, image: np.ndarray, like: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """``grey(image)`` around ``box`` (small-frame pixels; what moved there is all that counts) and ``like``
+        elsewhere: computed on a crop, with a margin for the blur and the regions' dilation, so it costs what
+        the box's area does.  The values in the box are those of ``grey`` when the frame is an integer multiple
+        of the small size (bilinear resize at an integer factor reads only pixels inside the crop)."""
+        x, y, w, h = box
+        sw, sh = self.size
+        margin = 6  # the 5x5 dilation of the regions (2), the 5x5 blur (2), and the resize's neighbours
+        x0, y0 = max(0, x - margin), max(0, y - margin)
+        x1, y1 = min(sw, x + w + margin), min(sh, y + h + margin)
+        if (x1 - x0) * (y1 - y0) * 2 > sw * sh or self.size == (self.frame_width, self.frame_height):
+            return self.grey(image)
+        fx0, fx1 = math.floor(x0 * self._sx), min(self.frame_width, math.ceil(x1 * self._sx))
+        fy0, fy1 = math.floor(y0 * self._sy), min(self.frame_height, math.ceil(y1 * self._sy))
+        small = cv2.resize(image[fy0:fy1, fx0:fx1], (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+        out = like.copy()
+        out[y0:y1, x0:x1] = cv2.GaussianBlur(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+        return out
+
+    def _alphas(self, frames: int) -> tuple[float, float]:
+        """The background's learning rates for one update standing for ``frames`` camera frames: the rate
+        that many per-frame updates would have had (``1 - (1 - a) ** frames``), so time constants hold."""
+        if frames == 1:
+            return _BG_ALPHA, _FG_ALPHA
+        return 1.0 - (1.0 - _BG_ALPHA) ** frames, 1.0 - (1.0 - _FG_ALPHA) ** frames
+
+    def foreground(self, grey: np.ndarray, frames: int = 1) -> np.ndarray:
         """Binary (0/255) foreground mask of the small frame, before masks and morphology."""
         if self._mog2 is not None:
             rate = -1.0 if self.warmed_up else 1.0 / (self._frames + 1)
@@ -126,40 +194,80 @@ class MotionDetector:
             return np.zeros_like(grey)
         diff = cv2.absdiff(grey, cv2.convertScaleAbs(self._background))
         _, fg = cv2.threshold(diff, self.settings.sensitivity, 255, cv2.THRESH_BINARY)
+        if self.keep_background:  # a copy is kept to rewind to (MotionGate); the update goes to a new one
+            self._background = self._background.copy()
         if not self.warmed_up:
             cv2.accumulateWeighted(grey, self._background, 1.0 / (self._frames + 1))
             return fg
         moving = cv2.dilate(fg, _KERNEL_DILATE)
-        cv2.accumulateWeighted(grey, self._background, _BG_ALPHA, mask=cv2.bitwise_not(moving))
-        cv2.accumulateWeighted(grey, self._background, _FG_ALPHA, mask=moving)
+        bg_alpha, fg_alpha = self._alphas(frames)
+        cv2.accumulateWeighted(grey, self._background, bg_alpha, mask=cv2.bitwise_not(moving))
+        cv2.accumulateWeighted(grey, self._background, fg_alpha, mask=moving)
         return fg
 
-    def recent_activity(self, grey: np.ndarray) -> np.ndarray:
-        """Where the picture changed from one frame to the next lately: 255 on a change, fading to 0."""
-        if self._previous is None or self._activity is None or self._decay is None:
+    def recent_activity(self, grey: np.ndarray, frames: int = 1) -> np.ndarray:
+        """Where the picture changed from one frame to the next lately: 255 on a change, fading to 0 (by
+        ``_ACTIVITY_DECAY`` per camera frame; ``frames`` is how many this update stands for)."""
+        if self._previous is None or self._activity is None:
             self._previous = grey
             self._activity = np.zeros_like(grey)
-            self._decay = np.full_like(grey, _ACTIVITY_DECAY)
             return self._activity
+        decay = self._decay(frames)
         _, changed = cv2.threshold(cv2.absdiff(grey, self._previous), self.settings.sensitivity, 255, cv2.THRESH_BINARY)
-        self._activity = cv2.max(cv2.subtract(self._activity, self._decay), changed)
+        self._activity = cv2.max(cv2.subtract(self._activity, decay), changed)
         self._previous = grey
         return self._activity
 
-    def update(self, image: np.ndarray) -> MotionResult:
-        """Motion in this BGR frame compared with the background learned from the earlier ones."""
+    def _fade(self, grey: np.ndarray, frames: int) -> None:
+        """Recent change fades by ``frames`` camera frames, and nothing new is added (see ``update``)."""
+        if self._activity is None:
+            self.recent_activity(grey, frames)
+            return
+        self._activity = cv2.subtract(self._activity, self._decay(frames))
+        self._previous = grey
+
+    def _decay(self, frames: int) -> np.ndarray:
+        decay = self._decays.get(frames)
+        if decay is None:
+            assert self._activity is not None
+            decay = self._decays[frames] = np.full_like(self._activity, min(255, _ACTIVITY_DECAY * frames))
+        return decay
+
+    def update(self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None) -> MotionResult:
+        """Motion in this BGR frame compared with the background learned from the earlier ones.
+
+        ``frames`` > 1: this frame stands for that many camera frames since the last update (``MotionGate``
+        examines every k-th): learning and fading are scaled to keep their time constants (diff only), and
+        ``previous`` is the camera frame just before this one, so that recent change is still measured from
+        one frame to the next (a slow mover changes little between neighbours and much over k frames).  It
+        is only looked at when something differs from the background: where nothing does, no change can
+        make a region count, and the recent change just fades."""
         grey = self.grey(image)
-        fg = self.foreground(grey)
-        activity = self.recent_activity(grey)
+        fg = self.foreground(grey, frames)
+        if frames == 1 and previous is None:  # every frame: exactly the full-rate detector
+            activity = self.recent_activity(grey)
         self._frames += 1
         if not self.warmed_up:
+            if frames != 1 or previous is not None:
+                self.recent_activity(grey, frames)
+            self.stage = 0
             return NO_MOTION
         if self._mask is not None:
             fg = cv2.bitwise_and(fg, self._mask)
-        if cv2.countNonZero(fg) < self._min_pixels:
-            return NO_MOTION
-        fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, _KERNEL_OPEN)
-        if cv2.countNonZero(fg) < self._min_pixels:
+        if cv2.countNonZero(fg) >= self._min_pixels:
+            fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, _KERNEL_OPEN)
+            self.stage = 1 if cv2.countNonZero(fg) < self._min_pixels else 2
+        else:
+            self.stage = 0
+        if frames != 1 or previous is not None:
+            if self.stage < 2:
+                self._fade(grey, frames)
+            else:
+                if previous is not None and self._previous is not None:
+                    x, y, w, h = cv2.boundingRect(fg)
+                    self._previous = self._grey_around(previous, grey, (x, y, w, h))
+                activity = self.recent_activity(grey, frames)
+        if self.stage < 2:
             return NO_MOTION
         regions = cv2.dilate(fg, _KERNEL_DILATE)
         count, labels = cv2.connectedComponents(regions)
@@ -167,6 +275,7 @@ class MotionDetector:
         live = np.flatnonzero(active_per_region >= _MIN_ACTIVE_PIXELS)
         live = live[live != 0]
         if live.size == 0:
+            self.stage = 2
             return NO_MOTION
         if live.size < count - 1:  # drop the still regions
             keep = np.isin(labels, live)
@@ -174,6 +283,7 @@ class MotionDetector:
             regions = np.where(keep, regions, 0).astype(np.uint8)
         moving_pixels = cv2.countNonZero(fg)
         if moving_pixels < self._min_pixels:
+            self.stage = 2
             return NO_MOTION
         x, y, w, h = cv2.boundingRect(regions)
         fx, fy = int(x * self._sx), int(y * self._sy)
@@ -183,4 +293,126 @@ class MotionDetector:
             min(self.frame_width - fx, round(w * self._sx)),
             min(self.frame_height - fy, round(h * self._sy)),
         )
+        self.stage = 3
         return MotionResult(True, moving_pixels / self._pixels, bbox)
+
+
+class GatedFrame(Protocol):
+    """What :class:`MotionGate` needs of a frame (``ingest.capture.Frame``)."""
+
+    @property
+    def image(self) -> np.ndarray: ...
+
+    @property
+    def source_time_s(self) -> float: ...
+
+
+F = TypeVar("F", bound=GatedFrame)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A frame on its way through the gate with the clip cutter's copy of it, made on arrival while the
+    decoded frame is still in the CPU's cache (``ClipCutter.prepare``)."""
+
+    frame: Frame
+    small: np.ndarray
+
+    @property
+    def image(self) -> np.ndarray:
+        return self.frame.image
+
+    @property
+    def source_time_s(self) -> float:
+        return self.frame.source_time_s
+
+def _settled(stage: int) -> int:
+    """What must not change between two examined frames for the frames between to take the first's verdict:
+    nothing there (stages 0 and 1: speckles only), still regions (2) or motion (3)."""
+    return max(1, stage)
+
+
+MAX_HELD_FRAMES = 16  # a gate interval never holds back more frames than this (fast cameras, slow gate rates)
+_DUE_TOLERANCE_S = 0.01  # frame timestamps jitter: a frame this early still counts as due
+
+
+class MotionGate(Generic[F]):
+    """Every frame's motion verdict while examining only ``gate_fps`` frames a second.
+
+    The detector sees one frame per gate interval (``1 / gate_fps`` of source time), its learning rates and
+    the fading of recent change scaled to the frames it skipped.  The frames in between are held back, not
+    copied, until the next examined frame decides them: when its verdict (moving or not) is the same as the
+    previous examined frame's, the frames between take the previous verdict; when it differs, motion started
+    or stopped in between, so the detector is rewound to the previous examined frame and every held frame is
+    examined in turn, which finds the first (or last) moving frame as a full-rate gate would.  Clips start
+    and stop with those frames, so which clips are cut stays that of a full-rate gate (see
+    ``tests/unit/ingest/test_same_clips.py``), while about ``camera fps / gate_fps`` times fewer frames are
+    examined.  Frames leave the gate in order, at most one gate interval late.
+
+    The first ``warmup_frames`` frames are all examined (the background is learnt from each).  ``gate_fps``
+    0 examines every frame, as does the ``mog2`` method (OpenCV's MOG2 cannot be rewound).
+    """
+
+    def __init__(self, settings: MotionSettings, frame_width: int, frame_height: int, gate_fps: float) -> None:
+        self.detector = MotionDetector(settings, frame_width, frame_height)
+        self.every_frame = gate_fps <= 0 or not self.detector.rewindable
+        self.interval_s = 0.0 if self.every_frame else 1.0 / gate_fps
+        self.detector.keep_background = not self.every_frame
+        self._held: list[F] = []
+        self._last = NO_MOTION
+        self._state: _State | None = None
+        self._due = -math.inf
+        self.frames_examined = 0
+        self.rewinds = 0
+
+    @property
+    def held(self) -> int:
+        """Frames waiting for the next examined frame's verdict."""
+        return len(self._held)
+
+    def _examine(self, frame: F, frames: int = 1) -> MotionResult:
+        self.frames_examined += 1
+        return self.detector.update(frame.image, frames)
+
+    def push(self, frame: F) -> list[tuple[F, MotionResult]]:
+        """Add the next frame; returns the frames decided by it, in order, each with its verdict."""
+        if self.every_frame:
+            return [(frame, self._examine(frame))]
+        if not self.detector.warmed_up:
+            self._last = self._examine(frame)
+            self._state = self.detector.snapshot()
+            self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
+            return [(frame, self._last)]
+        if frame.source_time_s < self._due and len(self._held) < MAX_HELD_FRAMES:
+            self._held.append(frame)
+            return []
+        held, self._held = self._held, []
+        previous, state, stage = self._last, self._state, self.detector.stage
+        self.frames_examined += 1
+        result = self.detector.update(frame.image, len(held) + 1, held[-1].image if held else None)
+        if _settled(self.detector.stage) == _settled(stage) or state is None:
+            decided = [(f, previous) for f in held]
+            decided.append((frame, result))
+        else:  # motion started or stopped in between: find where, frame by frame
+            self.rewinds += 1
+            self.detector.restore(state)
+            decided = [(f, self._examine(f)) for f in (*held, frame)]
+        self._last = decided[-1][1]
+        self._state = self.detector.snapshot()
+        self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
+        return decided
+
+    def flush(self) -> list[tuple[F, MotionResult]]:
+        """At the source's end: decide the held frames (each examined), in order."""
+        held, self._held = self._held, []
+        decided = [(f, self._examine(f)) for f in held]
+        if decided:
+            self._last = decided[-1][1]
+            self._state = self.detector.snapshot()
+        return decided
+
+
+def gate_fps_for(camera: CameraSettings) -> float:
+    """The rate ``camera``'s gate examines frames at: ``motion.gate_fps``, but every frame when clips are cut
+    around the motion (``clip.crop: motion``), whose region is the union of every moving frame's box."""
+    return 0.0 if camera.clip.crop == CropMode.MOTION else camera.motion.gate_fps

@@ -40,7 +40,7 @@ from ingest.capture import (
 )
 from ingest.clips import ClipCutter, CutClip
 from ingest.evidence_video import EvidenceRecorder
-from ingest.motion import MotionDetector
+from ingest.motion import Arrived, MotionGate, MotionResult, gate_fps_for
 from ingest.publishing import PublishQueue, ack_timeout_for
 from ingest.snapshot import save_snapshot
 from ingest.spool import Spool
@@ -125,7 +125,7 @@ class CameraWorker(Worker):
         self.clock = clock or SystemClock()
         self._source_factory = source_factory or default_source_factory
         self.source: FrameSource | None = None
-        self.motion: MotionDetector | None = None
+        self.motion: MotionGate[Arrived] | None = None
         self.cutter: ClipCutter | None = None
         self.recorder = (
             EvidenceRecorder.for_camera(evidence, camera, self.evidence_dir) if evidence is not None else None
@@ -246,10 +246,15 @@ class CameraWorker(Worker):
         if not self._session_online:
             self._start_session(frame)
         assert self.motion is not None and self.cutter is not None
-        result = self.motion.update(frame.image)
+        for decided, result in self.motion.push(Arrived(frame, self.cutter.prepare(frame))):
+            self._on_decided(decided, result)
+
+    def _on_decided(self, arrived: Arrived, result: MotionResult) -> None:
+        """A frame with its motion verdict (the gate hands frames on in order, up to a gate interval late)."""
+        assert self.cutter is not None
         if self.recorder is not None:
-            self.recorder.push(frame, result.moving)
-        for clip in self.cutter.push(frame, result):
+            self.recorder.push(arrived.frame, result.moving)
+        for clip in self.cutter.push(arrived.frame, result, arrived.small):
             self._emit(clip)
 
     def _start_session(self, frame: Frame) -> None:
@@ -257,10 +262,10 @@ class CameraWorker(Worker):
         height, width = frame.image.shape[:2]
         if (
             self.motion is None
-            or (self.motion.frame_width, self.motion.frame_height) != (width, height)
+            or (self.motion.detector.frame_width, self.motion.detector.frame_height) != (width, height)
             or self.source.live
         ):
-            self.motion = MotionDetector(self.camera.motion, width, height)
+            self.motion = MotionGate(self.camera.motion, width, height, gate_fps_for(self.camera))
         if self.cutter is None or self.source.live:
             if self.cutter is not None:
                 self._windows_incomplete_before += self.cutter.windows_incomplete
@@ -287,6 +292,9 @@ class CameraWorker(Worker):
 
     def _finish(self) -> None:
         """Cut what the current session still holds (end of file, stream lost)."""
+        if self.motion is not None and self.cutter is not None:
+            for frame, result in self.motion.flush():
+                self._on_decided(frame, result)
         if self.cutter is not None:
             for clip in self.cutter.flush():
                 self._emit(clip)

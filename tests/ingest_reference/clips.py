@@ -1,0 +1,268 @@
+"""Cut motion-gated, fixed-shape clips (frames x size x size x 3, uint8 BGR) out of a camera's frames.
+
+Windows lie on a grid: window k covers source time [k*stride, k*stride + window_s) with
+``stride = window_s * (1 - overlap)``.  A window is decided when the first frame at or after its end
+arrives, and emitted only when it is *active*: a frame inside it moved, or motion before it is still
+within ``hold_s``.  Because the ring buffer keeps the last ``window_s`` seconds of small frames, the first
+window emitted after a still period starts before the motion onset.
+
+Source time is each frame's own (``Frame.source_time_s``: a file's container timestamps, a live frame's
+arrival), never its index over a nominal rate, so a window holds ``window_s`` of real motion whatever
+the header claims, and its frames are picked evenly in time (``common.model_input.sample_times``).
+A clip always spans ``window_s`` of source time, as the model was trained.  When the source ends (end of
+file, a live stream lost), ``flush`` emits an open window only if the source covered it: its last frame is
+within one frame interval (the median of the recent steps between frames) of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
+2 s on a 1 s stride).  The windows the source ended inside of would be time-compressed clips; they are
+dropped, and those that would have been cut are counted in ``windows_incomplete``.
+
+Each frame is converted once on arrival: straight to a model frame (``crop=full``,
+``common.model_input.model_frame``, exactly what training and ``classify`` use), or to a 320-wide copy kept
+for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames.  Memory per camera stays at about ``window_s * fps`` small frames plus a few
+full-resolution snapshot candidates (the best-moving frame of each stride cell).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import cv2
+import numpy as np
+
+from common.frame_time import FrameIntervals
+from common.model_input import model_clip, model_frame, sample_times
+from common.settings import ClipSettings, CropMode, MotionSettings
+from ingest.capture import Frame
+from tests.ingest_reference.motion import MotionResult
+
+CROP_COPY_WIDTH = 320
+MAX_FPS = 240.0  # the ring's safety bound assumes no camera delivers more (windows are pruned by time)
+
+
+@dataclass(frozen=True, slots=True)
+class CutClip:
+    """One clip ready to publish, with its full-resolution evidence frame."""
+
+    frames: np.ndarray = field(repr=False)
+    source_start_s: float
+    source_end_s: float
+    start_at: datetime
+    captured_at: datetime
+    motion_area: float
+    snapshot: np.ndarray = field(repr=False)
+    window_index: int = 0
+    crop: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if f.dtype != np.uint8 or f.ndim != 4 or f.shape[3] != 3:
+            raise ValueError(f"clip frames must be (T, H, W, 3) uint8, got {f.shape} {f.dtype}")
+        if self.source_end_s < self.source_start_s:
+            raise ValueError(f"clip ends ({self.source_end_s}) before it starts ({self.source_start_s})")
+
+
+@dataclass(slots=True)
+class _Entry:
+    t: float
+    at: datetime
+    small: np.ndarray
+    moving: bool
+    area: float
+    bbox: tuple[int, int, int, int] | None
+
+
+def crop_region(
+    bbox: tuple[int, int, int, int], margin: float, frame_width: int, frame_height: int
+) -> tuple[int, int, int, int]:
+    """A square-ish (x, y, w, h) around ``bbox`` grown by ``margin`` on each side, clamped to the frame."""
+    x, y, w, h = bbox
+    cx, cy = x + w / 2.0, y + h / 2.0
+    side = max(w, h) * (1.0 + 2.0 * margin)
+    cw = int(min(frame_width, max(side, 16)))
+    ch = int(min(frame_height, max(side, 16)))
+    left = round(min(max(cx - cw / 2.0, 0), frame_width - cw))
+    top = round(min(max(cy - ch / 2.0, 0), frame_height - ch))
+    return left, top, cw, ch
+
+
+def _union(a: tuple[int, int, int, int] | None, b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    if a is None:
+        return b
+    x0, y0 = min(a[0], b[0]), min(a[1], b[1])
+    x1, y1 = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
+    return x0, y0, x1 - x0, y1 - y0
+
+
+class ClipCutter:
+    """Feed every frame (in order) with its motion result to ``push``; call ``flush`` at the source's end."""
+
+    def __init__(self, clip: ClipSettings, motion: MotionSettings, fps: float) -> None:
+        if fps <= 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        self.clip = clip
+        self.motion = motion
+        self.fps = fps
+        self.window_s = clip.window_s
+        self.stride_s = clip.window_s * (1.0 - clip.overlap)
+        # pruned by time in _advance; the bound only guards memory against a clock that stops
+        self._ring: deque[_Entry] = deque(maxlen=math.ceil(clip.window_s * max(fps, MAX_FPS) * 2) + 8)
+        self._intervals = FrameIntervals(fps)
+        self._next_k: int | None = None
+        self._pruned_motion_t = -math.inf
+        self._cells: dict[int, tuple[float, float, np.ndarray]] = {}
+        self._last_motion_image: np.ndarray | None = None
+        self._last_image: np.ndarray | None = None
+        self._last_bbox: tuple[int, int, int, int] | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self.windows_skipped = 0  # active windows with fewer than two frames
+        self.windows_incomplete = 0  # active windows the source ended inside of (see the module docstring)
+
+    def reset(self) -> None:
+        """Forget everything but the counters (a new capture session starts)."""
+        skipped, incomplete = self.windows_skipped, self.windows_incomplete
+        self.__init__(self.clip, self.motion, self.fps)  # type: ignore[misc]
+        self.windows_skipped, self.windows_incomplete = skipped, incomplete
+
+    # -- feeding -----------------------------------------------------------------------------------
+    def _small(self, image: np.ndarray) -> np.ndarray:
+        height, width = image.shape[:2]
+        if self.clip.crop == CropMode.MOTION:
+            if width <= CROP_COPY_WIDTH:
+                return image
+            return cv2.resize(image, (CROP_COPY_WIDTH, max(1, round(height * CROP_COPY_WIDTH / width))))
+        return model_frame(image, self.clip.size)
+
+    def push(self, frame: Frame, motion: MotionResult) -> list[CutClip]:
+        """Add one frame; returns the clips of windows that this frame completed (usually none)."""
+        t = frame.source_time_s
+        if self._ring and t < self._ring[-1].t:  # sources never go back in time; a double might
+            t = self._ring[-1].t
+        image = frame.image
+        self._frame_size = (image.shape[1], image.shape[0])
+        if self._ring:
+            self._intervals.add(t - self._ring[-1].t)
+        out: list[CutClip] = []
+        if self._next_k is None:
+            self._next_k = math.floor(t / self.stride_s + 1e-9)
+        if not self._ring:
+            self._next_k = max(self._next_k, math.floor((t - self.window_s) / self.stride_s + 1e-9) + 1)
+        while self._next_k * self.stride_s + self.window_s <= t + 1e-9:
+            clip = self._decide(self._next_k)
+            if clip is not None:
+                out.append(clip)
+            self._advance()
+        self._ring.append(
+            _Entry(t, frame.captured_at, self._small(image), motion.moving, motion.area_fraction, motion.bbox)
+        )
+        self._last_image = image
+        if motion.moving:
+            self._last_motion_image = image
+            cell = math.floor(t / self.stride_s + 1e-9)
+            best = self._cells.get(cell)
+            if best is None or motion.area_fraction > best[0]:
+                self._cells[cell] = (motion.area_fraction, t, image)
+        return out
+
+    def flush(self) -> list[CutClip]:
+        """At the source's end: emit the open windows the source covered to their end, drop the others."""
+        out: list[CutClip] = []
+        if self._next_k is not None and self._ring:
+            last_t = self._ring[-1].t
+            covered_until = last_t + self._intervals.interval_s + 1e-6  # where the last frame's interval ends
+            while self._next_k * self.stride_s <= last_t + 1e-9:
+                if self._next_k * self.stride_s + self.window_s <= covered_until:
+                    clip = self._decide(self._next_k)
+                    if clip is not None:
+                        out.append(clip)
+                elif self._active_entries(self._next_k) is not None:
+                    self.windows_incomplete += 1
+                self._advance()
+        self.reset()
+        return out
+
+    # -- deciding ----------------------------------------------------------------------------------
+    def _advance(self) -> None:
+        assert self._next_k is not None
+        self._next_k += 1
+        start = self._next_k * self.stride_s - 1e-9
+        ring = self._ring
+        while ring and ring[0].t < start:
+            entry = ring.popleft()
+            if entry.moving:
+                self._pruned_motion_t = max(self._pruned_motion_t, entry.t)
+        for cell in [c for c in self._cells if c < self._next_k]:
+            del self._cells[cell]
+
+    def _active_entries(self, k: int) -> list[_Entry] | None:
+        """The frames of window ``k`` when it is active (see the module docstring), else None."""
+        start = k * self.stride_s - 1e-9
+        end = k * self.stride_s + self.window_s - 1e-9
+        entries = [e for e in self._ring if start <= e.t < end]
+        if not entries:
+            return None
+        if not any(e.moving for e in entries) and self._pruned_motion_t + self.motion.hold_s < start:
+            return None
+        return entries
+
+    def _decide(self, k: int) -> CutClip | None:
+        entries = self._active_entries(k)
+        if entries is None:
+            return None
+        start = k * self.stride_s - 1e-9
+        end = k * self.stride_s + self.window_s - 1e-9
+        moving = [e for e in entries if e.moving]
+        count = self.clip.frames
+        if len(entries) < 2:
+            self.windows_skipped += 1
+            return None
+        times = [e.t for e in entries]
+        chosen = [entries[i] for i in sample_times(times, count)]
+        crop = None
+        if self.clip.crop == CropMode.MOTION:
+            frames, crop = self._crop_frames(chosen, moving)
+        else:
+            frames = model_clip([e.small for e in entries], count, self.clip.size, times=times)
+        return CutClip(
+            frames=frames,
+            source_start_s=chosen[0].t,
+            source_end_s=chosen[-1].t,
+            start_at=chosen[0].at,
+            captured_at=chosen[-1].at,
+            motion_area=min(1.0, max((e.area for e in entries), default=0.0)),
+            snapshot=self._snapshot(start, end),
+            window_index=k,
+            crop=crop,
+        )
+
+    def _snapshot(self, start: float, end: float) -> np.ndarray:
+        best: tuple[float, float, np.ndarray] | None = None
+        for area, t, image in self._cells.values():
+            if start <= t < end and (best is None or area > best[0]):
+                best = (area, t, image)
+        if best is not None:
+            return best[2]
+        fallback = self._last_motion_image if self._last_motion_image is not None else self._last_image
+        assert fallback is not None
+        return fallback
+
+    def _crop_frames(
+        self, chosen: list[_Entry], moving: list[_Entry]
+    ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+        assert self._frame_size is not None
+        fw, fh = self._frame_size
+        union = None
+        for e in moving:
+            if e.bbox is not None:
+                union = _union(union, e.bbox)
+        if union is None:
+            union = self._last_bbox or (0, 0, fw, fh)
+        self._last_bbox = union
+        x, y, w, h = crop_region(union, self.clip.crop_margin, fw, fh)
+        sh, sw = chosen[0].small.shape[:2]
+        sx, sy = sw / fw, sh / fh
+        x0, y0 = int(x * sx), int(y * sy)
+        x1, y1 = max(x0 + 1, min(sw, round((x + w) * sx))), max(y0 + 1, min(sh, round((y + h) * sy)))
+        frames = model_clip([e.small[y0:y1, x0:x1] for e in chosen], len(chosen), self.clip.size)
+        return frames, (x, y, w, h)

@@ -1,0 +1,70 @@
+"""MotionGate: examines about gate_fps frames a second, hands every frame on in order with a verdict, and
+finds where motion starts and stops frame by frame, as the full-rate detector does."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from common.settings import CameraSettings, ClipSettings, MotionSettings
+from ingest.capture import Frame
+from ingest.motion import MotionDetector, MotionGate, gate_fps_for
+
+from .conftest import FPS, H, W, scene
+
+START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def frames_of(images: list[np.ndarray], fps: float = FPS) -> list[Frame]:
+    return [Frame(i, image, i / fps, START + timedelta(seconds=i / fps)) for i, image in enumerate(images)]
+
+
+def gated(frames: list[Frame], gate_fps: float, settings: MotionSettings | None = None) -> tuple[list, MotionGate]:
+    gate: MotionGate[Frame] = MotionGate(settings or MotionSettings(), W, H, gate_fps)
+    out = []
+    for frame in frames:
+        out += gate.push(frame)
+    out += gate.flush()
+    return out, gate
+
+
+def full_rate(frames: list[Frame], settings: MotionSettings | None = None) -> list[bool]:
+    detector = MotionDetector(settings or MotionSettings(), W, H)
+    return [detector.update(f.image).moving for f in frames]
+
+
+def test_every_frame_leaves_the_gate_once_in_order_with_a_verdict() -> None:
+    frames = frames_of(scene(150, moving=lambda i: 40 <= i < 100))
+    out, gate = gated(frames, 5.0)
+    assert [f.index for f, _ in out] == list(range(150))
+    assert gate.held == 0
+
+
+def test_a_lower_rate_examines_fewer_frames_and_finds_the_same_motion() -> None:
+    # still 40 frames, a rectangle moving 60, still 50: onset and end fall between examined frames
+    frames = frames_of(scene(150, moving=lambda i: 43 <= i < 101))
+    want = full_rate(frames)
+    assert 40 < sum(want) < 70
+    out, gate = gated(frames, 5.0)
+    assert [r.moving for _, r in out] == want
+    assert gate.frames_examined < 0.6 * len(frames)  # 10 warm-up frames, 1 in 3 after, plus the rewinds
+    assert gate.rewinds >= 2  # where the motion started and where it stopped
+
+
+def test_gate_fps_zero_is_the_full_rate_detector() -> None:
+    frames = frames_of(scene(80, moving=lambda i: i >= 30))
+    detector = MotionDetector(MotionSettings(), W, H)
+    want = [detector.update(f.image) for f in frames]
+    out, gate = gated(frames, 0.0)
+    assert [r for _, r in out] == want
+    assert gate.frames_examined == 80
+
+
+def test_mog2_and_motion_crops_examine_every_frame() -> None:
+    frames = frames_of(scene(30, moving=lambda i: i >= 15))
+    _, gate = gated(frames, 5.0, MotionSettings(method="mog2"))
+    assert gate.every_frame and gate.frames_examined == 30
+    crop = CameraSettings(id="c", source="x.mp4", clip=ClipSettings(crop="motion"))
+    assert gate_fps_for(crop) == 0.0
+    assert gate_fps_for(CameraSettings(id="c", source="x.mp4")) == 5.0

@@ -1,0 +1,98 @@
+"""Making ingest cheaper (issue 12 item 6) must not change which clips are cut, nor what the model sees.
+
+The production worker (``CameraWorker`` over the in-process bus) runs on the demo's two synthetic store
+cameras (150 s each, scripted shoppers with still aisles between them), on real footage (``vtest.avi``) and
+on the ingest benchmark's stream, and must publish exactly the clips of the pre-item-6 path kept in
+``tests/ingest_reference`` (verbatim copies of the old motion detector and clip cutter driven by a plain
+``cv2.VideoCapture.read`` loop): the same clip ids, the same start and end times (source seconds and
+timestamps) and byte-identical model input.  ``motion_area`` and the snapshot are not compared: they are the
+strongest motion among the frames the gate examined, which at a lower gate rate are fewer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.clock import FakeClock
+from common.inprocess_bus import InProcessBus
+from common.schemas import ClipMessage, Topic, clip_id_for
+from common.settings import CameraSettings, ClipSettings, MotionSettings
+from ingest.worker import CameraWorker
+from tests.ingest_reference import reference_clips
+from tests.videos import real_footage
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def demo_streams(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The demo's cameras as ``aislewatch demo`` renders them (full length)."""
+    from common.app.demo import DEMO_CAMERAS, DEMO_STORE_SEED, FULL
+    from inference.synth import camera_scene_seed, write_stream
+
+    out = tmp_path_factory.mktemp("demo-streams")
+    streams = {}
+    for cam in DEMO_CAMERAS:
+        path = out / f"{cam['id']}.mp4"
+        write_stream(path, duration_s=FULL.duration_s, seed=int(cam["seed"]), incidents=FULL.incidents,
+                     normal_shoppers=FULL.normal_shoppers,
+                     scene_seed=camera_scene_seed(DEMO_STORE_SEED, int(cam["view"])))
+        streams[str(cam["id"])] = path
+    return streams
+
+
+@pytest.fixture(scope="module")
+def bench_stream(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.bench.bench_ingest import make_stream
+
+    return make_stream(tmp_path_factory.mktemp("bench-stream") / "stream.mp4", seconds=20)
+
+
+def worker_clips(camera: CameraSettings, tmp_path: Path, clock: FakeClock) -> tuple[list[ClipMessage], str]:
+    bus = InProcessBus()
+    worker = CameraWorker("s1", camera, bus.publisher(), tmp_path / "evidence", clock=clock)
+    worker.run()
+    records = bus.consumer([Topic.CLIPS], "test").poll(0, 100_000)
+    assert worker.source is not None
+    return [ClipMessage.from_bytes(r.value) for r in records], worker.source.session
+
+
+def assert_same_clips(path: Path, tmp_path: Path, **settings: Any) -> int:
+    camera = CameraSettings(id="cam1", source=str(path), **settings)
+    clock = FakeClock()
+    published, session = worker_clips(camera, tmp_path, clock)
+    reference = reference_clips(path, camera, clock.now())
+    assert reference.clips, "the stream must have motion for this comparison to mean anything"
+    got = [(c.header.clip_id, c.header.source_start_s, c.header.source_end_s, c.header.start_at,
+            c.header.captured_at) for c in published]
+    want = [(clip_id_for("cam1", c.window_index, session), c.source_start_s, c.source_end_s, c.start_at,
+             c.captured_at) for c in reference.clips]
+    assert got == want
+    for new, old in zip(published, reference.clips, strict=True):
+        assert new.frames.shape == old.frames.shape
+        assert np.array_equal(new.frames, old.frames), f"model input of {new.header.clip_id} differs"
+    return len(published)
+
+
+@pytest.mark.parametrize("camera_id", ["aisle-1", "aisle-2"])
+def test_demo_cameras_cut_the_same_clips(demo_streams: dict[str, Path], camera_id: str, tmp_path: Path) -> None:
+    # still aisles between the shoppers: clips start and stop with motion, so the gate's timing matters
+    clips = assert_same_clips(demo_streams[camera_id], tmp_path, fps=15)
+    assert 20 < clips < 150  # not every window: the gate decides
+
+
+def test_real_footage_cuts_the_same_clips(tmp_path: Path) -> None:
+    assert assert_same_clips(real_footage("vtest.avi"), tmp_path) == 10
+
+
+def test_benchmark_stream_cuts_the_same_clips(bench_stream: Path, tmp_path: Path) -> None:
+    assert assert_same_clips(bench_stream, tmp_path) > 0
+
+
+def test_motion_crop_and_mog2_cut_the_same_clips(demo_streams: dict[str, Path], tmp_path: Path) -> None:
+    assert_same_clips(demo_streams["aisle-1"], tmp_path / "crop", clip=ClipSettings(crop="motion"))
+    assert_same_clips(demo_streams["aisle-2"], tmp_path / "mog2", motion=MotionSettings(method="mog2"))
