@@ -1,7 +1,7 @@
 """Run clips through the inference worker's batched path on whichever Keras backend this process has.
 
 ``python -m tests.unit.inference.backend_run MODEL CLIPS.npy WORKDIR`` loads MODEL as the worker does
-(``classifier_from_settings``: device, buckets, fast path), publishes each clip of CLIPS.npy (uint8, N×20×64×64×3)
+(``classifier_from_settings``: device, buckets, fast path), publishes each clip of CLIPS.npy (uint8, N x 20 x 64 x 64 x 3)
 on an in-process bus, runs an :class:`InferenceWorker` until every result is out, and prints one JSON line:
 the backend, the fast path's kind and the probability of each clip id.  The backend is fixed when Keras is
 first imported, so a test runs this in a subprocess with ``KERAS_BACKEND`` set.

@@ -64,7 +64,7 @@ def test_this_machine_the_real_tensorflow_probe() -> None:
     """This machine has no GPU: auto picks the CPU and says why; gpu raises."""
     choice = resolve_device("auto", "tensorflow")
     assert choice.device == "cpu" and "no GPU" in choice.reason and choice.backend.startswith("tensorflow")
-    with pytest.raises(DeviceUnavailable, match="model.device is 'gpu' but there is no GPU"):
+    with pytest.raises(DeviceUnavailable, match=r"model\.device is 'gpu' but there is no GPU"):
         resolve_device("gpu", "tensorflow")
 
 
