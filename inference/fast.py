@@ -245,6 +245,9 @@ def build_fast_predictor(
     backend = keras.backend.backend()
     jit_options = (True, False) if (jit_default() if jit_compile is None else jit_compile) else (False,)
     candidates: list[Callable[[], FastPredictor]] = []
+    if precision != "float32" and backend != "torch":
+        log.warning("inference.gpu_precision %s is applied on the torch backend only; %s runs float32", precision,
+                    backend)
     if backend == "torch":
         candidates.append(lambda: _torch_predictor(model, buckets, precision))
     elif backend == "tensorflow":
