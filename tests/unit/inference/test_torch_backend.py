@@ -74,3 +74,21 @@ def test_torch_and_tensorflow_give_the_same_probabilities_through_the_worker(tmp
     assert np.ptp(tf_p) > 0.05, f"the clips should not all score alike: {tf_p}"
     diff = np.abs(tf_p - torch_p)
     assert diff.max() <= PARITY, f"torch differs from TensorFlow by {diff.max():.2e} (> {PARITY}): {tf_p} vs {torch_p}"
+
+
+@pytest.mark.torch
+def test_reduced_precision_is_never_used_on_a_cpu(tmp_path: Path) -> None:
+    """inference.gpu_precision float16 asked on a CPU: the model runs float32 (reduced precision is GPU only)."""
+    code = (
+        "import numpy as np\n"
+        "from inference.model import ClipClassifier\n"
+        f"c = ClipClassifier.load({str(DEFAULT_MODEL_PATH)!r}, fast=True, max_batch_size=2, precision='float16')\n"
+        "x = np.random.default_rng(0).integers(0, 256, (2, 20, 64, 64, 3), dtype=np.uint8)\n"
+        "print(c.fast_kind, float(np.max(np.abs(c.predict(x) - ClipClassifier.load("
+        f"{str(DEFAULT_MODEL_PATH)!r}, fast=False).predict(x)))))\n"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kind, diff = proc.stdout.split()
+    assert kind == "torch-cpu" and float(diff) <= 1e-6
