@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: install system-deps demo test unit lint bench clean
+.PHONY: install test-deps system-deps demo test unit lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,18 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 install: $(STAMP)
+
+# The tests also need PyPI's torch (the [torch] extra: Keras on the torch backend scores like TensorFlow).
+# Its Linux wheel brings ~5 GB of CUDA libraries (about a minute to install here), so only the test
+# targets install it, never `make demo`.
+TORCH_STAMP := $(VENV)/.torch-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,torch]'
+	@rm -f $(VENV)/.torch-*
+	@touch $@
+
+test-deps: $(TORCH_STAMP)
 
 system-deps:
 	bash .ci/install.sh
@@ -29,11 +41,11 @@ lint: install
 	$(PY) -m mypy
 	$(VENV)/bin/lint-imports --no-cache
 
-test: install system-deps lint
+test: install test-deps system-deps lint
 	@mkdir -p build
 	$(PY) -m pytest -q -rs --junitxml=build/test-report.xml
 
-unit: install
+unit: install test-deps
 	$(PY) -m pytest -q tests/unit
 
 bench: install system-deps

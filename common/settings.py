@@ -14,6 +14,7 @@ import binascii
 import os
 import re
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -198,10 +199,37 @@ class ModelSettings(Section):
     )
 
 
+@dataclass(frozen=True)
+class DeviceBatching:
+    """The batching of one inference device (``InferenceSettings.batching``)."""
+
+    max_batch_size: int
+    max_wait_ms: int
+    consumers: int
+    precision: str
+
+
 class InferenceSettings(Section):
-    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model")
-    max_wait_ms: int = Field(200, ge=0, le=60000, description="Longest a clip waits for its batch to fill")
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Largest batch sent to the model on a CPU")
+    max_wait_ms: int = Field(200, ge=0, le=60000, description="Longest a clip waits for its batch to fill on a CPU")
     group_id: str = Field("aislewatch-inference", description="Kafka consumer group of inference workers")
+    gpu_max_batch_size: int = Field(256, ge=1, le=4096, description="Largest batch sent to the model on a GPU")
+    gpu_max_wait_ms: int = Field(100, ge=0, le=60000, description="Longest a clip waits for its batch on a GPU")
+    gpu_consumers: int = Field(
+        2, ge=1, le=16, description="Threads polling, decoding and writing batches for the one model on a GPU "
+        "(on a CPU one; `aislewatch infer --workers N` sets both)",
+    )
+    gpu_precision: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Arithmetic of the model on a GPU (never on a CPU): a reduced one is used only "
+        "if its outputs stay within inference.devices.PRECISION_TOLERANCE of float32 on probe clips at load",
+    )
+
+    def batching(self, device: str) -> DeviceBatching:
+        """The batch size, wait, consumer threads and precision for ``device`` ("cpu" or "gpu")."""
+        if device == "gpu":
+            return DeviceBatching(self.gpu_max_batch_size, self.gpu_max_wait_ms, self.gpu_consumers,
+                                  self.gpu_precision)
+        return DeviceBatching(self.max_batch_size, self.max_wait_ms, 1, "float32")
 
 
 class AlertRuleSettings(Section):

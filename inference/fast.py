@@ -20,6 +20,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from inference.torch_path import PRECISION_TOLERANCE
+
 log = logging.getLogger(__name__)
 
 MATCH_TOLERANCE = 1e-3  # a decomposed graph differing from Keras by more than this is not used
@@ -197,23 +199,11 @@ def _tf_predictor(model: keras.Model, buckets: Sequence[int], *, decompose: bool
     return FastPredictor(run_bucket, buckets, kind + ("-xla" if jit else ""))
 
 
-def _torch_predictor(model: keras.Model, buckets: Sequence[int]) -> FastPredictor:
-    import torch
+def _torch_predictor(model: keras.Model, buckets: Sequence[int], precision: str = "float32") -> FastPredictor:
+    from inference.torch_path import torch_run_bucket  # the torch backend's path lives in its own module
 
-    device = next((v.value.device for v in model.weights), torch.device("cpu"))
-
-    def forward(x: Any) -> Any:
-        return _to_probability(model(x, training=False))
-
-    if os.environ.get("AISLEWATCH_TORCH_COMPILE") == "1":
-        forward = torch.compile(forward)
-
-    def run_bucket(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(device, non_blocking=True).float() * (1.0 / 255.0)
-            return forward(x).float().cpu().numpy()
-
-    return FastPredictor(run_bucket, buckets, "torch-" + str(device.type))
+    run_bucket, kind = torch_run_bucket(model, precision)
+    return FastPredictor(run_bucket, buckets, kind)
 
 
 def _predict_fallback(model: keras.Model, buckets: Sequence[int]) -> FastPredictor:
@@ -237,7 +227,8 @@ def jit_default() -> bool:
 
 
 def build_fast_predictor(
-    model: keras.Model, *, max_batch_size: int = 32, warmup: bool = True, jit_compile: bool | None = None
+    model: keras.Model, *, max_batch_size: int = 32, warmup: bool = True, jit_compile: bool | None = None,
+    buckets: Sequence[int] | None = None, precision: str = "float32",
 ) -> FastPredictor:
     """The fastest exact predictor this backend offers for ``model`` (uint8 clips -> P(shoplifting)).
 
@@ -245,15 +236,20 @@ def build_fast_predictor(
     layers we reproduce), then the whole model, each with XLA first when ``jit_compile`` (default:
     :func:`jit_default`).  Each candidate is warmed up for all buckets (when ``warmup``) and checked
     against Keras on a small random batch; one that fails or differs by more than MATCH_TOLERANCE is
-    skipped.  The last resort is batched ``model.predict_on_batch``.
+    skipped.  The last resort is batched ``model.predict_on_batch``.  ``buckets`` (default
+    :func:`bucket_sizes`) come from the device (``inference.devices.device_buckets``); ``precision`` other
+    than float32 applies on the torch backend's GPU path only (``inference.torch_path``).
     """
-    buckets = bucket_sizes(max_batch_size)
+    buckets = tuple(buckets) if buckets else bucket_sizes(max_batch_size)
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
     backend = keras.backend.backend()
     jit_options = (True, False) if (jit_default() if jit_compile is None else jit_compile) else (False,)
     candidates: list[Callable[[], FastPredictor]] = []
+    if precision != "float32" and backend != "torch":
+        log.warning("inference.gpu_precision %s is applied on the torch backend only; %s runs float32", precision,
+                    backend)
     if backend == "torch":
-        candidates.append(lambda: _torch_predictor(model, buckets))
+        candidates.append(lambda: _torch_predictor(model, buckets, precision))
     elif backend == "tensorflow":
         for decompose in (True, False):
             for jit in jit_options:
@@ -269,7 +265,8 @@ def build_fast_predictor(
         except Exception as error:  # a backend/compiler refusing the graph is not fatal: try the next one
             log.warning("fast inference candidate failed (%s); trying the next", error)
             continue
-        if diff <= MATCH_TOLERANCE:
+        reduced = predictor.kind.endswith(("-float16", "-bfloat16"))  # checked against float32 already
+        if diff <= (PRECISION_TOLERANCE if reduced else MATCH_TOLERANCE):
             log.info("fast inference: %s, buckets %s, max diff vs Keras %.2e", predictor.kind, buckets, diff)
             return predictor
         log.warning("fast inference candidate %s differs from Keras by %.2e; skipped", predictor.kind, diff)

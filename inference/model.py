@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from inference.devices import DeviceChoice, device_buckets, resolve_device
 from inference.metadata import CLASS_NAMES as CLASS_NAMES  # re-exported: defined with the metadata
 from inference.metadata import INPUT_SHAPE, ModelMetadata
 from inference.metadata import calibrated_threshold as calibrated_threshold
@@ -129,9 +130,13 @@ class ClipClassifier:
         fast: bool = True,
         max_batch_size: int = 32,
         xla: bool | None = None,
+        device: str = "cpu",
+        precision: str = "float32",
     ) -> None:
+        """``device`` ("cpu" or "gpu", as :func:`inference.devices.resolve_device` chose) sizes the batch buckets."""
         self.model = model
         self.metadata = metadata
+        self.device = device
         self.max_batch_size = int(max_batch_size)
         if self.max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
@@ -140,13 +145,16 @@ class ClipClassifier:
         if fast:
             from inference.fast import build_fast_predictor
 
-            predictor = build_fast_predictor(model, max_batch_size=self.max_batch_size, jit_compile=xla)
+            predictor = build_fast_predictor(model, max_batch_size=self.max_batch_size, jit_compile=xla,
+                                             buckets=device_buckets(device, self.max_batch_size),
+                                             precision=precision)
             self._fast = predictor
             self.fast_kind = predictor.kind
 
     @classmethod
     def load(
-        cls, path: Path, *, fast: bool = True, max_batch_size: int = 32, xla: bool | None = None
+        cls, path: Path, *, fast: bool = True, max_batch_size: int = 32, xla: bool | None = None,
+        device: str = "cpu", precision: str = "float32",
     ) -> ClipClassifier:
         """Load a ``.keras`` or legacy ``.h5`` model and its sidecar metadata (defaults when absent).
 
@@ -172,7 +180,8 @@ class ClipClassifier:
                 f"{sidecar.name}: metadata input shape {tuple(metadata.input_shape)} does not match "
                 f"the pipeline's clip shape {INPUT_SHAPE}"
             )
-        return cls(model, metadata, fast=fast, max_batch_size=max_batch_size, xla=xla)
+        return cls(model, metadata, fast=fast, max_batch_size=max_batch_size, xla=xla, device=device,
+                   precision=precision)
 
     @property
     def threshold(self) -> float:
@@ -211,45 +220,45 @@ class ClipClassifier:
 
 def select_device(device: str) -> str:
     """Pin TensorFlow to the CPU, or insist on a GPU; "auto" uses a GPU when one is visible."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if device == "cpu" and gpus:
-        tf.config.set_visible_devices([], "GPU")
-        return "cpu"
-    if device == "gpu" and not gpus:
-        raise RuntimeError("model.device is 'gpu' but TensorFlow sees no GPU")
-    return "gpu" if gpus and device != "cpu" else "cpu"
+    return resolve_device(device).device
 
 
 def load_classifier(
-    path: Path, *, fast: bool = False, max_batch_size: int = 32, xla: bool | None = None, device: str | None = None
+    path: Path, *, fast: bool = False, max_batch_size: int = 32, xla: bool | None = None,
+    device: str | DeviceChoice | None = None, precision: str = "float32",
 ) -> ClipClassifier:
     """The one way to load a model for scoring, by the workers and by the offline commands alike.
 
-    ``device`` ("auto", "cpu", "gpu") pins TensorFlow first; None leaves it as it is.  ``fast`` builds the
-    batched predictor (:mod:`inference.fast`); when it cannot be built, plain Keras predict is used with a
-    warning, since the fast path is an optimisation that must never stop classification.  A missing file
-    or a model of the wrong shape still raises.
+    ``device`` ("auto", "cpu", "gpu", or a choice already made) pins the backend first and is logged in one
+    line with the reason; None leaves it as it is (CPU buckets).  ``fast`` builds the batched predictor
+    (:mod:`inference.fast`); when it cannot be built, plain Keras predict is used with a warning, since the
+    fast path is an optimisation that must never stop classification.  A missing file, a model of the wrong
+    shape or a ``gpu`` that is not there still raises.
     """
-    if device is not None:
-        log.info("inference on %s", select_device(device))
+    choice = resolve_device(device) if isinstance(device, str) else device
+    if isinstance(device, str) and choice is not None:
+        log.info("%s", choice.describe())
+    on = choice.device if choice is not None else "cpu"
     if not fast:
-        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size)
+        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size, device=on)
     try:
-        return ClipClassifier.load(Path(path), fast=True, max_batch_size=max_batch_size, xla=xla)
+        return ClipClassifier.load(Path(path), fast=True, max_batch_size=max_batch_size, xla=xla, device=on,
+                                   precision=precision)
     except (FileNotFoundError, ValueError):
         raise
     except Exception as exc:
         log.warning("fast predictor unavailable (%s); using plain Keras predict", exc)
-        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size)
+        return ClipClassifier.load(Path(path), fast=False, max_batch_size=max_batch_size, device=on)
 
 
 def classifier_from_settings(model: ModelSettings, inference: InferenceSettings) -> ClipClassifier:
-    """The serving classifier the settings describe: the batched fast path on the configured device."""
-    return load_classifier(
-        model.path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla, device=model.device
-    )
+    """The serving classifier the settings describe: the batched fast path on the configured device, with the
+    batch size and precision of that device (``InferenceSettings.batching``); the choice is logged once."""
+    choice = resolve_device(model.device)
+    log.info("%s", choice.describe())
+    batching = inference.batching(choice.device)
+    return load_classifier(model.path, fast=True, max_batch_size=batching.max_batch_size, xla=model.xla,
+                           device=choice, precision=batching.precision)
 
 
 def shadow_classifier_from_settings(model: ModelSettings, inference: InferenceSettings) -> ClipClassifier | None:
@@ -260,7 +269,10 @@ def shadow_classifier_from_settings(model: ModelSettings, inference: InferenceSe
     """
     if model.shadow_path is None:
         return None
-    shadow = load_classifier(model.shadow_path, fast=True, max_batch_size=inference.max_batch_size, xla=model.xla)
+    choice = resolve_device(model.device)  # the same answer as the active model's, logged there
+    batching = inference.batching(choice.device)
+    shadow = load_classifier(model.shadow_path, fast=True, max_batch_size=batching.max_batch_size, xla=model.xla,
+                             device=choice, precision=batching.precision)
     log.info("shadow mode: candidate %s (%s) scores every clip beside the active model", shadow.version,
              model.shadow_path)
     return shadow

@@ -171,13 +171,15 @@ class InferenceWorker(Worker):
         stop: threading.Event | None = None, name: str | None = None, shadow: Classifier | None = None,
     ) -> InferenceWorker:
         """``threshold`` is the resolved one (``Settings.alert_threshold``) that marks a result suspicious;
-        ``shadow`` the loaded candidate of ``model.shadow_path``, if any."""
+        ``shadow`` the loaded candidate of ``model.shadow_path``, if any.  The batch size and wait are those of
+        the classifier's device (``device``: "cpu" or "gpu"; CPU for a classifier that does not say)."""
+        batching = settings.inference.batching(getattr(classifier, "device", "cpu"))
         return cls(
             classifier,
             bus,
             db,
-            max_batch_size=settings.inference.max_batch_size,
-            max_wait_s=settings.inference.max_wait_ms / 1000.0,
+            max_batch_size=batching.max_batch_size,
+            max_wait_s=batching.max_wait_ms / 1000.0,
             threshold=threshold,
             group_id=settings.inference.group_id,
             stop=stop,

@@ -17,6 +17,7 @@ from common.app.model_cli import add_model_commands
 from common.app.users_cli import add_users_commands
 from common.logs import setup_logging
 from common.settings import ConfigError, Settings, load_settings
+from inference.devices import DeviceUnavailable
 
 log = logging.getLogger("aislewatch.cli")
 
@@ -91,7 +92,7 @@ def _serve(args: argparse.Namespace, roles: set[str], *, with_desk: bool = False
     if with_desk and settings.desk.enabled:
         roles = roles | {"desk"}
     stop = threading.Event()
-    pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", 1))
+    pipeline = Pipeline.build(settings, roles, stop=stop, inference_workers=getattr(args, "workers", None))
 
     def reload() -> None:
         try:
@@ -350,7 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("run", help="every stage in one process (embedded mode)", parents=serve).set_defaults(func=cmd_run)
     sub.add_parser("ingest", help="camera capture → motion-gated clips → bus", parents=serve).set_defaults(func=cmd_ingest)
     infer = sub.add_parser("infer", help="clips → ConvLSTM → results (one consumer-group member)", parents=serve)
-    infer.add_argument("--workers", type=int, default=1, help="inference threads in this process")
+    infer.add_argument("--workers", type=int, default=None,
+                       help="inference threads feeding the one model (default: 1 on a CPU, inference.gpu_consumers on a GPU)")
     infer.set_defaults(func=cmd_infer)
     sub.add_parser("alerts", help="results → rules → alerts and notifications", parents=serve).set_defaults(func=cmd_alerts)
     sub.add_parser("desk", help="the security desk web app (live alerts, verdicts)", parents=serve).set_defaults(func=cmd_desk)
@@ -480,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:  # one line per problem: the file, the key and the reason
         for problem in exc.problems:
             print(f"aislewatch: {exc.source}: {' '.join(problem.split())}", file=sys.stderr)
+        return 2
+    except DeviceUnavailable as exc:  # model.device: gpu without one, or a backend not installed
+        print(f"aislewatch: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -114,11 +114,12 @@ class Pipeline:
         bus: Bus | None = None,
         stop: threading.Event | None = None,
         classifier: Any = None,
-        inference_workers: int = 1,
+        inference_workers: int | None = None,
         shadow: Any = None,
     ) -> Pipeline:
         """``classifier`` and ``shadow`` (the candidate of ``model.shadow_path``) are loaded from the settings
-        unless given."""
+        unless given; ``inference_workers`` (threads feeding the one model) defaults to its device's
+        ``InferenceSettings.batching(...).consumers``."""
         stop = stop or threading.Event()
         bus = bus or bus_from_settings(settings)
         needs_db = bool(roles & {"infer", "alerts", "desk"})
@@ -149,6 +150,8 @@ class Pipeline:
                 from inference.model import shadow_classifier_from_settings
 
                 shadow = shadow_classifier_from_settings(settings.model, settings.inference)
+            if inference_workers is None:
+                inference_workers = settings.inference.batching(getattr(classifier, "device", "cpu")).consumers
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
                 pipeline.workers.append(InferenceWorker.from_settings(
