@@ -62,6 +62,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from common.app.runtime import open_database
 
     settings = _settings(args)
+    setup_logging("WARNING", settings.service.log_json)  # Alembic's INFO lines: with --verbose only
     db = open_database(settings, upgrade=True)
     db.close()
     print("database schema is up to date")

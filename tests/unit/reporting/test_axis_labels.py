@@ -6,6 +6,7 @@ drawn at widths from a narrow column to a full page (matplotlib's own text exten
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -58,7 +59,7 @@ def _tick_label_clashes(ax: Axes) -> list[tuple[str, str]]:
     lo, hi = sorted(ax.get_xlim())
     shown = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text() and lo <= t.get_position()[0] <= hi]
     boxes = sorted(((t.get_window_extent(renderer), t.get_text()) for t in shown), key=lambda b: b[0].x0)
-    return [(a[1], b[1]) for a, b in zip(boxes, boxes[1:], strict=False) if a[0].x1 > b[0].x0]
+    return [(a[1], b[1]) for a, b in pairwise(boxes) if a[0].x1 > b[0].x0]
 
 
 DRAWN = {
