@@ -196,6 +196,8 @@ class HourOfDayLocator(Locator):
         self.label = label
 
     def step(self) -> int:
+        if self.axis is None:  # not on an axis yet: the density of a full-page chart
+            return 2
         lo, hi = sorted(self.axis.get_view_interval())
         per_hour = _axis_width_pt(self.axis) / max(hi - lo, 1e-9)
         need = max(text_width_pt(self.label(h), _tick_size(self.axis)) for h in range(24)) + TICK_GAP_PT
