@@ -62,10 +62,20 @@ def configure(*, verbose: bool, log_format: str | None) -> None:
         return
     for name, value in QUIET_ENVIRONMENT.items():
         os.environ.setdefault(name, value)
-    if "cv2" in sys.modules:  # imported already (a test process): its level can still be set
-        sys.modules["cv2"].setLogLevel(2)  # 2: ERROR (cv2.utils.logging.LOG_LEVEL_ERROR)
+    if "cv2" in sys.modules:  # imported already (a test process): its own level can still be set
+        _quiet_opencv_now()
     if not any(isinstance(f, _QuietImportFinder) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietImportFinder(NOISY_IMPORTS))
+
+
+def _quiet_opencv_now() -> None:
+    """OPENCV_LOG_LEVEL is read when cv2 is imported; after that its logging module sets the level."""
+    try:
+        import cv2.utils.logging as cv_logging  # type: ignore[import-not-found]
+
+        cv_logging.setLogLevel(cv_logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):  # a build without it: the environment variable still applies
+        log.debug("OpenCV's log level could not be set after import")
 
 
 @contextlib.contextmanager
