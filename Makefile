@@ -12,7 +12,9 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@# setuptools prints an "Editable installation" notice box for every flat-layout editable install; it is
+	@# information only (the install is fine), so it is filtered out by its message and nothing else.
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -43,6 +43,9 @@ from common.worker import Worker
 
 GROUP_ID = "aislewatch-alerts"  # the alert worker's consumer group (one worker: see README)
 
+STATE_WORDS = {"offline": "offline", "error": "in error", "ended": "ended (its source finished)"}
+"""A camera's outage state in a sentence ("has been in error since", never "is error since")."""
+
 
 class AlertWorker(Worker):
     """Turns results and camera health into stored, published and delivered alerts."""
@@ -241,8 +244,9 @@ class AlertWorker(Worker):
         for camera_id, events in outages.items():
             if self.engine.restore_outage(events, self.db.alert_exists):
                 self.outages_restored += 1
-                self.log.info("camera %s is still %s since %s (restored from the stored health events)",
-                              camera_id, events[0].state.value, events[-1].at.isoformat())
+                self.log.info("camera %s has been %s since %s (restored from the stored health events)",
+                              camera_id, STATE_WORDS.get(events[0].state.value, f"in state {events[0].state.value}"),
+                              events[-1].at.isoformat())
 
     def _rebuild_window(self, first: ResultMessage) -> list[AlertMessage]:
         """Rebuild the window of ``first``'s camera from what is stored before ``first`` (the first result

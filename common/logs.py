@@ -37,7 +37,28 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data)
 
 
+_overrides: dict[str, bool | None] = {"verbose": False, "json_lines": None}
+"""The command line's ``--verbose`` and ``--log-format``: they win over what each command asks for."""
+
+NOISY_LOGGERS = ("kafka", "matplotlib", "PIL", "alembic", "tensorflow", "absl")
+"""Kept at WARNING (or the chosen level, when higher) unless verbose: library chatter, not our events."""
+
+
+def set_log_overrides(*, verbose: bool, json_lines: bool | None) -> None:
+    """Process-wide overrides for every later :func:`setup_logging` (set once, by the CLI's ``main``)."""
+    _overrides.update(verbose=verbose, json_lines=json_lines)
+
+
 def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
+    """One stderr handler on the root logger: JSON Lines or text, credentials scrubbed.
+
+    With ``--verbose`` the level is at least INFO and the libraries' loggers are not quieted; with
+    ``--log-format`` that format is used whatever the command or the settings ask for."""
+    verbose = bool(_overrides["verbose"])
+    if _overrides["json_lines"] is not None:
+        json_lines = bool(_overrides["json_lines"])
+    if verbose and logging.getLevelName(level) > logging.INFO:
+        level = "INFO"
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactingFilter())
     if json_lines:
@@ -47,6 +68,6 @@ def setup_logging(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("kafka", "matplotlib", "PIL", "alembic.runtime.migration", "alembic.runtime.plugins", "tensorflow",
-                  "absl"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    for noisy in NOISY_LOGGERS:
+        logging.getLogger(noisy).setLevel(logging.NOTSET if verbose else max(logging.WARNING,
+                                                                              logging.getLevelName(level)))

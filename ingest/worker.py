@@ -15,6 +15,7 @@ the oldest clips dropped, counted and logged.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -208,9 +209,8 @@ class CameraWorker(Worker):
         except (SourceCorruptError, SourceFatalError, SourceError) as exc:
             with self._lock:
                 self._errors += 1
-            self.log.error("camera %s: %s", self.camera.id, exc)
             self._finish()
-            self._health(CameraState.ERROR, str(exc))
+            self._health(CameraState.ERROR, str(exc), level=logging.ERROR)
             return False
         self._on_frame(frame)
         return True
@@ -286,8 +286,7 @@ class CameraWorker(Worker):
             self._finish()
         self._session_online = False
         if not self._offline_reported:
-            self.log.warning("camera %s offline: %s", self.camera.id, exc)
-            self._health(CameraState.OFFLINE, str(exc))
+            self._health(CameraState.OFFLINE, str(exc), level=logging.WARNING)
             self._offline_reported = True
 
     def _finish(self) -> None:
@@ -338,7 +337,8 @@ class CameraWorker(Worker):
             self._clips_cut += 1
         self.outbox.submit(Topic.CLIPS, ClipMessage(header, clip.frames).to_bytes(), is_clip=True)
 
-    def _health(self, state: CameraState, detail: str) -> None:
+    def _health(self, state: CameraState, detail: str, *, level: int = logging.INFO) -> None:
+        """Publish a health event and log it: the one log line of each camera event."""
         message = CameraHealthMessage(
             event_id=uuid.uuid4().hex,
             store_id=self.store_id,
@@ -351,7 +351,7 @@ class CameraWorker(Worker):
         with self._lock:
             self._health_events += 1
             self._state = state.value
-        self.log.info("camera %s %s: %s", self.camera.id, state.value, message.detail)
+        self.log.log(level, "camera %s %s: %s", self.camera.id, state.value, message.detail)
         self.outbox.submit(Topic.CAMERA_HEALTH, message.to_bytes(), is_clip=False)
 
     @property

@@ -24,13 +24,13 @@ from common.settings import Settings
 from reporting import charts, pdf
 from reporting.charts import DOWN, MUTED, OTHER_OUTCOME_COLOUR, OUTCOME_COLOURS, TEXT, UP, format_local
 from reporting.compare import Headline, Kind, format_value, previous_words
+from reporting.periods import ReportPeriod
 from reporting.queries import (
     OUTCOMES,
     ReportData,
     load_report_data,
     outcome_label,
     percentile,
-    report_period,
     store_zone,
 )
 
@@ -77,16 +77,23 @@ def load_chain_data(
     now: datetime,
     period_days: int,
     stop: threading.Event | None = None,
+    period: ReportPeriod | None = None,
 ) -> ChainData:
-    """Each store's data over its own report period for a run at ``now``; a store that fails is left out."""
+    """Each store's data over its own report period for a run at ``now``; a store that fails is left out.
+
+    ``period`` (default: ``period_days`` whole days) is resolved in each store's time zone."""
+    period = period or ReportPeriod.whole_days(period_days, scheduled=True)
     stores: list[ReportData] = []
     failed: list[str] = []
     for store in settings.stores:
         try:
-            start, end = report_period(now, store_zone(store), period_days)
+            start, end = period.bounds(now, store_zone(store))
             stores.append(load_report_data(db, store, start, end, stop=stop))
         except DatabaseUnavailable:
             raise
+        except ValueError as exc:  # a setting (an unknown time zone): its reason is the whole story
+            log.error("chain summary: store %s could not be read (%s); leaving it out", store.id, exc)
+            failed.append(store.id)
         except Exception:
             log.exception("chain summary: store %s could not be read; leaving it out", store.id)
             failed.append(store.id)

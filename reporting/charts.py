@@ -7,7 +7,7 @@ the axes instead of an empty grid.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -19,8 +19,10 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
+from matplotlib.textpath import text_to_path
+from matplotlib.ticker import Formatter, FuncFormatter, Locator, MaxNLocator
 
 from common.schemas import Verdict
 from reporting.queries import OUTCOMES, UNREVIEWED, CameraStats, ReportData, local_days, outcome_label
@@ -88,40 +90,132 @@ def _tz_label(data: ReportData) -> str:
     return f"time zone {data.timezone}"
 
 
-# Most ticks a label style can have without overlap on the narrowest time axis we draw (~4.5 in).
+# Most ticks a label style can have without overlap on the narrowest time axis we draw (~4.5 in): used when
+# no axis is at hand to measure (the fitted locators below measure the real one).
 _HHMM_TICKS, _DAY_HOUR_TICKS, _DATE_TICKS = 9, 7, 8
+TICK_GAP_PT = 6.0
+"""Least white space between two tick labels, in points."""
+_DEFAULT_FITS = {"%H:%M": _HHMM_TICKS, "%a %d %b\n%H:%M": _DAY_HOUR_TICKS}
 
 
-def time_axis_style(start: datetime, end: datetime, tz: ZoneInfo) -> tuple[mdates.DateLocator, str]:
+def text_width_pt(text: str, size: float) -> float:
+    """Width in points of ``text`` (its widest line) at font ``size``, from the font's metrics (no drawing)."""
+    font = FontProperties(size=size)
+    return max(text_to_path.get_text_width_height_descent(line, font, ismath=False)[0]
+               for line in text.split("\n"))
+
+
+def _axis_width_pt(axis: Any) -> float:
+    ax = axis.axes
+    box = ax.get_window_extent()
+    return float(box.width if axis is ax.xaxis else box.height) * 72.0 / ax.figure.dpi
+
+
+def _tick_size(axis: Any) -> float:
+    ticks = axis.get_major_ticks(1)
+    return float(ticks[0].label1.get_fontsize()) if ticks else 8.5
+
+
+def time_axis_style(
+    start: datetime, end: datetime, tz: ZoneInfo, fits: Callable[[str], int] | None = None
+) -> tuple[mdates.DateLocator, str]:
     """Tick locator and strftime format for a local time axis over [start, end), chosen by its length.
 
     Up to a day: HH:MM; up to three days: weekday, date and hour; longer: dates (weekday for a week or so).
-    The step is the smallest whose most possible ticks (span // step + 1) keep the labels from overlapping.
+    The step is the smallest whose most possible ticks (span // step + 1) keep the labels from overlapping:
+    ``fits(fmt)`` says how many labels of that format fit side by side on the axis (default: the narrowest
+    axis the PDF draws).
     """
+    def most(fmt: str) -> int:
+        return max(1, fits(fmt)) if fits is not None else _DEFAULT_FITS.get(fmt, _DATE_TICKS)
+
     hours = (end.astimezone(UTC) - start.astimezone(UTC)).total_seconds() / 3600
     if hours <= 25:  # a local day is 25 h when the clocks go back
         for minutes in (5, 10, 15, 20, 30):
-            if hours * 60 // minutes + 1 <= _HHMM_TICKS:
+            if hours * 60 // minutes + 1 <= most("%H:%M"):
                 return mdates.MinuteLocator(byminute=range(0, 60, minutes), tz=tz), "%H:%M"
-        step = next(h for h in (1, 2, 3, 4, 6) if hours // h + 1 <= _HHMM_TICKS)
+        step = next((h for h in (1, 2, 3, 4, 6, 12) if hours // h + 1 <= most("%H:%M")), 24)
         return mdates.HourLocator(byhour=range(0, 24, step), tz=tz), "%H:%M"
     for step in (6, 12):
-        if hours // step + 1 <= _DAY_HOUR_TICKS:
+        if hours // step + 1 <= most("%a %d %b\n%H:%M"):
             return mdates.HourLocator(byhour=range(0, 24, step), tz=tz), "%a %d %b\n%H:%M"
     days = hours / 24
     for step in (1, 2, 3, 7, 14):
-        if days // step + 1 <= _DATE_TICKS:
+        fmt = "%a\n%d %b" if step == 1 else "%d %b"
+        if days // step + 1 <= most(fmt):
             if step == 7:
-                return mdates.WeekdayLocator(byweekday=mdates.MO, tz=tz), "%d %b"
-            return mdates.DayLocator(interval=step, tz=tz), "%a\n%d %b" if step == 1 else "%d %b"
-    months = math.ceil(days / 30 / (_DATE_TICKS - 1))
+                return mdates.WeekdayLocator(byweekday=mdates.MO, tz=tz), fmt
+            return mdates.DayLocator(interval=step, tz=tz), fmt
+    months = 12
+    for interval in (1, 2, 3, 4, 6, 12):  # months that divide the year, so the ticks fall on the same months
+        ticks = mdates.MonthLocator(interval=interval, tz=tz).tick_values(start, end)
+        if len(ticks) <= most("%b %Y"):
+            months = interval
+            break
     return mdates.MonthLocator(interval=months, tz=tz), "%b %Y"
 
 
+_SAMPLE_TIMES = [datetime(2026, 9, d, 23, 58, tzinfo=UTC) for d in range(21, 28)]  # a week of wide labels (Wed, Sep…)
+
+
+class FittedTimeLocator(Locator):
+    """The ticks of :func:`time_axis_style`, their density chosen from the axis's width when drawn: as many
+    labels as stand side by side without touching, at any period length and any chart size."""
+
+    def __init__(self, start: datetime, end: datetime, tz: ZoneInfo) -> None:
+        self.start, self.end, self.tz = start, end, tz
+        self.fmt = time_axis_style(start, end, tz)[1]
+
+    def fits(self, fmt: str) -> int:
+        size = _tick_size(self.axis)
+        widest = max(text_width_pt(t.strftime(fmt), size) for t in _SAMPLE_TIMES)
+        return int(_axis_width_pt(self.axis) // (widest + TICK_GAP_PT))
+
+    def __call__(self) -> Any:
+        locator, self.fmt = time_axis_style(self.start, self.end, self.tz, self.fits)
+        locator.set_axis(self.axis)
+        return locator()
+
+
+class _FittedTimeFormatter(Formatter):
+    """Labels in the format the :class:`FittedTimeLocator` chose for its ticks."""
+
+    def __init__(self, locator: FittedTimeLocator) -> None:
+        self.locator = locator
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return mdates.num2date(x, tz=self.locator.tz).strftime(self.locator.fmt)
+
+
+class HourOfDayLocator(Locator):
+    """Hours 0..23 at the smallest step (1, 2, 3, 4, 6, 12 h) whose labels fit the axis's drawn width."""
+
+    STEPS = (1, 2, 3, 4, 6, 12, 24)  # 24: the first hour alone, on an axis too narrow for two labels
+
+    def __init__(self, label: Callable[[int], str]) -> None:
+        self.label = label
+
+    def step(self) -> int:
+        if self.axis is None:  # not on an axis yet: the density of a full-page chart
+            return 2
+        lo, hi = sorted(self.axis.get_view_interval())
+        per_hour = _axis_width_pt(self.axis) / max(hi - lo, 1e-9)
+        need = max(text_width_pt(self.label(h), _tick_size(self.axis)) for h in range(24)) + TICK_GAP_PT
+        return next((s for s in self.STEPS if s * per_hour >= need), self.STEPS[-1])
+
+    def __call__(self) -> Any:
+        return list(range(0, 24, self.step()))
+
+
+def _hour_axis(ax: Axes, label: Callable[[int], str]) -> None:
+    ax.xaxis.set_major_locator(HourOfDayLocator(label))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _pos: label(round(x) % 24)))
+
+
 def _date_axis(ax: Axes, data: ReportData) -> None:
-    locator, fmt = time_axis_style(data.start, data.end, data.tz)
+    locator = FittedTimeLocator(data.start, data.end, data.tz)
     ax.xaxis.set_major_locator(locator)
-    ax.xaxis.set_major_formatter(mdates.DateFormatter(fmt, tz=data.tz))
+    ax.xaxis.set_major_formatter(_FittedTimeFormatter(locator))
     ax.set_xlim(mdates.date2num(data.start), mdates.date2num(data.end))
     last = data.end - timedelta(microseconds=1)
     if data.end - data.start > timedelta(days=1):
@@ -168,7 +262,7 @@ def draw_hour_of_day(ax: Axes, data: ReportData) -> None:
     ax.set_xlabel(f"Hour of day ({_tz_label(data)})", color=TEXT, fontsize=9)
     ax.set_ylabel("Suspicious clips (count)", color=TEXT, fontsize=9)
     ax.set_xlim(-0.6, 23.6)
-    ax.set_xticks(range(0, 24, 2), [f"{h:02d}:00" for h in range(0, 24, 2)])
+    _hour_axis(ax, lambda h: f"{h:02d}:00")
     counts = data.suspicious_by_hour_of_day
     if not any(counts):
         _empty(ax, EMPTY_SUSPICIOUS)
@@ -289,7 +383,7 @@ def draw_alert_heatmap(ax: Axes, data: ReportData) -> None:
     days_in_period = [0] * 7
     for day in local_days(data.start, data.end, data.tz):
         days_in_period[day.weekday()] += 1
-    ax.set_xticks(range(0, 24, 2), [f"{h:02d}" for h in range(0, 24, 2)])
+    _hour_axis(ax, lambda h: f"{h:02d}")
     ax.set_yticks(range(7), [_weekday_label(name, n) for name, n in zip(WEEKDAYS, days_in_period, strict=True)])
     ax.tick_params(axis="both", length=0)
     for side in ("left", "bottom"):

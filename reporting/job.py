@@ -46,10 +46,11 @@ from reporting.chain import CHAIN_SCOPE, ChainData, chain_headlines, load_chain_
 from reporting.charts import format_local, format_wait, save_all_charts
 from reporting.compare import headlines, previous_words
 from reporting.pdf import render_report
+from reporting.periods import ReportPeriod
 from reporting.queries import OUTCOMES, ReportData, load_report_data, report_period, store_zone
 
-__all__ = ["ReportScheduler", "build_store_reports", "email_reports", "generate_reports", "report_period",
-           "run_reports"]
+__all__ = ["ReportPeriod", "ReportScheduler", "StoreFailure", "build_store_reports", "email_reports",
+           "generate_reports", "report_period", "run_reports"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,21 @@ class StoreReport:
     data: ReportData
 
 
+@dataclass(frozen=True)
+class StoreFailure:
+    """A report that could not be made: which (a store id or ``chain``) and why, in one line."""
+
+    scope: str
+    reason: str
+
+
 def report_path(output_dir: Path, store_id: str, day: datetime) -> Path:
     return Path(output_dir) / store_id / f"{store_id}-{day:%Y%m%d}.pdf"
+
+
+def _period(settings: Settings, period_days: int | None, period: ReportPeriod | None) -> ReportPeriod:
+    """``period`` if given, else the schedule's whole days (``period_days`` or the settings')."""
+    return period or ReportPeriod.whole_days(period_days or settings.reporting.period_days, scheduled=True)
 
 
 def build_store_reports(
@@ -76,26 +90,41 @@ def build_store_reports(
     now: datetime,
     period_days: int | None = None,
     stop: threading.Event | None = None,
+    period: ReportPeriod | None = None,
+    failures: list[StoreFailure] | None = None,
 ) -> list[StoreReport]:
-    """Render every store's report; a store that fails is logged and skipped, the others still run."""
-    days = period_days or settings.reporting.period_days
+    """Render every store's report; a store that fails is logged (and added to ``failures``) and skipped, the
+    others still run."""
+    chosen = _period(settings, period_days, period)
     reports: list[StoreReport] = []
     for store in settings.stores:
-        report = _build_store_report(settings, db, store, now=now, days=days, stop=stop)
-        if report is not None:
+        report = _build_store_report(settings, db, store, now=now, period=chosen, stop=stop)
+        if isinstance(report, StoreFailure):
+            if failures is not None:
+                failures.append(report)
+        else:
             reports.append(report)
     return reports
 
 
 def generate_reports(
-    settings: Settings, db: Database, *, now: datetime, period_days: int | None = None
+    settings: Settings, db: Database, *, now: datetime, period_days: int | None = None,
+    period: ReportPeriod | None = None, failures: list[StoreFailure] | None = None,
 ) -> list[Path]:
     """Write one PDF per store to ``output_dir/<store_id>/<store_id>-<YYYYMMDD>.pdf`` (charts beside it)."""
-    return [r.pdf for r in build_store_reports(settings, db, now=now, period_days=period_days)]
+    return [r.pdf for r in build_store_reports(settings, db, now=now, period_days=period_days, period=period,
+                                               failures=failures)]
 
 
 def chain_report_path(output_dir: Path, day: datetime) -> Path:
     return Path(output_dir) / CHAIN_SCOPE / f"{CHAIN_SCOPE}-{day:%Y%m%d}.pdf"
+
+
+def _chain_path(settings: Settings, now: datetime, period: ReportPeriod) -> Path:
+    """The schedule's ``chain-<YYYYMMDD>.pdf`` (UTC date of the run), else named by the days it covers."""
+    if period.scheduled:
+        return chain_report_path(settings.reporting.output_dir, now.astimezone(UTC))
+    return Path(settings.reporting.output_dir) / CHAIN_SCOPE / f"{period.file_stem(CHAIN_SCOPE, now, ZoneInfo('UTC'))}.pdf"
 
 
 @dataclass(frozen=True)
@@ -111,12 +140,14 @@ def build_chain_report(
     now: datetime,
     period_days: int | None = None,
     stop: threading.Event | None = None,
+    period: ReportPeriod | None = None,
 ) -> ChainReport:
-    """Render the admins' chain summary to ``output_dir/chain/chain-<YYYYMMDD>.pdf`` (the UTC date of ``now``)."""
-    days = period_days or settings.reporting.period_days
-    data = load_chain_data(db, settings, now=now, period_days=days, stop=stop)
-    path = render_chain_report(data, chain_report_path(settings.reporting.output_dir, now.astimezone(UTC)),
-                               generated_at=now)
+    """Render the admins' chain summary to ``output_dir/chain/chain-<YYYYMMDD>.pdf`` (the UTC date of ``now``).
+
+    Stores whose data could not be read are left out and named in ``data.failed``."""
+    chosen = _period(settings, period_days, period)
+    data = load_chain_data(db, settings, now=now, period_days=chosen.days, stop=stop, period=chosen)
+    path = render_chain_report(data, _chain_path(settings, now, chosen), generated_at=now)
     log.info("chain summary of %d store(s) written to %s", len(data.stores), path)
     return ChainReport(path, data)
 
@@ -301,6 +332,8 @@ class RunResult:
     end: datetime
     status: RunStatus
     pdf: Path | None = None
+    reason: str | None = None
+    """Why it failed (or may not have been delivered), in one line."""
 
 
 def run_reports(
@@ -312,87 +345,93 @@ def run_reports(
     email: bool = True,
     period_days: int | None = None,
     stop: threading.Event | None = None,
+    period: ReportPeriod | None = None,
 ) -> list[RunResult]:
     """One run of every store's report and the chain summary, through the ``report_runs`` ledger.
 
-    ``now`` is the slot (it decides the period); ``clock`` stamps rendered_at and sent_at."""
+    ``now`` is the slot (it decides the period, with ``period``: default the schedule's whole days);
+    ``clock`` stamps rendered_at and sent_at."""
     clock = clock or SystemClock()
     ledger = ReportLedger(db)
-    days = period_days or settings.reporting.period_days
+    chosen = _period(settings, period_days, period)
     mail = settings.notifications.email
     results: list[RunResult] = []
 
-    def deliver(scope: str, start: datetime, end: datetime, pdf: Path, message: EmailMessage | None) -> RunStatus:
+    def deliver(scope: str, start: datetime, end: datetime, pdf: Path,
+                message: EmailMessage | None) -> tuple[RunStatus, str | None]:
         if not ledger.claim(scope, start, end, rendered_at=clock.now(), path=pdf):
             log.info("report %s for %s already claimed by another run; not sending", scope, start.date())
-            return "skipped"
+            return "skipped", None
         if message is None:
-            return "rendered"
+            return "rendered", None
         try:
             send_email(mail, message)
         except NotSent as exc:
             ledger.release(scope, start, end)
             log.error("report %s for %s not sent (will retry): %s", scope, start.date(), exc)
-            return "failed"
+            return "failed", f"not sent: {exc}"
         except MaybeSent as exc:
             log.error("report %s for %s may or may not have been delivered; left unsent in report_runs and "
                       "not retried, so it is never sent twice: %s", scope, start.date(), exc)
-            return "uncertain"
+            return "uncertain", f"may not have been delivered: {exc}"
         ledger.mark_sent(scope, start, end, clock.now())
         log.info("report %s for %s sent to %s", scope, start.date(), message["To"])
-        return "sent"
+        return "sent", None
 
     for store in settings.stores:
         try:
-            start, end = report_period(now, store_zone(store), days)
-        except ValueError:
-            log.exception("report for store %s failed; continuing with the other stores", store.id)
-            results.append(RunResult(store.id, now, now, "failed"))
+            start, end = chosen.bounds(now, store_zone(store))
+        except ValueError as exc:
+            log.error("report for store %s failed: %s; continuing with the other stores", store.id, exc)
+            results.append(RunResult(store.id, now, now, "failed", reason=str(exc)))
             continue
         if ledger.find(store.id, start, end) is not None:
             results.append(RunResult(store.id, start, end, "skipped"))
             continue
-        report = _build_store_report(settings, db, store, now=now, days=days, stop=stop)
-        if report is None:
-            results.append(RunResult(store.id, start, end, "failed"))
+        report = _build_store_report(settings, db, store, now=now, period=chosen, stop=stop)
+        if isinstance(report, StoreFailure):
+            results.append(RunResult(store.id, start, end, "failed", reason=report.reason))
             continue
         wanted = email and mail.enabled and bool(store.manager_emails)
-        status = deliver(store.id, start, end, report.pdf, store_message(settings, report) if wanted else None)
-        results.append(RunResult(store.id, start, end, status, report.pdf))
+        status, why = deliver(store.id, start, end, report.pdf, store_message(settings, report) if wanted else None)
+        results.append(RunResult(store.id, start, end, status, report.pdf, why))
 
     if settings.stores:
-        chain = load_chain_data(db, settings, now=now, period_days=days, stop=stop)
+        chain = load_chain_data(db, settings, now=now, period_days=chosen.days, stop=stop, period=chosen)
         if not chain.stores:
-            results.append(RunResult(CHAIN_SCOPE, now, now, "failed"))
+            results.append(RunResult(CHAIN_SCOPE, now, now, "failed",
+                                     reason=f"no store's data could be read ({', '.join(chain.failed)})"))
         elif ledger.find(CHAIN_SCOPE, chain.start, chain.end) is not None:
             results.append(RunResult(CHAIN_SCOPE, chain.start, chain.end, "skipped"))
         else:
-            path = render_chain_report(chain, chain_report_path(settings.reporting.output_dir, now.astimezone(UTC)),
-                                       generated_at=now)
+            path = render_chain_report(chain, _chain_path(settings, now, chosen), generated_at=now)
             chain_report = ChainReport(path, chain)
             wanted = email and mail.enabled and bool(settings.reporting.chain_recipients)
-            status = deliver(CHAIN_SCOPE, chain.start, chain.end, path,
-                             chain_message(settings, chain_report) if wanted else None)
-            results.append(RunResult(CHAIN_SCOPE, chain.start, chain.end, status, path))
+            status, why = deliver(CHAIN_SCOPE, chain.start, chain.end, path,
+                                  chain_message(settings, chain_report) if wanted else None)
+            results.append(RunResult(CHAIN_SCOPE, chain.start, chain.end, status, path, why))
     return results
 
 
 def _build_store_report(
-    settings: Settings, db: Database, store: StoreSettings, *, now: datetime, days: int,
+    settings: Settings, db: Database, store: StoreSettings, *, now: datetime, period: ReportPeriod,
     stop: threading.Event | None,
-) -> StoreReport | None:
+) -> StoreReport | StoreFailure:
     try:
         tz = store_zone(store)
-        start, end = report_period(now, tz, days)
-        pdf_path = report_path(settings.reporting.output_dir, store.id, now.astimezone(tz))
+        start, end = period.bounds(now, tz)
+        pdf_path = Path(settings.reporting.output_dir) / store.id / f"{period.file_stem(store.id, now, tz)}.pdf"
         data = load_report_data(db, store, start, end, stop=stop)
         render_report(data, pdf_path, generated_at=now, evidence_root=settings.service.evidence_dir)
         pngs = save_all_charts(data, pdf_path.parent, pdf_path.stem)
     except DatabaseUnavailable:
         raise
-    except Exception:
+    except (ValueError, OSError) as exc:  # a setting or the disk: the reason is the whole story
+        log.error("report for store %s failed: %s; continuing with the other stores", store.id, exc)
+        return StoreFailure(store.id, str(exc))
+    except Exception as exc:
         log.exception("report for store %s failed; continuing with the other stores", store.id)
-        return None
+        return StoreFailure(store.id, f"{type(exc).__name__}: {exc}")
     log.info("report for store %s written to %s (%d alerts)", store.id, pdf_path, data.alerts_raised)
     return StoreReport(store, pdf_path, tuple(pngs), data)
 

@@ -27,6 +27,7 @@ from alerts.desk.queries import DeskQueries
 from alerts.desk.roles import Principal
 from common.db import Database
 from common.settings import DeskSettings
+from common.words import count
 
 SESSION_COOKIE = "aw_session"
 LOGIN_CSRF_COOKIE = "aw_login_csrf"
@@ -198,7 +199,7 @@ async def login(
         minutes = state.settings.login_window_minutes
         return _login_form(request, next=safe_next(next), status=429, username=username,
                            headers={"Retry-After": str(minutes * 60)},
-                           error=f"Too many failed sign-ins. Try again in {minutes} minutes.")
+                           error=f"Too many failed sign-ins. Try again in {count(minutes, 'minute')}.")
     if result.session is None:
         return _login_form(request, next=safe_next(next), status=401, username=username,
                            error="Wrong username or password.")

@@ -1,4 +1,6 @@
-"""The ``aislewatch`` command line."""
+"""AisleWatch: shoplifting detection over store cameras. Motion-gated clips from each camera are scored by a
+ConvLSTM; suspicious ones raise alerts to the security desk and to e-mail or webhooks; managers get per-store
+PDF reports. Start with `aislewatch demo`, then `aislewatch config check FILE` and `aislewatch run -c FILE`."""
 
 from __future__ import annotations
 
@@ -13,10 +15,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.app import quiet
+from common.app.help import json_line, show_defaults
 from common.app.model_cli import add_model_commands
+from common.app.report_cli import add_report_command
 from common.app.users_cli import add_users_commands
 from common.logs import setup_logging
 from common.settings import ConfigError, Settings, load_settings
+from common.words import count
 from inference.devices import DeviceUnavailable
 
 log = logging.getLogger("aislewatch.cli")
@@ -67,6 +73,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from common.app.runtime import open_database
 
     settings = _settings(args)
+    setup_logging("WARNING", settings.service.log_json)  # Alembic's INFO lines: with --verbose only
     db = open_database(settings, upgrade=True)
     db.close()
     print("database schema is up to date")
@@ -89,6 +96,9 @@ def _serve(args: argparse.Namespace, roles: set[str], *, with_desk: bool = False
     config_path = _config_path(args)
     settings = checked(config_path)
     setup_logging(settings.service.log_level, settings.service.log_json)
+    if "ingest" in roles and not settings.cameras():
+        log.warning("%s has no cameras: nothing will be captured (add stores[].cameras; "
+                    "`aislewatch config check FILE` shows what a file holds)", _source(args))
     if with_desk and settings.desk.enabled:
         roles = roles | {"desk"}
     stop = threading.Event()
@@ -145,39 +155,6 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     return _serve(args, {"alerts"})
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    from datetime import UTC, datetime
-
-    from common.app.runtime import open_database
-    from reporting.job import ReportScheduler, build_chain_report, generate_reports, run_reports
-
-    settings = _settings(args)
-    setup_logging(settings.service.log_level, settings.service.log_json)
-    db = open_database(settings)
-    try:
-        if args.schedule:
-            from common.app.runtime import install_stop_signals
-
-            stop = threading.Event()
-            install_stop_signals(stop)
-            ReportScheduler(settings, db, stop=stop).run()
-            return 0
-        now = datetime.now(UTC)
-        if args.send:  # what a scheduled slot does: through the report_runs ledger, never a period twice
-            for run in run_reports(settings, db, now=now, period_days=args.days):
-                print(f"{run.scope}\t{run.status}\t{run.pdf or ''}")
-            return 0
-        if args.chain:
-            print(build_chain_report(settings, db, now=now, period_days=args.days).pdf)
-            return 0
-        paths = generate_reports(settings, db, now=now, period_days=args.days)
-        for path in paths:
-            print(path)
-        return 0
-    finally:
-        db.close()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from common.app.demo import run_demo
 
@@ -209,7 +186,7 @@ def cmd_synth_stream(args: argparse.Namespace) -> int:
         Path(args.out), duration_s=args.duration, seed=args.seed, incidents=args.incidents,
         normal_shoppers=args.normal, progress=True, scene_seed=view,
     )
-    print(f"wrote {args.out} ({truth.duration_s:.0f} s, {len(truth.incidents)} incidents) and its .truth.json")
+    print(f"wrote {args.out} ({truth.duration_s:.0f} s, {count(len(truth.incidents), 'incident')}) and its .truth.json")
     return 0
 
 
@@ -292,7 +269,7 @@ def cmd_evaluate_streams(args: argparse.Namespace) -> int:
             plots_dir=Path(args.plots) if args.plots else None,
         )
     if args.json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json_line(report))
     ok = report["detected"] == report["incidents"] and report["false_alarms"] == 0
     return 0 if ok or not args.strict else 1
 
@@ -314,7 +291,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     failed = 0
     for verdict in verdicts:
         if args.json:
-            print(verdict.to_json() if hasattr(verdict, "to_json") else json.dumps(verdict, default=str))
+            print(json_line(verdict.to_dict()))  # JSON Lines: one compact object per video
         else:
             print(verdict)
         failed += int(getattr(verdict, "error", None) is not None)
@@ -328,6 +305,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aislewatch", description=__doc__)
     parser.add_argument("-c", "--config", help="YAML settings file (default: $AISLEWATCH_CONFIG, else defaults)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--verbose", dest="verbose_all", action="store_true",
+                        help="show INFO logs and the libraries' own start-up output (TensorFlow, Alembic, OpenCV, "
+                        "FFmpeg) that is hidden by default")
+    parser.add_argument("--log-format", choices=("text", "json"), default=None,
+                        help="log lines as text or as JSON Lines (default: service.log_json of the settings, "
+                        "else text)")
     sub = parser.add_subparsers(dest="command", required=True)
     # ``-c`` is accepted after the command too (``aislewatch infer -c FILE``, as documented); SUPPRESS keeps
     # a value given before the command when it is not repeated after it.
@@ -357,20 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("alerts", help="results → rules → alerts and notifications", parents=serve).set_defaults(func=cmd_alerts)
     sub.add_parser("desk", help="the security desk web app (live alerts, verdicts)", parents=serve).set_defaults(func=cmd_desk)
 
-    report = sub.add_parser("report", help="render per-store PDF reports", parents=serve)
-    report.add_argument("--days", type=int, default=None, help="period in days (default: from settings)")
-    report.add_argument("--schedule", action="store_true", help="keep running and render on the cron schedule")
-    report.add_argument("--chain", action="store_true",
-                        help="render the chain-wide summary ranking every store (for admins) instead")
-    report.add_argument("--send", action="store_true",
-                        help="run as a scheduled slot would: every store and the chain, e-mailed once per period "
-                        "(recorded in report_runs)")
-    report.set_defaults(func=cmd_report)
+    add_report_command(sub, serve, _settings)
 
     demo = sub.add_parser("demo", help="the whole job on a synthetic store stream, embedded")
-    demo.add_argument("--out", default="build/demo")
+    demo.add_argument("--out", default="build/demo", help="folder for the streams, database, evidence and reports")
     demo.add_argument("--quick", action="store_true", help="a shorter stream (for tests)")
-    demo.add_argument("--verbose", action="store_true")
+    demo.add_argument("--verbose", action="store_true", help="log at INFO and show the libraries' start-up output")
     demo.add_argument("--strict", action="store_true",
                       help="exit 1 unless every incident is caught without false alarms")
     demo.add_argument("--serve", action="store_true",
@@ -384,18 +360,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ds = synth.add_parser("dataset", help="short labelled videos: DIR/shoplifting, DIR/normal")
     ds.add_argument("out")
-    ds.add_argument("--per-class", type=int, default=300)
-    ds.add_argument("--seed", type=int, default=0)
+    ds.add_argument("--per-class", type=int, default=300, help="videos per class")
+    ds.add_argument("--seed", type=int, default=0, help="random seed (the same seed renders the same videos)")
     ds.add_argument("--cameras", type=int, default=None,
                     help="film every video with one of this many fixed camera views of one store")
     ds.add_argument("--store-seed", type=int, default=0, help="which synthetic store's camera views")
     ds.set_defaults(func=cmd_synth_dataset)
     st = synth.add_parser("stream", help="a long camera stream with a ground-truth JSON")
     st.add_argument("out")
-    st.add_argument("--duration", type=float, default=180.0)
-    st.add_argument("--incidents", type=int, default=3)
-    st.add_argument("--normal", type=int, default=5)
-    st.add_argument("--seed", type=int, default=0)
+    st.add_argument("--duration", type=float, default=180.0, help="length of the stream in seconds")
+    st.add_argument("--incidents", type=int, default=3, help="scripted concealments in it")
+    st.add_argument("--normal", type=int, default=5, help="normal shoppers in it")
+    st.add_argument("--seed", type=int, default=0, help="random seed (the same seed renders the same stream)")
     st.add_argument("--view", type=int, default=None,
                     help="film with camera view K of the store --store-seed (as `synth dataset --cameras`)")
     st.add_argument("--store-seed", type=int, default=0, help="which synthetic store's camera views")
@@ -403,12 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train the ConvLSTM on DATASET_DIR (one subfolder per class)")
     train.add_argument("dataset")
-    train.add_argument("--out", default="build/model/convlstm.keras")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=16)
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="build/model/convlstm.keras",
+                       help="model file to write (its .json sidecar and split file beside it)")
+    train.add_argument("--epochs", type=int, default=30, help="most epochs to train")
+    train.add_argument("--batch-size", type=int, default=16, help="clips per training step")
+    train.add_argument("--seed", type=int, default=0, help="random seed of the split and the initial weights")
     train.add_argument("--goal", default="max_f1", help="threshold goal: max_f1 or min_precision=0.95")
-    train.add_argument("--learning-rate", type=float, default=1e-3)
+    train.add_argument("--learning-rate", type=float, default=1e-3, help="Adam's learning rate")
     train.add_argument("--patience", type=int, default=8, help="epochs without improvement before stopping")
     train.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside --out)")
     train.add_argument("--init-from", default=None,
@@ -420,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")
     evaluate.add_argument("model")
     evaluate.add_argument("dataset")
-    evaluate.add_argument("--out", default="build/eval")
+    evaluate.add_argument("--out", default="build/eval", help="folder for metrics.json and the plots")
     evaluate.add_argument("--split", default=None, help="split file (default: the one written beside the model)")
     evaluate.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
     evaluate.add_argument("--cache-dir", default=None, help="decoded-clip cache (default: clip-cache/ beside MODEL)")
@@ -447,22 +424,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev_streams.add_argument("streams", help="folder of videos; one without a .truth.json beside it holds no incident")
     ev_streams.add_argument("--model", default=None, help="model file (default: the bundled one)")
-    ev_streams.add_argument("--out", default="build/stream-eval")
+    ev_streams.add_argument("--out", default="build/stream-eval", help="folder for stream-eval.json and the run's data")
     ev_streams.add_argument("--threshold", type=float, default=None, help="default: the model's calibrated one")
     ev_streams.add_argument("--n-of-m", type=_n_of_m, default=None,
                             help="alert rule as N/M (default: the alerts.n_of_m default, 2/4)")
     ev_streams.add_argument("--overlap", type=float, default=None,
                             help="clip overlap (default: the clip.overlap default, 0.75: a 1 s stride)")
     ev_streams.add_argument("--strict", action="store_true", help="exit 1 unless all caught without false alarms")
-    ev_streams.add_argument("--json", action="store_true", help="print the report as JSON (the table goes to stderr)")
+    ev_streams.add_argument("--json", action="store_true", help="print the report as one JSON line (the table goes to stderr)")
     ev_streams.add_argument("--plots", default=None, metavar="DIR", help="write scores.png, the clip-score histogram")
     ev_streams.set_defaults(func=cmd_evaluate_streams)
 
     classify = sub.add_parser("classify", help="offline verdict for video files, with a probability timeline")
     classify.add_argument("videos", nargs="+")
     classify.add_argument("--model", default=None, help="model file (default: from settings)")
-    classify.add_argument("--out", default="build/classify")
-    classify.add_argument("--json", action="store_true", help="print JSON verdicts")
+    classify.add_argument("--out", default="build/classify", help="folder for the timeline charts (and verdicts.json)")
+    classify.add_argument("--json", action="store_true",
+                          help="print JSON Lines: one compact verdict object per video (and write verdicts.json)")
     classify.add_argument("--threshold", type=float, default=None, help="default: config, else the model's")
     classify.add_argument("--window", type=float, default=4.0, help="seconds per window (20 frames)")
     classify.add_argument("--stride", type=float, default=1.0, help="seconds between window starts")
@@ -473,9 +451,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aislewatch")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = show_defaults(build_parser())
     args = parser.parse_args(argv)
+    quiet.configure(verbose=args.verbose_all or bool(getattr(args, "verbose", False)), log_format=args.log_format)
     func: Any = args.func
     try:
         return int(func(args))

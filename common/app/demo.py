@@ -19,6 +19,7 @@ from common.app.scoring import load_truths, print_incident_table, score_against_
 from common.config_paths import resolve_relative_paths
 from common.schemas import AlertKind
 from common.settings import Settings
+from common.words import count
 
 # Two stores of one chain with a camera each (so the security desk can show a guard only their store); each
 # stream has scripted concealments among normal shoppers.
@@ -66,7 +67,7 @@ def _make_streams(out: Path, spec: DemoStreams) -> dict[str, Path]:
         # Rendered every run (a few seconds), so a stream always matches the generator's current version.
         path.parent.mkdir(parents=True, exist_ok=True)
         say(f"  rendering synthetic camera {cam['id']} ({spec.duration_s:.0f} s, "
-             f"{spec.incidents} concealments, {spec.normal_shoppers} normal shoppers)")
+             f"{count(spec.incidents, 'concealment')}, {count(spec.normal_shoppers, 'normal shopper')})")
         write_stream(
             path, duration_s=spec.duration_s, seed=int(cam["seed"]), incidents=spec.incidents,
             normal_shoppers=spec.normal_shoppers, progress=False,

@@ -13,9 +13,10 @@ from common.settings import Settings
 
 
 def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.Namespace], Settings]) -> int:
+    from common.app.help import json_line
     from common.app.model_compare import compare_export, compare_shadow
     from common.logs import setup_logging
-    from inference.compare import ExportError, format_export_report, format_shadow_report, to_json
+    from inference.compare import ExportError, format_export_report, format_shadow_report
 
     setup_logging("WARNING")
     settings = settings_of(args)
@@ -48,7 +49,7 @@ def cmd_model_compare(args: argparse.Namespace, settings_of: Callable[[argparse.
     except (ExportError, FileNotFoundError) as exc:
         print(f"aislewatch: {exc}", file=sys.stderr)
         return 2
-    print(to_json(report) if args.json else text)
+    print(json_line(report) if args.json else text)
     return 0
 
 
@@ -92,7 +93,7 @@ def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
     compare.add_argument("--from-shadow", action="store_true",
                          help="compare the active model with model.shadow_path on the clips both scored")
     compare.add_argument("--days", type=float, default=None, help="with --from-shadow: only the last N days")
-    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.add_argument("--json", action="store_true", help="print the report as one JSON line")
     compare.set_defaults(func=lambda args: cmd_model_compare(args, settings_of))
     describe = model.add_parser(
         "describe", help="MODEL DATASET: describe the inputs the model was trained on (image statistics of its "

@@ -30,6 +30,7 @@ from common.app.scoring import (
     score_distribution,
 )
 from common.schemas import AlertKind
+from common.words import count
 from inference.dataset import VIDEO_SUFFIXES
 from inference.synth import GroundTruth
 
@@ -184,7 +185,7 @@ def evaluate_streams(
     used_threshold = alert_threshold(settings, classifier)
     rule = settings.alerts.n_of_m
     unlabelled = sum(1 for rec in recordings.values() if not rec.labelled)
-    say(f"{len(recordings)} streams ({unlabelled} without a truth file: no incident in them), model "
+    say(f"{count(len(recordings), 'stream')} ({unlabelled} without a truth file: no incident in them), model "
         f"{classifier.version}, threshold {used_threshold:.2f}, rule {rule[0]} of {rule[1]}")
     run = run_embedded(settings, classifier, started=started, timeout_s=max(240.0, 60.0 * len(recordings)))
     try:

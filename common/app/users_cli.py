@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from common.app.help import json_line
 from common.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,11 +95,9 @@ def _add(accounts: Accounts, args: argparse.Namespace) -> None:
 def _list(accounts: Accounts, args: argparse.Namespace) -> None:
     users = accounts.list_users()
     if args.json:
-        print(json.dumps([
-            {"id": u.id, "username": u.username, "role": u.role.value, "stores": list(u.stores),
-             "disabled": u.disabled, "created_at": u.created_at.isoformat()}
-            for u in users
-        ], indent=2))
+        for u in users:  # JSON Lines: one user per line
+            print(json_line({"id": u.id, "username": u.username, "role": u.role.value, "stores": list(u.stores),
+                             "disabled": u.disabled, "created_at": u.created_at.isoformat()}))
         return
     _table(("USERNAME", "ROLE", "STORES", "DISABLED", "CREATED"), [
         (u.username, u.role.value, ",".join(u.stores) or "-", "yes" if u.disabled else "no", _when(u.created_at))
@@ -162,13 +160,14 @@ def add_users_commands(sub: Any, config_option: argparse.ArgumentParser, setting
     add = users.add_parser("add", parents=[*common, password_stdin], help="add a user (password prompted)",
                            allow_abbrev=False)
     add.add_argument("name")
-    add.add_argument("--role", required=True, choices=["guard", "manager", "admin"])
+    add.add_argument("--role", required=True, choices=["guard", "manager", "admin"],
+                     help="guard: the desk of their stores; manager: also reports and verdict edits; admin: all")
     add.add_argument("--store", action="append", metavar="ID",
                      help="a store the user works for (repeat for several; from the config's stores:)")
     add.set_defaults(func=_command(_add))
 
     listing = users.add_parser("list", parents=common, help="list users")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--json", action="store_true", help="print JSON Lines: one object per user")
     listing.set_defaults(func=_command(_list))
 
     disable = users.add_parser("disable", parents=common, help="disable a user and revoke their sessions and tokens")

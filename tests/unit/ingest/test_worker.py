@@ -81,9 +81,13 @@ def health_messages(bus: InProcessBus) -> list[CameraHealthMessage]:
 
 
 @pytest.mark.parametrize("fixture", ["corrupt_video", "truncated_video", "missing"])
-def test_unreadable_files_report_error_and_stop_cleanly(fixture: str, request, tmp_path: Path) -> None:
+def test_unreadable_files_report_error_and_stop_cleanly(fixture: str, request, tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
     path = tmp_path / "missing.mp4" if fixture == "missing" else request.getfixturevalue(fixture)
     worker, bus = run_worker(camera(path), tmp_path)  # returns: the error does not escape run()
+    # one log line per camera event: the error is logged once, at ERROR, with the file's name
+    errors = [r for r in caplog.records if r.name.startswith("aislewatch") and path.name in r.getMessage()]
+    assert [r.levelno for r in errors] == [logging.ERROR], [r.getMessage() for r in errors]
     health = health_messages(bus)
     assert [h.state for h in health] == [CameraState.ERROR]  # never ONLINE, never a clean ENDED
     assert path.name in health[0].detail
@@ -132,6 +136,8 @@ def test_unreachable_camera_goes_offline_without_leaking_credentials(tmp_path: P
     assert [h.state for h in health] == [CameraState.OFFLINE]
     assert "secret" not in health[0].detail and "127.0.0.1:1/x" in health[0].detail
     assert "secret" not in caplog.text
+    offline = [r for r in caplog.records if "offline" in r.getMessage()]  # one line per camera event
+    assert [r.levelno for r in offline] == [logging.WARNING], [r.getMessage() for r in offline]
 
 
 class FlakyPublisher:

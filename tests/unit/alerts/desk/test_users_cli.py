@@ -63,7 +63,9 @@ def test_add_list_and_sign_in(
     assert lines[1][:4] == ["gina", "guard", "store-1", "no"]
     assert lines[2][:4] == ["root", "admin", "-", "no"]
     assert run(config, monkeypatch, "list", "--json") == 0
-    listed = json.loads(capsys.readouterr().out)
+    printed = capsys.readouterr().out.splitlines()  # JSON Lines: one compact object per user
+    listed = [json.loads(line) for line in printed]
+    assert len(printed) == 2
     assert [(u["username"], u["role"], u["stores"]) for u in listed] == [
         ("gina", "guard", ["store-1"]), ("root", "admin", [])]
     assert accounts(tmp_path).authenticate("gina", PASSWORD) is not None
