@@ -26,7 +26,7 @@ install: $(STAMP)
 TORCH_STAMP := $(VENV)/.torch-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 $(TORCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,torch]'
+	PYTHONWARNINGS='ignore:Editable installation' $(PY) -m pip install -q --disable-pip-version-check -e '.[dev,torch]'
 	@rm -f $(VENV)/.torch-*
 	@touch $@
 
