@@ -221,7 +221,7 @@ class InferenceSettings(Section):
     )
     gpu_precision: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Arithmetic of the model on a GPU (never on a CPU): a reduced one is used only "
-        "if its outputs stay within inference.devices.PRECISION_TOLERANCE of float32 on probe clips at load",
+        "if its outputs stay within inference.torch_path.PRECISION_TOLERANCE of float32 on probe clips at load",
     )
 
     def batching(self, device: str) -> DeviceBatching:
