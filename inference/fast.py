@@ -204,8 +204,9 @@ class _FusedConvLSTM:
     conv's 'same' padding agree once ``h`` is padded), then one XLA-fused cell: the four gates, the new
     carry and state, the frame's max-pooling when a MaxPooling3D(1, k, k) follows, and the next step's
     convolution input (``x_{t+1}`` cast and ``h_t`` padded, concatenated).  Sigmoid gates are computed as
-    ``0.5 * tanh(z / 2) + 0.5`` with the halving folded into the kernels, so one tanh serves all four
-    gates.  The pipeline's 1/255 input scaling is folded into the first layer's kernel (``input_scale``).
+    ``0.5 * tanh(z / 2) + 0.5`` with the halving folded into the kernels (measured a little cheaper than
+    XLA's logistic).  The pipeline's 1/255 input scaling is folded into the first layer's kernel
+    (``input_scale``).
     """
 
     def __init__(
@@ -251,22 +252,16 @@ class _FusedConvLSTM:
         self._filters = filters
         self._pool = pool if self.return_sequences else None
         sigmoid_gates, pool_spec, h_pad = self._sigmoid_gates, self._pool, self._h_pad
-        tanh_act = act is tf.tanh
 
         def cell_step(gates: Any, c: Any, x_next: Any) -> tuple[Any, Any, Any]:
-            gates = gates + bias_t
-            if sigmoid_gates and tanh_act:
-                a = tf.tanh(gates)
-                i, f, g, o = tf.split(a, 4, axis=-1)
-                i, f, o = 0.5 * i + 0.5, 0.5 * f + 0.5, 0.5 * o + 0.5
+            # activations per gate slice: XLA then fuses each into its consumer; a tanh over all four gates
+            # at once would be materialised (one more 16-channel pass) because two fusions read it
+            i, f, g, o = tf.split(gates + bias_t, 4, axis=-1)
+            if sigmoid_gates:
+                i, f, o = 0.5 * tf.tanh(i) + 0.5, 0.5 * tf.tanh(f) + 0.5, 0.5 * tf.tanh(o) + 0.5
             else:
-                i, f, g, o = tf.split(gates, 4, axis=-1)
-                if sigmoid_gates:
-                    i, f, o = 0.5 * tf.tanh(i) + 0.5, 0.5 * tf.tanh(f) + 0.5, 0.5 * tf.tanh(o) + 0.5
-                else:
-                    i, f, o = rec_act(i), rec_act(f), rec_act(o)
-                g = act(g)
-            c = f * c + i * g
+                i, f, o = rec_act(i), rec_act(f), rec_act(o)
+            c = f * c + i * act(g)
             h = o * act(c)
             out = h if pool_spec is None else tf.nn.max_pool2d(h, pool_spec[0], pool_spec[1], pool_spec[2])
             nxt = tf.concat([tf.cast(x_next, tf.float32), tf.pad(h, h_pad)], axis=-1)
@@ -300,7 +295,9 @@ def _fused_forward(
     """A function of uint8 clips (N, T, H, W, C) equal to the chain of ``layers`` on ``clips * input_scale``.
 
     Between ConvLSTM layers the sequence stays a Python list of per-frame tensors (no stacking); other
-    layers see the usual (N, T, ...) tensor.
+    layers see the usual (N, T, ...) tensor.  ``lanes`` > 1 splits a batch into that many independent
+    chains (when it divides the batch): TensorFlow's inter-op threads then run one lane's cell (XLA runs
+    it on one thread) while another lane's convolution runs.
     """
     import tensorflow as tf
 
@@ -344,8 +341,14 @@ def _fused_forward(
     return forward
 
 
+def default_lanes() -> int:
+    """Independent lanes per batch on the fused path: one per CPU this process may use, at most 4."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus))
+
+
 def _tf_predictor(
-    model: keras.Model, buckets: Sequence[int], *, path: str, jit: bool, lanes: int = 1
+    model: keras.Model, buckets: Sequence[int], *, path: str, jit: bool, lanes: int | None = None
 ) -> FastPredictor:
     """``path``: "fused" (per-step joint conv + XLA cell), "decomposed" (hoisted input convs) or "model"."""
     import tensorflow as tf
@@ -359,7 +362,7 @@ def _tf_predictor(
             raise ValueError("model is not a linear ConvLSTM2D chain we can decompose")
         layers = found
     if path == "fused":
-        forward_uint8 = _fused_forward(layers, scale, lanes=lanes)
+        forward_uint8 = _fused_forward(layers, scale, lanes=default_lanes() if lanes is None else lanes)
     elif path == "decomposed":
         steps = [_tf_convlstm(layer) if isinstance(layer, keras.layers.ConvLSTM2D) else layer for layer in layers]
 

@@ -48,7 +48,11 @@ def test_bucket_for_refuses_oversize() -> None:
 
 
 @pytest.mark.slow
-def test_fused_graph_matches_keras_for_several_batch_sizes(model: keras.Model) -> None:
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_fused_graph_matches_keras_for_several_batch_sizes(
+    model: keras.Model, lanes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fast, "default_lanes", lambda: lanes)
     predictor = build_fast_predictor(model, max_batch_size=4, jit_compile=False)
     assert predictor.kind == "tf-fused"
     clips = random_clips(9, seed=1)
@@ -196,8 +200,8 @@ def test_fused_path_matches_keras_on_the_bundled_model_and_keeps_its_decisions()
     assert np.array_equal((got >= classifier.threshold)[clear], (expected >= classifier.threshold)[clear])
 
 
-def test_fused_path_compiles_once_per_bucket(model: keras.Model) -> None:
-    """After warm-up no batch size retraces: one XLA cell trace per layer and bucket, none later."""
+def test_fused_path_compiles_once_per_lane_shape(model: keras.Model, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After warm-up no batch size retraces: one XLA cell trace per layer and lane shape, none later."""
     traced: list[fast._FusedConvLSTM] = []
     original = fast._FusedConvLSTM.__init__
 
@@ -205,13 +209,13 @@ def test_fused_path_compiles_once_per_bucket(model: keras.Model) -> None:
         original(self, *args, **kwargs)  # type: ignore[arg-type]
         traced.append(self)
 
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fast._FusedConvLSTM, "__init__", recording_init)
-        predictor = build_fast_predictor(model, max_batch_size=2, jit_compile=False)
+    monkeypatch.setattr(fast, "default_lanes", lambda: 2)
+    monkeypatch.setattr(fast._FusedConvLSTM, "__init__", recording_init)
+    predictor = build_fast_predictor(model, max_batch_size=4, jit_compile=False)
     assert predictor.kind == "tf-fused" and len(traced) == 4
     counts = [layer._cell.experimental_get_tracing_count() for layer in traced]
-    assert counts == [2, 2, 2, 2]  # buckets 1 and 2
-    for n in (1, 2, 3, 5):
+    assert counts == [2, 2, 2, 2]  # buckets 1, 2, 4 run as lanes of 1, 1 and 2 clips
+    for n in (1, 2, 3, 4, 5, 7):
         predictor(random_clips(n, seed=n))
     assert [layer._cell.experimental_get_tracing_count() for layer in traced] == counts
 
