@@ -1,12 +1,16 @@
 """Fast batched inference for the ConvLSTM classifier (the inference worker's path).
 
-Keras's ConvLSTM2D runs the input convolution inside the time loop, one small conv per step.  On CPU the
-fast path instead computes each ConvLSTM layer's input convolution for all T steps as one conv over N*T
-images, keeps only the recurrent convolution in an unrolled time loop, and compiles the whole chain with
-XLA for a fixed set of batch-size buckets (inputs are zero-padded up to the next bucket, so nothing
-retraces after load).  Other layers of a linear model (pooling, dropout, flatten, dense) are the Keras
-layers themselves, called with ``training=False``.  Models that are not a linear chain fall back to a
-compiled ``model(x, training=False)``; on the torch backend the path is a batched no-grad model call.
+Keras's ConvLSTM2D runs four input and four recurrent convolutions and a dozen element-wise ops per time
+step.  On TensorFlow the fast path, for a model that is a linear chain of ConvLSTM2D and per-frame layers,
+is ``tf-fused`` (:class:`_FusedConvLSTM`): per step one oneDNN convolution over the frame and the padded
+previous state with the input and recurrent kernels stacked, then one XLA-compiled cell (gates, carry,
+state, the following per-frame max-pooling, the next step's conv input).  Uint8 clips go in; the 1/255
+scale is folded into the first kernel.  A batch runs as a few independent lanes so that one lane's cell
+(XLA runs it on one thread) overlaps another lane's convolution.  Next come ``tf-decomposed`` (each
+layer's input convolution hoisted out of the time loop as one conv over N*T frames) and the compiled
+whole model.  Everything is traced for a fixed set of batch-size buckets (inputs are zero-padded up to
+the next bucket, so nothing retraces after load), and each candidate is checked against Keras at load
+(MATCH_TOLERANCE) before it is used.  On the torch backend the path is a batched no-grad model call.
 """
 
 from __future__ import annotations
@@ -427,8 +431,8 @@ def _reference(model: keras.Model, clips: np.ndarray) -> np.ndarray:
 
 
 def jit_default() -> bool:
-    """XLA off unless AISLEWATCH_XLA=1: it costs ~7 s of compile per bucket at load on 2 cores for ~15% more
-    throughput; services that run for days turn it on with ``model.xla: true``."""
+    """Whole-graph XLA for the fallback candidates off unless AISLEWATCH_XLA=1 (``model.xla: true``): on
+    2 cores it costs ~7 s of compile per bucket and its convolutions are slower than oneDNN's."""
     return os.environ.get("AISLEWATCH_XLA", "0").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -442,9 +446,9 @@ def build_fast_predictor(
 ) -> FastPredictor:
     """The fastest exact predictor this backend offers for ``model`` (uint8 clips -> P(shoplifting)).
 
-    On TensorFlow, in order: the decomposed graph (when the model is a linear chain whose ConvLSTM2D
-    layers we reproduce), then the whole model, each with XLA first when ``jit_compile`` (default:
-    :func:`jit_default`).  Each candidate is warmed up for all buckets (when ``warmup``) and checked
+    On TensorFlow, in order: the fused graph (unless ``fuse`` is False) and the decomposed graph (when
+    the model is a linear chain whose ConvLSTM2D layers we reproduce), then the whole model, the last two
+    with whole-graph XLA first when ``jit_compile`` (default: :func:`jit_default`).  Each candidate is warmed up for all buckets (when ``warmup``) and checked
     against Keras on a small random batch; one that fails or differs by more than MATCH_TOLERANCE is
     skipped.  The last resort is batched ``model.predict_on_batch``.
     """
