@@ -174,7 +174,8 @@ class ModelSettings(Section):
     )
     device: Literal["auto", "cpu", "gpu"] = Field("auto", description="Where inference runs")
     xla: bool = Field(
-        False, description="Compile the batched model with XLA: ~15% faster, ~7 s more start-up per batch bucket"
+        False, description="Compile the fallback graphs (models the fused path cannot run) whole with XLA; the "
+        "fused path compiles its LSTM cells with XLA either way",
     )
     shadow_path: Path | None = Field(
         None, description="A candidate model scored on every clip beside the active one, raising nothing "

@@ -1,12 +1,16 @@
 """Fast batched inference for the ConvLSTM classifier (the inference worker's path).
 
-Keras's ConvLSTM2D runs the input convolution inside the time loop, one small conv per step.  On CPU the
-fast path instead computes each ConvLSTM layer's input convolution for all T steps as one conv over N*T
-images, keeps only the recurrent convolution in an unrolled time loop, and compiles the whole chain with
-XLA for a fixed set of batch-size buckets (inputs are zero-padded up to the next bucket, so nothing
-retraces after load).  Other layers of a linear model (pooling, dropout, flatten, dense) are the Keras
-layers themselves, called with ``training=False``.  Models that are not a linear chain fall back to a
-compiled ``model(x, training=False)``; on the torch backend the path is a batched no-grad model call.
+Keras's ConvLSTM2D runs four input and four recurrent convolutions and a dozen element-wise ops per time
+step.  On TensorFlow the fast path, for a model that is a linear chain of ConvLSTM2D and per-frame layers,
+is ``tf-fused`` (:class:`_FusedConvLSTM`): per step one oneDNN convolution over the frame and the padded
+previous state with the input and recurrent kernels stacked, then one XLA-compiled cell (gates, carry,
+state, the following per-frame max-pooling, the next step's conv input).  Uint8 clips go in; the 1/255
+scale is folded into the first kernel.  A batch runs as a few independent lanes so that one lane's cell
+(XLA runs it on one thread) overlaps another lane's convolution.  Next come ``tf-decomposed`` (each
+layer's input convolution hoisted out of the time loop as one conv over N*T frames) and the compiled
+whole model.  Everything is traced for a fixed set of batch-size buckets (inputs are zero-padded up to
+the next bucket, so nothing retraces after load), and each candidate is checked against Keras at load
+(MATCH_TOLERANCE) before it is used.  On the torch backend the path is a batched no-grad model call.
 """
 
 from __future__ import annotations
@@ -163,40 +167,236 @@ def _tf_convlstm(layer: keras.layers.Layer) -> Callable[[Any], Any]:
     return run
 
 
-def _tf_predictor(model: keras.Model, buckets: Sequence[int], *, decompose: bool, jit: bool) -> FastPredictor:
+# --- the fused path: per-step joint convolution (oneDNN) + one XLA-compiled LSTM cell per step -----------------
+
+_IDENTITY_AT_INFERENCE: tuple[type, ...] = (
+    keras.layers.Dropout,
+    keras.layers.SpatialDropout1D,
+    keras.layers.SpatialDropout2D,
+    keras.layers.SpatialDropout3D,
+    keras.layers.GaussianNoise,
+    keras.layers.GaussianDropout,
+    keras.layers.AlphaDropout,
+)
+
+
+def _identity_at_inference(layer: keras.layers.Layer) -> bool:
+    """Dropout and noise layers (also inside TimeDistributed) do nothing with ``training=False``."""
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return _identity_at_inference(layer.layer)
+    return isinstance(layer, _IDENTITY_AT_INFERENCE)
+
+
+def _frame_max_pool(layer: keras.layers.Layer) -> tuple[tuple[int, int], tuple[int, int], str] | None:
+    """(pool, strides, padding) of a MaxPooling3D that pools each frame alone (depth 1), else None."""
+    if not isinstance(layer, keras.layers.MaxPooling3D) or layer.data_format != "channels_last":
+        return None
+    pool, strides = tuple(layer.pool_size), tuple(layer.strides)
+    if pool[0] != 1 or strides[0] != 1:
+        return None
+    return (pool[1], pool[2]), (strides[1], strides[2]), layer.padding.upper()
+
+
+def _same_padding(size: int) -> tuple[int, int]:
+    """TensorFlow's SAME padding for a stride-1 kernel of ``size``: the odd pixel goes after."""
+    return (size - 1) // 2, size - 1 - (size - 1) // 2
+
+
+class _FusedConvLSTM:
+    """One ConvLSTM2D at inference, a frame at a time, with two graph nodes per step.
+
+    Step ``t`` runs one convolution over ``concat(x_t, pad(h_{t-1}))`` with the input and recurrent
+    kernels stacked along the input channels (the input conv's 'valid'/'same' padding and the recurrent
+    conv's 'same' padding agree once ``h`` is padded), then one XLA-fused cell: the four gates, the new
+    carry and state, the frame's max-pooling when a MaxPooling3D(1, k, k) follows, and the next step's
+    convolution input (``x_{t+1}`` cast and ``h_t`` padded, concatenated).  Sigmoid gates are computed as
+    ``0.5 * tanh(z / 2) + 0.5`` with the halving folded into the kernels (measured a little cheaper than
+    XLA's logistic).  The pipeline's 1/255 input scaling is folded into the first layer's kernel
+    (``input_scale``).
+    """
+
+    def __init__(
+        self,
+        layer: keras.layers.Layer,
+        *,
+        input_scale: float = 1.0,
+        pool: tuple[tuple[int, int], tuple[int, int], str] | None = None,
+    ) -> None:
+        import tensorflow as tf
+
+        cell = layer.cell
+        filters = int(layer.filters)
+        kernel = np.asarray(keras.ops.convert_to_numpy(cell.kernel), dtype=np.float64) * input_scale
+        recurrent = np.asarray(keras.ops.convert_to_numpy(cell.recurrent_kernel), dtype=np.float64)
+        bias = (
+            np.asarray(keras.ops.convert_to_numpy(cell.bias), dtype=np.float64)
+            if cell.use_bias
+            else np.zeros((4 * filters,))
+        )
+        known = {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu, "linear": tf.identity}
+        act = known.get(getattr(cell.activation, "__name__", ""), cell.activation)
+        rec_name = getattr(cell.recurrent_activation, "__name__", "")
+        self._sigmoid_gates = rec_name == "sigmoid"
+        rec_act = known.get(rec_name, cell.recurrent_activation)
+        if self._sigmoid_gates:  # sigmoid(z) = 0.5 * tanh(z / 2) + 0.5: halve the i, f, o columns
+            half = np.full((4 * filters,), 0.5)
+            half[2 * filters : 3 * filters] = 1.0
+            kernel, recurrent, bias = kernel * half, recurrent * half, bias * half
+        kh, kw = (int(k) for k in cell.kernel_size)
+        self._padding = cell.padding.upper()
+        # 'valid': x_t is larger than h by the kernel, so h gets the recurrent conv's 'same' padding and one
+        # 'valid' conv covers both; 'same': x_t and h have one size and one 'same' conv covers both
+        self._h_pad = (
+            [[0, 0], list(_same_padding(kh)), list(_same_padding(kw)), [0, 0]]
+            if self._padding == "VALID"
+            else [[0, 0]] * 4
+        )
+        self._kernel = tf.constant(kernel, dtype=tf.float32)
+        self._joint = tf.constant(np.concatenate([kernel, recurrent], axis=2), dtype=tf.float32)
+        bias_t = tf.constant(bias, dtype=tf.float32)
+        self.return_sequences = bool(layer.return_sequences)
+        self._filters = filters
+        self._pool = pool if self.return_sequences else None
+        sigmoid_gates, pool_spec, h_pad = self._sigmoid_gates, self._pool, self._h_pad
+
+        def cell_step(gates: Any, c: Any, x_next: Any) -> tuple[Any, Any, Any]:
+            # activations per gate slice: XLA then fuses each into its consumer; a tanh over all four gates
+            # at once would be materialised (one more 16-channel pass) because two fusions read it
+            i, f, g, o = tf.split(gates + bias_t, 4, axis=-1)
+            if sigmoid_gates:
+                i, f, o = 0.5 * tf.tanh(i) + 0.5, 0.5 * tf.tanh(f) + 0.5, 0.5 * tf.tanh(o) + 0.5
+            else:
+                i, f, o = rec_act(i), rec_act(f), rec_act(o)
+            c = f * c + i * act(g)
+            h = o * act(c)
+            out = h if pool_spec is None else tf.nn.max_pool2d(h, pool_spec[0], pool_spec[1], pool_spec[2])
+            nxt = tf.concat([tf.cast(x_next, tf.float32), tf.pad(h, h_pad)], axis=-1)
+            return c, out, nxt
+
+        self._cell = tf.function(cell_step, jit_compile=True, reduce_retracing=False)
+
+    def __call__(self, frames: Sequence[Any]) -> Any:
+        """Per-frame inputs (N, H, W, C) in time order -> per-frame outputs, or the last state."""
+        import tensorflow as tf
+
+        c = nxt = None
+        outputs = []
+        for step, frame in enumerate(frames):
+            if step == 0:  # h0 = c0 = 0: the input conv alone
+                gates = tf.nn.conv2d(tf.cast(frame, tf.float32), self._kernel, strides=1, padding=self._padding)
+                c = tf.zeros((*gates.shape[:-1], self._filters), dtype=tf.float32)
+            else:
+                gates = tf.nn.conv2d(nxt, self._joint, strides=1, padding=self._padding)
+            # one cell signature for every step (the last one's unused next input costs less than another
+            # XLA compile per batch bucket)
+            x_next = frames[min(step + 1, len(frames) - 1)]
+            c, out, nxt = self._cell(gates, c, x_next)
+            outputs.append(out)
+        return outputs if self.return_sequences else outputs[-1]
+
+
+def _fused_forward(
+    layers: Sequence[keras.layers.Layer], input_scale: float, lanes: int = 1
+) -> Callable[[Any], Any]:
+    """A function of uint8 clips (N, T, H, W, C) equal to the chain of ``layers`` on ``clips * input_scale``.
+
+    Between ConvLSTM layers the sequence stays a Python list of per-frame tensors (no stacking); other
+    layers see the usual (N, T, ...) tensor.  ``lanes`` > 1 splits a batch into that many independent
+    chains (when it divides the batch): TensorFlow's inter-op threads then run one lane's cell (XLA runs
+    it on one thread) while another lane's convolution runs.
+    """
+    import tensorflow as tf
+
+    layers = [layer for layer in layers if not _identity_at_inference(layer)]
+    fold_scale = bool(layers) and isinstance(layers[0], keras.layers.ConvLSTM2D)
+    plan: list[Any] = []
+    index = 0
+    while index < len(layers):
+        layer = layers[index]
+        if isinstance(layer, keras.layers.ConvLSTM2D):
+            pool = _frame_max_pool(layers[index + 1]) if index + 1 < len(layers) else None
+            if pool is not None and layer.return_sequences:
+                index += 1  # the pooling runs inside the cell
+            scale = input_scale if fold_scale and not plan else 1.0
+            plan.append(_FusedConvLSTM(layer, input_scale=scale, pool=pool))
+        else:
+            plan.append(layer)
+        index += 1
+    raw_scale = None if fold_scale else input_scale
+
+    def forward(clips: Any) -> Any:
+        n = int(clips.shape[0])
+        if lanes > 1 and n >= lanes and n % lanes == 0:
+            return tf.concat([forward_lane(part) for part in tf.split(clips, lanes, axis=0)], axis=0)
+        return forward_lane(clips)
+
+    def forward_lane(clips: Any) -> Any:
+        x: Any = clips
+        if raw_scale is not None:
+            x = tf.cast(x, tf.float32) * raw_scale
+        for step in plan:
+            if isinstance(step, _FusedConvLSTM):
+                frames = x if isinstance(x, list) else tf.unstack(x, axis=1)
+                x = step(frames)
+            else:
+                if isinstance(x, list):
+                    x = tf.stack(x, axis=1)
+                x = step(x, training=False)
+        return tf.stack(x, axis=1) if isinstance(x, list) else x
+
+    return forward
+
+
+def default_lanes() -> int:
+    """Independent lanes per batch on the fused path: one per CPU this process may use, at most 4."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cpus))
+
+
+def _tf_predictor(
+    model: keras.Model, buckets: Sequence[int], *, path: str, jit: bool, lanes: int | None = None
+) -> FastPredictor:
+    """``path``: "fused" (per-step joint conv + XLA cell), "decomposed" (hoisted input convs) or "model"."""
     import tensorflow as tf
 
     input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-    layers = linear_layers(model) if decompose else None
-    if decompose and (layers is None or not _decomposable(layers)):
-        raise ValueError("model is not a linear ConvLSTM2D chain we can decompose")
-    if layers is not None:
+    scale = 1.0 / 255.0
+    layers: list[keras.layers.Layer] = []
+    if path in ("fused", "decomposed"):
+        found = linear_layers(model)
+        if found is None or not _decomposable(found):
+            raise ValueError("model is not a linear ConvLSTM2D chain we can decompose")
+        layers = found
+    if path == "fused":
+        forward_uint8 = _fused_forward(layers, scale, lanes=default_lanes() if lanes is None else lanes)
+    elif path == "decomposed":
         steps = [_tf_convlstm(layer) if isinstance(layer, keras.layers.ConvLSTM2D) else layer for layer in layers]
 
-        def forward(x: Any) -> Any:
+        def forward_uint8(clips: Any) -> Any:
+            x = tf.cast(clips, tf.float32) * scale
             for step in steps:
                 x = step(x) if not isinstance(step, keras.layers.Layer) else step(x, training=False)
             return x
 
-        kind = "tf-decomposed"
+    elif path == "model":
+
+        def forward_uint8(clips: Any) -> Any:
+            return model(tf.cast(clips, tf.float32) * scale, training=False)
+
     else:
-
-        def forward(x: Any) -> Any:
-            return model(x, training=False)
-
-        kind = "tf-model"
+        raise ValueError(f"unknown fast path {path!r}")
 
     def graph(clips: Any) -> Any:
-        x = tf.cast(clips, tf.float32) * (1.0 / 255.0)
-        return _to_probability(tf.cast(forward(x), tf.float32))
+        return _to_probability(tf.cast(forward_uint8(clips), tf.float32))
 
-    compiled = tf.function(graph, jit_compile=jit, reduce_retracing=False)
+    # the fused path's cells are XLA clusters inside a plain graph: its convolutions stay on oneDNN
+    compiled = tf.function(graph, jit_compile=jit and path != "fused", reduce_retracing=False)
     concrete = {size: compiled.get_concrete_function(tf.TensorSpec((size, *input_shape), tf.uint8)) for size in buckets}
 
     def run_bucket(batch: np.ndarray) -> np.ndarray:
         return concrete[batch.shape[0]](tf.constant(batch)).numpy()
 
-    return FastPredictor(run_bucket, buckets, kind + ("-xla" if jit else ""))
+    return FastPredictor(run_bucket, buckets, f"tf-{path}" + ("-xla" if jit and path != "fused" else ""))
 
 
 def _torch_predictor(model: keras.Model, buckets: Sequence[int], precision: str = "float32") -> FastPredictor:
@@ -221,20 +421,27 @@ def _reference(model: keras.Model, clips: np.ndarray) -> np.ndarray:
 
 
 def jit_default() -> bool:
-    """XLA off unless AISLEWATCH_XLA=1: it costs ~7 s of compile per bucket at load on 2 cores for ~15% more
-    throughput; services that run for days turn it on with ``model.xla: true``."""
+    """Whole-graph XLA for the fallback candidates off unless AISLEWATCH_XLA=1 (``model.xla: true``): on
+    2 cores it costs ~7 s of compile per bucket and its convolutions are slower than oneDNN's."""
     return os.environ.get("AISLEWATCH_XLA", "0").strip().lower() not in ("0", "false", "no", "off")
 
 
 def build_fast_predictor(
-    model: keras.Model, *, max_batch_size: int = 32, warmup: bool = True, jit_compile: bool | None = None,
-    buckets: Sequence[int] | None = None, precision: str = "float32",
+    model: keras.Model,
+    *,
+    max_batch_size: int = 32,
+    warmup: bool = True,
+    jit_compile: bool | None = None,
+    fuse: bool = True,
+    buckets: Sequence[int] | None = None,
+    precision: str = "float32",
 ) -> FastPredictor:
     """The fastest exact predictor this backend offers for ``model`` (uint8 clips -> P(shoplifting)).
 
-    On TensorFlow, in order: the decomposed graph (when the model is a linear chain whose ConvLSTM2D
-    layers we reproduce), then the whole model, each with XLA first when ``jit_compile`` (default:
-    :func:`jit_default`).  Each candidate is warmed up for all buckets (when ``warmup``) and checked
+    On TensorFlow, in order: the fused graph (unless ``fuse`` is False) and the decomposed graph (when
+    the model is a linear chain whose ConvLSTM2D layers we reproduce), then the whole model, the last two
+    with whole-graph XLA first when ``jit_compile`` (default: :func:`jit_default`).  Each candidate is
+    warmed up for all buckets (when ``warmup``) and checked
     against Keras on a small random batch; one that fails or differs by more than MATCH_TOLERANCE is
     skipped.  The last resort is batched ``model.predict_on_batch``.  ``buckets`` (default
     :func:`bucket_sizes`) come from the device (``inference.devices.device_buckets``); ``precision`` other
@@ -251,9 +458,11 @@ def build_fast_predictor(
     if backend == "torch":
         candidates.append(lambda: _torch_predictor(model, buckets, precision))
     elif backend == "tensorflow":
-        for decompose in (True, False):
+        if fuse:
+            candidates.append(functools.partial(_tf_predictor, model, buckets, path="fused", jit=True))
+        for path in ("decomposed", "model"):
             for jit in jit_options:
-                candidates.append(functools.partial(_tf_predictor, model, buckets, decompose=decompose, jit=jit))
+                candidates.append(functools.partial(_tf_predictor, model, buckets, path=path, jit=jit))
     probe = np.random.default_rng(0).integers(0, 256, size=(1, *input_shape), dtype=np.uint8)
     expected = _reference(model, probe)
     for make in candidates:

@@ -1,7 +1,10 @@
 """Inference throughput: naive per-clip ``model.predict`` vs the worker's fast path (batches of 32).
 
 Same model (the bundled one when present, else a freshly built ConvLSTM) and the same random uint8 clips
-through both.  Runs on whichever Keras backend is active (``KERAS_BACKEND=torch`` on the GPU machine).
+through both, alternating a batch's worth at a time.  ``achieved_gflop_per_s`` counts the ConvLSTM
+convolutions and the dense layer; ``peak_gflop_per_s`` is this CPU's fp32 peak (``tests/bench/cpu_peak.py``,
+derivation in ``peak_basis``) and ``fraction_of_peak`` the ratio; the load averages at start and end say
+how busy the shared machine was.  Runs on whichever Keras backend is active (``KERAS_BACKEND=torch`` on the GPU machine).
 Usage: ``python3 -m tests.bench.bench_inference [--quick]``.
 """
 
@@ -18,6 +21,7 @@ import keras
 import numpy as np
 
 from inference.model import INPUT_SHAPE, ClipClassifier, ModelMetadata, build_convlstm, preprocess, save_model
+from tests.bench.cpu_peak import this_cpu_peak
 
 BUNDLED = Path(__file__).resolve().parents[2] / "inference" / "bundled" / "convlstm.keras"
 BATCH = 32
@@ -57,28 +61,33 @@ def run(quick: bool = False) -> dict:
         load_s = time.perf_counter() - started
     model = classifier.model
 
-    # (a) naive: one clip at a time through model.predict (after one warm-up call)
+    # warm-up: one naive call and one batch through the worker path
     model.predict(preprocess(clips[:1]), verbose=0)
-    naive = np.empty((n_clips,), dtype=np.float32)
-    started = time.perf_counter()
-    for i in range(n_clips):
-        out = np.asarray(keras.ops.convert_to_numpy(model.predict(preprocess(clips[i][None]), verbose=0)))
-        naive[i] = out[0, -1]  # sigmoid (1,) or softmax column 1
-    naive_s = time.perf_counter() - started
-
-    # (b) the worker path: ClipClassifier.predict on batches of 32
     classifier.predict(clips[:BATCH])
+    load_start = os.getloadavg()
+    # (a) naive: one clip at a time through model.predict; (b) the worker path: ClipClassifier.predict on
+    # batches of 32.  They alternate, a batch's worth of clips each, so a change in the machine's load
+    # (2 cores shared with other work) falls on both sides of the ratio alike.
+    naive = np.empty((n_clips,), dtype=np.float32)
     latencies, fast = [], []
-    started = time.perf_counter()
+    naive_s = fast_s = 0.0
     for start in range(0, n_clips, BATCH):
+        t0 = time.perf_counter()
+        for i in range(start, min(start + BATCH, n_clips)):
+            out = np.asarray(keras.ops.convert_to_numpy(model.predict(preprocess(clips[i][None]), verbose=0)))
+            naive[i] = out[0, -1]  # sigmoid (1,) or softmax column 1
+        naive_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         fast.append(classifier.predict(clips[start : start + BATCH]))
         latencies.append(time.perf_counter() - t0)
-    fast_s = time.perf_counter() - started
+        fast_s += latencies[-1]
+    load_end = os.getloadavg()
     fast_all = np.concatenate(fast)
 
     flops = convlstm_flops_per_clip(model)
     naive_rate, fast_rate = n_clips / naive_s, n_clips / fast_s
+    achieved = flops * fast_rate / 1e9
+    peak = this_cpu_peak()
     return {
         "backend": keras.backend.backend(),
         "fast_kind": classifier.fast_kind,
@@ -93,8 +102,13 @@ def run(quick: bool = False) -> dict:
         "batch_latency_p50_ms": round(float(np.percentile(latencies, 50)) * 1e3, 1),
         "batch_latency_p99_ms": round(float(np.percentile(latencies, 99)) * 1e3, 1),
         "gflops_per_clip": round(flops / 1e9, 4),
-        "achieved_gflop_per_s": round(flops * fast_rate / 1e9, 2),
+        "achieved_gflop_per_s": round(achieved, 2),
+        "peak_gflop_per_s": peak.gflop_per_s if peak else None,
+        "fraction_of_peak": round(achieved / peak.gflop_per_s, 3) if peak else None,
+        "peak_basis": peak.basis if peak else "no /proc/cpuinfo",
         "max_abs_diff": float(np.max(np.abs(fast_all - naive))),
+        "load_avg_start": [round(x, 2) for x in load_start],
+        "load_avg_end": [round(x, 2) for x in load_end],
     }
 
 
