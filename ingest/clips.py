@@ -144,23 +144,25 @@ class ClipCutter:
         """Add one frame; returns the clips of windows that this frame completed (usually none).  ``small``
         is the frame's :meth:`prepare` copy, when made on arrival."""
         t = frame.source_time_s
-        if self._ring and t < self._ring[-1].t:  # sources never go back in time; a double might
-            t = self._ring[-1].t
+        ring = self._ring
         image = frame.image
         self._frame_size = (image.shape[1], image.shape[0])
-        if self._ring:
-            self._intervals.add(t - self._ring[-1].t)
+        if ring:
+            last_t = ring[-1].t
+            if t < last_t:  # sources never go back in time; a double might
+                t = last_t
+            self._intervals.add(t - last_t)
         out: list[CutClip] = []
         if self._next_k is None:
             self._next_k = math.floor(t / self.stride_s + 1e-9)
-        if not self._ring:
+        if not ring:
             self._next_k = max(self._next_k, math.floor((t - self.window_s) / self.stride_s + 1e-9) + 1)
         while self._next_k * self.stride_s + self.window_s <= t + 1e-9:
             clip = self._decide(self._next_k)
             if clip is not None:
                 out.append(clip)
             self._advance()
-        self._ring.append(
+        ring.append(
             _Entry(t, frame.captured_at, self._small(image) if small is None else small, motion.moving,
                    motion.area_fraction, motion.bbox)
         )
