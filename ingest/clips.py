@@ -233,7 +233,12 @@ class ClipCutter:
         if self.clip.crop == CropMode.MOTION:
             frames, crop = self._crop_frames(chosen, moving)
         else:
-            frames = model_clip([e.small for e in entries], count, self.clip.size, times=times)
+            # the frames picked above are those ``model_clip(smalls, count, size, times=times)`` picks, and
+            # each is already a model frame (``prepare``): stacked as they are, without picking them again
+            size = self.clip.size
+            frames = np.stack(
+                [e.small if e.small.shape == (size, size, 3) else model_frame(e.small, size) for e in chosen]
+            )
         return CutClip(
             frames=frames,
             source_start_s=chosen[0].t,
