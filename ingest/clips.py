@@ -239,7 +239,12 @@ class ClipCutter:
         """The frames of window ``k`` when it is active (see the module docstring), else None."""
         start = k * self.stride_s - 1e-9
         end = k * self.stride_s + self.window_s - 1e-9
-        entries = [e for e in self._ring if start <= e.t < end]
+        entries = []
+        for e in self._ring:  # in time order
+            if e.t >= end:
+                break
+            if e.t >= start:
+                entries.append(e)
         if not entries:
             return None
         if not any(e.moving for e in entries) and self._pruned_motion_t + self.motion.hold_s < start:
@@ -252,7 +257,6 @@ class ClipCutter:
             return None
         start = k * self.stride_s - 1e-9
         end = k * self.stride_s + self.window_s - 1e-9
-        moving = [e for e in entries if e.moving]
         count = self.clip.frames
         if len(entries) < 2:
             self.windows_skipped += 1
@@ -261,7 +265,7 @@ class ClipCutter:
         chosen = [entries[i] for i in pick_times(times, count)]
         crop = None
         if self.clip.crop == CropMode.MOTION:
-            frames, crop = self._crop_frames(chosen, moving)
+            frames, crop = self._crop_frames(chosen, [e for e in entries if e.moving])
         else:
             # the frames picked above are those ``model_clip(smalls, count, size, times=times)`` picks, and
             # each is already a model frame (``prepare``): stacked as they are, without picking them again
