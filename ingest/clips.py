@@ -8,7 +8,7 @@ window emitted after a still period starts before the motion onset.
 
 Source time is each frame's own (``Frame.source_time_s``: a file's container timestamps, a live frame's
 arrival), never its index over a nominal rate, so a window holds ``window_s`` of real motion whatever
-the header claims, and its frames are picked evenly in time (``common.model_input.sample_times``).
+the header claims, and its frames are picked evenly in time (``common.model_input.sample_times``, computed by :func:`pick_times`).
 A clip always spans ``window_s`` of source time, as the model was trained.  When the source ends (end of
 file, a live stream lost), ``flush`` emits an open window only if the source covered it: its last frame is
 within one frame interval (the median of the recent steps between frames) of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
@@ -17,13 +17,14 @@ dropped, and those that would have been cut are counted in ``windows_incomplete`
 
 Each frame is converted once on arrival: straight to a model frame (``crop=full``,
 ``common.model_input.model_frame``, exactly what training and ``classify`` use), or to a 320-wide copy kept
-for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames.  Memory per camera stays at about ``window_s * fps`` small frames plus a few
+for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames (the picked model frames, stacked).  Memory per camera stays at about ``window_s * fps`` small frames plus a few
 full-resolution snapshot candidates (the best-moving frame of each stride cell).
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -71,6 +72,35 @@ class _Entry:
     moving: bool
     area: float
     bbox: tuple[int, int, int, int] | None
+
+
+def pick_times(times: list[float], count: int) -> list[int]:
+    """``common.model_input.sample_times(times, count)``, the same picks computed the same way in plain Python
+    floats: numpy's ``linspace`` (``i * step + start``, the last instant ``stop``), ``interp`` over the
+    frame indices (``1 / (t[j+1] - t[j]) * (x - t[j]) + j``, ``j`` the last frame at or before ``x``),
+    ``round(., 6)`` (``rint(p * 1e6) / 1e6``) and ``rint`` (Python's ``round`` also rounds ties to even).
+    For a window's 40-120 frames numpy's fixed cost per call is most of ``sample_times``' (about 140 CPU us
+    a clip in the ingest loop, against about 20 here); ``tests/unit/ingest/test_pick_times.py`` checks the
+    picks are identical.  ``times`` must not decrease (the cutter's never do)."""
+    n = len(times)
+    t0, tl = times[0], times[-1]
+    if n == 1 or count == 1 or not tl > t0:
+        return [int(i) for i in sample_times(times, count)]
+    step = (tl - t0) / (count - 1)
+    last = n - 1
+    picks = []
+    for i in range(count):
+        x = tl if i == count - 1 else float(i) * step + t0
+        if x >= tl:
+            position = float(last)
+        elif x < t0:
+            position = 0.0
+        else:
+            j = bisect_right(times, x) - 1
+            tj = times[j]
+            position = float(j) if tj == x else 1.0 / (times[j + 1] - tj) * (x - tj) + j
+        picks.append(min(max(round(round(position * 1e6) / 1e6), 0), last))
+    return picks
 
 
 def crop_region(
@@ -144,23 +174,25 @@ class ClipCutter:
         """Add one frame; returns the clips of windows that this frame completed (usually none).  ``small``
         is the frame's :meth:`prepare` copy, when made on arrival."""
         t = frame.source_time_s
-        if self._ring and t < self._ring[-1].t:  # sources never go back in time; a double might
-            t = self._ring[-1].t
+        ring = self._ring
         image = frame.image
         self._frame_size = (image.shape[1], image.shape[0])
-        if self._ring:
-            self._intervals.add(t - self._ring[-1].t)
+        if ring:
+            last_t = ring[-1].t
+            if t < last_t:  # sources never go back in time; a double might
+                t = last_t
+            self._intervals.add(t - last_t)
         out: list[CutClip] = []
         if self._next_k is None:
             self._next_k = math.floor(t / self.stride_s + 1e-9)
-        if not self._ring:
+        if not ring:
             self._next_k = max(self._next_k, math.floor((t - self.window_s) / self.stride_s + 1e-9) + 1)
         while self._next_k * self.stride_s + self.window_s <= t + 1e-9:
             clip = self._decide(self._next_k)
             if clip is not None:
                 out.append(clip)
             self._advance()
-        self._ring.append(
+        ring.append(
             _Entry(t, frame.captured_at, self._small(image) if small is None else small, motion.moving,
                    motion.area_fraction, motion.bbox)
         )
@@ -207,7 +239,12 @@ class ClipCutter:
         """The frames of window ``k`` when it is active (see the module docstring), else None."""
         start = k * self.stride_s - 1e-9
         end = k * self.stride_s + self.window_s - 1e-9
-        entries = [e for e in self._ring if start <= e.t < end]
+        entries = []
+        for e in self._ring:  # in time order
+            if e.t >= end:
+                break
+            if e.t >= start:
+                entries.append(e)
         if not entries:
             return None
         if not any(e.moving for e in entries) and self._pruned_motion_t + self.motion.hold_s < start:
@@ -220,18 +257,22 @@ class ClipCutter:
             return None
         start = k * self.stride_s - 1e-9
         end = k * self.stride_s + self.window_s - 1e-9
-        moving = [e for e in entries if e.moving]
         count = self.clip.frames
         if len(entries) < 2:
             self.windows_skipped += 1
             return None
         times = [e.t for e in entries]
-        chosen = [entries[i] for i in sample_times(times, count)]
+        chosen = [entries[i] for i in pick_times(times, count)]
         crop = None
         if self.clip.crop == CropMode.MOTION:
-            frames, crop = self._crop_frames(chosen, moving)
+            frames, crop = self._crop_frames(chosen, [e for e in entries if e.moving])
         else:
-            frames = model_clip([e.small for e in entries], count, self.clip.size, times=times)
+            # the frames picked above are those ``model_clip(smalls, count, size, times=times)`` picks, and
+            # each is already a model frame (``prepare``): stacked as they are, without picking them again
+            size = self.clip.size
+            frames = np.stack(
+                [e.small if e.small.shape == (size, size, 3) else model_frame(e.small, size) for e in chosen]
+            )
         return CutClip(
             frames=frames,
             source_start_s=chosen[0].t,

@@ -199,8 +199,11 @@ class MotionDetector:
         if not self.warmed_up:
             cv2.accumulateWeighted(grey, self._background, 1.0 / (self._frames + 1))
             return fg
-        moving = cv2.dilate(fg, _KERNEL_DILATE)
         bg_alpha, fg_alpha = self._alphas(frames)
+        if not cv2.countNonZero(fg):  # nothing differs: all of it learns at the still rate (the same bits as
+            cv2.accumulateWeighted(grey, self._background, bg_alpha)  # the two masked updates below)
+            return fg
+        moving = cv2.dilate(fg, _KERNEL_DILATE)
         cv2.accumulateWeighted(grey, self._background, bg_alpha, mask=cv2.bitwise_not(moving))
         cv2.accumulateWeighted(grey, self._background, fg_alpha, mask=moving)
         return fg
@@ -270,6 +273,11 @@ class MotionDetector:
         if self.stage < 2:
             return NO_MOTION
         regions = cv2.dilate(fg, _KERNEL_DILATE)
+        if cv2.countNonZero(cv2.bitwise_and(activity, regions)) < _MIN_ACTIVE_PIXELS:
+            # fewer changed-lately pixels in all the regions together than one region needs to be live: none is
+            # (the same verdict as counting them region by region below, without labelling the regions)
+            self.stage = 2
+            return NO_MOTION
         count, labels = cv2.connectedComponents(regions)
         active_per_region = np.bincount(labels[activity > 0], minlength=count)
         live = np.flatnonzero(active_per_region >= _MIN_ACTIVE_PIXELS)
