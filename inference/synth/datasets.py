@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, cast
 
 import numpy as np
 
-from inference.synth.layout import make_scene
+from inference.synth.layout import Scene, make_scene
 from inference.synth.people import Episode, plan_episode
 from inference.synth.render import SceneRenderer
 from inference.synth.seeds import camera_scene_seed, sub_seed
@@ -141,14 +141,13 @@ def _frame_count(duration_s: float, fps: float) -> int:
     return max(1, round(duration_s * fps))
 
 
-def render_window(label: Label, seed: int, *, width: int = 320, height: int = 180, fps: float = 15.0,
-                  duration_s: float = 4.0, hide_item: bool = False,
-                  scene_seed: int | None = None) -> tuple[np.ndarray, WindowInfo]:
-    """``render_episode_window`` plus how it was made (``hide_item`` renders the same window without the
-    target item, so a test can measure exactly what the item contributes)."""
+def plan_window(label: Label, seed: int, *, width: int = 320, height: int = 180, duration_s: float = 4.0,
+                scene_seed: int | None = None) -> tuple[Scene, Episode, float, WindowInfo]:
+    """What a training window of ``label`` shows: (scene, episode, window start in episode time, how it was
+    made, with the per-frame item lists still empty)."""
     if label not in _LABELS:
         raise ValueError(f"label must be one of {_LABELS}, got {label!r}")
-    if width < 16 or height < 16 or fps <= 0 or duration_s <= 0:
+    if width < 16 or height < 16 or duration_s <= 0:
         raise ValueError("width/height must be >= 16 and fps/duration_s > 0")
     code = _LABELS.index(label)
     rng = np.random.default_rng(sub_seed(seed, code, 0xE915))
@@ -163,16 +162,28 @@ def render_window(label: Label, seed: int, *, width: int = 320, height: int = 18
         picked = _pick_window(ep, "episode", duration_s, rng)
     assert picked is not None
     mode, start = picked
-    n = _frame_count(duration_s, fps)
-    renderer = SceneRenderer(scene, noise_seed=sub_seed(seed, code, 0x0153))
-    frames, states, visible, boxes = _render_frames(renderer, ep, start, n, fps, hide_item=hide_item)
     info = WindowInfo(
         label=label, episode_kind=ep.kind, mode=mode, scene_seed=scene_seed, window_start_s=start,
         act_start_s=ep.act_start - start, motion_start_s=ep.motion_start - start,
         act_end_s=ep.act_end - start, conceal_target=ep.conceal_target,
-        item_state=tuple(states), item_visible=tuple(visible), item_boxes=tuple(boxes),
+        item_state=(), item_visible=(), item_boxes=(),
     )
-    return frames, info
+    return scene, ep, start, info
+
+
+def render_window(label: Label, seed: int, *, width: int = 320, height: int = 180, fps: float = 15.0,
+                  duration_s: float = 4.0, hide_item: bool = False,
+                  scene_seed: int | None = None) -> tuple[np.ndarray, WindowInfo]:
+    """``render_episode_window`` plus how it was made (``hide_item`` renders the same window without the
+    target item, so a test can measure exactly what the item contributes)."""
+    if fps <= 0:
+        raise ValueError("width/height must be >= 16 and fps/duration_s > 0")
+    scene, ep, start, info = plan_window(label, seed, width=width, height=height, duration_s=duration_s,
+                                         scene_seed=scene_seed)
+    n = _frame_count(duration_s, fps)
+    renderer = SceneRenderer(scene, noise_seed=sub_seed(seed, _LABELS.index(label), 0x0153))
+    frames, states, visible, boxes = _render_frames(renderer, ep, start, n, fps, hide_item=hide_item)
+    return frames, replace(info, item_state=tuple(states), item_visible=tuple(visible), item_boxes=tuple(boxes))
 
 
 def render_episode_window(label: Label, seed: int, *, width: int = 320, height: int = 180, fps: float = 15.0,
@@ -197,6 +208,7 @@ class _DatasetVideos:
     duration_s: float
     cameras: int | None
     store_seed: int
+    realism: bool = False
 
     def write(self, out_dir: Path, index: int, code: int) -> dict[str, object]:
         """Render and write video ``index`` of label ``_LABELS[code]``; returns its manifest entry."""
@@ -204,17 +216,28 @@ class _DatasetVideos:
         vseed = sub_seed(self.seed, code, index, 0xDA7A)
         # the view is drawn from the video's own seed, independent of its label
         view = None if not self.cameras else camera_scene_seed(self.store_seed, vseed % self.cameras)
-        frames, info = render_window(cast(Label, label), vseed, width=self.width, height=self.height,
-                                     fps=self.fps, duration_s=self.duration_s, scene_seed=view)
+        added: dict[str, object] = {}
+        if self.realism:
+            from inference.synth.realism import render_realistic_window
+
+            frames, info, added = render_realistic_window(
+                cast(Label, label), vseed, width=self.width, height=self.height, fps=self.fps,
+                duration_s=self.duration_s, scene_seed=view)
+            added = {"realism": added}
+        else:
+            frames, info = render_window(cast(Label, label), vseed, width=self.width, height=self.height,
+                                         fps=self.fps, duration_s=self.duration_s, scene_seed=view)
         rel = f"{label}/{_PREFIXES[label]}_{index:05d}.mp4"
         write_video(out_dir / rel, frames, self.fps, self.width, self.height)
-        return {"path": rel, "label": label, "seed": vseed, **info.summary()}
+        return {"path": rel, "label": label, "seed": vseed, **info.summary(), **added}
 
 
 def write_dataset(out_dir: Path, per_class: int, seed: int = 0, *, width: int = 320, height: int = 180,
                   fps: float = 15.0, duration_s: float = 4.0, progress: bool = True,
-                  cameras: int | None = None, store_seed: int = 0) -> Path:
-    """With ``cameras``, every video is filmed by one of that many fixed camera views of one store
+                  cameras: int | None = None, store_seed: int = 0, realism: bool = False) -> Path:
+    """With ``realism``, every video is made by ``inference.synth.realism.render_realistic_window``: a real
+    camera's look (compression, blur, noise, exposure, white balance, perspective) and passers-by and
+    crowds among the normal videos.  With ``cameras``, every video is filmed by one of that many fixed camera views of one store
     (``camera_scene_seed(store_seed, k)``), as a deployment's own footage is; without it, each video has
     a view of its own.
 
@@ -229,7 +252,7 @@ def write_dataset(out_dir: Path, per_class: int, seed: int = 0, *, width: int = 
     for label in _LABELS:
         (out_dir / label).mkdir(parents=True, exist_ok=True)
     videos = _DatasetVideos(seed=seed, width=width, height=height, fps=fps, duration_s=duration_s,
-                            cameras=cameras, store_seed=store_seed)
+                            cameras=cameras, store_seed=store_seed, realism=realism)
     files: list[dict[str, object]] = []
     with tqdm(total=2 * per_class, desc="scenes", unit="video", disable=not progress) as bar:
         for i in range(per_class):
@@ -242,6 +265,7 @@ def write_dataset(out_dir: Path, per_class: int, seed: int = 0, *, width: int = 
         "per_class": per_class,
         "cameras": cameras,
         "store_seed": store_seed if cameras else None,
+        "realism": _realism_version() if realism else None,
         "width": width,
         "height": height,
         "fps": fps,
@@ -253,3 +277,9 @@ def write_dataset(out_dir: Path, per_class: int, seed: int = 0, *, width: int = 
     path = out_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2))
     return path
+
+
+def _realism_version() -> str:
+    from inference.synth.realism import REALISM_VERSION
+
+    return REALISM_VERSION
