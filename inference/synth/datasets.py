@@ -223,7 +223,8 @@ class _DatasetVideos:
             frames, info, added = render_realistic_window(
                 cast(Label, label), vseed, width=self.width, height=self.height, fps=self.fps,
                 duration_s=self.duration_s, scene_seed=view)
-            added = {"realism": added}
+            # crowds in an open hall appear only as normal videos: trained on, not described (train.py)
+            added = {"realism": added, **({"context_only": True} if added.get("crowd") == "hall" else {})}
         else:
             frames, info = render_window(cast(Label, label), vseed, width=self.width, height=self.height,
                                          fps=self.fps, duration_s=self.duration_s, scene_seed=view)

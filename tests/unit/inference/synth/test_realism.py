@@ -89,6 +89,8 @@ def test_a_realism_dataset_has_crowds_among_normal_videos_and_looks_for_both_lab
     by_label: dict[str, list[dict]] = {"shoplifting": [], "normal": []}
     for f in manifest["files"]:
         by_label[f["label"]].append(f["realism"])
+        # hall crowds exist only as normal videos: trained on, left out of the input description
+        assert bool(f.get("context_only")) == (f["realism"]["crowd"] == "hall"), f
         assert (tmp_path / "ds" / f["path"]).stat().st_size > 0
     crowds = [r for r in by_label["normal"] if r["crowd"]]
     assert crowds and all(r["passers"] >= 2 for r in crowds)
