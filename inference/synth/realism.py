@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 
 from inference.synth.crowd import Walker, hall_background, plan_crowd
-from inference.synth.datasets import Label, WindowInfo, _frame_count, _render_frames, plan_window
 from inference.synth.people import Episode
 from inference.synth.render import SceneRenderer
 from inference.synth.seeds import sub_seed
+from inference.synth.windows import Label, WindowInfo, _frame_count, _render_frames, plan_window
 
 REALISM_VERSION = "camera-look-crowds-v1"  # recorded in a dataset's manifest
 CROWD_SHARE = 0.45  # of the normal windows
