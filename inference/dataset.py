@@ -180,6 +180,21 @@ def is_generator_dataset(dataset_dir: Path) -> bool:
     return (Path(dataset_dir) / "manifest.json").is_file()
 
 
+def context_only_videos(dataset_dir: Path) -> frozenset[str]:
+    """The videos a generator manifest marks ``"context_only": true``: scenes that appear in one class only
+    (e.g. crowds crossing an open hall, shown only as normal footage), which teach the model what is not
+    theft there but cannot validate it there.  Training uses them; the model's input description
+    (``inference.ood``) leaves them out, so a camera that looks like them is still flagged."""
+    path = Path(dataset_dir) / "manifest.json"
+    if not path.is_file():
+        return frozenset()
+    try:
+        files = json.loads(path.read_text(encoding="utf-8")).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return frozenset()
+    return frozenset(str(f["path"]) for f in files if isinstance(f, dict) and f.get("context_only"))
+
+
 # ---------------------------------------------------------------------------------------------- decoding
 
 

@@ -39,6 +39,7 @@ from inference.dataset import (
     ClipSet,
     camera_split,
     class_weights,
+    context_only_videos,
     dataset_fingerprint,
     discover_videos,
     is_generator_dataset,
@@ -157,10 +158,15 @@ def _write_json(path: Path, doc: Any) -> None:
 
 def _input_description(clips: ClipSet, dataset_dir: Path) -> dict:
     """What the training split's clips look like (inference.ood), so that the worker can flag cameras whose
-    scenes are unlike them; empty (the model is simply not described) when the split is too small."""
+    scenes are unlike them; empty (the model is simply not described) when the split is too small.  Videos
+    the manifest marks context-only (``inference.dataset.context_only_videos``: scenes shown in one class
+    only) are trained on but not described: the model is not validated on such scenes."""
+    context = context_only_videos(dataset_dir)
+    described = clips.subset(i.rel for i in clips.items if i.rel not in context) if context else clips
+    left_out = f", {len(clips.items) - len(described.items)} context-only videos left out" if context else ""
     try:
-        description = describe(clip_features(clips.clips), source=f"{dataset_dir.name}: training split, "
-                               f"{len(clips.items)} videos")
+        description = describe(clip_features(described.clips), source=f"{dataset_dir.name}: training split, "
+                               f"{len(described.items)} videos{left_out}")
     except ValueError as exc:
         log.warning("no input description stored: %s", exc)
         return {}

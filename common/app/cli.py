@@ -172,7 +172,8 @@ def cmd_synth_dataset(args: argparse.Namespace) -> int:
     from inference.synth import write_dataset
 
     manifest = write_dataset(
-        Path(args.out), args.per_class, seed=args.seed, progress=True, cameras=args.cameras, store_seed=args.store_seed
+        Path(args.out), args.per_class, seed=args.seed, progress=True, cameras=args.cameras, store_seed=args.store_seed,
+        realism=args.realism,
     )
     print(f"wrote {2 * args.per_class} labelled videos under {args.out} (manifest: {manifest})")
     return 0
@@ -365,6 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--cameras", type=int, default=None,
                     help="film every video with one of this many fixed camera views of one store")
     ds.add_argument("--store-seed", type=int, default=0, help="which synthetic store's camera views")
+    ds.add_argument("--realism", action="store_true",
+                    help="a real camera's look (compression, blur, noise, exposure, perspective) and crowds of "
+                    "passers-by among the normal videos (inference.synth.realism)")
     ds.set_defaults(func=cmd_synth_dataset)
     st = synth.add_parser("stream", help="a long camera stream with a ground-truth JSON")
     st.add_argument("out")

@@ -73,6 +73,19 @@ def cmd_model_describe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_calibrate(args: argparse.Namespace) -> int:
+    """Recalibrate ``args.model``'s threshold for ``args.goal`` on its own validation split."""
+    from inference.recalibrate import recalibrate
+
+    try:
+        done = recalibrate(Path(args.model), Path(args.dataset), args.goal, cache_dir=args.cache)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"aislewatch: {exc}", file=sys.stderr)
+        return 2
+    print(done.summary())
+    return 0
+
+
 def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
                        settings_of: Callable[[argparse.Namespace], Settings]) -> None:
     """``model compare`` (the alert rule and camera settings come from ``-c FILE``)."""
@@ -105,3 +118,13 @@ def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
     describe.add_argument("--seed", type=int, default=0, help="seed of that sample")
     describe.add_argument("--cache", type=Path, default=None, help="decoded-clip cache (as `train` keeps one)")
     describe.set_defaults(func=cmd_model_describe)
+    calibrate = model.add_parser(
+        "calibrate", help="MODEL DATASET --goal G: choose the alert threshold again for another goal, on the "
+        "validation split the model was trained with (as `train` does); weights untouched",
+    )
+    calibrate.add_argument("model", help="the model file whose sidecar gets the new threshold")
+    calibrate.add_argument("dataset", help="the class-per-folder dataset the model was trained on")
+    calibrate.add_argument("--goal", required=True, help="max_f1 or min_precision=P (e.g. min_precision=0.99)")
+    calibrate.add_argument("--cache", type=Path, default=None,
+                           help="decoded-clip cache (default: clip-cache/ beside the model, as `train` keeps it)")
+    calibrate.set_defaults(func=cmd_model_calibrate)

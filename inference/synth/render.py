@@ -8,6 +8,7 @@ and sensor noise picked from precomputed tiles.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -77,21 +78,41 @@ class SceneRenderer:
         if self._lit_bg is not self.bg:
             self._lit_bg[y0:y1, x0:x1] = self._lit_empty[y0:y1, x0:x1]
 
+    def set_background(self, image: np.ndarray) -> None:
+        """Film another place with this scene's camera and sensor (e.g. an open hall, ``inference.synth.crowd``):
+        ``image`` (the scene's size, BGR uint8) replaces both backgrounds; call before the first frame."""
+        if image.shape != self.bg.shape or image.dtype != np.uint8:
+            raise ValueError(f"background must be uint8 {self.bg.shape}, got {image.dtype} {image.shape}")
+        self.bg = image.copy()
+        self.bg_empty = image.copy()
+        self._lut_key = None
+        self._lut = np.zeros((256, 1, 3), np.uint8)
+        self._lit_bg = self.bg
+        self._lit_empty = self.bg_empty
+
     def frame(
-        self, t: float, episode: Episode | None = None, t_episode: float = 0.0, *, hide_item: bool = False
+        self, t: float, episode: Episode | None = None, t_episode: float = 0.0, *, hide_item: bool = False,
+        passers: Sequence[Episode] = (),
     ) -> tuple[np.ndarray, PoseInfo | None]:
-        """One BGR frame at stream time ``t``; ``episode`` (if any) is drawn at its own time ``t_episode``."""
+        """One BGR frame at stream time ``t``; ``episode`` (if any) is drawn at its own time ``t_episode``.
+        ``passers`` are other people posed for this frame (``inference.synth.crowd.Walker.at``: drawn at
+        their arrival time, without a target item), all drawn far to near by their feet line."""
         sc = self.scene
         self._relight(t)
         img = self._lit_bg.copy()
         info = None
-        if episode is not None and 0.0 <= t_episode <= episode.t_exit:
+        people: list[tuple[Episode, float, bool]] = [(p, p.t_arrive, True) for p in passers]
+        main = episode is not None and 0.0 <= t_episode <= episode.t_exit
+        if episode is not None and main:
             x0, y0, x1, y1 = self.slot_box(episode.slot)
             img[y0:y1, x0:x1] = self._lit_empty[y0:y1, x0:x1]
+            people.append((episode, t_episode, hide_item))
+        if people:
             pt = Painter(img, sc.homography, sc.scale, self._light_colour)
-            info = draw_person(
-                pt, episode, t_episode, sc.slots[episode.slot], self._shadow, hide_item=hide_item
-            )
+            for ep, te, hide in sorted(people, key=lambda p: p[0].feet_y):  # stable: one person as before
+                drawn = draw_person(pt, ep, te, sc.slots[ep.slot], self._shadow, hide_item=hide)
+                if ep is episode:
+                    info = drawn
         k = int(self._rng.integers(NOISE_TILES))
         oy, ox = (int(v) for v in self._rng.integers(NOISE_PAD, size=2))
         h, w = sc.height, sc.width
