@@ -414,6 +414,36 @@ def _predict_fallback(model: keras.Model, buckets: Sequence[int]) -> FastPredict
     return FastPredictor(run_bucket, buckets, "keras-predict")
 
 
+def probe_clips(input_shape: Sequence[int], n: int, seed: int = 0) -> np.ndarray:
+    """``n`` clips to check a candidate with: noise, still smooth scenes and a square moving over a smooth
+    scene, so the model's outputs spread instead of all sitting where its sigmoid is flat."""
+    t, h, w, c = (int(d) for d in input_shape)
+    rng = np.random.default_rng(seed)
+    clips = np.empty((n, t, h, w, c), dtype=np.uint8)
+    rows, cols = np.arange(h)[:, None] * 4 // h, np.arange(w)[None, :] * 4 // w
+    for i in range(n):
+        if i % 3 == 0:
+            clips[i] = rng.integers(0, 256, size=(t, h, w, c), dtype=np.uint8)
+            continue
+        clips[i] = rng.uniform(0, 255, size=(4, 4, c))[rows, cols].astype(np.uint8)[None]
+        if i % 3 == 2:
+            size = max(2, h // 5)
+            y, x = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))
+            dy, dx = rng.integers(-2, 3, size=2)
+            for step in range(t):
+                yy, xx = int(np.clip(y + dy * step, 0, h - size)), int(np.clip(x + dx * step, 0, w - size))
+                clips[i, step, yy : yy + size, xx : xx + size] = rng.integers(0, 256, size=c, dtype=np.uint8)
+    return clips
+
+
+def max_difference(predictor: FastPredictor, probe: np.ndarray, expected: np.ndarray) -> float:
+    """Largest |P(candidate) - P(Keras)| over the probe run at every bucket size, one clip more than each
+    (so padding is used) and the whole probe at once (every lane of the largest bucket)."""
+    n = probe.shape[0]
+    sizes = sorted({min(n, s) for b in predictor.buckets for s in (b, b + 1)} | {n})
+    return max(float(np.max(np.abs(predictor(probe[:size]) - expected[:size]))) for size in sizes)
+
+
 def _reference(model: keras.Model, clips: np.ndarray) -> np.ndarray:
     x = clips.astype(np.float32) * np.float32(1.0 / 255.0)
     out = np.asarray(keras.ops.convert_to_numpy(model(x, training=False)), dtype=np.float32)
@@ -441,9 +471,9 @@ def build_fast_predictor(
     On TensorFlow, in order: the fused graph (unless ``fuse`` is False) and the decomposed graph (when
     the model is a linear chain whose ConvLSTM2D layers we reproduce), then the whole model, the last two
     with whole-graph XLA first when ``jit_compile`` (default: :func:`jit_default`).  Each candidate is
-    warmed up for all buckets (when ``warmup``) and checked
-    against Keras on a small random batch; one that fails or differs by more than MATCH_TOLERANCE is
-    skipped.  The last resort is batched ``model.predict_on_batch``.  ``buckets`` (default
+    warmed up for all buckets (when ``warmup``) and checked against Keras on :func:`probe_clips` run at every
+    bucket size, one more than each (padding) and the whole probe (every lane); one that fails or differs by
+    more than MATCH_TOLERANCE is skipped.  The last resort is batched ``model.predict_on_batch``.  ``buckets`` (default
     :func:`bucket_sizes`) come from the device (``inference.devices.device_buckets``); ``precision`` other
     than float32 applies on the torch backend's GPU path only (``inference.torch_path``).
     """
@@ -463,14 +493,14 @@ def build_fast_predictor(
         for path in ("decomposed", "model"):
             for jit in jit_options:
                 candidates.append(functools.partial(_tf_predictor, model, buckets, path=path, jit=jit))
-    probe = np.random.default_rng(0).integers(0, 256, size=(1, *input_shape), dtype=np.uint8)
+    probe = probe_clips(input_shape, max(buckets))
     expected = _reference(model, probe)
     for make in candidates:
         try:
             predictor = make()
             if warmup:
                 predictor.warm_up(input_shape)
-            diff = float(np.max(np.abs(predictor(probe) - expected)))
+            diff = max_difference(predictor, probe, expected)
         except Exception as error:  # a backend/compiler refusing the graph is not fatal: try the next one
             log.warning("fast inference candidate failed (%s); trying the next", error)
             continue

@@ -237,6 +237,31 @@ def test_fused_candidate_that_drifts_past_tolerance_is_refused(
     np.testing.assert_allclose(predictor(clips), keras_probability(model, clips), atol=1e-5)
 
 
+def test_fused_candidate_that_drifts_only_in_larger_buckets_is_refused(
+    model: keras.Model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The load-time check runs every bucket and the lanes, not one clip: a graph wrong only for batches of
+    more than one clip (a lane or padding bug) is refused too."""
+    original = fast._fused_forward
+
+    def drifting_in_batches(*args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        forward = original(*args, **kwargs)  # type: ignore[arg-type]
+        return lambda clips: forward(clips) + (2 * MATCH_TOLERANCE if clips.shape[0] > 1 else 0.0)
+
+    monkeypatch.setattr(fast, "_fused_forward", drifting_in_batches)
+    predictor = build_fast_predictor(model, max_batch_size=4, jit_compile=False, warmup=False)
+    assert predictor.kind == "tf-decomposed"
+
+
+def test_probe_clips_spread_the_models_outputs(model: keras.Model) -> None:
+    """The probe is not all noise: its clips differ in kind, so the outputs are not one saturated value."""
+    probe = fast.probe_clips(model.inputs[0].shape[1:], 12)
+    assert probe.shape == (12, *model.inputs[0].shape[1:]) and probe.dtype == np.uint8
+    p = keras_probability(model, probe)
+    assert float(np.ptp(p)) > 1e-3
+    assert not np.array_equal(probe[1, 0], probe[2, -1])  # the moving square changes its clip over time
+
+
 def test_fused_candidate_within_tolerance_is_kept(model: keras.Model, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same check keeps a graph whose drift stays under the tolerance (the refusal is not blanket)."""
     original = fast._fused_forward
