@@ -347,15 +347,19 @@ _DUE_TOLERANCE_S = 0.01  # frame timestamps jitter: a frame this early still cou
 class MotionGate(Generic[F]):
     """Every frame's motion verdict while examining only ``gate_fps`` frames a second.
 
-    The detector sees one frame per gate interval (``1 / gate_fps`` of source time), its learning rates and
-    the fading of recent change scaled to the frames it skipped.  The frames in between are held back, not
+    Frames are skipped only while nothing is in view (the last examined frame's regions do not differ from
+    the background beyond speckles): once something is, every frame is examined, so a shopper standing still
+    who moves for one frame is seen.  While the view is empty the detector sees one frame per gate interval
+    (``1 / gate_fps`` of source time), its learning rates scaled to the frames it skipped.  The frames in between are held back, not
     copied, until the next examined frame decides them: when its verdict (moving or not) is the same as the
     previous examined frame's, the frames between take the previous verdict; when it differs, motion started
     or stopped in between, so the detector is rewound to the previous examined frame and every held frame is
     examined in turn, which finds the first (or last) moving frame as a full-rate gate would.  Clips start
     and stop with those frames, so which clips are cut stays that of a full-rate gate (see
     ``tests/unit/ingest/test_same_clips.py``), while about ``camera fps / gate_fps`` times fewer frames are
-    examined.  Frames leave the gate in order, at most one gate interval late.
+    examined in an empty view.  Frames leave the gate in order, at most one gate interval late.  What an empty
+    view can miss: something that appears and is gone again within one gate interval (0.2 s at 5 fps) between
+    two examined frames; ``gate_fps`` 0 examines every frame.
 
     The first ``warmup_frames`` frames are all examined (the background is learnt from each).  ``gate_fps``
     0 examines every frame, as does the ``mog2`` method (OpenCV's MOG2 cannot be rewound).
@@ -391,7 +395,16 @@ class MotionGate(Generic[F]):
             self._state = self.detector.snapshot()
             self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
             return [(frame, self._last)]
+        if self.detector.stage >= 2 and not self._held:
+            # something is in view (regions differ from the background): examine every frame, so a quick
+            # movement of a shopper standing still is seen as a full-rate gate sees it, never skipped
+            self._last = self._examine(frame)
+            self._state = None  # taken when frames are next held back
+            self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
+            return [(frame, self._last)]
         if frame.source_time_s < self._due and len(self._held) < MAX_HELD_FRAMES:
+            if not self._held and self._state is None:
+                self._state = self.detector.snapshot()  # the state the held frames are rewound to
             self._held.append(frame)
             return []
         held, self._held = self._held, []
