@@ -318,21 +318,22 @@ class GatedFrame(Protocol):
 F = TypeVar("F", bound=GatedFrame)
 
 
-@dataclass(frozen=True, slots=True)
 class Arrived:
     """A frame on its way through the gate with the clip cutter's copy of it, made on arrival while the
-    decoded frame is still in the CPU's cache (``ClipCutter.prepare``)."""
+    decoded frame is still in the CPU's cache (``ClipCutter.prepare``).  A plain slotted class, made once a
+    frame: the gate reads ``image`` and ``source_time_s`` as attributes (no dataclass or property calls)."""
 
-    frame: Frame
-    small: np.ndarray
+    __slots__ = ("frame", "image", "small", "source_time_s")
 
-    @property
-    def image(self) -> np.ndarray:
-        return self.frame.image
+    def __init__(self, frame: Frame, small: np.ndarray) -> None:
+        self.frame = frame
+        self.small = small
+        self.image = frame.image
+        self.source_time_s = frame.source_time_s
 
-    @property
-    def source_time_s(self) -> float:
-        return self.frame.source_time_s
+    def __repr__(self) -> str:
+        return f"Arrived(frame={self.frame!r})"
+
 
 def _settled(stage: int) -> int:
     """What must not change between two examined frames for the frames between to take the first's verdict:
