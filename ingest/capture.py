@@ -40,6 +40,9 @@ from common.settings import CameraSettings
 
 log = logging.getLogger("aislewatch.ingest.capture")
 
+_UINT8 = np.dtype(np.uint8)  # what decoders return: checked by identity first (per frame), then by value
+_POS_MSEC = cv2.CAP_PROP_POS_MSEC
+
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 # TCP avoids UDP packet loss on busy store networks; a 1 s stream analysis (FFmpeg's default is 5 s)
 # brings a camera online faster after each reconnect, and RTSP's SDP already names the codec.
@@ -91,7 +94,7 @@ class Frame:
 
     def __post_init__(self) -> None:
         img = self.image
-        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+        if (img.dtype is not _UINT8 and img.dtype != np.uint8) or img.ndim != 3 or img.shape[2] != 3:
             raise ValueError(f"frame image must be (H, W, 3) uint8 BGR, got {img.shape} {img.dtype}")
         if self.captured_at.tzinfo is None:
             raise ValueError("frame captured_at must be timezone-aware")
@@ -315,6 +318,8 @@ class VideoSource:
 
     def read(self) -> Frame:
         """The next frame; see the module docstring for what it raises."""
+        if self.state is SourceState.STREAMING and self._cap is not None:  # the usual case, first
+            return self._read_live() if self.live else self._read_file()
         if self.state in (SourceState.ENDED, SourceState.FAILED, SourceState.CLOSED):
             if self.state == SourceState.ENDED:
                 raise SourceEnded(f"{self.name} has ended")
@@ -351,10 +356,12 @@ class VideoSource:
         )
 
     def _read_file(self) -> Frame:
-        if self.realtime:
+        realtime = self.realtime
+        if realtime:
             self._skip_late_frames()
+        cap = self._cap
         try:
-            ok, image = self._cap.read()
+            ok, image = cap.read()
         except cv2.error as exc:
             ok, image = False, None
             log.warning(
@@ -363,19 +370,17 @@ class VideoSource:
         if not ok or image is None:
             return self._file_end()
         index = self._index
-        self._index += 1
+        self._index = index + 1
         self._file_index += 1
         self.frames_read += 1
-        source_time = self.timer.place(self._cap.get(cv2.CAP_PROP_POS_MSEC))
-        if self.realtime:
+        source_time = self.timer.place(cap.get(_POS_MSEC))
+        if realtime:
             self._wait_until(source_time)
-        assert self.session_started_at is not None
-        return Frame(
-            index=index,
-            image=_as_bgr(image),
-            source_time_s=source_time,
-            captured_at=self.session_started_at + timedelta(seconds=source_time),
-        )
+        started = self.session_started_at
+        assert started is not None
+        if image.ndim != 3 or image.shape[2] != 3:
+            image = _as_bgr(image)
+        return Frame(index, image, source_time, started + timedelta(seconds=source_time))
 
     def _file_end(self) -> Frame:
         decoded = self._file_index

@@ -33,10 +33,13 @@ import cv2
 import numpy as np
 
 from common.frame_time import FrameIntervals
-from common.model_input import model_clip, model_frame, sample_times
+from common.model_input import RESIZE_INTERPOLATION, model_clip, model_frame, sample_times
 from common.settings import ClipSettings, CropMode, MotionSettings
 from ingest.capture import Frame
 from ingest.motion import MotionResult
+
+_UINT8 = np.dtype(np.uint8)
+_resize = cv2.resize  # the model copy of a decoded frame (``ClipCutter._small``); the benchmark times it here
 
 CROP_COPY_WIDTH = 320
 MAX_FPS = 240.0  # the ring's safety bound assumes no camera delivers more (windows are pruned by time)
@@ -148,6 +151,9 @@ class ClipCutter:
         self._frame_size: tuple[int, int] | None = None
         self.windows_skipped = 0  # active windows with fewer than two frames
         self.windows_incomplete = 0  # active windows the source ended inside of (see the module docstring)
+        self._model_copy = clip.crop != CropMode.MOTION
+        self._model_size = clip.size
+        self._model_dsize = (clip.size, clip.size)
 
     def reset(self) -> None:
         """Forget everything but the counters (a new capture session starts)."""
@@ -157,6 +163,11 @@ class ClipCutter:
 
     # -- feeding -----------------------------------------------------------------------------------
     def _small(self, image: np.ndarray) -> np.ndarray:
+        if self._model_copy and image.ndim == 3 and image.shape[2] == 3 and image.dtype is _UINT8:
+            # a decoded BGR frame (the usual case): what ``model_frame`` does with it, without its checks
+            if image.shape[0] == image.shape[1] == self._model_size:
+                return image
+            return _resize(image, self._model_dsize, interpolation=RESIZE_INTERPOLATION)
         height, width = image.shape[:2]
         if self.clip.crop == CropMode.MOTION:
             if width <= CROP_COPY_WIDTH:

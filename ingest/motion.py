@@ -110,6 +110,7 @@ class MotionDetector:
         self._activity: np.ndarray | None = None
         self._decays: dict[int, np.ndarray] = {}
         self.keep_background = False  # set by MotionGate, which rewinds (see snapshot)
+        self.last_grey: np.ndarray | None = None  # the grey frame of the last update
         # how far the last update got: 0 nothing differs from the background, 1 only speckles, 2 changed
         # regions but none moved lately, 3 motion (MotionGate rewinds when this changes)
         self.stage = 0
@@ -236,7 +237,9 @@ class MotionDetector:
             decay = self._decays[frames] = np.full_like(self._activity, min(255, _ACTIVITY_DECAY * frames))
         return decay
 
-    def update(self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None) -> MotionResult:
+    def update(
+        self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None, grey: np.ndarray | None = None
+    ) -> MotionResult:
         """Motion in this BGR frame compared with the background learned from the earlier ones.
 
         ``frames`` > 1: this frame stands for that many camera frames since the last update (``MotionGate``
@@ -244,8 +247,11 @@ class MotionDetector:
         ``previous`` is the camera frame just before this one, so that recent change is still measured from
         one frame to the next (a slow mover changes little between neighbours and much over k frames).  It
         is only looked at when something differs from the background: where nothing does, no change can
-        make a region count, and the recent change just fades."""
-        grey = self.grey(image)
+        make a region count, and the recent change just fades.  ``grey``: ``self.grey(image)`` when already
+        computed (``last_grey`` after an earlier update of the same image; never changed in place)."""
+        if grey is None:
+            grey = self.grey(image)
+        self.last_grey = grey
         fg = self.foreground(grey, frames)
         if frames == 1 and previous is None:  # every frame: exactly the full-rate detector
             activity = self.recent_activity(grey)
@@ -318,21 +324,22 @@ class GatedFrame(Protocol):
 F = TypeVar("F", bound=GatedFrame)
 
 
-@dataclass(frozen=True, slots=True)
 class Arrived:
     """A frame on its way through the gate with the clip cutter's copy of it, made on arrival while the
-    decoded frame is still in the CPU's cache (``ClipCutter.prepare``)."""
+    decoded frame is still in the CPU's cache (``ClipCutter.prepare``).  A plain slotted class, made once a
+    frame: the gate reads ``image`` and ``source_time_s`` as attributes (no dataclass or property calls)."""
 
-    frame: Frame
-    small: np.ndarray
+    __slots__ = ("frame", "image", "small", "source_time_s")
 
-    @property
-    def image(self) -> np.ndarray:
-        return self.frame.image
+    def __init__(self, frame: Frame, small: np.ndarray) -> None:
+        self.frame = frame
+        self.small = small
+        self.image = frame.image
+        self.source_time_s = frame.source_time_s
 
-    @property
-    def source_time_s(self) -> float:
-        return self.frame.source_time_s
+    def __repr__(self) -> str:
+        return f"Arrived(frame={self.frame!r})"
+
 
 def _settled(stage: int) -> int:
     """What must not change between two examined frames for the frames between to take the first's verdict:
@@ -416,8 +423,11 @@ class MotionGate(Generic[F]):
             decided.append((frame, result))
         else:  # motion started or stopped in between: find where, frame by frame
             self.rewinds += 1
+            grey = self.detector.last_grey  # this frame's, the same after the rewind: not computed again
             self.detector.restore(state)
-            decided = [(f, self._examine(f)) for f in (*held, frame)]
+            decided = [(f, self._examine(f)) for f in held]
+            self.frames_examined += 1
+            decided.append((frame, self.detector.update(frame.image, grey=grey)))
         self._last = decided[-1][1]
         self._state = self.detector.snapshot()
         self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S

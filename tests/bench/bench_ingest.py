@@ -184,12 +184,23 @@ def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: fl
         finally:
             resize_s += _clock() - start
 
+    resize = ingest.clips._resize
+
+    def timed_resize(image: np.ndarray, dsize: tuple[int, int], interpolation: int) -> np.ndarray:
+        nonlocal resize_s
+        start = _clock()
+        try:
+            return resize(image, dsize, interpolation=interpolation)
+        finally:
+            resize_s += _clock() - start
+
     source = VideoSource(str(path), opener=opener)
     gate: MotionGate | None = None
     cutter = ClipCutter(clip, motion, FPS)
     gate_s = 0.0
     n = 0
     ingest.clips.model_frame = timed_model_frame  # type: ignore[assignment]
+    ingest.clips._resize = timed_resize  # type: ignore[assignment]
     start = _clock()
     try:
         while True:
@@ -215,6 +226,7 @@ def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: fl
         cutter.flush()
     finally:
         ingest.clips.model_frame = model_frame  # type: ignore[assignment]
+        ingest.clips._resize = resize
     total = _clock() - start
     decode = sum(c.seconds for c in captures)
     us = 1e6 / n
