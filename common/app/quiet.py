@@ -143,7 +143,14 @@ def filtered_stderr_fd(noise: re.Pattern[str] = TENSORFLOW_STARTUP) -> Iterator[
     hidden: list[str] = []
     collector = threading.Thread(target=lambda: hidden.extend(
         hidden_out.read().decode("utf-8", "replace").splitlines()), name="quiet-stderr", daemon=True)
-    collector.start()  # drains the filter's stdout, so a long start-up block cannot fill that pipe
+    try:
+        collector.start()  # drains the filter's stdout, so a long start-up block cannot fill that pipe
+    except RuntimeError as exc:  # no thread to spare
+        os.close(write_fd)  # the filter reads its end and exits
+        os.close(saved)
+        process.wait()
+        hidden_out.close()
+        raise OSError(f"stderr filter not started: {exc}") from exc
     os.dup2(write_fd, 2)
     os.close(write_fd)
     try:
@@ -155,6 +162,8 @@ def filtered_stderr_fd(noise: re.Pattern[str] = TENSORFLOW_STARTUP) -> Iterator[
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(_END_S)
         collector.join(_END_S if process.returncode is not None else 0)
+        if not collector.is_alive():
+            hidden_out.close()
 
 
 def log_hidden(lines: Sequence[str]) -> None:
