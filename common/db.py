@@ -261,7 +261,7 @@ class Database:
 
     def stored_capture_times(self, clip_ids: Sequence[str]) -> dict[str, datetime]:
         """``captured_at`` of those of ``clip_ids`` that have a result row: a clip id stored with another capture
-        time was cut by an earlier run of the same recording, one with the same time is a redelivery."""
+        time was cut again (a re-run, or an ingest restarted on the file), one with the same time is a redelivery."""
         if not clip_ids:
             return {}
         with self.sessions() as session:

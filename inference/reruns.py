@@ -14,7 +14,9 @@ its frames, which starts again at each run's start):
 - a **re-run** (a new run cut the same windows of the same recording) carries a new capture time: the worker
   warns, once per camera and again in a summary when it stops, that N clips were already in the database and
   are not counted again, and how to count the recording again (another ``database.url``, or a copy of the file,
-  which is a new recording).
+  which is a new recording).  An ingest restarted on a file it had begun (a crash, an OOM kill, a pod moved)
+  stamps its clips from its own new start too, so it looks the same here: the message names both causes, and
+  the ``rerun`` count includes such restarts.
 
 Both are counted in ``aislewatch_clips_already_stored_total{reason="rerun"|"redelivery"}``.
 """
@@ -34,9 +36,13 @@ from common.schemas import ResultMessage
 ALREADY_STORED = Counter(
     "aislewatch_clips_already_stored_total",
     "Clips whose result was in the database already, not counted again: rerun (a new run cut the same windows "
-    "of the same recording) or redelivery (the bus delivered the same clip again)",
+    "of the same recording, or an ingest restarted on it) or redelivery (the bus delivered the same clip again)",
     ["reason"],
 )
+
+# Both causes of a stored clip with a new capture time, and what to do when counting it again is wanted.
+_CAUSES = "an earlier run of this recording, or this ingest restarted on it"
+_ADVICE = "to count a recording again use another database.url or a copy of the file"
 
 # Capture times round-trip through the database; anything closer than this is the same clip delivered again.
 _SAME_TIME = timedelta(milliseconds=1)
@@ -75,11 +81,8 @@ class RerunWatch:
             if camera is None:
                 camera = self.cameras[result.camera_id] = CameraReruns()
                 self.log.warning(
-                    "camera %s: its clips are already in the database: an earlier run analysed the same windows of "
-                    "the same recording (first captured %s); they are not counted again (no new results, no "
-                    "alerts). A recording counts once per database: to analyse it again use another "
-                    "database.url, or a copy of the file (a new file is a new recording)",
-                    result.camera_id, _when(at),
+                    "clips of camera %s are already in the database (%s; first captured %s): not counted again "
+                    "(no new results, no alerts); %s", result.camera_id, _CAUSES, _when(at), _ADVICE,
                 )
             camera.clips += 1
             if camera.first_analysed is None or at < camera.first_analysed:
@@ -96,9 +99,9 @@ class RerunWatch:
     def summary(self) -> list[str]:
         """One line per camera that had re-run clips: N clips already in the database, not counted again."""
         return [
-            f"camera {camera_id}: {reruns.clips} {'clip was' if reruns.clips == 1 else 'clips were'} already in the "
-            f"database (an earlier run of the same recording, first captured {_when(reruns.first_analysed)}), "
-            "not counted again"
+            f"{reruns.clips} {'clip' if reruns.clips == 1 else 'clips'} of camera {camera_id} "
+            f"{'was' if reruns.clips == 1 else 'were'} already in the database ({_CAUSES}; first captured "
+            f"{_when(reruns.first_analysed)}): not counted again; {_ADVICE}"
             for camera_id, reruns in sorted(self.cameras.items())
         ]
 

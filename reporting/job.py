@@ -80,7 +80,10 @@ def report_path(output_dir: Path, store_id: str, day: datetime) -> Path:
 
 def _period(settings: Settings, period_days: int | None, period: ReportPeriod | None) -> ReportPeriod:
     """``period`` if given, else the schedule's whole days (``period_days`` or the settings')."""
-    return period or ReportPeriod.whole_days(period_days or settings.reporting.period_days, scheduled=True)
+    if period is not None:
+        return period
+    days = settings.reporting.period_days if period_days is None else period_days  # 0 is an error, not "unset"
+    return ReportPeriod.whole_days(days, scheduled=True)
 
 
 def build_store_reports(

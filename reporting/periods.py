@@ -18,6 +18,9 @@ from zoneinfo import ZoneInfo
 
 PERIOD_CHOICES = ("today", "yesterday", "last-7-days")
 PERIOD_HELP = "today, yesterday, last-7-days or FROM..TO (ISO dates, both included)"
+MAX_PERIOD_DAYS = 36600
+"""The longest period a report covers (about a century): longer ones would run past the calendar's ends."""
+_EARLIEST, _LATEST = date(1900, 1, 1), date(9998, 12, 31)  # any time zone's midnights stay representable
 
 
 class PeriodError(ValueError):
@@ -39,6 +42,8 @@ class ReportPeriod:
     def whole_days(cls, days: int, *, scheduled: bool = False) -> ReportPeriod:
         if days < 1:
             raise PeriodError(f"a report covers at least 1 day, got {days}")
+        if days > MAX_PERIOD_DAYS:
+            raise PeriodError(f"a report covers at most {MAX_PERIOD_DAYS} days, got {days}")
         return cls("days", days=days, scheduled=scheduled)
 
     @classmethod
@@ -60,6 +65,11 @@ class ReportPeriod:
             raise PeriodError(f"{text!r}: FROM and TO must be ISO dates such as 2026-11-01..2026-11-30") from None
         if last < first:
             raise PeriodError(f"{text!r}: TO ({last}) is before FROM ({first})")
+        if first < _EARLIEST or last > _LATEST:
+            raise PeriodError(f"{text!r}: dates must lie between {_EARLIEST} and {_LATEST}")
+        if (last - first).days + 1 > MAX_PERIOD_DAYS:
+            raise PeriodError(f"{text!r}: a report covers at most {MAX_PERIOD_DAYS} days, "
+                              f"this is {(last - first).days + 1}")
         return cls("range", first=first, last=last)
 
     def bounds(self, now: datetime, tz: ZoneInfo) -> tuple[datetime, datetime]:

@@ -473,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(func(args))
     except ConfigError as exc:  # one line per problem: the file, the key and the reason
         for problem in exc.problems:
-            print(f"aislewatch: {exc.source}: {' '.join(problem.split())}", file=sys.stderr)
+            print(f"aislewatch: {exc.source or _source(args)}: {' '.join(problem.split())}", file=sys.stderr)
         return 2
     except DeviceUnavailable as exc:  # model.device: gpu without one, or a backend not installed
         print(f"aislewatch: {exc}", file=sys.stderr)

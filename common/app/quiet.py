@@ -6,8 +6,10 @@ What each library prints, and what silences it (measured with TensorFlow 2.21, O
   notice, the CPU-feature notice) from C++ straight to file descriptor 2 while ``import tensorflow`` runs,
   once per shared library (so twice).  ``TF_CPP_MIN_LOG_LEVEL`` does not stop the oneDNN notice (it is logged
   before absl is initialised), and ``TF_ENABLE_ONEDNN_OPTS=0`` would change the maths.  So the import alone
-  runs with descriptor 2 pointed at a temporary file; afterwards the known start-up lines are dropped
-  (logged at DEBUG) and anything else is written back to stderr.  ``TF_CPP_MIN_LOG_LEVEL=2`` quiets the
+  runs with descriptor 2 pointed at a pipe that a thread drains line by line: the known start-up lines are
+  kept back (logged at DEBUG afterwards), every other line (an error, the fatal line of a native abort,
+  another thread's output) is written to the real stderr at once.  Where the pipe or the thread cannot be
+  had, the import runs uncaptured.  ``TF_CPP_MIN_LOG_LEVEL=2`` quiets the
   C++ INFO and WARNING lines printed later.
 - OpenCV's own ``[ WARN:0@…]`` lines obey ``OPENCV_LOG_LEVEL``, and the FFmpeg lines of its capture backend
   (``[mpeg4 @ 0x…] Error at MB``, ``moov atom not found``) ``OPENCV_FFMPEG_LOGLEVEL`` (-8: AV_LOG_QUIET).
@@ -28,8 +30,9 @@ import importlib.machinery
 import logging
 import os
 import re
+import subprocess
 import sys
-import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 
@@ -78,38 +81,100 @@ def _quiet_opencv_now() -> None:
         log.debug("OpenCV's log level could not be set after import")
 
 
-@contextlib.contextmanager
-def captured_stderr_fd() -> Iterator[list[str]]:
-    """Point file descriptor 2 at a temporary file for the block; the lines written there are in the list."""
-    lines: list[str] = []
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield lines
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            lines.extend(sink.read().decode("utf-8", "replace").splitlines())
-
-
-def replay(lines: Sequence[str], noise: re.Pattern[str] = TENSORFLOW_STARTUP) -> list[str]:
-    """Log the start-up lines at DEBUG and write every other captured line back to stderr; returns those."""
-    kept = [line for line in lines if not noise.match(line)]
+_FILTER = r"""
+import os, re, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command; this ends when its pipe does
+noise, pending = re.compile(sys.argv[1]), b""
+def one(raw):
+    text = raw.decode("utf-8", "replace").rstrip("\n")
+    if noise.match(text):
+        out = (text + "\n").encode("utf-8", "replace")
+        fd = 1
+    else:
+        out, fd = raw, 2
+    try:
+        view = memoryview(out)
+        while view:
+            view = view[os.write(fd, view):]
+    except OSError:
+        pass
+while chunk := os.read(0, 65536):
+    *lines, pending = (pending + chunk).split(b"\n")
     for line in lines:
-        if noise.match(line) and line.strip():
-            log.debug("tensorflow start-up: %s", line)
-    if kept:
-        sys.stderr.write("".join(f"{line}\n" for line in kept))
+        one(line + b"\n")
+if pending:
+    one(pending)
+"""
+"""The stderr filter's own process: stdin is the pipe descriptor 2 points at, each line not matching argv[1]
+goes to its stderr (the real one) as soon as it is complete, the matching ones to its stdout (for DEBUG)."""
+
+_END_S = 5.0
+"""How long the end of the block waits for the filter to reach the pipe's end (at once, unless a process
+that the import started still holds the pipe: the filter then keeps forwarding what that writes)."""
+
+
+@contextlib.contextmanager
+def filtered_stderr_fd(noise: re.Pattern[str] = TENSORFLOW_STARTUP) -> Iterator[list[str]]:
+    """Point file descriptor 2 at a pipe for the block; every line not matching ``noise`` reaches the real
+    stderr at once, the matching ones are in the list after the block.
+
+    The pipe is drained by a small process of its own, not a thread: a native abort (TensorFlow's
+    ``LOG(FATAL)``, SIGILL) kills every thread of this process before it is scheduled, but the filter still
+    holds the pipe, reads what was written before the crash and forwards it.  Raises OSError, with
+    descriptor 2 unchanged, when the pipe or the process cannot be had."""
+    sys.stderr.flush()
+    read_fd, write_fd = os.pipe()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise
+    try:
+        process = subprocess.Popen([sys.executable, "-I", "-S", "-c", _FILTER, noise.pattern], stdin=read_fd,
+                                   stdout=subprocess.PIPE, stderr=saved)
+    except (OSError, subprocess.SubprocessError) as exc:
+        for fd in (read_fd, write_fd, saved):
+            os.close(fd)
+        raise OSError(f"stderr filter not started: {exc}") from exc
+    os.close(read_fd)
+    assert process.stdout is not None
+    hidden_out = process.stdout
+    hidden: list[str] = []
+    collector = threading.Thread(target=lambda: hidden.extend(
+        hidden_out.read().decode("utf-8", "replace").splitlines()), name="quiet-stderr", daemon=True)
+    try:
+        collector.start()  # drains the filter's stdout, so a long start-up block cannot fill that pipe
+    except RuntimeError as exc:  # no thread to spare
+        os.close(write_fd)  # the filter reads its end and exits
+        os.close(saved)
+        process.wait()
+        hidden_out.close()
+        raise OSError(f"stderr filter not started: {exc}") from exc
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    try:
+        yield hidden
+    finally:
         sys.stderr.flush()
-    return kept
+        os.dup2(saved, 2)  # the pipe's last write end closes: the filter reads to its end and exits
+        os.close(saved)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(_END_S)
+        collector.join(_END_S if process.returncode is not None else 0)
+        if not collector.is_alive():
+            hidden_out.close()
+
+
+def log_hidden(lines: Sequence[str]) -> None:
+    """The start-up lines that were kept off the terminal, at DEBUG."""
+    for line in lines:
+        if line.strip():
+            log.debug("tensorflow start-up: %s", line)
 
 
 class _QuietLoader(importlib.abc.Loader):
-    """Runs the real loader's ``exec_module`` with descriptor 2 captured."""
+    """Runs the real loader's ``exec_module`` with descriptor 2 filtered (see :func:`filtered_stderr_fd`)."""
 
     def __init__(self, inner: importlib.abc.Loader) -> None:
         self.inner = inner
@@ -118,12 +183,17 @@ class _QuietLoader(importlib.abc.Loader):
         return self.inner.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
-        lines: list[str] = []
-        try:
-            with captured_stderr_fd() as lines:
+        hidden: list[str] = []
+        with contextlib.ExitStack() as capture:
+            try:
+                hidden = capture.enter_context(filtered_stderr_fd())
+            except OSError as exc:  # no descriptor or thread to spare: import with the chatter rather than fail
+                log.debug("importing %s without hiding its start-up output: %s", module.__name__, exc)
+            try:
                 self.inner.exec_module(module)
-        finally:
-            replay(lines)
+            finally:
+                capture.close()  # descriptor 2 restored before anything is logged
+                log_hidden(hidden)
 
     def __getattr__(self, name: str) -> object:  # get_resource_reader, is_package, … as the real loader
         return getattr(self.inner, name)

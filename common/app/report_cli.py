@@ -29,6 +29,19 @@ def _period(text: str) -> Any:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _days(text: str) -> int:
+    """``--days``: a whole number of days, 1 to ``MAX_PERIOD_DAYS``."""
+    from reporting.periods import MAX_PERIOD_DAYS
+
+    try:
+        days = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of days, got {text!r}") from None
+    if not 1 <= days <= MAX_PERIOD_DAYS:
+        raise argparse.ArgumentTypeError(f"a report covers 1 to {MAX_PERIOD_DAYS} days, got {days}")
+    return days
+
+
 def _fail(lines: list[str]) -> int:
     for line in lines:
         print(f"aislewatch: {line}", file=sys.stderr)
@@ -112,7 +125,7 @@ def add_report_command(sub: Any, parents: list[argparse.ArgumentParser], setting
     when.add_argument("--period", type=_period, default=None, metavar="PERIOD",
                       help=f"what to cover, in each store's time zone: {PERIOD_HELP}; unset: the schedule's "
                       "whole past days (--days, else reporting.period_days), which never include today")
-    when.add_argument("--days", type=int, default=None,
+    when.add_argument("--days", type=_days, default=None,
                       help="whole past days to cover (unset: reporting.period_days)")
     report.add_argument("--schedule", action="store_true",
                         help="keep running and render (and e-mail) on reporting.schedule_cron")

@@ -49,11 +49,26 @@ def install_stop_signals(stop: threading.Event, on_reload: Callable[[], None] | 
         signal.signal(signal.SIGHUP, lambda _s, _f: on_reload())
 
 
-def open_database(settings: Settings, upgrade: bool = True) -> Database:
-    db = Database.from_settings(settings)
-    if upgrade:
-        db.retrying(db.upgrade, what="schema upgrade")
-    db.retrying(lambda: db.sync_stores(settings), what="store sync")
+def open_database(settings: Settings, upgrade: bool = True, source: str = "") -> Database:
+    """The settings' database, its schema upgraded and its stores synced, for a command or worker starting.
+
+    A database that is away (a server down, a SQLite file locked) is waited for, backing off, as
+    ``Database.retrying`` does.  A mistake waiting cannot cure (a file that is not a database, a dialect
+    whose driver is not installed, wrong credentials) raises ConfigError naming ``database.url`` (redacted)
+    and the reason; ``source`` is where the settings came from (``cli.main`` fills it in when empty)."""
+    from common.app.db_errors import DATABASE_MISTAKES, database_config_error
+
+    try:
+        db = Database.from_settings(settings)
+    except DATABASE_MISTAKES as exc:
+        raise database_config_error(settings, exc, source) from exc
+    try:
+        if upgrade:
+            db.retrying(db.upgrade, what="schema upgrade")
+        db.retrying(lambda: db.sync_stores(settings), what="store sync")
+    except DATABASE_MISTAKES as exc:
+        db.close()
+        raise database_config_error(settings, exc, source) from exc
     return db
 
 

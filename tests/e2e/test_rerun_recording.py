@@ -46,10 +46,12 @@ def test_a_rerun_is_not_counted_again_and_says_so(tmp_path: Path, caplog: pytest
     assert (len(second.results), len(second.alerts)) == (clips, alerts)  # nothing counted twice
     assert second.clips == clips  # the same windows were cut and published again ...
     lines = rerun_lines(caplog)  # ... and the run says what became of them
-    assert lines[0].startswith("camera cam: its clips are already in the database")
-    assert lines[-1].startswith(f"camera cam: {clips} clips were already in the database (an earlier run of the "
-                                "same recording, first captured ")
-    assert lines[-1].endswith("not counted again")
+    assert lines[0].startswith("clips of camera cam are already in the database (an earlier run of this "
+                               "recording, or this ingest restarted on it; first captured ")
+    assert lines[-1].startswith(f"{clips} clips of camera cam were already in the database (an earlier run of "
+                                "this recording, or this ingest restarted on it; first captured ")
+    assert lines[-1].endswith("not counted again; to count a recording again use another database.url or a copy "
+                              "of the file")
     second.db.close()
 
     copy = shutil.copy(video, tmp_path / "aisle-copy.mp4")  # the documented way to analyse it again

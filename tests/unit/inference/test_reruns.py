@@ -84,9 +84,13 @@ def test_a_rerun_of_a_recording_says_how_many_clips_were_not_counted_again(
     assert len(db.results()) == 4  # the one new clip is stored; the re-run ones are not stored twice
     assert already_stored("rerun") - before == 3 and worker.reruns.redeliveries == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.module == "reruns"]
-    assert warnings[0].startswith("camera cam: its clips are already in the database: an earlier run analysed")
-    assert "not counted again" in warnings[0] and "another database.url, or a copy of the file" in warnings[0]
+    assert warnings[0] == (
+        "clips of camera cam are already in the database (an earlier run of this recording, or this ingest "
+        "restarted on it; first captured 2026-03-01 12:00:00 UTC): not counted again (no new results, no alerts); "
+        "to count a recording again use another database.url or a copy of the file"
+    )
     assert warnings[1:] == [
-        "camera cam: 3 clips were already in the database (an earlier run of the same recording, first captured "
-        "2026-03-01 12:00:00 UTC), not counted again"
+        "3 clips of camera cam were already in the database (an earlier run of this recording, or this ingest "
+        "restarted on it; first captured 2026-03-01 12:00:00 UTC): not counted again; to count a recording again "
+        "use another database.url or a copy of the file"
     ]

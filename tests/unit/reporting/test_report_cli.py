@@ -20,6 +20,7 @@ from aiosmtpd.controller import Controller
 
 from common.app.cli import main
 from common.db import Database
+from common.settings import load_settings
 from reporting.periods import PeriodError, ReportPeriod
 
 from .conftest import alert
@@ -47,6 +48,10 @@ def test_periods_in_the_store_time_zone(text: str, start: str, end: str) -> None
     ("2026-06-31..2026-07-02", "ISO dates"),
     ("2026-07-02..2026-07-01", "before FROM"),
     ("last-0-days", "at least 1 day"),
+    ("last-99999999-days", "at most 36600 days, got 99999999"),  # an OverflowError per store, once
+    ("1850-01-01..1850-01-31", "between 1900-01-01 and 9998-12-31"),
+    ("0001-01-01..9999-12-31", "between"),
+    ("1900-01-01..2100-12-31", "at most 36600 days"),
 ])
 def test_a_bad_period_says_why(text: str, reason: str) -> None:
     with pytest.raises(PeriodError, match=reason):
@@ -58,6 +63,30 @@ def test_a_bad_period_on_the_command_line_is_one_line(capsys: pytest.CaptureFixt
         main(["report", "--period", "2026-07-02..2026-07-01"])
     err = capsys.readouterr().err
     assert exit_.value.code == 2 and "TO (2026-07-01) is before FROM (2026-07-02)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "reason"), [
+    (["--days", "0"], "1 to 36600 days, got 0"),  # was: silently the default period
+    (["--days", "-3"], "1 to 36600 days, got -3"),  # was: a PeriodError traceback
+    (["--days", "99999999"], "1 to 36600 days, got 99999999"),  # was: OverflowError for every store
+    (["--days", "seven"], "a whole number of days, got 'seven'"),
+    (["--period", "last-99999999-days"], "at most 36600 days"),
+])
+def test_a_bad_number_of_days_is_a_usage_error(args: list[str], reason: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", *args])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err, err
+    assert f"aislewatch report: error: argument {args[0]}: " in err and reason in err, err
+
+
+def test_zero_days_given_to_the_job_is_refused_not_the_default(tmp_path: Path, database: Database) -> None:
+    from reporting.job import generate_reports
+
+    settings = load_settings(_config(tmp_path))
+    with pytest.raises(PeriodError, match="at least 1 day, got 0"):
+        generate_reports(settings, database, now=NOW, period_days=0)
 
 
 # -- the command line, end to end on a real SQLite database ------------------------------------------------
