@@ -2,8 +2,9 @@
 
 - the default (``days``): whole local days ending at the local midnight that began the run's day, so a
   scheduled Monday run covers the week before it and never a part of a day;
-- ``today``: from today's local midnight until now (what happened since the store opened, e.g. right after a
-  run);
+- ``today``: the whole local day of the run, from today's midnight to tonight's (what happened since the store
+  opened, e.g. right after a run; a recording analysed faster than real time dates its alerts ahead of the
+  clock, so "until now" would miss them);
 - ``yesterday``: the whole local day before today;
 - ``last-7-days``: the seven whole local days before today (the default of a weekly schedule);
 - ``FROM..TO``: ISO dates, both included: ``2026-11-01..2026-11-30`` is the whole of November.
@@ -78,7 +79,7 @@ class ReportPeriod:
             raise ValueError("now must be timezone-aware")
         today = now.astimezone(tz).date()
         if self.kind == "today":
-            return datetime.combine(today, time(0), tzinfo=tz), now.astimezone(tz)
+            return datetime.combine(today, time(0), tzinfo=tz), datetime.combine(today + timedelta(days=1), time(0), tzinfo=tz)
         if self.kind == "range":
             assert self.first is not None and self.last is not None
             return (datetime.combine(self.first, time(0), tzinfo=tz),

@@ -297,8 +297,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
             print(verdict)
         failed += int(getattr(verdict, "error", None) is not None)
         if getattr(verdict, "partial", False) and not args.accept_partial:
-            print(f"aislewatch: {verdict.path} is truncated: {verdict.decoded}; its verdict covers only that "
-                  "(--accept-partial accepts it)", file=sys.stderr)
+            # a log record, not a bare line, so --log-format json keeps stderr JSON
+            log.error("%s is truncated: %s; its verdict covers only that (--accept-partial accepts it)",
+                      verdict.path, verdict.decoded)
             failed += 1
     return 1 if failed else 0
 

@@ -7,6 +7,7 @@ over the in-process bus and SQLite, with the settings of a real deployment excep
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from typing import Any
 from common.app.runtime import Pipeline
 from common.db import Database
 from common.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 # The store recorded cameras belong to when the caller names none.
 RECORDED_STORE: dict[str, Any] = {"id": "recorded", "name": "Recorded cameras", "timezone": "UTC"}
@@ -90,6 +93,9 @@ def prepare_output(out: Path) -> Path:
     """``out`` resolved and emptied of a previous run's database, evidence, spool and reports."""
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if (out / "aislewatch.db").exists():  # say so: a desk user added to the last run's database goes with it
+        log.warning("starting afresh in %s: the previous run's database, evidence, spool and reports are removed",
+                    out)
     for stale in ("aislewatch.db", "aislewatch.db-wal", "aislewatch.db-shm"):
         (out / stale).unlink(missing_ok=True)
     shutil.rmtree(out / "evidence", ignore_errors=True)

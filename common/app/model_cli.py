@@ -90,7 +90,7 @@ def add_model_commands(sub: Any, config_option: argparse.ArgumentParser,
                        settings_of: Callable[[argparse.Namespace], Settings]) -> None:
     """``model compare`` (the alert rule and camera settings come from ``-c FILE``)."""
     model = sub.add_parser("model", help="compare a candidate model with the one running; describe a model's "
-                           "training inputs").add_subparsers(
+                           "training inputs; calibrate its threshold again").add_subparsers(
         dest="action", required=True
     )
     compare = model.add_parser(

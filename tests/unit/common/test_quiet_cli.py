@@ -114,3 +114,14 @@ def test_ingest_with_no_cameras_warns(tmp_path: Path) -> None:
         process.wait(30)
     warnings = [json.loads(line) for line in lines if line.startswith("{")]
     assert any(w["level"] == "WARNING" and "no cameras" in w["message"] for w in warnings), lines
+
+
+def test_a_refused_partial_read_is_a_json_log_line_too(corrupt_mp4: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Without --accept-partial classify refuses the damaged file (exit 1): that refusal is a log record, so
+    stderr stays JSON Lines (it was a bare 'aislewatch: … is truncated' line)."""
+    out = tmp_path / "out"
+    done = aislewatch("--log-format", "json", "classify", str(corrupt_mp4), "--model", str(tiny_model), "--out",
+                      str(out), "--window", "1", "--stride", "1", cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.strip()]
+    assert any("--accept-partial" in r["message"] and r["level"] == "ERROR" for r in records), records
