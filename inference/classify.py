@@ -31,6 +31,7 @@ from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, 
 from inference.artefacts import jsonable
 from inference.dataset import ReadProgress, VideoReadError
 from inference.model import ClipClassifier, load_classifier
+from inference.ood import InputDescription, read_description
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class WindowScore:
     start_s: float
     end_s: float
     probability: float
+    familiarity: float | None = None  # distance from the training inputs over their threshold (None: no description)
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,7 @@ class VideoVerdict:
     decoded_frames: int | None = None
     decoded_s: float | None = None  # real seconds decoded, by the frames' own timestamps
     declared_s: float | None = None  # the duration the header declares (its frame count over its rate)
+    out_of_distribution: bool | None = None  # most windows beyond the model's training inputs (None: not known)
 
     @property
     def decoded(self) -> str:
@@ -214,6 +217,7 @@ def score_video(
     stride_s: float = 1.0,
     batch_size: int = 32,
     progress: ReadProgress | None = None,
+    description: InputDescription | None = None,
 ) -> tuple[list[WindowScore], int, float, list[str]]:
     """Score every window of a video in one sequential read; returns (scores, the header's frame count,
     the measured frame rate, notes).
@@ -237,10 +241,14 @@ def score_video(
         pending: list[np.ndarray] = []
         windows: list[Window] = []
         probabilities: list[float] = []
+        familiarity: list[float] = []  # with a description: each window's distance from the training inputs
 
         def flush() -> None:
             if pending:
-                probabilities.extend(float(p) for p in classifier.predict(np.stack(pending)))
+                batch = np.stack(pending)
+                probabilities.extend(float(p) for p in classifier.predict(batch))
+                if description is not None:
+                    familiarity.extend(float(d) for d in description.score(batch))
                 pending.clear()
 
         def score(done: list[Window]) -> None:
@@ -275,8 +283,9 @@ def score_video(
         if not probabilities:
             raise VideoReadError(path, "no frames could be decoded")
         scores = [
-            WindowScore(round(w.start_s, 3), round(w.end_s, 3), p)
-            for w, p in zip(windows, probabilities, strict=True)
+            WindowScore(round(w.start_s, 3), round(w.end_s, 3), p,
+                        round(familiarity[k], 3) if familiarity else None)
+            for k, (w, p) in enumerate(zip(windows, probabilities, strict=True))
         ]
         return scores, count, round(timer.fps, 3), notes
     finally:
@@ -372,17 +381,22 @@ def classify_videos(
     threshold: float | None = None,
     min_consecutive: int = 2,
     fast: bool = False,
+    ood_margin: float = 2.0,
 ) -> list[VideoVerdict]:
     """Classify whole video files; writes a timeline PNG per video (and ``verdicts.json`` when ``as_json``).
 
     ``threshold`` overrides the model's calibrated one (e.g. from config); ``fast`` uses the XLA predictor
     (worth its compile time only for hours of video).  An unreadable file yields a
-    verdict "error" with the reason; the other files are still processed.  The model is loaded once.
+    verdict "error" with the reason; the other files are still processed.  The model is loaded once.  With
+    the model's input description (``inference.ood``), a video most of whose windows lie beyond
+    ``ood_margin`` times its training inputs' threshold is marked ``out_of_distribution``, with a note: the
+    verdict of a model on scenes unlike its training is unvalidated.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classifier = load_classifier(model_path, fast=fast)
     used_threshold = float(classifier.threshold if threshold is None else threshold)
+    description = read_description(Path(model_path))
     verdicts: list[VideoVerdict] = []
     chart_names: set[str] = set()
     for raw in paths:
@@ -392,7 +406,7 @@ def classify_videos(
                 raise VideoReadError(path, "file not found")
             progress = ReadProgress()
             scores, count, fps, notes = score_video(
-                classifier, path, window_s=window_s, stride_s=stride_s, progress=progress
+                classifier, path, window_s=window_s, stride_s=stride_s, progress=progress, description=description
             )
         except (VideoReadError, cv2.error) as exc:
             reason = exc.reason if isinstance(exc, VideoReadError) else f"decoder error: {exc}".splitlines()[0]
@@ -416,6 +430,17 @@ def classify_videos(
         elif not partial and count and abs(nominal - fps) > 0.02 * fps:
             notes.append(f"the header says {nominal:g} fps, the frames' timestamps {fps:g} fps; windows follow "
                          "the timestamps")
+        out_of_distribution = None
+        if description is not None:
+            distances = [w.familiarity for w in scores if w.familiarity is not None]
+            beyond = sum(d > ood_margin for d in distances)
+            out_of_distribution = bool(distances) and 2 * beyond >= len(distances)
+            if out_of_distribution:
+                notes.append(
+                    f"this model was not trained on scenes like this video's: {beyond} of {len(distances)} windows "
+                    f"are beyond its training inputs (median {float(np.median(distances)) / ood_margin:.2f} of the "
+                    "limit), so its verdict here is unvalidated; retrain with `aislewatch train` on your own footage"
+                )
         decoded = progress.frames
         if partial:
             log.warning("%s is truncated: %d of %d frames decoded; its verdict covers those", path, decoded, count)
@@ -436,6 +461,7 @@ def classify_videos(
             decoded_frames=decoded,
             decoded_s=round(real_s, 3),
             declared_s=round(declared_s, 3),
+            out_of_distribution=out_of_distribution,
         )
         chart = out_dir / _chart_name(path, chart_names)
         plot_timeline(verdict, chart)

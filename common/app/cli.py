@@ -287,7 +287,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         threshold = settings.alert_threshold(calibrated_threshold(Path(model)))
     verdicts = classify_videos(
         [Path(v) for v in args.videos], Path(model), Path(args.out), as_json=args.json, threshold=threshold,
-        window_s=args.window, stride_s=args.stride,
+        window_s=args.window, stride_s=args.stride, ood_margin=settings.model.ood_margin,
     )
     failed = 0
     for verdict in verdicts:

@@ -119,3 +119,24 @@ def test_a_model_without_description_works_as_before_with_one_notice(
         assert len(notices) == 1
     finally:
         run.db.close()
+
+
+def test_classify_says_when_a_video_is_unlike_the_training_inputs(tmp_path: Path) -> None:
+    """``aislewatch classify`` on the real recording itself: the verdict carries the out-of-distribution mark
+    and the retrain note; on a demo view's synthetic stream it does not (a plain NORMAL from a model that
+    never saw such scenes would read as validated)."""
+    from inference.classify import classify_videos
+    from inference.synth import camera_scene_seed, write_stream
+
+    real = REAL_FOOTAGE / "vtest.avi"
+    cam = DEMO_CAMERAS[0]
+    synthetic = tmp_path / "demo-view.mp4"
+    write_stream(synthetic, duration_s=30, seed=int(cam["seed"]), incidents=0, normal_shoppers=1,
+                 scene_seed=camera_scene_seed(DEMO_STORE_SEED, int(cam["view"])))
+    by_path = {v.path: v for v in classify_videos([real, synthetic], DEFAULT_MODEL_PATH, tmp_path / "out")}
+    flagged, familiar = by_path[str(real)], by_path[str(synthetic)]
+    assert flagged.out_of_distribution is True
+    assert any("not trained on scenes like this video's" in n and "aislewatch train" in n for n in flagged.notes)
+    assert all(w.familiarity is not None and w.familiarity > 0 for w in flagged.windows)
+    assert familiar.out_of_distribution is False
+    assert not any("not trained on scenes" in n for n in familiar.notes)
