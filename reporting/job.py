@@ -388,7 +388,10 @@ def run_reports(
             log.error("report for store %s failed: %s; continuing with the other stores", store.id, exc)
             results.append(RunResult(store.id, now, now, "failed", reason=str(exc)))
             continue
-        if ledger.find(store.id, start, end) is not None:
+        # `today` reports the whole day (alerts of a recording read faster than real time are dated ahead of
+        # the clock) but is recorded as "so far": each run is a new period and is sent
+        recorded_end = now if chosen.kind == "today" else end
+        if ledger.find(store.id, start, recorded_end) is not None:
             results.append(RunResult(store.id, start, end, "skipped"))
             continue
         report = _build_store_report(settings, db, store, now=now, period=chosen, stop=stop)
@@ -396,7 +399,8 @@ def run_reports(
             results.append(RunResult(store.id, start, end, "failed", reason=report.reason))
             continue
         wanted = email and mail.enabled and bool(store.manager_emails)
-        status, why = deliver(store.id, start, end, report.pdf, store_message(settings, report) if wanted else None)
+        status, why = deliver(store.id, start, recorded_end, report.pdf,
+                              store_message(settings, report) if wanted else None)
         results.append(RunResult(store.id, start, end, status, report.pdf, why))
 
     if settings.stores:
@@ -404,13 +408,13 @@ def run_reports(
         if not chain.stores:
             results.append(RunResult(CHAIN_SCOPE, now, now, "failed",
                                      reason=f"no store's data could be read ({', '.join(chain.failed)})"))
-        elif ledger.find(CHAIN_SCOPE, chain.start, chain.end) is not None:
+        elif ledger.find(CHAIN_SCOPE, chain.start, now if chosen.kind == "today" else chain.end) is not None:
             results.append(RunResult(CHAIN_SCOPE, chain.start, chain.end, "skipped"))
         else:
             path = render_chain_report(chain, _chain_path(settings, now, chosen), generated_at=now)
             chain_report = ChainReport(path, chain)
             wanted = email and mail.enabled and bool(settings.reporting.chain_recipients)
-            status, why = deliver(CHAIN_SCOPE, chain.start, chain.end, path,
+            status, why = deliver(CHAIN_SCOPE, chain.start, now if chosen.kind == "today" else chain.end, path,
                                   chain_message(settings, chain_report) if wanted else None)
             results.append(RunResult(CHAIN_SCOPE, chain.start, chain.end, status, path, why))
     return results
