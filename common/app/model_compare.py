@@ -55,11 +55,11 @@ def cut_video(settings: Settings, example: Example) -> CutVideo:
     """The clips ingest would cut from this video (motion-gated, on the clip grid), read once."""
     from ingest.capture import SourceEnded, SourceError, VideoSource
     from ingest.clips import ClipCutter, CutClip
-    from ingest.motion import MotionDetector
+    from ingest.motion import MotionGate, gate_fps_for
 
     camera = _camera_for(settings, example)
     source = VideoSource.from_camera(camera)
-    motion: MotionDetector | None = None
+    motion: MotionGate | None = None  # the ingest worker's gate, at its rate: the same clips as a camera
     cutter: ClipCutter | None = None
     clips: list[CutClip] = []
     frames = 0
@@ -73,11 +73,14 @@ def cut_video(settings: Settings, example: Example) -> CutVideo:
                 raise ExportError(f"{example.path}: cannot be read as video: {exc}") from None
             if motion is None or cutter is None:
                 height, width = frame.image.shape[:2]
-                motion = MotionDetector(camera.motion, width, height)
+                motion = MotionGate(camera.motion, width, height, gate_fps_for(camera))
                 cutter = ClipCutter(camera.clip, camera.motion, source.fps)
             frames += 1
-            clips.extend(cutter.push(frame, motion.update(frame.image)))
-        if cutter is not None:
+            for decided, result in motion.push(frame):
+                clips.extend(cutter.push(decided, result))
+        if motion is not None and cutter is not None:
+            for decided, result in motion.flush():
+                clips.extend(cutter.push(decided, result))
             clips.extend(cutter.flush())
     finally:
         source.close()
