@@ -35,6 +35,21 @@ def real_footage(name: str) -> Path:
     return path
 
 
+def decoded_frames(path: Path) -> list[np.ndarray]:
+    """Every frame OpenCV decodes from ``path``, in order (BGR)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
+
+
 def level_of(t: float) -> int:
     """The grey level :func:`write_timed_video` paints a frame at ``t`` seconds (a clock in every frame)."""
     return min(255, round(t * 25))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
@@ -18,7 +17,7 @@ from common.app.embedded import prepare_output, run_embedded, stream_settings
 from common.model_input import CLIP_FRAMES, model_clip
 from inference.classify import score_video
 from inference.dataset import VideoItem, decode_clip, load_clips
-from tests.videos import write_moving_box_video
+from tests.videos import decoded_frames, write_moving_box_video
 
 FPS = 15
 WINDOW_FRAMES = 4 * FPS  # the default 4 s window
@@ -47,18 +46,6 @@ class RecordingModel:
 
 def write_video(path: Path, frames: int) -> Path:
     return write_moving_box_video(path, frames, FPS)
-
-
-def decoded_frames(path: Path) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def ingest_clips(path: Path, out: Path) -> dict[float, np.ndarray]:

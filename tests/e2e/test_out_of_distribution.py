@@ -16,10 +16,9 @@ from common.app.demo import DEMO_CAMERAS, DEMO_STORE_SEED
 from common.app.embedded import run_embedded, stream_settings
 from common.schemas import CameraState
 from common.settings import DEFAULT_MODEL_PATH, Settings
+from tests.videos import decoded_frames, real_footage
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-REAL_FOOTAGE = (ROOT / ".." / "shared" / "real-footage").resolve()
 FIT = {CameraState.OUT_OF_DISTRIBUTION.value, CameraState.IN_DISTRIBUTION.value}
 
 
@@ -38,17 +37,8 @@ def vtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     a rolling window of clips, and independent of how the AVI's lying header is read."""
     import cv2
 
-    path = REAL_FOOTAGE / "vtest.avi"
-    if not path.is_file():
-        pytest.fail(f"the shared real footage is missing: {path} (it lives at ../shared/real-footage beside the repo)")
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
+    path = real_footage("vtest.avi")  # fails loudly when ../shared/real-footage is missing
+    frames = decoded_frames(path)
     assert len(frames) > 300, f"{path}: decoded {len(frames)} frames"
     out = tmp_path_factory.mktemp("real") / "vtest-pingpong.mp4"
     height, width = frames[0].shape[:2]
@@ -128,7 +118,7 @@ def test_classify_says_when_a_video_is_unlike_the_training_inputs(tmp_path: Path
     from inference.classify import classify_videos
     from inference.synth import camera_scene_seed, write_stream
 
-    real = REAL_FOOTAGE / "vtest.avi"
+    real = real_footage("vtest.avi")
     cam = DEMO_CAMERAS[0]
     synthetic = tmp_path / "demo-view.mp4"
     write_stream(synthetic, duration_s=30, seed=int(cam["seed"]), incidents=0, normal_shoppers=1,
