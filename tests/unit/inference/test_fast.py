@@ -47,6 +47,15 @@ def test_bucket_for_refuses_oversize() -> None:
         bucket_for(33, bucket_sizes(32))
 
 
+def assert_matches_keras_at_batch_sizes(predictor: fast.FastPredictor, model: keras.Model) -> None:
+    clips = random_clips(9, seed=1)
+    expected = keras_probability(model, clips)
+    for n in (1, 3, 4, 9):  # 3 pads to bucket 4; 9 is 4 + 4 + 1
+        got = predictor(clips[:n])
+        assert got.shape == (n,) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_fused_graph_matches_keras_for_several_batch_sizes(
@@ -55,24 +64,14 @@ def test_fused_graph_matches_keras_for_several_batch_sizes(
     monkeypatch.setattr(fast, "default_lanes", lambda: lanes)
     predictor = build_fast_predictor(model, max_batch_size=4, jit_compile=False)
     assert predictor.kind == "tf-fused"
-    clips = random_clips(9, seed=1)
-    expected = keras_probability(model, clips)
-    for n in (1, 3, 4, 9):  # 3 pads to bucket 4; 9 is 4 + 4 + 1
-        got = predictor(clips[:n])
-        assert got.shape == (n,) and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+    assert_matches_keras_at_batch_sizes(predictor, model)
 
 
 @pytest.mark.slow
 def test_decomposed_graph_matches_keras_for_several_batch_sizes(model: keras.Model) -> None:
     predictor = build_fast_predictor(model, max_batch_size=4, jit_compile=False, fuse=False)
     assert predictor.kind == "tf-decomposed"
-    clips = random_clips(9, seed=1)
-    expected = keras_probability(model, clips)
-    for n in (1, 3, 4, 9):  # 3 pads to bucket 4; 9 is 4 + 4 + 1
-        got = predictor(clips[:n])
-        assert got.shape == (n,) and got.dtype == np.float32
-        np.testing.assert_allclose(got, expected[:n], atol=1e-5)
+    assert_matches_keras_at_batch_sizes(predictor, model)
 
 
 def small_convlstm(padding: str, return_sequences_last: bool, activation: str) -> keras.Model:
