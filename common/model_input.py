@@ -93,3 +93,42 @@ def model_clip(
         raise ValueError(f"{len(window)} frames but {len(times)} frame times")
     picked = sample_indices(len(window), count) if times is None else sample_times(times, count)
     return np.stack([model_frame(window[int(i)], size) for i in picked])
+
+
+# -- precision --------------------------------------------------------------------------------------------
+# A model's input may be coarser than 8 bits a channel (its sidecar's ``input_bits``, ingest's ``clip.bits``):
+# each value is kept to its top ``bits`` bits and set to the centre of that bin, so the mean brightness
+# stays.  What a model does not see need not travel: the bus carries a clip's frames as their levels
+# (``to_levels``, ``bits`` bits a value), and ``from_levels`` gives back exactly ``quantize``'s bytes.
+FULL_BITS = 8
+
+
+def _shift(bits: int) -> int:
+    if not 1 <= bits <= FULL_BITS:
+        raise ValueError(f"bits must be 1 to {FULL_BITS}, got {bits}")
+    return FULL_BITS - bits
+
+
+def quantize(frames: np.ndarray, bits: int) -> np.ndarray:
+    """``frames`` (uint8) kept to ``bits`` bits a value, each at its bin's centre; 8 bits: unchanged (the
+    same array).  Idempotent: quantizing quantized frames to the same or more bits changes nothing."""
+    shift = _shift(bits)
+    if shift == 0:
+        return frames
+    if frames.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    keep = np.uint8((0xFF << shift) & 0xFF)
+    return (frames & keep) | np.uint8(1 << (shift - 1))
+
+
+def to_levels(frames: np.ndarray, bits: int) -> np.ndarray:
+    """Each value's bin number, 0 to ``2**bits - 1`` (uint8)."""
+    return frames >> np.uint8(_shift(bits)) if bits < FULL_BITS else frames
+
+
+def from_levels(levels: np.ndarray, bits: int) -> np.ndarray:
+    """The frames whose bins are ``levels``: equal to ``quantize`` of any frames with those levels."""
+    shift = _shift(bits)
+    if shift == 0:
+        return levels
+    return (levels << np.uint8(shift)) | np.uint8(1 << (shift - 1))
