@@ -11,7 +11,7 @@ thread (Kafka's sender) and must only record the outcome.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -67,8 +67,11 @@ class Consumer(Protocol):
     def poll(self, timeout_s: float, max_records: int = 500) -> list[BusRecord]:
         """Return the next records (possibly none) of the subscribed topics."""
 
-    def commit(self) -> None:
-        """Mark every record returned by ``poll`` so far as done for this consumer group.
+    def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
+        """Mark every record returned by ``poll`` so far as done for this consumer group, except that the
+        committed offset of a (topic, partition) in ``hold`` goes no further than the offset given there: its
+        records from there on are delivered again after a restart or rebalance (a consumer that keeps state
+        built from earlier records, like chained clips' frames, holds it at the oldest record it needs).
 
         Raises CommitFailedError after a rebalance, BusError when the bus cannot be reached."""
 

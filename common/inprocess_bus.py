@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from common.bus import BusError, BusRecord, DeliveryCallback
@@ -169,8 +169,12 @@ class InProcessConsumer:
             self._positions[record.topic] = record.offset + 1
         return records
 
-    def commit(self) -> None:
-        self._bus._commit(self._topics, self._group_id, dict(self._positions))
+    def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
+        positions = dict(self._positions)
+        for (topic, _partition), offset in (hold or {}).items():  # one partition a topic
+            if topic in positions:
+                positions[topic] = min(positions[topic], offset)
+        self._bus._commit(self._topics, self._group_id, positions)
 
     def close(self) -> None:
         self._bus._rewind(self._topics, self._group_id)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -461,6 +461,8 @@ class KafkaBusConsumer:
         self._consumer: Any = None
         self._pending: dict[Any, int] = {}  # TopicPartition -> next offset to commit
         self.failing_since: float | None = None  # monotonic time of the first failed poll in a row
+        # rebalances so far: after each, every assigned partition is read again from its committed offset
+        self.assignments = 0
         self._closed = False
         self._warn = _Throttled()
 
@@ -480,6 +482,7 @@ class KafkaBusConsumer:
                     outer._pending.pop(tp, None)
 
             def on_partitions_assigned(self, assigned: Any) -> None:
+                outer.assignments += 1
                 log.debug("group %s assigned %d partitions", outer.group_id, len(assigned))
 
         fetch_bytes = max(1_048_576, bus.max_message_bytes + _TOPIC_HEADROOM_BYTES)
@@ -545,8 +548,9 @@ class KafkaBusConsumer:
                 self._pending[tp] = max(self._pending.get(tp, 0), records[-1].offset + 1)
         return out
 
-    def commit(self) -> None:
-        """Commit every record returned by ``poll`` so far (of partitions this consumer still owns).
+    def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
+        """Commit every record returned by ``poll`` so far (of partitions this consumer still owns), the
+        partitions in ``hold`` no further than its offsets (``common.bus.Consumer.commit``).
 
         Raises BusError when the commit fails: a timeout keeps the offsets for the next ``commit``; a
         rebalance drops them and raises CommitFailedError (those records are redelivered to the partitions'
@@ -559,7 +563,11 @@ class KafkaBusConsumer:
         if self._consumer is None or not self._pending:
             return
         owned = self._consumer.assignment()
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._pending.items() if tp in owned}
+        held = {(self._bus.topic_name(topic), partition): offset for (topic, partition), offset in (hold or {}).items()}
+        offsets = {
+            tp: OffsetAndMetadata(min(off, held.get((tp.topic, tp.partition), off)), "", -1)
+            for tp, off in self._pending.items() if tp in owned
+        }
         if not offsets:
             self._pending.clear()
             return

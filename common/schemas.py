@@ -1,8 +1,20 @@
 """Versioned messages that travel on the bus, and the names of the topics they travel on.
 
 Every message is a frozen pydantic model with ``schema_version`` and timezone-aware timestamps.
-Clips carry their frames as a compact binary payload (zlib-compressed uint8) after a JSON header,
-so a clip stays far below Kafka's 1 MB message limit; everything else is plain JSON.
+Clips carry their frames as a compact binary payload after a JSON header, so a clip stays far below
+Kafka's 1 MB message limit; everything else is plain JSON.
+
+The clips topic holds three kinds, told apart by their first four bytes:
+
+- :class:`ClipMessage` (``AWC1``, schema 1): a whole clip, its frames zlib-compressed.  What ingest sent
+  before chained clips, and still sends with ``bus.clip_format: full``; always read.
+- :class:`ChainedClip` (``AWC2``, schema 2): a clip as the frames its consumer has not got yet.  A camera's
+  clips overlap (at the defaults a clip a second, each 4 s long), so each frame travels once: the header
+  lists the clip's frames by id (``FrameRefs``), the body holds only the new ones (``common.frame_codec``),
+  and the inference worker, which reads a camera's messages in order from one partition, assembles the
+  clip from frames of the camera's earlier messages (``inference.clip_chains``).
+- :class:`ChainEnd` (``AWE2``): no later clip of a chain reuses frames below ``keep_from``, sent when a
+  camera's motion ends or its capture session does, so the consumer can let go of what it kept.
 """
 
 from __future__ import annotations
@@ -16,9 +28,10 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import numpy as np
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 SCHEMA_VERSION = 1
+CHAINED_CLIP_SCHEMA_VERSION = 2  # clip headers with frame references (ChainedClip); whole clips stay 1
 
 
 class Topic(StrEnum):
@@ -39,6 +52,7 @@ class Message(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     schema_version: int = SCHEMA_VERSION
     kind: ClassVar[str]
+    max_schema_version: ClassVar[int] = SCHEMA_VERSION  # the newest version of this kind that is understood
 
     def to_bytes(self) -> bytes:
         return self.model_dump_json().encode("utf-8")
@@ -49,8 +63,10 @@ class Message(BaseModel):
             message = cls.model_validate_json(data)
         except ValidationError as exc:
             raise MessageError(f"invalid {cls.kind} message: {exc.errors(include_url=False)}") from None
-        if message.schema_version > SCHEMA_VERSION:
-            raise MessageError(f"{cls.kind} schema_version {message.schema_version} is newer than {SCHEMA_VERSION}")
+        if message.schema_version > cls.max_schema_version:
+            raise MessageError(
+                f"{cls.kind} schema_version {message.schema_version} is newer than {cls.max_schema_version}"
+            )
         return message
 
 
@@ -72,10 +88,47 @@ def clip_id_for(camera_id: str, window_index: int, session: str) -> str:
     return hashlib.sha1(raw).hexdigest()[:24]
 
 
+class FrameRefs(BaseModel):
+    """Which frames make a chained clip, and which of them its message carries (see the module docstring).
+
+    Frame ids number the frames of one chain, in time order; a frame's id always means the same pixels, so a
+    consumer may keep a frame from one message for the clips of later ones."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    chain_id: str = Field(min_length=1, max_length=64, description="The chain the ids belong to: a new one each "
+                          "time a camera starts cutting afresh (ingest starts, a capture session begins)")
+    seq: int = Field(ge=0, description="The message's number in its chain (chain ends count too)")
+    ids: tuple[int, ...] = Field(min_length=1, description="The clip's frames, in order")
+    new: tuple[int, ...] = Field(description="The frames the message carries, in order (the others came before)")
+    reference: int | None = Field(None, description="The frame the first new frame is coded against")
+    keep_from: int = Field(ge=0, description="Later clips of the chain reuse no frame with a lower id")
+    bits: int = Field(ge=1, le=8, description="Bits a value (the model's input precision)")
+    codec: Literal["delta-lzma2"] = "delta-lzma2"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FrameRefs:
+        ids = set(self.ids)
+        if any(b <= a for a, b in zip(self.new, self.new[1:], strict=False)):
+            raise ValueError("new frame ids must increase")
+        if not set(self.new) <= ids:
+            raise ValueError("the message carries frames that are not the clip's")
+        if self.reference is not None and (self.reference not in ids or self.reference in self.new):
+            raise ValueError("the reference frame must be one of the clip's earlier frames")
+        if min(self.ids) < 0:
+            raise ValueError("frame ids must not be negative")
+        return self
+
+    @property
+    def reused(self) -> frozenset[int]:
+        """The clip's frames that came with earlier messages (with the reference frame among them)."""
+        return frozenset(self.ids) - frozenset(self.new)
+
+
 class ClipHeader(Message):
     """Everything about a clip except its frames."""
 
     kind: ClassVar[str] = "clip"
+    max_schema_version: ClassVar[int] = CHAINED_CLIP_SCHEMA_VERSION
     clip_id: str = Field(min_length=1, max_length=64)
     store_id: str
     camera_id: str
@@ -89,6 +142,22 @@ class ClipHeader(Message):
     motion_area: float = Field(0.0, ge=0, le=1, description="Largest moving fraction of the frame in the clip")
     snapshot_path: str | None = Field(None, description="Full-resolution JPEG evidence of the moment")
     published_at: UtcDatetime | None = None
+    chain: FrameRefs | None = Field(None, description="A chained clip's frames (schema 2); None: a whole clip")
+
+    @model_validator(mode="after")
+    def _chain_fits(self) -> ClipHeader:
+        if self.chain is not None:
+            if self.schema_version < CHAINED_CLIP_SCHEMA_VERSION:
+                raise ValueError(f"a chained clip's header has schema_version {CHAINED_CLIP_SCHEMA_VERSION}")
+            if len(self.chain.ids) != self.shape[0]:
+                raise ValueError(f"the clip lists {len(self.chain.ids)} frames, its shape {self.shape[0]}")
+        return self
+
+    def to_bytes(self) -> bytes:
+        """A whole clip's header without ``chain``: the same bytes as before chained clips existed."""
+        if self.chain is None:
+            return self.model_dump_json(exclude={"chain"}).encode("utf-8")
+        return super().to_bytes()
 
 
 class ClipMessage:
@@ -128,6 +197,89 @@ class ClipMessage:
             raise MessageError(f"clip frames hold {len(raw)} bytes, shape {header.shape} needs {expected}")
         frames = np.frombuffer(raw, dtype=np.uint8).reshape(header.shape)
         return cls(header, frames)
+
+
+def _split(data: bytes, magic: bytes, what: str) -> tuple[bytes, bytes]:
+    """``magic | len | head | body`` → head, body."""
+    if len(data) < 8 or data[:4] != magic:
+        raise MessageError(f"not a {what} message (bad magic bytes)")
+    (head_len,) = struct.unpack(">I", data[4:8])
+    if 8 + head_len > len(data):
+        raise MessageError(f"{what} message is truncated (header longer than message)")
+    return data[8 : 8 + head_len], data[8 + head_len :]
+
+
+class ChainedClip:
+    """A clip as the frames its consumer has not got yet: ``MAGIC | len | header | coded frames``.
+
+    ``body`` codes the levels of the frames ``header.chain.new`` (``common.frame_codec``); decoding it needs
+    the reference frame, which the consumer holds from an earlier message, so it is left to the consumer."""
+
+    MAGIC: ClassVar[bytes] = b"AWC2"
+
+    __slots__ = ("body", "header")
+
+    def __init__(self, header: ClipHeader, body: bytes) -> None:
+        if header.chain is None:
+            raise MessageError(f"clip {header.clip_id}: a chained clip needs frame references")
+        self.header = header
+        self.body = body
+
+    @property
+    def chain(self) -> FrameRefs:
+        assert self.header.chain is not None
+        return self.header.chain
+
+    def to_bytes(self) -> bytes:
+        head = self.header.to_bytes()
+        return self.MAGIC + struct.pack(">I", len(head)) + head + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChainedClip:
+        head, body = _split(data, cls.MAGIC, "chained clip")
+        header = ClipHeader.from_bytes(head)
+        if header.chain is None:
+            raise MessageError(f"chained clip {header.clip_id} has no frame references")
+        return cls(header, body)
+
+
+class ChainEnd(Message):
+    """No later clip of the chain reuses a frame below ``keep_from``: the consumer may let go of them."""
+
+    kind: ClassVar[str] = "chain_end"
+    MAGIC: ClassVar[bytes] = b"AWE2"
+    schema_version: int = CHAINED_CLIP_SCHEMA_VERSION
+    max_schema_version: ClassVar[int] = CHAINED_CLIP_SCHEMA_VERSION
+    store_id: str
+    camera_id: str
+    chain_id: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0, description="Its number in the chain")
+    keep_from: int = Field(ge=0)
+    at: UtcDatetime
+
+    def to_bytes(self) -> bytes:
+        return self.MAGIC + super().to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ChainEnd:
+        if data[:4] != cls.MAGIC:
+            raise MessageError("not a chain-end message (bad magic bytes)")
+        return super().from_bytes(data[4:])
+
+
+ClipTopicMessage = ClipMessage | ChainedClip | ChainEnd
+
+
+def read_clip_topic(data: bytes) -> ClipTopicMessage:
+    """A clips-topic message of any kind, by its magic bytes; MessageError when it is none of them."""
+    magic = data[:4]
+    if magic == ClipMessage.MAGIC:
+        return ClipMessage.from_bytes(data)
+    if magic == ChainedClip.MAGIC:
+        return ChainedClip.from_bytes(data)
+    if magic == ChainEnd.MAGIC:
+        return ChainEnd.from_bytes(data)
+    raise MessageError("not a clip message (bad magic bytes)")
 
 
 class ResultMessage(Message):

@@ -108,6 +108,7 @@ class ClipSettings(Section):
     crop: CropMode = Field(CropMode.FULL, description="Whole frame, or the motion region with a margin")
     crop_margin: float = Field(0.25, ge=0, le=2, description="Margin around the motion region, as a fraction")
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the evidence snapshot")
+    bits: int = Field(8, ge=1, le=8, description="Bits a value of the clip frames (the model's input_bits)")
 
 
 _ENV_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -275,6 +276,10 @@ class BusSettings(Section):
     delivery_timeout_s: float = Field(
         30.0, ge=12, le=3600,
         description="How long the producer tries to deliver a message before it counts as failed and is sent again",
+    )
+    clip_format: Literal["chained", "full"] = Field(
+        "chained", description="How ingest sends clips: chained (each frame once, read by inference workers of "
+        "this release on) or full (every clip whole, as before: for an upgrade while older inference workers run)",
     )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -58,15 +59,19 @@ from common.schemas import (
     OUT_OF_DISTRIBUTION_NOTE,
     CameraHealthMessage,
     CameraState,
+    ChainedClip,
+    ChainEnd,
     ClipMessage,
     DeadLetter,
     MessageError,
     ResultMessage,
     Topic,
+    read_clip_topic,
 )
 from common.settings import Settings
 from common.worker import Worker
 from inference.batcher import Batcher
+from inference.clip_chains import ClipChains
 from inference.metadata import INPUT_SHAPE
 from inference.ood import CameraFamiliarity, FamiliarityChange, InputDescription, read_description
 from inference.reruns import RerunWatch
@@ -128,6 +133,7 @@ class InferenceWorker(Worker):
         description: InputDescription | None = None,
         familiarity: CameraFamiliarity | None = None,
         ood_margin: float = 2.0,
+        chains: ClipChains | None = None,
     ) -> None:
         """``shadow_budget_s``: how long a batch's results wait for the candidate's scores at least (twice the
         active model's time on the batch when that is longer).  ``description``: the model's input description
@@ -164,11 +170,16 @@ class InferenceWorker(Worker):
         self.ood_margin = ood_margin
         self._health: list[CameraHealthMessage] = []
         self.reruns = RerunWatch(db, self.log)  # clips stored by an earlier run of a recording are said so
+        # chained clips' frames, assembled into whole clips; shared by the threads of one process on the
+        # in-process bus (``chains``), whose one partition they split between them
+        self.chains = chains or ClipChains(self._stored_clip_ids)
+        self._assignments = 0  # the consumer's rebalances seen (each one re-reads from the committed offsets)
 
     @classmethod
     def from_settings(
         cls, settings: Settings, classifier: Classifier, bus: Bus, db: Database, threshold: float,
         stop: threading.Event | None = None, name: str | None = None, shadow: Classifier | None = None,
+        chains: ClipChains | None = None,
     ) -> InferenceWorker:
         """``threshold`` is the resolved one (``Settings.alert_threshold``) that marks a result suspicious;
         ``shadow`` the loaded candidate of ``model.shadow_path``, if any.  The batch size and wait are those of
@@ -190,6 +201,7 @@ class InferenceWorker(Worker):
             familiarity=CameraFamiliarity(window=settings.model.ood_window_clips,
                                           min_clips=max(1, settings.model.ood_window_clips // 2)),
             ood_margin=settings.model.ood_margin,
+            chains=chains,
         )
 
     def setup(self) -> None:
@@ -206,7 +218,13 @@ class InferenceWorker(Worker):
         assert self._consumer is not None
         wait = self.batcher.time_until_due()
         timeout = self.poll_timeout_s if wait is None else min(self.poll_timeout_s, wait)
-        for record in self._consumer.poll(timeout, max_records=self.batcher.room()):
+        records = self._consumer.poll(timeout, max_records=self.batcher.room())
+        assignments = getattr(self._consumer, "assignments", 0)
+        if assignments != self._assignments:
+            # a rebalance: every partition is read again from its committed offset, so chains start afresh
+            self._assignments = assignments
+            self.chains.reset()
+        for record in records:
             self._accept(record)
         if len(self.batcher) or self._dead or getattr(self._consumer, "failing_since", None) is not None:
             self.input_waiting()  # a batch is held, or the bus cannot be read
@@ -225,11 +243,27 @@ class InferenceWorker(Worker):
 
     def _accept(self, record: BusRecord) -> None:
         try:
-            clip = ClipMessage.from_bytes(record.value)
+            message = read_clip_topic(record.value)
         except MessageError as exc:
             self.log.warning("clip at %s offset %d (key %s) rejected: %s", record.topic, record.offset, record.key, exc)
             self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, str(exc)))
             return
+        if isinstance(message, ChainedClip | ChainEnd):
+            ready, dead = self.chains.accept(record, message)
+            self._dead.extend(dead)
+        else:
+            ready = [(record, message)]
+        for clip_record, clip in ready:
+            if self._fits(clip_record, clip):
+                self.batcher.add((clip_record, clip))
+
+    def _stored_clip_ids(self, clip_ids: Sequence[str]) -> set[str]:
+        """Which of these clips have a stored result (a chain joined midway: were they scored already?)."""
+        return set(self.db.retrying(lambda: self.db.stored_capture_times(list(clip_ids)), self.stop_event,
+                                    "stored-clip check"))
+
+    def _fits(self, record: BusRecord, clip: ClipMessage) -> bool:
+        """Whether the clip's shape is the model's input; a dead letter saying how to fix it if not."""
         shape = tuple(clip.frames.shape)
         if shape != self.input_shape:
             h = clip.header
@@ -239,8 +273,8 @@ class InferenceWorker(Worker):
             )
             self.log.warning("clip at %s offset %d rejected: %s", record.topic, record.offset, reason)
             self._dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, reason))
-            return
-        self.batcher.add((record, clip))
+            return False
+        return True
 
     def _process(self, batch: list[tuple[BusRecord, ClipMessage]]) -> None:
         """Classify, store, publish, then commit; retries (never drops) while the database or bus is down."""
@@ -411,11 +445,12 @@ class InferenceWorker(Worker):
         """Commit what was polled so far; a refused commit never stops the worker (see the module docstring)."""
         assert self._consumer is not None
         try:
-            self._consumer.commit()
+            self._consumer.commit(self.chains.holds())
         except CommitFailedError as exc:
             ERRORS.labels("infer", "bus").inc()
             self.stats.commits_refused += 1
             dropped = len(self.batcher.take())
+            self.chains.reset()  # what they kept came from records that will be delivered again
             self.log.warning(
                 "commit refused after a consumer-group rebalance (%s); dropped %d clips in flight, the "
                 "partitions' owners get the uncommitted clips again; polling on", exc, dropped,

@@ -58,6 +58,11 @@ class CutClip:
     snapshot: np.ndarray = field(repr=False)
     window_index: int = 0
     crop: tuple[int, int, int, int] | None = None
+    # The frames' ids in the capture session (ring order, so time order): a frame's id always means the same
+    # model frame, so overlapping clips can send each frame once (``ingest.clip_chain``).  Empty when the
+    # frames are cut for this clip alone (``crop=motion``: each window has its own crop).
+    frame_ids: tuple[int, ...] = ()
+    keep_from_id: int = 0  # no later clip of this session uses a frame with a lower id
 
     def __post_init__(self) -> None:
         f = self.frames
@@ -69,6 +74,7 @@ class CutClip:
 
 @dataclass(slots=True)
 class _Entry:
+    id: int
     t: float
     at: datetime
     small: np.ndarray
@@ -154,6 +160,12 @@ class ClipCutter:
         self._model_copy = clip.crop != CropMode.MOTION
         self._model_size = clip.size
         self._model_dsize = (clip.size, clip.size)
+        self._next_id = 0
+
+    @property
+    def reusable_from_id(self) -> int:
+        """The lowest frame id a clip cut from now on can use: the ring is pruned to the next window's start."""
+        return self._ring[0].id if self._ring else self._next_id
 
     def reset(self) -> None:
         """Forget everything but the counters (a new capture session starts)."""
@@ -204,9 +216,10 @@ class ClipCutter:
                 out.append(clip)
             self._advance()
         ring.append(
-            _Entry(t, frame.captured_at, self._small(image) if small is None else small, motion.moving,
-                   motion.area_fraction, motion.bbox)
+            _Entry(self._next_id, t, frame.captured_at, self._small(image) if small is None else small,
+                   motion.moving, motion.area_fraction, motion.bbox)
         )
+        self._next_id += 1
         self._last_image = image
         if motion.moving:
             self._last_motion_image = image
@@ -275,9 +288,11 @@ class ClipCutter:
         times = [e.t for e in entries]
         chosen = [entries[i] for i in pick_times(times, count)]
         crop = None
+        frame_ids: tuple[int, ...] = ()
         if self.clip.crop == CropMode.MOTION:
             frames, crop = self._crop_frames(chosen, [e for e in entries if e.moving])
         else:
+            frame_ids = tuple(e.id for e in chosen)
             # the frames picked above are those ``model_clip(smalls, count, size, times=times)`` picks, and
             # each is already a model frame (``prepare``): stacked as they are, without picking them again
             size = self.clip.size
@@ -294,7 +309,16 @@ class ClipCutter:
             snapshot=self._snapshot(start, end),
             window_index=k,
             crop=crop,
+            frame_ids=frame_ids,
+            keep_from_id=self._first_id_from(start + self.stride_s),
         )
+
+    def _first_id_from(self, t: float) -> int:
+        """The id of the ring's first frame at or after ``t`` (the next window's start); the next id if none."""
+        for e in self._ring:
+            if e.t >= t:
+                return e.id
+        return self._next_id
 
     def _snapshot(self, start: float, end: float) -> np.ndarray:
         best: tuple[float, float, np.ndarray] | None = None

@@ -39,6 +39,7 @@ from ingest.capture import (
     SourceFatalError,
     VideoSource,
 )
+from ingest.clip_chain import ChainEncoder
 from ingest.clips import ClipCutter, CutClip
 from ingest.evidence_video import EvidenceRecorder
 from ingest.motion import Arrived, MotionGate, MotionResult, gate_fps_for
@@ -113,6 +114,7 @@ class CameraWorker(Worker):
         max_in_flight: int = 32,
         ack_timeout_s: float = 60.0,
         evidence: EvidenceSettings | None = None,
+        chained: bool = True,
     ) -> None:
         """``retry_queue_size`` messages wait in memory while the bus cannot take them, and beyond that go
         to ``spool`` (or, without one, the oldest are dropped); ``max_in_flight`` await acknowledgement.
@@ -135,6 +137,8 @@ class CameraWorker(Worker):
             publisher, camera.id, self.clock, spool=spool, max_in_flight=max_in_flight,
             max_waiting=retry_queue_size, backoff=retry_backoff, ack_timeout_s=ack_timeout_s,
         )
+        # each frame once on the bus (bus.clip_format "chained"); None: every clip whole
+        self.chain = ChainEncoder(store_id, camera.id, camera.clip.bits) if chained else None
         self._session_online = False
         self._offline_reported = False
         self._frames_read = 0
@@ -159,6 +163,7 @@ class CameraWorker(Worker):
             store.id, camera, bus.publisher(), settings.service.evidence_dir, stop=stop,
             retry_queue_size=ingest.memory_queue, max_in_flight=ingest.max_in_flight, spool=spool,
             ack_timeout_s=ack_timeout_for(settings.bus), evidence=settings.evidence,
+            chained=settings.bus.clip_format == "chained",
         )
 
     # -- counters ----------------------------------------------------------------------------------
@@ -256,6 +261,11 @@ class CameraWorker(Worker):
             self.recorder.push(arrived.frame, result.moving)
         for clip in self.cutter.push(arrived.frame, result, arrived.small):
             self._emit(clip)
+        chain = self.chain
+        if chain is not None and chain.holding:
+            end = chain.release_below(self.cutter.reusable_from_id, arrived.frame.captured_at)
+            if end is not None:  # the camera's motion ended: no later clip uses the frames sent
+                self.outbox.submit(Topic.CLIPS, end, is_clip=False)
 
     def _start_session(self, frame: Frame) -> None:
         assert self.source is not None
@@ -270,6 +280,7 @@ class CameraWorker(Worker):
             if self.cutter is not None:
                 self._windows_incomplete_before += self.cutter.windows_incomplete
             self.cutter = ClipCutter(self.camera.clip, self.camera.motion, self.source.fps)
+            self._end_chain()  # the new cutter numbers its frames afresh
         if self.recorder is not None:
             self.recorder.close("new capture session")  # a fresh pre-roll: the old frames are of another session
         self._session_online = True
@@ -297,8 +308,15 @@ class CameraWorker(Worker):
         if self.cutter is not None:
             for clip in self.cutter.flush():
                 self._emit(clip)
+        self._end_chain()  # flush reset the cutter, and its frame ids with it
         if self.recorder is not None:
             self.recorder.close("source ended or lost")
+
+    def _end_chain(self) -> None:
+        if self.chain is not None:
+            end = self.chain.end(self.clock.now())
+            if end is not None:
+                self.outbox.submit(Topic.CLIPS, end, is_clip=False)
 
     # -- publishing --------------------------------------------------------------------------------
     def _emit(self, clip: CutClip) -> None:
@@ -335,7 +353,11 @@ class CameraWorker(Worker):
         )
         with self._lock:
             self._clips_cut += 1
-        self.outbox.submit(Topic.CLIPS, ClipMessage(header, clip.frames).to_bytes(), is_clip=True)
+        if self.chain is not None:
+            message = self.chain.encode(header, clip)
+        else:
+            message = ClipMessage(header, clip.frames).to_bytes()
+        self.outbox.submit(Topic.CLIPS, message, is_clip=True)
 
     def _health(self, state: CameraState, detail: str, *, level: int = logging.INFO) -> None:
         """Publish a health event and log it: the one log line of each camera event."""

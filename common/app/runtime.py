@@ -167,10 +167,16 @@ class Pipeline:
                 shadow = shadow_classifier_from_settings(settings.model, settings.inference)
             if inference_workers is None:
                 inference_workers = settings.inference.batching(getattr(classifier, "device", "cpu")).consumers
+            # the in-process bus has one partition that the threads split: they share their chained clips' frames
+            chains = None
+            if settings.bus.kind == BusKind.INPROCESS and inference_workers > 1:
+                from inference.clip_chains import ClipChains
+
+                chains = ClipChains(lambda ids: set(db.stored_capture_times(list(ids))))
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
                 pipeline.workers.append(InferenceWorker.from_settings(
-                    settings, classifier, bus, db, threshold, stop, name=name, shadow=shadow))
+                    settings, classifier, bus, db, threshold, stop, name=name, shadow=shadow, chains=chains))
         if "desk" in roles:
             from alerts.desk.app import create_app
             from alerts.desk.server import DeskServer

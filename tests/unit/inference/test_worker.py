@@ -7,6 +7,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -291,13 +292,13 @@ class RebalancedOnce:
     def poll(self, timeout_s: float, max_records: int = 500) -> list[BusRecord]:
         return self.inner.poll(timeout_s, max_records)
 
-    def commit(self) -> None:
+    def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
         if self.refusals == 0:
             self.refusals += 1
             self.inner.close()  # the rebalance: uncommitted records go back to the group
             self.inner = self.bus.consumer(self.topics, self.group_id)
             raise CommitFailedError("commit failed after a rebalance; records will be redelivered")
-        self.inner.commit()
+        self.inner.commit(hold)
 
     def close(self) -> None:
         self.inner.close()
