@@ -41,7 +41,7 @@ from common.schemas import ChainedClip, ChainEnd, ClipMessage, DeadLetter, Topic
 
 log = logging.getLogger(__name__)
 
-MAX_PARKED = 64  # messages waiting on one missing one before it counts as lost
+MAX_PARKED = 16  # messages waiting on a missing one before it counts as lost (a camera's 16 s at the defaults)
 EXPIRE_AFTER_S = 600.0
 _EXPIRY_CHECK = timedelta(seconds=10)  # of record time between looks for chains to expire
 

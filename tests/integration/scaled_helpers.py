@@ -341,7 +341,7 @@ class ClipCollector:
         return self
 
     def _run(self) -> None:
-        from common.schemas import ClipMessage, MessageError, Topic
+        from common.schemas import ChainEnd, MessageError, Topic, read_clip_topic
 
         consumer = self.bus.consumer([Topic.CLIPS], self.group_id)
         try:
@@ -350,10 +350,13 @@ class ClipCollector:
                     with self._lock:
                         self.records += 1
                         try:
-                            header = ClipMessage.from_bytes(record.value).header
+                            message = read_clip_topic(record.value)
                         except MessageError:
                             self.malformed += 1
                             continue
+                        if isinstance(message, ChainEnd):
+                            continue
+                        header = message.header
                         self.clip_ids.append(header.clip_id)
                         self.cameras[header.clip_id] = header.camera_id
                         self.captured_at[header.clip_id] = header.captured_at

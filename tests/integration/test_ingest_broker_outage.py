@@ -13,10 +13,11 @@ import pytest
 
 from common.clock import SystemClock
 from common.kafka_bus import KafkaBus, KafkaTuning
-from common.schemas import ClipMessage, Topic
+from common.schemas import Topic
 from common.settings import BusSettings, CameraSettings, ClipSettings, MotionSettings
 from ingest.spool import Spool
 from ingest.worker import CameraWorker
+from tests.clip_topic import clip_ids as ids_on_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -69,7 +70,7 @@ def test_a_broker_outage_past_the_delivery_timeout_loses_no_clip(
     clip_ids: list[str] = []
     deadline = time.monotonic() + 60
     while len(set(clip_ids)) < counters.clips_cut and time.monotonic() < deadline:
-        clip_ids += [ClipMessage.from_bytes(r.value).header.clip_id for r in consumer.poll(0.5)]
+        clip_ids += ids_on_topic(consumer.poll(0.5))
     consumer.close()
     bus.close()
 

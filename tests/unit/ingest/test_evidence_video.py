@@ -27,6 +27,7 @@ from common.settings import CameraSettings, EvidenceSettings, MotionSettings
 from ingest.capture import Frame, SourceConnectionError, SourceEnded
 from ingest.evidence_video import EvidenceRecorder, video_size
 from ingest.worker import CameraWorker
+from tests.clip_topic import whole_clips
 
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 W, H = 192, 108
@@ -218,7 +219,7 @@ def run_camera(video: Path, evidence_dir: Path, evidence: EvidenceSettings) -> t
     worker = CameraWorker("s1", camera, bus.publisher(), evidence_dir, clock=FakeClock(T0), evidence=evidence)
     worker.run()
     consumer = bus.consumer([Topic.CLIPS], "test")
-    return worker, [ClipMessage.from_bytes(r.value) for r in consumer.poll(0, 10_000)]
+    return worker, whole_clips(consumer.poll(0, 10_000))
 
 
 @pytest.fixture(scope="module")

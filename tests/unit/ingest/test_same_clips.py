@@ -22,6 +22,7 @@ from common.inprocess_bus import InProcessBus
 from common.schemas import ClipMessage, Topic, clip_id_for
 from common.settings import CameraSettings, ClipSettings, MotionSettings
 from ingest.worker import CameraWorker
+from tests.clip_topic import whole_clips
 from tests.ingest_reference import reference_clips
 from tests.videos import real_footage
 
@@ -58,7 +59,7 @@ def worker_clips(camera: CameraSettings, tmp_path: Path, clock: FakeClock) -> tu
     worker.run()
     records = bus.consumer([Topic.CLIPS], "test").poll(0, 100_000)
     assert worker.source is not None
-    return [ClipMessage.from_bytes(r.value) for r in records], worker.source.session
+    return whole_clips(records), worker.source.session
 
 
 def assert_same_clips(path: Path, tmp_path: Path, **settings: Any) -> int:
