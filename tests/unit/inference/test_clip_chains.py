@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import cv2
 import numpy as np
 import pytest
 
 from common.bus import BusRecord
-from common.model_input import quantize
 from common.schemas import (
     ChainedClip,
     ChainEnd,
@@ -23,66 +20,9 @@ from common.schemas import (
     Topic,
     read_clip_topic,
 )
-from common.settings import ClipSettings, MotionSettings
 from inference.clip_chains import ClipChains
-from ingest.capture import Frame
-from ingest.clip_chain import KEYFRAME_EVERY, ChainEncoder
-from ingest.clips import ClipCutter
-from ingest.motion import MotionResult
-from tests.videos import real_footage
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-BITS = 6
-
-
-@dataclass
-class Stream:
-    messages: list[bytes]
-    expected: dict[str, np.ndarray]  # clip id -> the frames the model must get
-
-
-def _header(clip, camera: str = "cam") -> ClipHeader:
-    return ClipHeader(clip_id=f"{camera}-w{clip.window_index}", store_id="s1", camera_id=camera,
-                      captured_at=clip.captured_at, start_at=clip.start_at, source_start_s=clip.source_start_s,
-                      source_end_s=clip.source_end_s, shape=tuple(clip.frames.shape))
-
-
-def camera_stream(
-    moving=lambda t: True, fps: float = 5.0, limit: int | None = None, camera: str = "cam", finish: bool = True
-) -> Stream:
-    """What ingest sends for vtest.avi's frames at ``fps`` (their own order), as the worker does it."""
-    cutter = ClipCutter(ClipSettings(bits=BITS), MotionSettings(), fps)
-    encoder = ChainEncoder("s1", camera, BITS)
-    capture = cv2.VideoCapture(str(real_footage("vtest.avi")))
-    messages: list[bytes] = []
-    expected: dict[str, np.ndarray] = {}
-
-    def emit(clips) -> None:
-        for clip in clips:
-            header = _header(clip, camera)
-            messages.append(encoder.encode(header, clip))
-            expected[header.clip_id] = quantize(clip.frames, BITS)
-
-    index = 0
-    while limit is None or index < limit:
-        ok, image = capture.read()
-        if not ok:
-            break
-        t = index / fps
-        frame = Frame(index, image, t, T0 + timedelta(seconds=t))
-        mv = moving(t)
-        emit(cutter.push(frame, MotionResult(mv, 0.2 if mv else 0.0, None)))
-        if encoder.holding:
-            end = encoder.release_below(cutter.reusable_from_id, frame.captured_at)
-            if end is not None:
-                messages.append(end)
-        index += 1
-    if finish:  # the source ends
-        emit(cutter.flush())
-        end = encoder.end(T0)
-        if end is not None:
-            messages.append(end)
-    return Stream(messages, expected)
+from ingest.clip_chain import KEYFRAME_EVERY
+from tests.clip_topic import T0, Stream, chained_stream
 
 
 def records(messages: list[bytes], order: list[int] | None = None, first_offset: int = 0) -> list[BusRecord]:
@@ -111,7 +51,7 @@ def never_stored(ids) -> set[str]:
 
 @pytest.fixture(scope="module")
 def stream() -> Stream:
-    return camera_stream()
+    return chained_stream()
 
 
 def test_every_clip_comes_back_exactly_in_a_tenth_of_the_bytes(stream: Stream) -> None:
@@ -192,7 +132,7 @@ def test_a_lost_message_costs_the_clips_up_to_the_next_keyframe_said_in_dead_let
 
 def test_the_motion_ending_releases_the_hold() -> None:
     # 24 s of frames, motion for 7, and the source goes on
-    episode = camera_stream(moving=lambda t: 2 <= t < 9, limit=120, finish=False)
+    episode = chained_stream(moving=lambda t: 2 <= t < 9, limit=120, finish=False)
     kinds = [type(read_clip_topic(m)) for m in episode.messages]
     assert ChainEnd in kinds  # released once no later clip can use the frames sent
     chains = ClipChains(never_stored)
@@ -204,7 +144,7 @@ def test_the_motion_ending_releases_the_hold() -> None:
 
 
 def test_a_new_chain_of_the_camera_ends_the_old_one(stream: Stream) -> None:
-    other = camera_stream(limit=40)
+    other = chained_stream(limit=40)
     chains = ClipChains(never_stored)
     feed(chains, records(stream.messages[:8]))
     # message 9 of the first chain never comes; message 10 waits for it
@@ -218,7 +158,7 @@ def test_a_chain_with_no_news_for_ten_minutes_of_record_time_is_forgotten(stream
     chains = ClipChains(never_stored, expire_after_s=600)
     feed(chains, records(stream.messages[:6]))
     assert chains.holds()
-    late = BusRecord(Topic.CLIPS, "other", camera_stream(limit=30, camera="other").messages[0], 0, 100,
+    late = BusRecord(Topic.CLIPS, "other", chained_stream(limit=30, camera="other").messages[0], 0, 100,
                      T0 + timedelta(minutes=11))
     chains.accept(late, read_clip_topic(late.value))
     assert chains.holds() == {(Topic.CLIPS, 0): 100}  # only the new camera's first message is held
