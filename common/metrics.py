@@ -41,6 +41,12 @@ ALERTS_HELD = Counter(
     "(model.out_of_distribution = hold)", ["camera"],
 )
 DEAD_LETTERS = Counter("aislewatch_dead_letters_total", "Messages sent to the dead-letter topic", ["topic"])
+# Chained clips (inference.clip_chains): what the inference workers put together, and what they could not.
+CHAINED_CLIPS = Counter(
+    "aislewatch_chained_clips_total",
+    "Chained clips by outcome: assembled, already_stored (skipped on joining a chain), lost (dead-lettered)",
+    ["outcome"],
+)
 
 # The evidence janitor (alerts.janitor): what it deleted and why, and what is left on the evidence disk.
 EVIDENCE_DELETED = Counter(

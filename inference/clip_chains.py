@@ -36,6 +36,7 @@ import numpy as np
 
 from common.bus import BusRecord
 from common.frame_codec import FrameCodecError, decode_frames
+from common.metrics import CHAINED_CLIPS
 from common.model_input import from_levels
 from common.schemas import ChainedClip, ChainEnd, ClipMessage, DeadLetter, Topic
 
@@ -223,6 +224,7 @@ class ClipChains:
             frames = from_levels(np.stack([chain.frames[i] for i in refs.ids]), refs.bits)
             ready.append((record, ClipMessage(h, frames)))
             self.stats.assembled += 1
+            CHAINED_CLIPS.labels("assembled").inc()
         self._prune(chain, refs.keep_from)
 
     @staticmethod
@@ -234,8 +236,10 @@ class ClipChains:
     def _lose(self, record: BusRecord, clip_id: str, why: str, dead: list[DeadLetter], *, check: bool) -> None:
         if check and clip_id in self.stored([clip_id]):
             self.stats.already_stored += 1
+            CHAINED_CLIPS.labels("already_stored").inc()
             return
         self.stats.lost += 1
+        CHAINED_CLIPS.labels("lost").inc()
         log.warning("%s; sent to the dead-letter topic", why)
         dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, why))
 

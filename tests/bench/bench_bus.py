@@ -44,15 +44,21 @@ def _demo_streams(folder: Path, quick: bool) -> dict[str, Path]:
     return out
 
 
-def _read(video: Path, clip: ClipSettings, chained: bool, evidence: Path) -> tuple[list[bytes], list[Any], float]:
-    """The clips-topic messages of ``video``, its clips (whole), and the seconds of motion they cover."""
+def _read(
+    video: Path, clip: ClipSettings, chained: bool, evidence: Path
+) -> tuple[list[bytes], list[Any], float, float]:
+    """The clips-topic messages of ``video``, its clips (whole), the seconds of motion they cover, and the
+    ingest worker's CPU seconds (decoding, gating, cutting, snapshots and encoding: the encoding is the
+    difference between the two runs)."""
     bus = InProcessBus()
     camera = CameraSettings(id="cam", source=str(video), clip=clip)
     worker = CameraWorker("store", camera, bus.publisher(), evidence, chained=chained)
+    cpu = time.process_time()
     worker.setup()
     while worker.step():
         pass
     worker.shutdown()
+    cpu = time.process_time() - cpu
     records = bus.consumer([Topic.CLIPS], "bench").poll(0, 1_000_000)
     clips = whole_clips(records)
     spans = sorted((c.header.source_start_s, c.header.source_end_s + clip.window_s / clip.frames) for c in clips)
@@ -61,7 +67,7 @@ def _read(video: Path, clip: ClipSettings, chained: bool, evidence: Path) -> tup
         if stop > end:
             seconds += stop - max(start, end)
             end = stop
-    return [r.value for r in records], clips, seconds
+    return [r.value for r in records], clips, seconds, cpu
 
 
 def _parity(before: list[Any], after: list[Any]) -> dict[str, Any]:
@@ -103,9 +109,9 @@ def run(quick: bool = False) -> dict[str, Any]:
         totals = {"before_bytes": 0, "after_bytes": 0, "motion_s": 0.0, "clips": 0}
         for name, video in videos.items():
             print(f"  {name}", flush=True)
-            before_msgs, before_clips, motion_s = _read(video, defaults.model_copy(update={"bits": 8}), False,
-                                                        folder / "ev-before")
-            after_msgs, after_clips, _ = _read(video, defaults, True, folder / "ev-after")
+            before_msgs, before_clips, motion_s, before_cpu = _read(
+                video, defaults.model_copy(update={"bits": 8}), False, folder / "ev-before")
+            after_msgs, after_clips, _, after_cpu = _read(video, defaults, True, folder / "ev-after")
             b, a = sum(map(len, before_msgs)), sum(map(len, after_msgs))
             clips = len(before_clips)
             rows[name] = {
@@ -117,6 +123,8 @@ def run(quick: bool = False) -> dict[str, Any]:
                 "after_bytes_per_motion_s": round(a / max(motion_s, 1e-9)),
                 "after_over_before": round(a / max(1, b), 4),
                 "after_messages": len(after_msgs),
+                "ingest_cpu_ms_per_clip_before": round(1000 * before_cpu / max(1, clips), 2),
+                "ingest_cpu_ms_per_clip_after": round(1000 * after_cpu / max(1, len(after_clips)), 2),
                 "parity": _parity(before_clips, after_clips),
             }
             for key, value in (("before_bytes", b), ("after_bytes", a), ("motion_s", motion_s), ("clips", clips)):
