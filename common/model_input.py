@@ -2,12 +2,16 @@
 
 Ingest (live cameras), the training-set builder, ``evaluate``, ``classify`` and ``evaluate-streams`` all
 go through these functions, so the model is never trained on one input and served another.  A clip is
-``frames`` frames picked evenly over a window (first and last included), each turned into a
-``size x size`` BGR uint8 image by :func:`model_frame`.  Frames are picked by their own times
-(:func:`sample_times`, with times from ``common.frame_time``), never by a nominal frame rate: for a file with
-a constant rate this is the same pick as :func:`sample_indices`, and for a variable-rate one the clip still
-spans the window evenly in real time.  Scaling to [0, 1] happens on the model side
-(``inference.model.preprocess``), so clips travel and are cached as the same uint8 bytes everywhere.
+``frames`` frames picked on the window's own time grid, each turned into a ``size x size`` BGR uint8 image
+by :func:`model_frame`.  Frames are picked by their own times (:func:`sample_times`, with times from
+``common.frame_time``), never by a nominal frame rate: for ``count`` instants ``start + i * span / count``
+(``start`` the window's start on the global clip grid, ``span`` its length), the first frame at or after
+each instant.  The instants of a window depend only on where the window starts, so a frame picked for an
+instant is the same frame in every window that holds that instant: windows ``stride`` apart share
+``count - stride / (span / count)`` of their frames (15 of 20 at a 4 s window on a 1 s stride), which lets
+a clip's frames travel once (issue 15).  For a file with a constant rate this is :func:`sample_indices`.
+Scaling to [0, 1] happens on the model side (``inference.model.preprocess``), so clips travel and are
+cached as the same uint8 bytes everywhere.
 
 Picking and converting commute (each frame is converted on its own), which lets a caller convert every
 frame once on arrival to save memory (ingest), or pick the frames before decoding the rest (a long video
@@ -27,35 +31,50 @@ CLIP_SIZE = 64  # frames are CLIP_SIZE x CLIP_SIZE pixels
 RESIZE_INTERPOLATION = cv2.INTER_LINEAR  # cv2.resize's default, what the bundled model was trained on
 
 
+CLIP_WINDOW_S = 4.0  # seconds a clip spans (``clip.window_s``'s default): a training video's window
+TIME_TOLERANCE_S = 1e-6  # a frame this close before an instant counts as at it (float noise in the instants)
+
+
 def sample_indices(available: int, count: int = CLIP_FRAMES) -> np.ndarray:
-    """Which ``count`` of ``available`` consecutive frames make a clip: spread evenly, first and last
-    included (``round(linspace)``, ties to even).  With fewer frames than ``count`` some repeat."""
+    """Which ``count`` of ``available`` consecutive frames at a constant rate make a clip: the grid picks of
+    :func:`sample_times` for a window that those frames fill exactly (instant ``i`` at
+    ``i * available / count`` frames, the first frame at or after it).  ``n`` of ``n`` takes them all; with
+    fewer frames than ``count`` some repeat."""
     if available < 1:
         raise ValueError(f"a window needs at least one frame, got {available}")
     if count < 1:
         raise ValueError(f"a clip needs at least one frame, got {count}")
-    return np.rint(np.linspace(0, available - 1, count)).astype(np.int64)
+    positions = np.arange(count, dtype=np.float64) * (available / count)
+    return np.minimum(np.ceil(positions - 1e-6), available - 1).astype(np.int64)
 
 
-def sample_times(times: Sequence[float] | np.ndarray, count: int = CLIP_FRAMES) -> np.ndarray:
-    """Which ``count`` of the frames at ``times`` (seconds, non-decreasing) make a clip: for ``count``
-    instants spread evenly from the first frame's time to the last's, the frame nearest in time.
+def sample_times(
+    times: Sequence[float] | np.ndarray,
+    count: int = CLIP_FRAMES,
+    *,
+    start: float | None = None,
+    span: float = CLIP_WINDOW_S,
+) -> np.ndarray:
+    """Which ``count`` of the frames at ``times`` (seconds, non-decreasing) make a clip: for each instant
+    ``start + i * span / count`` (``i`` from 0 to ``count - 1``; ``start`` defaults to the first frame's
+    time), the first frame at or after it (a frame up to :data:`TIME_TOLERANCE_S` before it counts), or the
+    last frame when none is.
 
-    The nearest frame is the rounded fractional position between the two frames around each instant (times
-    compared to a millionth of a frame, ties to even), so frames at a constant rate give exactly
-    :func:`sample_indices` of their number."""
+    ``start`` is the window's start on the global clip grid (``k * stride``), not its first frame's time:
+    the instants, and so the picks, are then the same in every window that holds them."""
     t = np.asarray(times, dtype=np.float64)
     if t.ndim != 1 or len(t) < 1:
         raise ValueError(f"a window needs at least one frame time, got shape {t.shape}")
     if count < 1:
         raise ValueError(f"a clip needs at least one frame, got {count}")
+    if not span > 0:
+        raise ValueError(f"a window must span some time, got {span}")
     if len(t) > 1 and np.any(np.diff(t) < 0):
         raise ValueError("frame times must not decrease")
-    if len(t) == 1 or t[-1] <= t[0]:
-        return sample_indices(len(t), count)
-    instants = np.linspace(t[0], t[-1], count)
-    positions = np.interp(instants, t, np.arange(len(t), dtype=np.float64))
-    return np.clip(np.rint(np.round(positions, 6)), 0, len(t) - 1).astype(np.int64)
+    first = float(t[0]) if start is None else float(start)
+    instants = first + np.arange(count, dtype=np.float64) * (span / count)
+    picks = np.searchsorted(t, instants - TIME_TOLERANCE_S, side="left")
+    return np.minimum(picks, len(t) - 1).astype(np.int64)
 
 
 def model_frame(image: np.ndarray, size: int = CLIP_SIZE) -> np.ndarray:
@@ -79,11 +98,15 @@ def model_clip(
     count: int = CLIP_FRAMES,
     size: int = CLIP_SIZE,
     times: Sequence[float] | np.ndarray | None = None,
+    *,
+    start: float | None = None,
+    span: float = CLIP_WINDOW_S,
 ) -> np.ndarray:
     """The frames of one window, in time order, as model input: ``(count, size, size, 3)`` uint8 BGR.
 
     ``window`` holds every decoded frame of the window (any size and colour layout :func:`model_frame`
-    takes) with their source ``times`` (picked by :func:`sample_times`), or just the frames already picked
+    takes) with their source ``times`` (picked by :func:`sample_times` on the grid of a window from ``start``
+    spanning ``span``), or just the frames already picked
     (no ``times``: :func:`sample_indices`, which takes ``n`` of ``n`` frames as they are), or those already
     passed through :func:`model_frame`: the bytes come out the same.
     """
@@ -91,7 +114,10 @@ def model_clip(
         raise ValueError("a clip needs at least one frame")
     if times is not None and len(times) != len(window):
         raise ValueError(f"{len(window)} frames but {len(times)} frame times")
-    picked = sample_indices(len(window), count) if times is None else sample_times(times, count)
+    picked = (
+        sample_indices(len(window), count) if times is None
+        else sample_times(times, count, start=start, span=span)
+    )
     return np.stack([model_frame(window[int(i)], size) for i in picked])
 
 

@@ -2,8 +2,8 @@
 
 Each video is cut into windows of ``window_s`` seconds every ``stride_s`` seconds of the frames' own
 time (container timestamps, ``common.frame_time``; a header's frame rate may lie), plus one window flush
-with the end, so the tail is covered; each window becomes a clip of 20 frames evenly spaced in time,
-exactly like a training clip and an ingest clip.  The file is read once, sequentially; windows are scored in batches as
+with the end, so the tail is covered; each window becomes a clip of 20 frames on the window's own time
+grid (``common.model_input.sample_times``), exactly like a training clip and an ingest clip.  The file is read once, sequentially; windows are scored in batches as
 soon as their last frame has been read, and frames no later window needs are dropped, so memory stays
 bounded on hour-long files.  The verdict is "shoplifting" when at least ``min_consecutive`` consecutive
 windows score at or above the threshold (a sustained signal, like the live N-of-M alert rule).
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from common.frame_time import FrameTimer
-from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_times
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, quantize, sample_times
 from inference.artefacts import jsonable
 from inference.dataset import ReadProgress, VideoReadError
 from inference.model import ClipClassifier, load_classifier
@@ -108,9 +108,9 @@ class WindowPlanner:
     arrive: window k is [k * stride_s, k * stride_s + window_s), decided when the first frame at or after its
     end arrives, or at the end of the stream when the stream covered it (its end within the last frame's
     interval).  At the end one more window flush with the end covers the tail, and a stream shorter than a
-    window gets one whole-stream window.  A window's clip is the frames of its span picked by time
-    (``common.model_input.sample_times``); a window with no frame in it (a gap in a variable-rate file) is
-    not scored."""
+    window gets one whole-stream window.  A window's clip is the frames of its span picked on its own time
+    grid (``common.model_input.sample_times`` from the window's start over ``window_s``, as ingest picks);
+    a window with no frame in it (a gap in a variable-rate file) is not scored."""
 
     def __init__(self, window_s: float = 4.0, stride_s: float = 1.0, n_frames: int = CLIP_FRAMES) -> None:
         if window_s <= 0 or stride_s <= 0:
@@ -126,7 +126,7 @@ class WindowPlanner:
         picked = [(i, t) for i, t in self._frames if start - slack <= t < end - 1e-9]
         if not picked:
             return None
-        chosen = sample_times([t for _, t in picked], self.n_frames)
+        chosen = sample_times([t for _, t in picked], self.n_frames, start=start, span=self.window_s)
         self._emitted += 1
         self._last_end = max(self._last_end, end)
         return Window(start, end, tuple(picked[int(j)][0] for j in chosen))
@@ -245,7 +245,7 @@ def score_video(
 
         def flush() -> None:
             if pending:
-                batch = np.stack(pending)
+                batch = quantize(np.stack(pending), classifier.input_bits)  # what the model sees, described too
                 probabilities.extend(float(p) for p in classifier.predict(batch))
                 if description is not None:
                     familiarity.extend(float(d) for d in description.score(batch))

@@ -26,14 +26,24 @@ import numpy as np
 from tqdm import tqdm
 
 from common.frame_time import FrameTimer
-from common.model_input import CLIP_FRAMES, CLIP_SIZE, model_clip, model_frame, sample_indices, sample_times
+from common.model_input import (
+    CLIP_FRAMES,
+    CLIP_SIZE,
+    CLIP_WINDOW_S,
+    FULL_BITS,
+    model_clip,
+    model_frame,
+    quantize,
+    sample_indices,
+    sample_times,
+)
 from inference.labels import LABELS_FILE
 from inference.model import CLASS_NAMES, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES: frozenset[str] = frozenset({".mp4", ".avi", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm"})
-READER_VERSION = "seq-grab-time-v2"  # bump when the sampling/decoding changes so old cache entries miss
+READER_VERSION = "seq-grab-time-grid-v3"  # bump when the sampling/decoding changes so old cache entries miss
 
 # Folder name (lower case, '_'/'-' read as spaces) -> our class name.
 CLASS_DIR_ALIASES: dict[str, str] = {
@@ -234,9 +244,13 @@ def _timed_pass(
     return frames, times
 
 
-def decode_clip(path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) -> np.ndarray:
-    """One clip from a whole video: ``n_frames`` frames spread evenly over its real time (by the frames'
-    own timestamps, ``common.model_input.sample_times``) as model input (``model_clip``).
+def decode_clip(
+    path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE, window_s: float = CLIP_WINDOW_S
+) -> np.ndarray:
+    """One clip from a whole video: ``n_frames`` frames picked by the frames' own timestamps on the grid of a
+    window from its first frame (``common.model_input.sample_times``), as ingest and ``classify`` pick a
+    window's: the window spans ``window_s`` (a stream's window, so a 4 s training video at 15 fps gives the
+    frames ingest gives), or the video's real length when that is longer, as model input (``model_clip``).
 
     One sequential pass reads every frame's timestamp and keeps the frames the header's count would pick;
     when the timestamps pick others (a header that lies about the count or rate, a variable frame rate),
@@ -249,13 +263,18 @@ def decode_clip(path: Path, n_frames: int = CLIP_FRAMES, size: int = CLIP_SIZE) 
             raise VideoReadError(path, "cannot open (not a video, or an unsupported codec)")
         declared = _frame_count(cap)
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        guess = sample_indices(declared, n_frames).tolist() if declared else []
+        guess: list[int] = []
+        if declared:  # the picks if the header is right: a constant rate over a window of at least window_s
+            span_frames = max(declared, round(window_s * fps)) if 0 < fps <= 1000 else declared
+            guess = np.minimum(sample_indices(span_frames, n_frames), declared - 1).tolist()
         frames, times = _timed_pass(cap, guess, size, fps, path)
         if not times:
             raise VideoReadError(path, "no frames")
         if len(times) < n_frames:
             raise VideoReadError(path, f"too short: {len(times)} frames, need {n_frames}")
-        indices = sample_times(times, n_frames).tolist()
+        step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+        span = max(window_s, times[-1] - times[0] + step)  # a longer video: its whole length, as before
+        indices = sample_times(times, n_frames, start=times[0], span=span).tolist()
         if not set(indices) <= set(frames):
             log.debug("%s: header says %d frames, stream has %d (by time); re-reading", path, declared, len(times))
             cap.release()
@@ -327,8 +346,11 @@ def load_clips(
     *,
     cache_dir: Path | None,
     progress: bool = True,
+    bits: int = FULL_BITS,
 ) -> ClipSet:
-    """Decode (or fetch from the cache) one clip per video; unusable videos are logged and listed.
+    """Decode (or fetch from the cache) one clip per video; unusable videos are logged and listed.  The clips
+    are kept to ``bits`` bits a value (``common.model_input.quantize``: the input of the model they are for;
+    the cache holds the 8-bit clips, so one cache serves models of any precision).
 
     The cache holds one ``.npy`` per video (or an ``.err.json`` with the reason it failed), named by
     :func:`cache_key`, so a changed file misses and an unchanged one is never decoded twice.
@@ -368,7 +390,7 @@ def load_clips(
         kept.append(item)
     array = np.stack(clips) if clips else np.zeros((0, *INPUT_SHAPE), dtype=np.uint8)
     return ClipSet(
-        clips=array,
+        clips=quantize(array, bits),
         labels=np.array([i.label for i in kept], dtype=np.int64),
         items=tuple(kept),
         skipped=tuple(skipped),

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.model_input import CLIP_FRAMES, CLIP_SIZE
+from common.model_input import CLIP_FRAMES, CLIP_SIZE, FULL_BITS
 from common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,14 @@ class ModelMetadata:
     # What the training inputs looked like (inference.ood.InputDescription.to_dict); empty for a model made
     # before it existed: such a model works as before, its cameras are never flagged out of distribution.
     input_description: dict = field(default_factory=dict)
+    # Bits a value of the model's input keeps (``common.model_input.quantize``): serving and training quantize
+    # every clip to it, so the bus need carry no more.  A sidecar written before it existed is 8: as before.
+    input_bits: int = FULL_BITS
 
     def __post_init__(self) -> None:
+        if isinstance(self.input_bits, bool) or not isinstance(self.input_bits, int) \
+                or not 1 <= self.input_bits <= FULL_BITS:
+            raise ValueError(f"input_bits must be an integer from 1 to {FULL_BITS}, got {self.input_bits!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if len(self.class_names) != 2:
@@ -101,6 +107,12 @@ def model_input_shape(model_path: Path) -> tuple[int, ...]:
     return INPUT_SHAPE if metadata is None else tuple(metadata.input_shape)
 
 
+def model_input_bits(model_path: Path) -> int:
+    """The bits a value of a model's input keeps, from its sidecar (8 for a model without one)."""
+    metadata = ModelMetadata.read(Path(model_path))
+    return FULL_BITS if metadata is None else int(metadata.input_bits)
+
+
 def clip_shape(frames: int, size: int) -> tuple[int, int, int, int]:
     """The shape of the clips a camera with ``clip.frames`` and ``clip.size`` cuts (BGR, square frames)."""
     return (frames, size, size, 3)
@@ -123,6 +135,9 @@ def clip_settings_problems(settings: Settings) -> list[str]:
         return [f"model.path ({model}): input shape {wanted} is not (frames, size, size, 3)", *problems]
     shadow_readable = not problems
     problems += _camera_problems(settings, model, tuple(wanted))
+    problems += _camera_bits_problems(settings, model, "model.path")
+    if settings.model.shadow_path is not None and shadow_readable:
+        problems += _camera_bits_problems(settings, settings.model.shadow_path, "model.shadow_path")
     shadow = settings.model.shadow_path
     if shadow is not None and shadow_readable:
         shadow_shape = model_input_shape(shadow)
@@ -169,4 +184,20 @@ def _camera_problems(settings: Settings, model: Path, wanted: tuple[int, ...]) -
                 f"camera {camera.id} (store {store.id}) cuts clips of shape {cut}, but the model {model.name} "
                 f"takes {tuple(wanted)}: set " + " and ".join(changes)
             )
+    return problems
+
+
+def _camera_bits_problems(settings: Settings, model: Path, key: str) -> list[str]:
+    """Cameras whose clips keep fewer bits a value (``clip.bits``) than the model's input (``input_bits``):
+    the model would be served coarser frames than it was trained on.  More bits are fine (they are dropped)."""
+    needed = model_input_bits(model)
+    problems = []
+    for s, store in enumerate(settings.stores):
+        for c, camera in enumerate(store.cameras):
+            if camera.enabled and camera.clip.bits < needed:
+                problems.append(
+                    f"stores[{s}].cameras[{c}].clip.bits: camera {camera.id} (store {store.id}) sends "
+                    f"{camera.clip.bits}-bit frames; model {Path(model).name} ({key}) needs {needed}: "
+                    f"set clip.bits {needed}"
+                )
     return problems

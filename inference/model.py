@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import keras
 import numpy as np
 
+from common.model_input import quantize
 from inference.devices import DeviceChoice, device_buckets, resolve_device
 from inference.metadata import CLASS_NAMES as CLASS_NAMES  # re-exported: defined with the metadata
 from inference.metadata import INPUT_SHAPE, ModelMetadata
@@ -194,12 +195,18 @@ class ClipClassifier:
         return self.metadata.version
 
     @property
+    def input_bits(self) -> int:
+        """Bits a value of the model's input keeps (``common.model_input.quantize``; 8 for an older model)."""
+        return int(self.metadata.input_bits)
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
         """The clip shape the model takes (frames, height, width, channels)."""
         return tuple(self.metadata.input_shape)
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
-        """uint8 clips (N, 20, 64, 64, 3) BGR -> float32 (N,) probability of shoplifting."""
+        """uint8 clips (N, 20, 64, 64, 3) BGR -> float32 (N,) probability of shoplifting, each clip first kept
+        to the model's ``input_bits``."""
         clips = np.asarray(clips)
         if clips.dtype != np.uint8:
             raise TypeError(f"clips must be uint8, got {clips.dtype}")
@@ -209,6 +216,9 @@ class ClipClassifier:
             raise ModelShapeError(f"clips of shape {clips.shape[1:]} do not match the model's {INPUT_SHAPE}")
         if clips.shape[0] == 0:
             return np.zeros((0,), dtype=np.float32)
+        # The model's input precision, in one place for every path below (fused, XLA, torch, Keras): clips
+        # that arrive quantized (ingest's ``clip.bits``) are unchanged, others get what the model was trained on.
+        clips = quantize(clips, self.input_bits)
         if self._fast is not None:
             return self._fast(clips)
         parts = []

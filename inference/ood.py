@@ -281,9 +281,11 @@ def write_description(model_path: Path, description: InputDescription) -> Path:
 
 
 def describe_dataset(dataset_dir: Path, *, max_videos: int | None = None, seed: int = 0,
-                     cache_dir: Path | None = None, say: Callable[[str], None] = print) -> InputDescription:
+                     cache_dir: Path | None = None, say: Callable[[str], None] = print,
+                     bits: int = 8) -> InputDescription:
     """The description of a class-per-folder dataset's clips, decoded as ``train`` decodes them (the same
-    cache); ``max_videos`` takes an even random sample of them, both classes alike."""
+    cache) and kept to ``bits`` bits a value (the model's ``input_bits``); ``max_videos`` takes an even
+    random sample of them, both classes alike."""
     from inference.dataset import discover_videos, load_clips
 
     items = discover_videos(Path(dataset_dir))
@@ -291,7 +293,7 @@ def describe_dataset(dataset_dir: Path, *, max_videos: int | None = None, seed: 
         rng = np.random.default_rng(seed)
         items = [items[i] for i in sorted(rng.choice(len(items), size=max_videos, replace=False))]
     say(f"describing the inputs of {len(items)} videos under {dataset_dir}")
-    clips = load_clips(items, cache_dir=cache_dir, progress=True)
+    clips = load_clips(items, cache_dir=cache_dir, progress=True, bits=bits)
     if clips.skipped:
         say(f"  {len(clips.skipped)} videos could not be read and are left out")
     description = describe(clip_features(clips.clips), source=f"{Path(dataset_dir).name}: {len(clips.items)} videos")

@@ -59,7 +59,9 @@ def recalibrate(model_path: Path, dataset_dir: Path, goal: str, *, cache_dir: Pa
 
     model = load_classifier(model_path).model
     val, test = clips.subset(split["val"]), clips.subset(split["test"])
-    val_scores, test_scores = _scores(model, val.clips), _scores(model, test.clips)
+    bits = metadata.input_bits  # the clips as the model is served them
+    val_scores = _scores(model, val.clips, input_bits=bits)
+    test_scores = _scores(model, test.clips, input_bits=bits)
     choice = calibrate_threshold(val_scores, val.labels, goal)
     test_metrics = binary_metrics(test_scores, test.labels, choice.threshold)
     metrics = dict(metadata.metrics)

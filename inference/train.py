@@ -30,6 +30,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from common.model_input import FULL_BITS, quantize
 from inference.artefacts import TrainArtefacts, artefact_paths, jsonable
 from inference.calibrate import ThresholdChoice, calibrate_threshold, parse_goal
 from inference.clip_metrics import binary_metrics
@@ -50,6 +51,8 @@ from inference.dataset import (
 from inference.dedupe import DEFAULT_MAX_HAMMING, clip_hashes, find_cross_split_duplicates
 from inference.model import CLASS_NAMES, ModelMetadata, build_convlstm, preprocess, save_model
 from inference.ood import clip_features, describe
+
+DEFAULT_INPUT_BITS = 6  # a new model's input precision: what the bus carries (issue 15); 8 keeps every bit
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,13 @@ class _EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def _tf_dataset(clips: ClipSet, batch_size: int, *, training: bool, augment: bool, seed: int):
-    """uint8 clips -> batched float [0, 1] tf.data; training adds shuffling, random flips and brightness."""
+def _tf_dataset(clips: ClipSet, batch_size: int, *, training: bool, augment: bool, seed: int,
+                input_bits: int = FULL_BITS):
+    """uint8 clips -> batched float [0, 1] tf.data; training adds shuffling, random flips and brightness.
+
+    The clips come quantized to ``input_bits`` (``load_clips``); a brightness change moves values off their
+    bins' centres, so a jittered clip is quantized again, as the model will be served
+    (``common.model_input.quantize`` on the float scale)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((clips.clips, clips.labels.astype(np.float32)))
@@ -129,6 +137,10 @@ def _tf_dataset(clips: ClipSet, batch_size: int, *, training: bool, augment: boo
         flip = tf.random.uniform(()) < 0.5
         x = tf.cond(flip, lambda: tf.reverse(x, axis=[2]), lambda: x)  # (T, H, W, C): mirror W
         x = tf.clip_by_value(x * tf.random.uniform((), 0.85, 1.15), 0.0, 1.0)
+        if input_bits < FULL_BITS:
+            width = float(1 << (FULL_BITS - input_bits))
+            levels = tf.floor(tf.round(x * 255.0) / width)
+            x = (levels * width + width / 2) * (1.0 / 255.0)
         return x, y
 
     ds = ds.map(to_float, num_parallel_calls=tf.data.AUTOTUNE)
@@ -137,7 +149,9 @@ def _tf_dataset(clips: ClipSet, batch_size: int, *, training: bool, augment: boo
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _scores(model: keras.Model, clips: np.ndarray, batch_size: int = 32) -> np.ndarray:
+def _scores(model: keras.Model, clips: np.ndarray, batch_size: int = 32, input_bits: int = FULL_BITS) -> np.ndarray:
+    """The raw model's P(shoplifting) for uint8 clips, kept first to the model's ``input_bits``."""
+    clips = quantize(clips, input_bits)
     if len(clips) == 0:
         return np.zeros((0,), dtype=np.float32)
     out = [model.predict(preprocess(clips[i : i + batch_size]), verbose=0) for i in range(0, len(clips), batch_size)]
@@ -190,6 +204,7 @@ def train(
     lr_patience: int | None = None,
     init_from: Path | None = None,
     split_by: str = "video",
+    input_bits: int = DEFAULT_INPUT_BITS,
 ) -> TrainReport:
     """Train, calibrate and save a classifier from ``dataset_dir`` (one subfolder per class) to ``out_path``.
 
@@ -200,6 +215,8 @@ def train(
     rate.  ``augment`` adds random mirroring and brightness to training clips.  ``split_by="camera"`` keeps
     every camera's videos on one side of the split (``inference.dataset.camera_split``: the ``split`` column of
     an exported ``labels.csv``), so near-identical clips of one camera cannot be both trained on and tested.
+    ``input_bits`` is the model's input precision (``common.model_input.quantize``), recorded in its sidecar:
+    every clip it is trained, calibrated and tested on is quantized to it, as serving quantizes.
     Raises DatasetLayoutError for an unrecognised folder layout and ValueError when a class has fewer than 3
     usable videos (or, by camera, when a split would be empty).
     """
@@ -208,6 +225,8 @@ def train(
         raise ValueError(f"split_by must be one of {SPLIT_BY}, got {split_by!r}")
     if epochs < 1 or batch_size < 1:
         raise ValueError("epochs and batch_size must be >= 1")
+    if not 1 <= input_bits <= FULL_BITS:
+        raise ValueError(f"input_bits must be 1 to {FULL_BITS}, got {input_bits}")
     dataset_dir, out_path = Path(dataset_dir), Path(out_path)
     if out_path.suffix not in (".keras", ".h5"):
         raise ValueError(f"model path must end in .keras or .h5, got {out_path.name}")
@@ -217,7 +236,7 @@ def train(
     items = discover_videos(dataset_dir)
     log.info("%s: %d videos", dataset_dir, len(items))
     started = time.perf_counter()
-    clips = load_clips(items, cache_dir=cache, progress=progress)
+    clips = load_clips(items, cache_dir=cache, progress=progress, bits=input_bits)
     decode_seconds = time.perf_counter() - started
     skipped = [s.to_dict() for s in clips.skipped]
     _write_json(paths.skipped, {"dataset_dir": str(dataset_dir), "count": len(skipped), "skipped": skipped})
@@ -251,7 +270,8 @@ def train(
         base_model = load_classifier(Path(init_from))
         model.set_weights(base_model.model.get_weights())
         # the lineage travels with the model: what the starting weights had been trained on, recursively
-        base = {"version": base_model.version, "trained_on": base_model.metadata.trained_on}
+        base = {"version": base_model.version, "trained_on": base_model.metadata.trained_on,
+                "input_bits": base_model.input_bits}
         log.info("starting from the weights of %s (%s)", init_from, base_model.version)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
@@ -272,7 +292,7 @@ def train(
         timer,
     ]
     history = model.fit(
-        _tf_dataset(sets["train"], batch_size, training=True, augment=augment, seed=seed),
+        _tf_dataset(sets["train"], batch_size, training=True, augment=augment, seed=seed, input_bits=input_bits),
         validation_data=_tf_dataset(sets["val"], batch_size, training=False, augment=False, seed=seed),
         epochs=epochs,
         class_weight=class_weights(sets["train"].labels),
@@ -285,9 +305,9 @@ def train(
     _write_json(paths.history, hist)
     best_epoch = int(early.best_epoch) + 1 if hasattr(early, "best_epoch") else len(timer.seconds)
 
-    val_scores = _scores(model, sets["val"].clips)
+    val_scores = _scores(model, sets["val"].clips, input_bits=input_bits)
     choice = calibrate_threshold(val_scores, sets["val"].labels, val_goal)
-    test_scores = _scores(model, sets["test"].clips)
+    test_scores = _scores(model, sets["test"].clips, input_bits=input_bits)
     test_metrics = binary_metrics(test_scores, sets["test"].labels, choice.threshold)
     val_metrics = binary_metrics(val_scores, sets["val"].labels, choice.threshold)
 
@@ -318,6 +338,7 @@ def train(
             }
         ),
         input_description=input_description,
+        input_bits=input_bits,
         metrics=jsonable(
             {
                 "test": test_metrics,

@@ -55,6 +55,7 @@ from common.metrics import (
     ERRORS,
     RESULTS_WRITTEN,
 )
+from common.model_input import FULL_BITS, quantize
 from common.schemas import (
     OUT_OF_DISTRIBUTION_NOTE,
     CameraHealthMessage,
@@ -328,7 +329,9 @@ class InferenceWorker(Worker):
         """Each clip's camera flag after this clip (None without a description); a health event per change."""
         if self.description is None:
             return [None] * len(batch)
-        scores = self.description.score(frames) / self.ood_margin
+        # scored as the model sees them: a camera may send more bits than the model takes (clip.bits)
+        seen = quantize(frames, int(getattr(self.classifier, "input_bits", FULL_BITS)))
+        scores = self.description.score(seen) / self.ood_margin
         flags: list[bool | None] = []
         for (_, clip), score in zip(batch, scores, strict=True):
             h = clip.header

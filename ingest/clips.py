@@ -8,7 +8,10 @@ window emitted after a still period starts before the motion onset.
 
 Source time is each frame's own (``Frame.source_time_s``: a file's container timestamps, a live frame's
 arrival), never its index over a nominal rate, so a window holds ``window_s`` of real motion whatever
-the header claims, and its frames are picked evenly in time (``common.model_input.sample_times``, computed by :func:`pick_times`).
+the header claims, and its frames are picked on the window's own time grid (``common.model_input.sample_times``,
+computed by :func:`pick_times`: instants ``k * stride + i * window_s / frames``, the first frame at or after
+each), so the frame picked for an instant is the same in every window that holds it.  A clip's frames are
+kept to ``clip.bits`` bits a value (``common.model_input.quantize``), what the model sees.
 A clip always spans ``window_s`` of source time, as the model was trained.  When the source ends (end of
 file, a live stream lost), ``flush`` emits an open window only if the source covered it: its last frame is
 within one frame interval (the median of the recent steps between frames) of the window's end (a 90-frame 15 fps file completes the windows at 0, 1 and
@@ -24,7 +27,6 @@ full-resolution snapshot candidates (the best-moving frame of each stride cell).
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,7 +35,7 @@ import cv2
 import numpy as np
 
 from common.frame_time import FrameIntervals
-from common.model_input import RESIZE_INTERPOLATION, model_clip, model_frame, sample_times
+from common.model_input import RESIZE_INTERPOLATION, TIME_TOLERANCE_S, model_clip, model_frame, quantize
 from common.settings import ClipSettings, CropMode, MotionSettings
 from ingest.capture import Frame
 from ingest.motion import MotionResult
@@ -83,32 +85,24 @@ class _Entry:
     bbox: tuple[int, int, int, int] | None
 
 
-def pick_times(times: list[float], count: int) -> list[int]:
-    """``common.model_input.sample_times(times, count)``, the same picks computed the same way in plain Python
-    floats: numpy's ``linspace`` (``i * step + start``, the last instant ``stop``), ``interp`` over the
-    frame indices (``1 / (t[j+1] - t[j]) * (x - t[j]) + j``, ``j`` the last frame at or before ``x``),
-    ``round(., 6)`` (``rint(p * 1e6) / 1e6``) and ``rint`` (Python's ``round`` also rounds ties to even).
-    For a window's 40-120 frames numpy's fixed cost per call is most of ``sample_times``' (about 140 CPU us
-    a clip in the ingest loop, against about 20 here); ``tests/unit/ingest/test_pick_times.py`` checks the
-    picks are identical.  ``times`` must not decrease (the cutter's never do)."""
+def pick_times(times: list[float], count: int, start: float, span: float) -> list[int]:
+    """``common.model_input.sample_times(times, count, start=start, span=span)``, the same picks computed the
+    same way in plain Python floats: instant ``i`` is ``start + float(i) * (span / count)`` (numpy's
+    ``start + arange(count) * step``), and its pick the first frame whose time is at least the instant less
+    ``TIME_TOLERANCE_S`` (``searchsorted``, side left), else the last frame.  The instants increase, so one
+    forward scan finds them all.  For a window's 40-120 frames numpy's fixed cost per call is most of
+    ``sample_times``' in the ingest loop; ``tests/unit/ingest/test_pick_times.py`` checks the picks are
+    identical.  ``times`` must not decrease (the cutter's never do)."""
+    step = span / count
     n = len(times)
-    t0, tl = times[0], times[-1]
-    if n == 1 or count == 1 or not tl > t0:
-        return [int(i) for i in sample_times(times, count)]
-    step = (tl - t0) / (count - 1)
     last = n - 1
     picks = []
+    j = 0
     for i in range(count):
-        x = tl if i == count - 1 else float(i) * step + t0
-        if x >= tl:
-            position = float(last)
-        elif x < t0:
-            position = 0.0
-        else:
-            j = bisect_right(times, x) - 1
-            tj = times[j]
-            position = float(j) if tj == x else 1.0 / (times[j + 1] - tj) * (x - tj) + j
-        picks.append(min(max(round(round(position * 1e6) / 1e6), 0), last))
+        x = start + float(i) * step - TIME_TOLERANCE_S
+        while j < n and times[j] < x:
+            j += 1
+        picks.append(j if j < n else last)
     return picks
 
 
@@ -286,21 +280,21 @@ class ClipCutter:
             self.windows_skipped += 1
             return None
         times = [e.t for e in entries]
-        chosen = [entries[i] for i in pick_times(times, count)]
+        chosen = [entries[i] for i in pick_times(times, count, k * self.stride_s, self.window_s)]
         crop = None
         frame_ids: tuple[int, ...] = ()
         if self.clip.crop == CropMode.MOTION:
             frames, crop = self._crop_frames(chosen, [e for e in entries if e.moving])
         else:
             frame_ids = tuple(e.id for e in chosen)
-            # the frames picked above are those ``model_clip(smalls, count, size, times=times)`` picks, and
+            # the frames picked above are those ``model_clip(smalls, count, size, times, start=, span=)`` picks, and
             # each is already a model frame (``prepare``): stacked as they are, without picking them again
             size = self.clip.size
             frames = np.stack(
                 [e.small if e.small.shape == (size, size, 3) else model_frame(e.small, size) for e in chosen]
             )
         return CutClip(
-            frames=frames,
+            frames=quantize(frames, self.clip.bits),
             source_start_s=chosen[0].t,
             source_end_s=chosen[-1].t,
             start_at=chosen[0].at,

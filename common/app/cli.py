@@ -200,6 +200,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         val_goal=args.goal, learning_rate=args.learning_rate, patience=args.patience,
         cache_dir=Path(args.cache_dir) if args.cache_dir else None,
         init_from=Path(args.init_from) if args.init_from else None, split_by=args.split_by,
+        input_bits=args.input_bits,
     )
     print(report)
     return 0
@@ -397,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune: start from this model's weights (same architecture) instead of random")
     train.add_argument("--split-by", choices=("video", "camera"), default="video",
                        help="camera: every camera's videos on one side (labels.csv of `feedback export`)")
+    train.add_argument("--input-bits", type=int, choices=range(1, 9), default=6, metavar="1..8",
+                       help="bits a value of the model's input keeps (recorded in its sidecar; cameras' "
+                       "clip.bits must be at least this; default 6)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")

@@ -62,8 +62,11 @@ def cmd_model_describe(args: argparse.Namespace) -> int:
         print(f"aislewatch: {model}: no such model file", file=sys.stderr)
         return 2
     try:
+        from inference.metadata import model_input_bits
+
         description = describe_dataset(data, max_videos=args.max_videos, seed=args.seed, cache_dir=args.cache,
-                                       say=lambda line: print(line, file=sys.stderr, flush=True))
+                                       say=lambda line: print(line, file=sys.stderr, flush=True),
+                                       bits=model_input_bits(model))
         sidecar = write_description(model, description)
     except (ValueError, FileNotFoundError) as exc:
         print(f"aislewatch: {exc}", file=sys.stderr)

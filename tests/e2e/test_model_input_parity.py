@@ -3,7 +3,8 @@
 Live ingest (through the embedded pipeline's inference worker, as ``evaluate-streams`` runs it), the
 training-set builder (``train`` and ``evaluate`` read clips through it) and ``classify`` each pick frames
 and resize them; they all must call ``common.model_input`` so the model is never trained on one input and
-served another.  The model here records what it is given instead of scoring it.
+served another.  The model here records what it is given instead of scoring it, after keeping it to its
+``input_bits`` as ``ClipClassifier.predict`` does (ingest's clips arrive at ``clip.bits`` 6 already).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from common.app.embedded import prepare_output, run_embedded, stream_settings
-from common.model_input import CLIP_FRAMES, model_clip
+from common.model_input import CLIP_FRAMES, model_clip, quantize
 from inference.classify import score_video
 from inference.dataset import VideoItem, decode_clip, load_clips
 from tests.videos import decoded_frames, write_moving_box_video
@@ -29,6 +30,7 @@ class RecordingModel:
 
     threshold = 0.99
     version = "recorder"
+    input_bits = 6
 
     def __init__(self) -> None:
         self.clips: list[np.ndarray] = []
@@ -37,7 +39,7 @@ class RecordingModel:
         clips = np.asarray(clips)
         clips = clips[None] if clips.ndim == 4 else clips
         first = len(self.clips)
-        self.clips.extend(c.copy() for c in clips)
+        self.clips.extend(c.copy() for c in quantize(clips, self.input_bits))
         return (np.arange(first, first + len(clips), dtype=np.float32) + 1) / 1000
 
     def clip_scored(self, probability: float) -> np.ndarray:
@@ -66,12 +68,12 @@ def one_window(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ingest_training_and_classify_give_the_model_the_same_bytes(one_window: Path, tmp_path: Path) -> None:
-    reference = model_clip(decoded_frames(one_window)[:WINDOW_FRAMES], CLIP_FRAMES)
+    reference = quantize(model_clip(decoded_frames(one_window)[:WINDOW_FRAMES], CLIP_FRAMES), 6)
 
     training = load_clips([VideoItem(one_window, "normal/one-window.mp4", 0)], cache_dir=tmp_path / "cache",
-                          progress=False)
+                          progress=False, bits=6)  # as `train` loads clips for a 6-bit model
     assert training.skipped == () and np.array_equal(training.clips[0], reference)
-    assert np.array_equal(decode_clip(one_window), reference)
+    assert np.array_equal(quantize(decode_clip(one_window), 6), reference)
 
     model = RecordingModel()
     scores, _, fps, _ = score_video(model, one_window)
@@ -91,7 +93,7 @@ def test_every_window_of_a_longer_video_matches_between_ingest_and_classify(tmp_
     assert [s.start_s for s in scores] == [0.0, 1.0, 2.0]
     live = ingest_clips(video, tmp_path / "embedded")
     for k, score in enumerate(scores):
-        reference = model_clip(frames[k * FPS : k * FPS + WINDOW_FRAMES], CLIP_FRAMES)
+        reference = quantize(model_clip(frames[k * FPS : k * FPS + WINDOW_FRAMES], CLIP_FRAMES), 6)
         assert np.array_equal(model.clips[k], reference), f"classify window at {score.start_s} s"
         assert np.array_equal(live[float(k)], reference), f"ingest clip at {k} s"
 

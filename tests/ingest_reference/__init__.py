@@ -9,10 +9,18 @@ times, model-input bytes) on the demo's synthetic streams, on real footage and o
 
 Do not edit these copies to follow a change of the production code: they are the yardstick.  Only a change
 that is *meant* to change which clips are cut may update them, and it must say so.
+
+Issue 15 meant to change two things, and changes them here by injection, the copies untouched: the frames of
+a clip are picked on the window's own time grid (``common.model_input.sample_times`` with the window's start
+``k * stride`` and ``window_s``, in place of the copy's first-to-last spread: :class:`GridPicks`), and a clip's
+frames keep ``clip.bits`` bits (``common.model_input.quantize`` of the clip the copy cut).  Everything else
+(which windows are cut, when, their times, their ids, the frames' conversion) is still the copy's, bit for bit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,11 +28,45 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+import common.model_input as model_input
+import tests.ingest_reference.clips as reference
 from common.frame_time import FrameTimer
 from common.settings import CameraSettings
 from ingest.capture import Frame
 from tests.ingest_reference.clips import ClipCutter, CutClip
 from tests.ingest_reference.motion import MotionDetector
+
+
+class GridPicks:
+    """The picker the copy calls (its module's ``sample_times`` and ``model_clip``), told the window it is
+    deciding: while :meth:`ClipCutter._decide` runs for window ``k``, picks are made on that window's grid."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.span = 4.0
+
+    def sample_times(self, times: Sequence[float], count: int) -> np.ndarray:
+        return model_input.sample_times(times, count, start=self.start, span=self.span)
+
+    def model_clip(self, window: Sequence[np.ndarray], count: int, size: int,
+                   times: Sequence[float] | None = None) -> np.ndarray:
+        return model_input.model_clip(window, count, size, times, start=self.start, span=self.span)
+
+
+_PICKS = GridPicks()
+reference.sample_times = _PICKS.sample_times  # type: ignore[assignment]
+reference.model_clip = _PICKS.model_clip  # type: ignore[assignment]
+
+
+class GridClipCutter(ClipCutter):
+    """The copied cutter, its windows' frames picked on their grid and kept to ``clip.bits`` (see above)."""
+
+    def _decide(self, k: int) -> CutClip | None:
+        _PICKS.start, _PICKS.span = k * self.stride_s, self.window_s
+        clip = super()._decide(k)
+        if clip is None:
+            return None
+        return dataclasses.replace(clip, frames=model_input.quantize(clip.frames, self.clip.bits))
 
 
 @dataclass(frozen=True)
@@ -53,7 +95,7 @@ def reference_clips(path: Path, camera: CameraSettings, session_started_at: date
     fps = fps if 1.0 <= fps <= 240.0 else camera.fps
     timer = FrameTimer(fps)
     detector: MotionDetector | None = None
-    cutter = ClipCutter(camera.clip, camera.motion, fps)
+    cutter = GridClipCutter(camera.clip, camera.motion, fps)
     clips: list[CutClip] = []
     moving: list[bool] = []
     index = 0

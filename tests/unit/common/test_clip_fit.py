@@ -53,12 +53,55 @@ def test_config_check_names_camera_shapes_and_setting(tmp_path: Path, capsys: py
 def test_the_models_shape_is_read_from_its_sidecar(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = tmp_path / "short.h5"  # config check never loads the model: its file need not be a working one
     model.write_bytes(b"")
-    model.with_suffix(".json").write_text(json.dumps({"version": "short", "input_shape": [10, 64, 64, 3]}))
+    model.with_suffix(".json").write_text(json.dumps({"version": "short", "input_shape": [10, 64, 64, 3],
+                                                             "input_bits": 6}))
     assert main(["config", "check", str(config(tmp_path, model=model))]) == 2
     err = capsys.readouterr().err
     assert "cam-frames" not in err  # 10 frames is what this model takes
     assert "camera cam-ok" in err and "stores[0].cameras[0].clip.frames to 10 (is 20)" in err
     assert "camera cam-size" in err and "clip.frames to 10" in err and "clip.size to 64 (is 32)" in err
+
+
+@pytest.mark.parametrize(
+    ("camera_bits", "model_bits", "refused"),
+    [
+        (6, 6, False),
+        (8, 6, False),  # more bits than the model sees: dropped, fine
+        (6, None, True),  # a model without input_bits takes 8, as before
+        (6, 8, True),
+        (5, 6, True),
+        (8, None, False),
+    ],
+)
+def test_a_camera_with_fewer_bits_than_the_model_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], camera_bits: int, model_bits: int | None, refused: bool
+) -> None:
+    model = tmp_path / "m.h5"  # an .h5 is not opened by config check
+    model.write_bytes(b"")
+    sidecar = {"version": "m"} if model_bits is None else {"version": "m", "input_bits": model_bits}
+    model.with_suffix(".json").write_text(json.dumps(sidecar))
+    (tmp_path / "a.mp4").touch()
+    path = tmp_path / "bits.yaml"
+    path.write_text(f"stores:\n  - id: s\n    cameras:\n      - {{id: cam-x, source: {tmp_path / 'a.mp4'}, "
+                    f"clip: {{bits: {camera_bits}}}}}\nmodel:\n  path: {model}\n")
+    assert main(["config", "check", str(path)]) == (2 if refused else 0)
+    err = capsys.readouterr().err
+    needed = 8 if model_bits is None else model_bits
+    message = (f"stores[0].cameras[0].clip.bits: camera cam-x (store s) sends {camera_bits}-bit frames; "
+               f"model m.h5 (model.path) needs {needed}: set clip.bits {needed}")
+    assert (message in err) == refused, err
+
+
+def test_a_shadow_model_with_more_bits_than_the_cameras_is_refused(tmp_path: Path, capsys) -> None:
+    for name, bits in (("active", 6), ("candidate", 8)):
+        (tmp_path / f"{name}.h5").write_bytes(b"")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"version": name, "input_bits": bits}))
+    (tmp_path / "a.mp4").touch()
+    path = tmp_path / "shadow.yaml"
+    path.write_text(f"stores:\n  - id: s\n    cameras:\n      - {{id: cam-x, source: {tmp_path / 'a.mp4'}}}\n"
+                    f"model:\n  path: {tmp_path / 'active.h5'}\n  shadow_path: {tmp_path / 'candidate.h5'}\n")
+    assert main(["config", "check", str(path)]) == 2
+    assert "model candidate.h5 (model.shadow_path) needs 8: set clip.bits 8" in capsys.readouterr().err
 
 
 def test_a_fitting_config_passes_and_says_the_models_input(tmp_path: Path, capsys) -> None:

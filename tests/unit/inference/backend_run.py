@@ -49,11 +49,21 @@ def main(model: str, clips_path: str, workdir: str) -> int:
             break
     worker.shutdown()
     results = [ResultMessage.from_bytes(r.value) for r in bus.consumer([Topic.RESULTS], "check").poll(1.0, max_records=1000)]
+    from common.model_input import quantize
+
+    # the model's input precision on this backend: predict quantizes (so pre-quantized clips score the same),
+    # and it matters (the backend's predictor fed the 8-bit clips directly scores otherwise)
+    direct = classifier.predict(clips)
+    prequantized = classifier.predict(quantize(clips, classifier.input_bits))
+    unquantized = classifier._fast(clips) if classifier._fast is not None else direct
     print(json.dumps({
         "backend": keras.backend.backend(),
         "fast_kind": getattr(classifier, "fast_kind", "none"),
         "batches": worker.stats.batches,
         "probabilities": {r.clip_id: r.probability for r in results},
+        "input_bits": classifier.input_bits,
+        "prequantized_diff": float(np.abs(direct - prequantized).max()),
+        "unquantized_diff": float(np.abs(direct - unquantized).max()),
     }))
     db.close()
     return 0

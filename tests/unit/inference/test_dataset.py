@@ -85,8 +85,19 @@ def test_decode_clip_samples_even_frames_in_one_sequential_pass(tmp_path: Path, 
     clip = decode_clip(video)
     assert clip.shape == (20, 64, 64, 3) and clip.dtype == np.uint8
     sampled = [frame_index(f) for f in clip]
-    assert sampled == list(range(0, 58, 3))
+    # 5.8 s of video, longer than a 4 s window: the grid spans the whole video, instants 0.29 s apart, each
+    # the first frame at or after it (ceil(2.9 j))
+    assert sampled == [0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29, 32, 35, 38, 41, 44, 47, 50, 53, 56]
     assert calls == {"open": 1, "set": 0, "retrieve": 20}  # one open, no seeking, only wanted frames decoded
+
+
+def test_a_short_training_video_gives_the_frames_a_stream_window_gives(tmp_path: Path) -> None:
+    """A 4 s training video at 10 fps is picked like a 4 s stream window: every second frame from the first,
+    the frames ingest and ``classify`` pick in a window of a camera at that rate."""
+    clip = decode_clip(make_index_video(tmp_path / "four.mp4", 40))
+    assert [frame_index(f) for f in clip] == list(range(0, 40, 2))
+    short = decode_clip(make_index_video(tmp_path / "short.mp4", 30))  # 3 s: the last instants hold its last frame
+    assert [frame_index(f) for f in short] == [*range(0, 30, 2), 29, 29, 29, 29, 29]
 
 
 def test_decode_clip_resizes_to_64x64(tmp_path: Path) -> None:
@@ -201,6 +212,7 @@ def test_decode_clip_spreads_the_clip_over_real_time_whatever_the_header_says(tm
     assert np.array_equal(right, wrong)
     vfr_times = [i / 10 for i in range(30)] + [3.0 + i / 30 for i in range(90)]  # 10 fps, then 30 fps
     clip = decode_clip(write_timed_video(tmp_path / "vfr.mkv", vfr_times, 10))
-    expected = [level_of(vfr_times[-1] * j / 19) for j in range(20)]
+    # 6 s (longer than a window): instants 0.3 s apart over the whole video, each the frame at it
+    expected = [level_of(0.3 * j) for j in range(20)]
     shown = [round(float(f.mean())) for f in clip]
     assert np.abs(np.subtract(shown, expected)).max() <= 3, (shown, expected)

@@ -81,7 +81,8 @@ def test_metadata_json_round_trip_and_sidecar_path() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ['{"threshold": 0.5}', "[1, 2]", '{"version": "v", "threshold": 1.5}'],
+    ['{"threshold": 0.5}', "[1, 2]", '{"version": "v", "threshold": 1.5}', '{"version": "v", "input_bits": 0}',
+     '{"version": "v", "input_bits": 9}', '{"version": "v", "input_bits": 6.5}'],
 )
 def test_metadata_rejects_bad_json(text: str) -> None:
     with pytest.raises(ValueError):
@@ -102,6 +103,34 @@ def test_save_load_round_trip_keeps_metadata_and_outputs(
     assert got.dtype == np.float32 and got.shape == (3,)
     np.testing.assert_allclose(got, keras_probability(model, clips), atol=1e-6)
     np.testing.assert_allclose(clf.predict(clips[0]), got[:1], atol=1e-6)  # a single clip is a batch of one
+
+
+def test_input_bits_default_to_eight_and_round_trip() -> None:
+    assert ModelMetadata(version="x").input_bits == 8  # a sidecar from before input_bits: as before
+    assert ModelMetadata.from_json(json.dumps({"version": "x", "input_bits": 6})).input_bits == 6
+    assert ModelMetadata.from_json(ModelMetadata(version="x", input_bits=5).to_json()).input_bits == 5
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_predict_quantizes_to_the_models_input_bits_on_every_path(
+    tmp_path: Path, model: keras.Model, clips: np.ndarray, fast: bool
+) -> None:
+    """Keras predict and the fused fast path both see the clips kept to the sidecar's input_bits: clips sent
+    at 8 bits score as their 6-bit selves, clips already quantized are unchanged, and an 8-bit model sees
+    every bit (so the two models do differ on noise clips)."""
+    from common.model_input import quantize
+
+    six, eight = tmp_path / "six.keras", tmp_path / "eight.keras"
+    save_model(model, six, ModelMetadata(version="six", input_bits=6))
+    save_model(model, eight, ModelMetadata(version="eight"))
+    clf6 = ClipClassifier.load(six, fast=fast, max_batch_size=4)
+    clf8 = ClipClassifier.load(eight, fast=fast, max_batch_size=4)
+    assert clf6.input_bits == 6 and clf8.input_bits == 8
+    quantized = quantize(clips, 6)
+    np.testing.assert_allclose(clf6.predict(clips), keras_probability(model, quantized), atol=1e-5)
+    np.testing.assert_array_equal(clf6.predict(clips), clf6.predict(quantized))
+    np.testing.assert_allclose(clf8.predict(clips), keras_probability(model, clips), atol=1e-5)
+    assert np.abs(keras_probability(model, clips) - keras_probability(model, quantized)).max() > 1e-6
 
 
 def test_legacy_h5_loads_with_default_metadata(tmp_path: Path, model: keras.Model, clips: np.ndarray) -> None:

@@ -70,6 +70,7 @@ def test_train_one_epoch_writes_a_consistent_model(tiny_dataset: Path, tmp_path:
     probs = classifier.predict(np.zeros((2, 20, 64, 64, 3), dtype=np.uint8))
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
     assert meta.trained_on["fine_tuned_from"] is None
+    assert meta.input_bits == 6 and classifier.input_bits == 6  # a new model's input: 6 bits, in its sidecar
 
     # Fine-tuning from it starts from its weights and records where they came from.
     tuned = tmp_path / "tuned" / "convlstm.keras"
@@ -78,6 +79,27 @@ def test_train_one_epoch_writes_a_consistent_model(tiny_dataset: Path, tmp_path:
     assert tuned_meta.trained_on["fine_tuned_from"]["version"] == meta.version
     assert tuned_meta.trained_on["fine_tuned_from"]["trained_on"]["sha256"] == meta.trained_on["sha256"]
     assert tuned_meta.trained_on["learning_rate"] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("bits", [6, 3])
+def test_training_clips_are_quantized_after_augmentation_too(bits: int) -> None:
+    """Training sees what serving sees: clips kept to input_bits, and a brightness-jittered clip quantized
+    again (each value at its bin's centre), not values between the bins the model never gets."""
+    from common.model_input import quantize
+    from inference.dataset import ClipSet, VideoItem
+    from inference.train import _tf_dataset
+
+    rng = np.random.default_rng(4)
+    raw = rng.integers(0, 256, (4, 20, 64, 64, 3), dtype=np.uint8)
+    items = tuple(VideoItem(Path(f"v{i}.mp4"), f"v{i}.mp4", i % 2) for i in range(4))
+    clips = ClipSet(quantize(raw, bits), np.array([0, 1, 0, 1]), items, (), 0, 0)
+    width = 1 << (8 - bits)
+    for augment in (False, True):
+        for x, _ in _tf_dataset(clips, 4, training=True, augment=augment, seed=1, input_bits=bits):
+            values = np.rint(x.numpy() * 255).astype(int)
+            assert np.all(values % width == width // 2), augment
+    plain = next(iter(_tf_dataset(clips, 4, training=False, augment=False, seed=1, input_bits=bits)))[0].numpy()
+    np.testing.assert_allclose(np.sort(plain.ravel()), np.sort(quantize(raw, bits).ravel() / 255.0), atol=1e-6)
 
 
 def test_train_refuses_unknown_layouts_and_goals(tmp_path: Path) -> None:

@@ -33,8 +33,9 @@ def feed(cutter: ClipCutter, n: int, moving=lambda i: True, image=None) -> list:
 
 
 def cutter(**clip) -> ClipCutter:
-    """A cutter on a 2 s stride (overlap 0.5) unless a test says otherwise: the grid these tests draw."""
-    return ClipCutter(ClipSettings(**{"overlap": 0.5, **clip}), MotionSettings(hold_s=1.0), FPS)
+    """A cutter on a 2 s stride (overlap 0.5) unless a test says otherwise: the grid these tests draw.  The
+    frames keep all 8 bits (``bits: 8``), so a frame's grey level still names it (its index)."""
+    return ClipCutter(ClipSettings(**{"overlap": 0.5, "bits": 8, **clip}), MotionSettings(hold_s=1.0), FPS)
 
 
 def test_still_scene_produces_no_clips() -> None:
@@ -50,7 +51,7 @@ def test_clip_shape_dtype_and_timing() -> None:
         assert clip.frames.shape == (20, 64, 64, 3) and clip.frames.dtype == np.uint8
         assert clip.start_at.tzinfo is not None and clip.captured_at > clip.start_at
     assert [c.source_start_s for c in clips] == pytest.approx([0.0, 2.0, 4.0])
-    assert clips[0].source_end_s == pytest.approx(59 / FPS)
+    assert clips[0].source_end_s == pytest.approx(57 / FPS)  # the last instant, 3.8 s: frame 57
 
 
 @pytest.mark.parametrize(
@@ -61,14 +62,25 @@ def test_overlap_sets_the_stride(overlap: float, starts: list[float]) -> None:
     assert [round(c.source_start_s, 3) for c in clips] == starts
 
 
-def test_frames_are_sampled_evenly_in_order_over_the_window() -> None:
+def test_frames_are_picked_on_the_windows_grid_in_order() -> None:
     clips = feed(cutter(), 121)
     for clip, first in zip(clips, (0, 30, 60), strict=True):
         indices = clip.frames[:, 0, 0, 0].astype(int)
-        assert indices[0] == first and indices[-1] == first + 59
-        steps = np.diff(indices)
-        assert (steps > 0).all() and set(steps.tolist()) <= {3, 4}
+        assert indices.tolist() == list(range(first, first + 60, 3))  # instants every 0.2 s: every third frame
         assert indices.tolist() == (first + sample_indices(60, 20)).tolist()
+    # windows 2 s apart share 10 of their 20 instants, and pick the same frames for them
+    assert clips[0].frames[10:].tobytes() == clips[1].frames[:10].tobytes()
+
+
+@pytest.mark.parametrize("bits", [6, 4, 8])
+def test_clip_frames_keep_clip_bits(bits: int) -> None:
+    from common.model_input import quantize
+
+    clips = feed(cutter(bits=bits), 61, image=lambda i: np.full((90, 160, 3), (i * 37) % 256, np.uint8))
+    plain = feed(cutter(bits=8), 61, image=lambda i: np.full((90, 160, 3), (i * 37) % 256, np.uint8))
+    assert np.array_equal(clips[0].frames, quantize(plain[0].frames, bits))
+    levels = np.unique(clips[0].frames)
+    assert bits == 8 or np.all(levels % (1 << (8 - bits)) == 1 << (7 - bits))  # each at its bin's centre
 
 
 def test_bgr_channel_order_is_preserved() -> None:
@@ -157,10 +169,10 @@ def test_flush_emits_only_windows_the_source_covered(n: int, overlap: float, sta
     clips = feed(c, n)
     clips += c.flush()
     assert [round(clip.source_start_s, 3) for clip in clips] == starts
-    for clip in clips:  # every clip spans the whole 4 s window: 60 frames, first to last 59 frame intervals
+    for clip in clips:  # every clip spans the whole 4 s window: 20 instants 0.2 s apart, every third frame
         indices = clip.frames[:, 0, 0, 0].astype(int)
-        assert indices[-1] - indices[0] == 59 and len(set(indices.tolist())) == 20
-        assert clip.source_end_s - clip.source_start_s == pytest.approx(59 / FPS)
+        assert indices[-1] - indices[0] == 57 and len(set(indices.tolist())) == 20
+        assert clip.source_end_s - clip.source_start_s == pytest.approx(57 / FPS)
     assert c.windows_incomplete == incomplete  # counted, and kept across the reset that flush does
 
 

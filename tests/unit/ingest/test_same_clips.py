@@ -7,6 +7,10 @@ on the ingest benchmark's stream, and must publish exactly the clips of the pre-
 ``cv2.VideoCapture.read`` loop): the same clip ids, the same start and end times (source seconds and
 timestamps) and byte-identical model input.  ``motion_area`` and the snapshot are not compared: they are the
 strongest motion among the frames the gate examined, which at a lower gate rate are fewer.
+
+Issue 15 changed the model input on purpose (frames picked on the window's own time grid, kept to
+``clip.bits``); the reference gets those two changes injected (``tests.ingest_reference.GridClipCutter``), so
+everything else is still compared with the old code bit for bit.
 """
 
 from __future__ import annotations

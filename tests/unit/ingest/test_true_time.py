@@ -24,7 +24,8 @@ TEN_FPS = [i / 10 for i in range(60)]  # 6 s at 10 fps
 
 
 def cut(path: Path, window_s: float = 4.0, overlap: float = 0.75) -> tuple[list[CutClip], VideoSource]:
-    """Every window of the file, as a camera with motion in every frame cuts them."""
+    """Every window of the file, as a camera with motion in every frame cuts them (all 8 bits kept, so a
+    frame's grey level still tells its time)."""
     source = VideoSource(str(path))
     cutter: ClipCutter | None = None
     clips: list[CutClip] = []
@@ -32,7 +33,7 @@ def cut(path: Path, window_s: float = 4.0, overlap: float = 0.75) -> tuple[list[
         while True:
             frame = source.read()
             if cutter is None:
-                cutter = ClipCutter(ClipSettings(window_s=window_s, overlap=overlap), MotionSettings(), source.fps)
+                cutter = ClipCutter(ClipSettings(window_s=window_s, overlap=overlap, bits=8), MotionSettings(), source.fps)
             clips += cutter.push(frame, MOVING)
     except SourceEnded:
         assert cutter is not None
@@ -47,12 +48,13 @@ def test_vtest_windows_span_window_s_of_real_time() -> None:
     assert source.timer.end_s == pytest.approx(13.64)
     assert [c.source_start_s for c in clips] == pytest.approx([float(k) for k in range(10)])
     for clip in clips:
-        # 100 frames at 25 fps in each 4 s window; the first and last picked lie 3.96 s apart (8 s by the header)
-        assert clip.source_end_s - clip.source_start_s == pytest.approx(3.96, abs=1e-6)
-        assert (clip.captured_at - clip.start_at).total_seconds() == pytest.approx(3.96, abs=1e-5)
+        # 100 frames at 25 fps in each 4 s window, picked at its instants 0.2 s apart (every fifth frame): the
+        # first and last picked lie 3.8 s apart (7.6 s by the header)
+        assert clip.source_end_s - clip.source_start_s == pytest.approx(3.8, abs=1e-6)
+        assert (clip.captured_at - clip.start_at).total_seconds() == pytest.approx(3.8, abs=1e-5)
         assert clip.frames.shape == (20, 64, 64, 3)
     assert source.session_started_at is not None
-    assert (clips[-1].captured_at - source.session_started_at).total_seconds() == pytest.approx(12.96, abs=1e-5)
+    assert (clips[-1].captured_at - source.session_started_at).total_seconds() == pytest.approx(12.8, abs=1e-5)
 
 
 def test_a_header_that_overstates_the_rate_gives_the_windows_of_a_correct_one(tmp_path: Path) -> None:
@@ -66,7 +68,7 @@ def test_a_header_that_overstates_the_rate_gives_the_windows_of_a_correct_one(tm
         [x for c in good for x in (c.source_start_s, c.source_end_s)])
     for a, b in zip(good, bad, strict=True):
         assert np.array_equal(a.frames, b.frames)
-        assert a.source_end_s - a.source_start_s == pytest.approx(3.9)
+        assert a.source_end_s - a.source_start_s == pytest.approx(3.8)  # instants 0 to 3.8 s
 
 
 def test_variable_frame_rate_clips_are_spread_evenly_in_time(tmp_path: Path) -> None:
@@ -74,10 +76,10 @@ def test_variable_frame_rate_clips_are_spread_evenly_in_time(tmp_path: Path) -> 
     clips, source = cut(write_timed_video(tmp_path / "vfr.mkv", times, 10))
     assert source.frames_read == 160
     assert [c.source_start_s for c in clips] == pytest.approx([0.0, 1.0, 2.0, 3.0, 4.0])
-    for clip in clips:
-        span = clip.source_end_s - clip.source_start_s
-        assert 3.9 <= span < 4.0
-        # each picked frame shows (by its grey level) an instant near its place on an even grid over the span
-        expected = [level_of(clip.source_start_s + span * j / 19) for j in range(20)]
+    for k, clip in enumerate(clips):
+        assert clip.source_end_s - clip.source_start_s == pytest.approx(3.8)
+        # each picked frame shows (by its grey level) its instant on the window's grid, k + 0.2 j seconds,
+        # whatever the rate around it (every such instant has a frame here)
+        expected = [level_of(k + 0.2 * j) for j in range(20)]
         shown = [round(float(f.mean())) for f in clip.frames]
         assert np.abs(np.subtract(shown, expected)).max() <= 3, (clip.source_start_s, shown, expected)
