@@ -505,6 +505,14 @@ class Simulation:
             f"SELECT clip_id, inferred_at, stored_at FROM clip_results WHERE camera_id LIKE {self._like(step)}")
         return [(r[0], r[1], r[2]) for r in rows or []]
 
+    def rows_by_worker(self, step: int) -> dict[str, int]:
+        """Result rows of the step per inference worker (the stand-in's model version names it)."""
+        assert self.probe is not None
+        rows = self.probe._query(f"SELECT model_version, count(*) FROM clip_results WHERE camera_id LIKE "
+                                 f"{self._like(step)} GROUP BY model_version")
+        counts = {str(r[0]).removeprefix("stand-in:"): int(r[1]) for r in rows or []}
+        return {p.name: counts.get(p.name, 0) for p in self.infers}
+
     def duplicates(self, step: int) -> int:
         assert self.probe is not None
         rows = self.probe._query(
@@ -628,6 +636,8 @@ class Simulation:
             "clips_not_acknowledged": len(records) - len(acked),
             "rows_missing": len({r["clip_id"] for r in acked} - set(stored)),
             "rows_duplicated": self.duplicates(step),
+            "rows_by_worker": (by_worker := self.rows_by_worker(step)),
+            "idle_workers": sorted(name for name, n in by_worker.items() if n == 0),
             "publish_errors": sum(e.get("error_count", 0) for e in errors),
             "drained": drained,
             "drain_s": round(drain_s, 1),
@@ -647,6 +657,9 @@ class Simulation:
             f"{figures['p95_alert_s']} s ({len(alerts)} alerts), CPU {cpu_total} % (machine {machine_busy:.0%} busy), "
             f"load {load_after}"
             + (f"; saturated: {', '.join(saturated)}" if saturated else ""))
+        if figures["idle_workers"]:
+            say(f"  inference workers that stored nothing this step: {', '.join(figures['idle_workers'])} "
+                "(out of the consumer group, or given no partition)")
         if machine_busy >= 0.95:
             say("  the machine's cores were busy all step (other users' work too): every figure here is contended")
         return figures

@@ -156,8 +156,10 @@ class StandInClassifier:
     (``bench_scale.bucket_costs``), less the time it spent recognising the clips, and gives each clip the
     probability the template's ground truth assigns it (``scale_messages.standin_scores``)."""
 
-    def __init__(self, scores: dict[str, float], bucket_cost_s: dict[int, float], threshold: float) -> None:
+    def __init__(self, scores: dict[str, float], bucket_cost_s: dict[int, float], threshold: float,
+                 name: str = "") -> None:
         self.scores = scores
+        self.name = name
         self.bucket_cost_s = dict(sorted(bucket_cost_s.items()))
         self._threshold = threshold
         self.unknown = 0
@@ -169,7 +171,7 @@ class StandInClassifier:
 
     @property
     def version(self) -> str:
-        return "stand-in"
+        return f"stand-in:{self.name}" if self.name else "stand-in"  # rows tell which worker stored them
 
     def cost_s(self, n: int) -> float:
         for bucket, cost in self.bucket_cost_s.items():
@@ -209,7 +211,7 @@ def infer_main(config: str, env: dict[str, str], scores_path: str, bucket_cost_s
     settings = load_settings(Path(config))
     scores = pickle.loads(Path(scores_path).read_bytes())
     threshold = settings.alert_threshold(0.5)
-    classifier = StandInClassifier(scores, bucket_cost_s, threshold)
+    classifier = StandInClassifier(scores, bucket_cost_s, threshold, name=name)
     bus = KafkaBus.from_settings(settings.bus)
     db = Database.from_settings(settings)
     halt = threading.Event()

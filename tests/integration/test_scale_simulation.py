@@ -34,6 +34,7 @@ def test_a_tiny_step_stores_one_row_per_published_clip_and_reports_every_figure(
                 "clips_lag_peak", "cpu_total_percent"):
         assert step[key] > 0, key
     assert step["clips_lag_end"] is not None and step["results_lag_peak"] is not None
+    assert sum(step["rows_by_worker"].values()) == step["result_rows"] and set(step["rows_by_worker"]) == {"infer-1", "infer-2"}
     names = set(step["processes"])
     assert {"publisher-1", "infer-1", "infer-2", "alerts", "kafka", "postgres", "bench"} <= names
     assert all(p["rss_mb"] > 0 for p in step["processes"].values()), step["processes"]
