@@ -12,9 +12,12 @@ What runs (every server and worker real except the model and the cameras):
   (``scale_messages``): real bytes in whatever format ingest writes;
 - **inference workers**: ``INFER_WORKERS`` processes, one consumer group, each the real
   ``InferenceWorker`` with a **stand-in model** (``scale_roles.StandInClassifier``) that sleeps what the real
-  fused path takes on the batch on this machine (``build/bench.json`` → ``inference.batched_clips_per_s``,
-  else ``DEFAULT_MODEL_CLIPS_PER_S``), so what is measured is the bus, decoding, the database and the worker's
-  own overhead.  The sleep uses no CPU: each worker stands for an inference box of this machine's speed;
+  fused path takes on the batch on this machine: a full batch at ``build/bench.json`` →
+  ``inference.batched_clips_per_s`` (else ``DEFAULT_MODEL_CLIPS_PER_S``), smaller batches on the shape of the
+  fused path's time per bucket (``scale_model_cost``, measured once per model file), so what is measured is the
+  bus, decoding, the database and the worker's own overhead.  The sleep uses no CPU: each worker stands for an
+  inference box of this machine's speed.  Each reports as its own model version, so the rows tell which worker
+  stored them (``rows_by_worker``, ``idle_workers``);
 - the **alert worker**: ``aislewatch alerts`` (the CLI role process), default rule (2 of a camera's last 4
   clips at ``model.threshold`` 0.5, 60 s cooldown), log notifications.  Every ``INCIDENT_EVERY``-th camera
   replays a stream with a concealment early on, which the stand-in scores high, so alerts happen.
@@ -26,12 +29,16 @@ stored) clips/s during the step; bus MB/s; consumer lag of the inference group o
 the alert group on the results topic (peak, at the step's end); p50/p95 clip → result (``stored_at`` and
 ``inferred_at`` minus the clip's ``published_at``), clip → alert (the ``raised`` event's time minus the
 ``published_at`` of the alert's latest clip), result rows/s, CPU (% of one core) and resident memory of
-every process (``/proc``), the load average, and which stage saturated.
+every process (``/proc``) and CPU milliseconds per unit of work (``cpu_ms``), how busy the whole machine's
+cores were (``/proc/stat``: other users' work included), the load average, and which stage saturated.  A
+warm-up step (4 cameras, not measured) joins the consumer groups and connects the producers first.
 
-Saturation rule (``SATURATION``): a stage is saturated in a step when what it put out during the step is
-below 95 % of what reached it, or when its consumer lag at the step's end holds more than 5 s of its
-input; the machine is saturated when the processes measured used 90 % of its cores.  ``first_saturated``
-is the first step where anything saturated, and the stage earliest in the pipeline among them.
+Saturation rule (``SATURATION``): publishing is saturated when Kafka acknowledged under 95 % of the clips
+offered during the step, or the p95 clip went out more than 5 s after it was due; inference and alerts when
+their consumer group's lag at the step's end holds more than 5 s of the offered clip rate.  The machine's
+cores being busy is reported beside it (``machine_cpu_saturated``), not as a stage: on a shared machine other
+users' work keeps them busy.  ``first_saturated`` is the first step where a stage saturated, and the stage
+earliest in the pipeline among them.
 
 ``run(quick=False) -> dict``; ``python -m tests.bench scale [--quick]`` merges it into build/bench.json.
 """
