@@ -13,7 +13,7 @@ The clips topic holds three kinds, told apart by their first four bytes:
   lists the clip's frames by id (``FrameRefs``), the body holds only the new ones (``common.frame_codec``),
   and the inference worker, which reads a camera's messages in order from one partition, assembles the
   clip from frames of the camera's earlier messages (``inference.clip_chains``).
-- :class:`ChainEnd` (``AWE2``): no later clip of a chain reuses frames below ``keep_from``, sent when a
+- :class:`ChainEnd` (``AWE2``, header only): no later clip of a chain reuses frames below ``keep_from``, sent when a
   camera's motion ends or its capture session does, so the consumer can let go of what it kept.
 """
 
@@ -258,13 +258,16 @@ class ChainEnd(Message):
     at: UtcDatetime
 
     def to_bytes(self) -> bytes:
-        return self.MAGIC + super().to_bytes()
+        """In the clips topic's framing, ``MAGIC | len | header``, with no body."""
+        head = super().to_bytes()
+        return self.MAGIC + struct.pack(">I", len(head)) + head
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ChainEnd:
-        if data[:4] != cls.MAGIC:
-            raise MessageError("not a chain-end message (bad magic bytes)")
-        return super().from_bytes(data[4:])
+        head, body = _split(data, cls.MAGIC, "chain-end")
+        if body:
+            raise MessageError(f"a chain-end message has no body, this one has {len(body)} bytes")
+        return super().from_bytes(head)
 
 
 ClipTopicMessage = ClipMessage | ChainedClip | ChainEnd

@@ -231,6 +231,9 @@ def make_template(
     flags = []
     for message in messages:
         _, header, _ = split_message(message)
+        if "source_start_s" not in header:  # a chain end: no clip
+            flags.append(False)
+            continue
         start, end = float(header["source_start_s"]), float(header["source_end_s"])
         flags.append(any(min(end, e.end_s) - max(start, e.start_s) >= INCIDENT_OVERLAP_S for e in truth.incidents))
     return Template(name, tuple(messages), tuple(flags), str(stream))
@@ -244,17 +247,36 @@ def frames_digest(frames: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(frames[:, ::4, ::4, :]).tobytes()).hexdigest()
 
 
-def decoded_frames(messages: Iterable[bytes]) -> list[np.ndarray]:
-    """The frames the inference worker gets from a camera's messages, in order (the consumer's decoder)."""
-    from common.schemas import ClipMessage
+def decoded_frames(messages: Iterable[bytes]) -> list[tuple[int, np.ndarray]]:
+    """The clips the inference worker gets from a camera's messages, in order, each with the index of the
+    message that completed it: whole clips as they are, chained ones put together as the worker does
+    (``inference.clip_chains``); chain ends complete none."""
+    from datetime import UTC, datetime
 
-    return [ClipMessage.from_bytes(m).frames for m in messages]
+    from common.bus import BusRecord
+    from common.schemas import ClipMessage, Topic, read_clip_topic
+    from inference.clip_chains import ClipChains
+
+    chains = ClipChains(lambda ids: set())
+    out: list[tuple[int, np.ndarray]] = []
+    for index, value in enumerate(messages):
+        record = BusRecord(Topic.CLIPS, None, value, 0, index, datetime.now(UTC))
+        message = read_clip_topic(value)
+        if isinstance(message, ClipMessage):
+            out.append((index, message.frames))
+            continue
+        ready, dead = chains.accept(record, message)
+        if dead:
+            raise TemplateError(f"template messages do not chain: {dead[0].reason}")
+        out.extend((r.offset, clip.frames) for r, clip in ready)
+    return out
 
 
 def standin_scores(templates: Iterable[Template]) -> dict[str, float]:
     """frames digest -> the probability the stand-in classifier gives that clip."""
     table: dict[str, float] = {}
     for template in templates:
-        for frames, incident in zip(decoded_frames(template.messages), template.incident, strict=True):
+        for index, frames in decoded_frames(template.messages):
+            incident = template.incident[index]
             table[frames_digest(frames)] = INCIDENT_PROBABILITY if incident else NORMAL_PROBABILITY
     return table

@@ -104,3 +104,22 @@ def test_every_alert_kind_has_one_label(kind: str, label: str) -> None:
     assert AlertKind.label_of(kind) == label
     if kind in set(AlertKind):
         assert AlertKind(kind).label == label
+
+
+def test_the_clips_topic_reads_every_kind_by_its_magic_bytes() -> None:
+    from common.schemas import ChainEnd, read_clip_topic, utc_now
+
+    whole = make_clip()
+    assert isinstance(read_clip_topic(whole.to_bytes()), ClipMessage)  # the previous release's clips still read
+    end = ChainEnd(store_id="s", camera_id="c", chain_id="abc", seq=4, keep_from=120, at=utc_now())
+    back = read_clip_topic(end.to_bytes())
+    assert back == end and end.to_bytes()[:4] == b"AWE2"
+    with pytest.raises(MessageError, match="no body"):
+        ChainEnd.from_bytes(end.to_bytes() + b"x")
+    with pytest.raises(MessageError, match="bad magic"):
+        read_clip_topic(b"XXXX" + end.to_bytes()[4:])
+
+
+def test_a_whole_clip_header_is_the_same_bytes_as_before_chained_clips() -> None:
+    header = make_clip().header
+    assert b"chain" not in header.to_bytes() and header.schema_version == 1
