@@ -546,6 +546,10 @@ class KafkaBusConsumer:
                 )
             if records:
                 self._pending[tp] = max(self._pending.get(tp, 0), records[-1].offset + 1)
+        if not out:
+            # kafka-python returns at once, not after the timeout, while the member holds no partitions (a
+            # hot spare, or a member the group dropped): never let the caller's loop spin on it
+            time.sleep(max(0.0, timeout_s - (time.monotonic() - started)))
         return out
 
     def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
