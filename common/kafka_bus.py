@@ -463,6 +463,7 @@ class KafkaBusConsumer:
         self.failing_since: float | None = None  # monotonic time of the first failed poll in a row
         # rebalances so far: after each, every assigned partition is read again from its committed offset
         self.assignments = 0
+        self._rewind = False
         self._closed = False
         self._warn = _Throttled()
 
@@ -483,6 +484,7 @@ class KafkaBusConsumer:
 
             def on_partitions_assigned(self, assigned: Any) -> None:
                 outer.assignments += 1
+                outer._rewind = True
                 log.debug("group %s assigned %d partitions", outer.group_id, len(assigned))
 
         fetch_bytes = max(1_048_576, bus.max_message_bytes + _TOPIC_HEADROOM_BYTES)
@@ -530,6 +532,9 @@ class KafkaBusConsumer:
             time.sleep(max(0.0, timeout_s - (time.monotonic() - started)))
             return []
         self.failing_since = None
+        if self._rewind:
+            self._rewind_to_committed(consumer)
+            batches = {}
         out: list[BusRecord] = []
         for tp, records in batches.items():
             topic = self._bus.topic_of(tp.topic)
@@ -551,6 +556,27 @@ class KafkaBusConsumer:
             # hot spare, or a member the group dropped): never let the caller's loop spin on it
             time.sleep(max(0.0, timeout_s - (time.monotonic() - started)))
         return out
+
+    def _rewind_to_committed(self, consumer: Any) -> None:
+        """After a rebalance, read every assigned partition again from its committed offset.
+
+        kafka-python keeps the position of a partition a member owned before and after a rebalance, so the
+        records it returned since the last commit (a batch the caller dropped after a refused commit, or
+        chained clips whose frames the caller forgets at a rebalance) would never come again; the
+        ``Consumer`` contract is that uncommitted records are delivered again.  What this poll fetched is
+        dropped: it comes again from the committed offsets."""
+        try:
+            for tp in consumer.assignment():
+                committed = consumer.committed(tp)
+                if committed is None:
+                    consumer.seek_to_beginning(tp)  # nothing committed: from the start, as auto_offset_reset
+                else:
+                    consumer.seek(tp, committed)
+                self._pending.pop(tp, None)
+        except Exception as exc:  # the next poll tries again
+            self._warn.warning("Kafka rewind for group %s failed (retrying): %s", self.group_id, _describe(exc))
+            return
+        self._rewind = False
 
     def commit(self, hold: Mapping[tuple[Topic, int], int] | None = None) -> None:
         """Commit every record returned by ``poll`` so far (of partitions this consumer still owns), the

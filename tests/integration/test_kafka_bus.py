@@ -170,6 +170,52 @@ def test_two_members_split_the_partitions(kafka_bus: KafkaBus) -> None:
         member.close()
 
 
+def test_after_a_rebalance_a_member_reads_its_partitions_again_from_the_committed_offset(
+    kafka_bus: KafkaBus,
+) -> None:
+    """kafka-python keeps a retained partition's position across a rebalance; the bus rewinds it, so records
+    polled but not committed before a member joined come again to whoever owns them now."""
+    publisher = kafka_bus.publisher()
+    keys = [f"cam-{i}" for i in range(40)]
+    for key in keys:
+        publisher.publish(Topic.CLIPS, key, key.encode())
+    publisher.flush()
+    publisher.close()
+
+    first = kafka_bus.consumer([Topic.CLIPS], "rewind")
+    before = drain(first, len(keys))
+    assert {r.key for r in before} == set(keys)  # all polled by the only member, none committed
+    second = kafka_bus.consumer([Topic.CLIPS], "rewind")
+    got: list[list[BusRecord]] = [[], []]
+    stop = threading.Event()
+
+    def run(index: int, member: KafkaBusConsumer) -> None:
+        while not stop.is_set():
+            got[index].extend(member.poll(0.3))
+
+    threads = [threading.Thread(target=run, args=(i, m)) for i, m in enumerate((first, second))]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline:
+            owned = [set(m._consumer.assignment()) if m._consumer else set() for m in (first, second)]
+            seen = {r.key for batch in list(got) for r in list(batch)}
+            if all(owned) and seen == set(keys):
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert all(owned), f"both members must own partitions, got {owned}"
+    # every uncommitted record came again after the rebalance: the first member's retained partitions too
+    assert {r.key for batch in got for r in batch} == set(keys)
+    assert {r.key for r in got[0]}, "the first member read its retained partitions again"
+    for member in (first, second):
+        member.close()
+
+
 def test_message_over_the_limit_is_rejected_up_front(kafka_bus: KafkaBus) -> None:
     publisher = kafka_bus.publisher()
     with pytest.raises(MessageTooLargeError):
