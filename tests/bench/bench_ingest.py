@@ -7,10 +7,11 @@ best-of-N (robust to other load on a shared machine):
 - ``decode_fps``    a bare ``cv2.VideoCapture.read`` loop, every frame decoded and converted to BGR;
 - ``pipeline_fps``  ``VideoSource`` + ``MotionGate`` (at ``motion.gate_fps``) + ``ClipCutter``: ``ratio`` is
                     it over ``decode_fps`` (what the target is about);
-- ``pipeline_every_frame_fps`` the same with the gate examining every frame (``gate_fps: 0``, the path
-                    before issue 12 item 6): ``ratio_every_frame``, the "before" of ``ratio``;
-- ``pipeline_grey_copy_fps`` the same with motion on its own 160-wide grey copy (``downscale_width: 160``,
-                    the path before motion moved to the 64x64 model frame): ``ratio_grey_copy``, its "before";
+- ``pipeline_every_frame_fps`` the same with the gate examining every frame (``gate_fps: 0``):
+                    ``ratio_every_frame``, what the reduced gate rate saves;
+- ``pipeline_grey_copy_fps`` the same (gate at ``gate_fps``) with motion on its own 160-wide grey copy
+                    (``downscale_width: 160``, the path before motion moved to the 64x64 model frame):
+                    ``ratio_grey_copy``, the "before" of ``ratio``;
 - ``ratio_cpu``     the same ratio in frames per CPU-second (``time.process_time``) rather than per wall
                     second: on a machine busy with other work, wall time also counts the waits for the core;``
 - ``worker_fps``    a whole ``CameraWorker`` over ``InProcessBus`` (adds JPEG snapshots and clip encoding);
