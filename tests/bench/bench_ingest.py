@@ -148,22 +148,20 @@ def _pipeline_fps(
 _clock = time.process_time
 
 
-class _TimedCapture:
-    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``)."""
+class _TimedCapture(cv2.VideoCapture):
+    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``; a
+    subclass, so that it decodes into recycled frames as the production source does)."""
 
     def __init__(self, source: str, params: list[int]) -> None:
-        self._cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+        super().__init__(source, cv2.CAP_FFMPEG, params)
         self.seconds = 0.0
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:  # type: ignore[override]
         start = _clock()
         try:
-            return self._cap.read()
+            return super().read(image)  # type: ignore[no-any-return]
         finally:
             self.seconds += _clock() - start
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._cap, name)
 
 
 def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float) -> dict[str, float]:

@@ -235,3 +235,47 @@ def test_frame_rejects_naive_time_and_wrong_shape() -> None:
         Frame(0, np.zeros((2, 2, 3), np.uint8), 0.0, datetime(2026, 1, 1))  # noqa: DTZ001
     with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
         Frame(0, np.zeros((2, 2), np.uint8), 0.0, datetime(2026, 1, 1, tzinfo=UTC))
+
+
+def _decoded(path: Path) -> list[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    images = []
+    while True:
+        ok, image = cap.read()
+        if not ok:
+            break
+        images.append(image)
+    cap.release()
+    return images
+
+
+def test_decoded_frames_are_recycled_only_when_nothing_holds_them(motion_video: Path) -> None:
+    """The source decodes into the arrays of frames nobody refers to any more (cheaper than fresh memory), and
+    never into one still held: a frame kept, a view of it or a frame's image in a list keeps its pixels."""
+    want = _decoded(motion_video)
+    source = VideoSource(str(motion_video))
+    kept: dict[int, np.ndarray] = {}  # every 10th frame's image held, every 7th as a view of its top rows
+    views: dict[int, np.ndarray] = {}
+    recycled = index = 0
+    with pytest.raises(SourceEnded):
+        while True:
+            pool = {id(b) for b in source._buffers}  # ids only: a reference would make the buffer busy
+            frame = source.read()
+            recycled += id(frame.image) in pool  # decoded into an array the source had kept
+            assert np.array_equal(frame.image, want[index])  # what a plain decode loop decodes
+            if index % 10 == 0:
+                kept[index] = frame.image
+            if index % 7 == 0:
+                views[index] = frame.image[:20]
+            index += 1
+            del frame
+    assert index == len(want) == 120
+    for i, image in kept.items():
+        assert np.array_equal(image, want[i]), f"frame {i} was overwritten while held"
+    for i, view in views.items():
+        assert np.array_equal(view, want[i][:20]), f"frame {i} was overwritten while a view of it was held"
+    held = len(kept) + len({i for i in views if i % 10})  # 12 + 15
+    assert recycled > index - held - 10  # nearly every frame not held is decoded into a recycled array
+    assert len(source._buffers) == 0  # let go at the end of the file
