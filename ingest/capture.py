@@ -271,7 +271,8 @@ class VideoSource:
                 f"unsupported){': ' + reason if reason else ''}"
             )
         self._cap = cap
-        self._recycle = isinstance(cap, cv2.VideoCapture)  # whose read() takes the array to decode into
+        # whose read() takes the array to decode into (OpenCV's, or a wrapper that says so)
+        self._recycle = isinstance(cap, cv2.VideoCapture) or getattr(cap, "reads_into", False) is True
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else self.default_fps
         self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))

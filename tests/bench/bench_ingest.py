@@ -148,20 +148,26 @@ def _pipeline_fps(
 _clock = time.process_time
 
 
-class _TimedCapture(cv2.VideoCapture):
-    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``; a
-    subclass, so that it decodes into recycled frames as the production source does)."""
+class _TimedCapture:
+    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``).  Its
+    ``read`` takes the array to decode into, as OpenCV's does, so the source recycles frames as in production
+    (a Python subclass of ``cv2.VideoCapture`` crashed the interpreter when collected)."""
+
+    reads_into = True
 
     def __init__(self, source: str, params: list[int]) -> None:
-        super().__init__(source, cv2.CAP_FFMPEG, params)
+        self._cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
         self.seconds = 0.0
 
-    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:  # type: ignore[override]
+    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
         start = _clock()
         try:
-            return super().read(image)  # type: ignore[no-any-return]
+            return self._cap.read(image)  # type: ignore[no-any-return]
         finally:
             self.seconds += _clock() - start
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._cap, name)
 
 
 def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float) -> dict[str, float]:
