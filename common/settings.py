@@ -69,9 +69,9 @@ class MotionSettings(Section):
         "diff", description="Frame differencing against a running average (cheap), or MOG2 (copes with flicker)"
     )
     downscale_width: int = Field(
-        0, ge=0, le=1920,
+        160, ge=0, le=1920,
         description="Width of the grey frame motion is computed on; 0: the 64x64 model frame ingest makes of "
-        "every frame anyway (cheapest), 32 or more: a separate copy that wide (160: before issue 12 item 6)",
+        "every frame anyway (cheaper, but less sensitive to slow movement: see README, Ingest speed)",
     )
     sensitivity: int = Field(25, ge=1, le=255, description="Per-pixel change threshold (lower is more sensitive)")
     min_area: float = Field(
