@@ -9,6 +9,8 @@ best-of-N (robust to other load on a shared machine):
                     it over ``decode_fps`` (what the target is about);
 - ``pipeline_every_frame_fps`` the same with the gate examining every frame (``gate_fps: 0``):
                     ``ratio_every_frame``, what the reduced gate rate saves;
+- ``pipeline_no_recycle_fps`` the same with every frame decoded into fresh memory (``VideoSource`` before it
+                    recycled frames' arrays): ``ratio_no_recycle``, the "before" of ``ratio``;
 - ``pipeline_model_frame_fps`` the same (gate at ``gate_fps``) with motion on the 64x64 model frame
                     (``downscale_width: 0``) instead of its own 160-wide grey copy: ``ratio_model_frame``;
 - ``ratio_cpu``     the same ratio in frames per CPU-second (``time.process_time``) rather than per wall
@@ -116,9 +118,10 @@ def _decode_fps(path: Path) -> float:
 
 
 def _pipeline_fps(
-    path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float | None = None
+    path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float | None = None, recycle: bool = True
 ) -> tuple[float, int]:
-    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them)."""
+    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them);
+    ``recycle=False``: the source decodes every frame into fresh memory, as before it recycled them."""
     source = VideoSource(str(path))
     gate: MotionGate | None = None
     cutter = ClipCutter(clip, motion, FPS)
@@ -131,6 +134,9 @@ def _pipeline_fps(
             frame = source.read()
             if gate is None:
                 gate = MotionGate(motion, frame.image.shape[1], frame.image.shape[0], rate)
+                if not recycle:
+                    source._recycle = False
+                    source._buffers.clear()
             for decided, result in gate.push(Arrived(frame, cutter.prepare(frame))):
                 clips += len(cutter.push(decided.frame, result, decided.small))
             n += 1
@@ -344,7 +350,7 @@ def run(quick: bool = False) -> dict:
         diff_motion = MotionSettings(method="diff")
         try:
             decode, gated, every, mog2, crop, worker = [], [], [], [], [], []
-            decode_cpu, gated_cpu, every_cpu, model, model_cpu = [], [], [], [], []
+            decode_cpu, gated_cpu, every_cpu, model, model_cpu, fresh, fresh_cpu = [], [], [], [], [], [], []
             model_motion = MotionSettings(method="diff", downscale_width=0)
             clips = every_clips = model_clips = 0
             for _ in range(repeats):
@@ -356,6 +362,8 @@ def run(quick: bool = False) -> dict:
                 fps, every_clips = _pipeline_fps(path, diff_motion, ClipSettings(), gate_fps=0.0)
                 every.append(fps)
                 every_cpu.append(_CPU_FPS[0])
+                fresh.append(_pipeline_fps(path, diff_motion, ClipSettings(), recycle=False)[0])
+                fresh_cpu.append(_CPU_FPS[0])
                 fps, model_clips = _pipeline_fps(path, model_motion, ClipSettings())
                 model.append(fps)
                 model_cpu.append(_CPU_FPS[0])
@@ -390,6 +398,8 @@ def run(quick: bool = False) -> dict:
             "ratios_per_repeat": [round(g / d, 3) for g, d in zip(gated, decode, strict=True)],
             "pipeline_every_frame_fps": round(max(every), 1),
             "ratio_every_frame": round(max(every) / decode_fps, 3),
+            "pipeline_no_recycle_fps": round(max(fresh), 1),
+            "ratio_no_recycle": round(max(fresh) / decode_fps, 3),
             "pipeline_model_frame_fps": round(max(model), 1),
             "ratio_model_frame": round(max(model) / decode_fps, 3),
             "ratios_model_frame_per_repeat": [round(c / d, 3) for c, d in zip(model, decode, strict=True)],
@@ -398,6 +408,7 @@ def run(quick: bool = False) -> dict:
             "ratio_cpu": round(max(gated_cpu) / max(decode_cpu), 3),
             "ratio_cpu_every_frame": round(max(every_cpu) / max(decode_cpu), 3),
             "ratio_cpu_model_frame": round(max(model_cpu) / max(decode_cpu), 3),
+            "ratio_cpu_no_recycle": round(max(fresh_cpu) / max(decode_cpu), 3),
             "cameras_per_core": round(pipeline_fps / 15.0, 1),
             "pipeline_mog2_fps": round(max(mog2), 1),
             "ratio_mog2": round(max(mog2) / decode_fps, 3),
