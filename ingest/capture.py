@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import random
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,10 +42,6 @@ log = logging.getLogger("aislewatch.ingest.capture")
 
 _UINT8 = np.dtype(np.uint8)  # what decoders return: checked by identity first (per frame), then by value
 _POS_MSEC = cv2.CAP_PROP_POS_MSEC
-# Decoded frames are recycled (``VideoSource._decode``): at most this many buffers, and bytes, per source.
-RECYCLE_BUFFERS = 8
-RECYCLE_BYTES = 32_000_000
-_refcount = sys.getrefcount
 
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 # TCP avoids UDP packet loss on busy store networks; a 1 s stream analysis (FFmpeg's default is 5 s)
@@ -190,8 +185,6 @@ class VideoSource:
         self.timer = FrameTimer(fps)  # a file's frames placed by their own timestamps
         self._pass_start_s = 0.0  # source time where the current pass over a (looping) file began
         self._connected_once = False
-        self._buffers: list[np.ndarray] = []  # decoded frames to decode into again (see _decode)
-        self._recycle = False
 
     @classmethod
     def from_camera(
@@ -271,8 +264,6 @@ class VideoSource:
                 f"unsupported){': ' + reason if reason else ''}"
             )
         self._cap = cap
-        # whose read() takes the array to decode into (OpenCV's, or a wrapper that says so)
-        self._recycle = isinstance(cap, cv2.VideoCapture) or getattr(cap, "reads_into", False) is True
         fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self.fps = fps if 1.0 <= fps <= 240.0 else self.default_fps
         self.frame_count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
@@ -294,7 +285,6 @@ class VideoSource:
         self._set_state(SourceState.STREAMING)
 
     def close_capture(self) -> None:
-        self._buffers.clear()
         if self._cap is not None:
             try:
                 self._cap.release()
@@ -347,47 +337,9 @@ class VideoSource:
             return self._read_live()
         return self._read_file()
 
-    def _decode(self, cap: Any) -> tuple[bool, np.ndarray | None]:
-        """``cap.read()``, into the array of an earlier frame that nothing refers to any more when there is one.
-
-        A new 640x360 frame array costs the decoder about 10-20 CPU us more than one it wrote before (fresh
-        memory: page faults and cache misses), and a plain decode loop, which drops each frame before reading
-        the next, always gets the one just freed back from the allocator, while ingest keeps a few frames alive
-        (the gate's held frames, the cutter's last and snapshot frames).  So the source keeps the arrays it
-        decoded (the last ``RECYCLE_BUFFERS``, within ``RECYCLE_BYTES``) and decodes into one whose only references are
-        its own: CPython's reference count says so exactly (a view, a ``Frame`` or a list holding it counts), so
-        a frame still in use anywhere is never written."""
-        if not self._recycle:
-            return cap.read()  # type: ignore[no-any-return]
-        pool = self._buffers
-        for i in range(len(pool)):  # (not enumerate: its cached result tuple would hold a reference too)
-            buffer = pool[i]
-            if _refcount(buffer) == 3:  # the pool's, this name's and the call's own: nobody else has it
-                ok, image = cap.read(buffer)
-                if image is not None and image is not buffer:  # another size: the decoder made a new array
-                    del pool[i]
-                    self._keep_buffer(image)
-                return ok, image
-        ok, image = cap.read()
-        self._keep_buffer(image)
-        return ok, image
-
-    def _keep_buffer(self, image: np.ndarray | None) -> None:
-        """Keep a freshly decoded array to decode into later; when the pool is full (all of it still in use),
-        the longest kept one leaves it (whoever holds it keeps it), so the pool follows the frames that are
-        let go soon rather than filling up with those kept for seconds (snapshot candidates)."""
-        if image is None:
-            return
-        pool = self._buffers
-        if len(pool) >= RECYCLE_BUFFERS or (len(pool) + 1) * image.nbytes > RECYCLE_BYTES:
-            if not pool:
-                return  # a frame larger than the whole budget
-            del pool[0]
-        pool.append(image)
-
     def _read_live(self) -> Frame:
         try:
-            ok, image = self._decode(self._cap)
+            ok, image = self._cap.read()
         except cv2.error as exc:
             raise self._lost(f"read failed: {exc}") from None
         if not ok or image is None:
@@ -409,7 +361,7 @@ class VideoSource:
             self._skip_late_frames()
         cap = self._cap
         try:
-            ok, image = self._decode(cap)
+            ok, image = cap.read()
         except cv2.error as exc:
             ok, image = False, None
             log.warning(

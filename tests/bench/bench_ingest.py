@@ -9,8 +9,6 @@ best-of-N (robust to other load on a shared machine):
                     it over ``decode_fps`` (what the target is about);
 - ``pipeline_every_frame_fps`` the same with the gate examining every frame (``gate_fps: 0``):
                     ``ratio_every_frame``, what the reduced gate rate saves;
-- ``pipeline_no_recycle_fps`` the same with every frame decoded into fresh memory (``VideoSource`` before it
-                    recycled frames' arrays): ``ratio_no_recycle``, the "before" of ``ratio``;
 - ``pipeline_model_frame_fps`` the same (gate at ``gate_fps``) with motion on the 64x64 model frame
                     (``downscale_width: 0``) instead of its own 160-wide grey copy: ``ratio_model_frame``;
 - ``ratio_cpu``     the same ratio in frames per CPU-second (``time.process_time``) rather than per wall
@@ -118,10 +116,9 @@ def _decode_fps(path: Path) -> float:
 
 
 def _pipeline_fps(
-    path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float | None = None, recycle: bool = True
+    path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float | None = None
 ) -> tuple[float, int]:
-    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them);
-    ``recycle=False``: the source decodes every frame into fresh memory, as before it recycled them."""
+    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them)."""
     source = VideoSource(str(path))
     gate: MotionGate | None = None
     cutter = ClipCutter(clip, motion, FPS)
@@ -134,9 +131,6 @@ def _pipeline_fps(
             frame = source.read()
             if gate is None:
                 gate = MotionGate(motion, frame.image.shape[1], frame.image.shape[0], rate)
-                if not recycle:
-                    source._recycle = False
-                    source._buffers.clear()
             for decided, result in gate.push(Arrived(frame, cutter.prepare(frame))):
                 clips += len(cutter.push(decided.frame, result, decided.small))
             n += 1
@@ -154,20 +148,16 @@ _clock = time.process_time
 
 
 class _TimedCapture:
-    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``).  Its
-    ``read`` takes the array to decode into, as OpenCV's does, so the source recycles frames as in production
-    (a Python subclass of ``cv2.VideoCapture`` crashed the interpreter when collected)."""
-
-    reads_into = True
+    """A ``cv2.VideoCapture`` whose ``read`` calls are timed (``VideoSource`` opens it through ``opener``)."""
 
     def __init__(self, source: str, params: list[int]) -> None:
         self._cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
         self.seconds = 0.0
 
-    def read(self, image: np.ndarray | None = None) -> tuple[bool, np.ndarray | None]:
+    def read(self) -> tuple[bool, np.ndarray | None]:
         start = _clock()
         try:
-            return self._cap.read(image)  # type: ignore[no-any-return]
+            return self._cap.read()
         finally:
             self.seconds += _clock() - start
 
@@ -350,7 +340,7 @@ def run(quick: bool = False) -> dict:
         diff_motion = MotionSettings(method="diff")
         try:
             decode, gated, every, mog2, crop, worker = [], [], [], [], [], []
-            decode_cpu, gated_cpu, every_cpu, model, model_cpu, fresh, fresh_cpu = [], [], [], [], [], [], []
+            decode_cpu, gated_cpu, every_cpu, model, model_cpu = [], [], [], [], []
             model_motion = MotionSettings(method="diff", downscale_width=0)
             clips = every_clips = model_clips = 0
             for _ in range(repeats):
@@ -362,8 +352,6 @@ def run(quick: bool = False) -> dict:
                 fps, every_clips = _pipeline_fps(path, diff_motion, ClipSettings(), gate_fps=0.0)
                 every.append(fps)
                 every_cpu.append(_CPU_FPS[0])
-                fresh.append(_pipeline_fps(path, diff_motion, ClipSettings(), recycle=False)[0])
-                fresh_cpu.append(_CPU_FPS[0])
                 fps, model_clips = _pipeline_fps(path, model_motion, ClipSettings())
                 model.append(fps)
                 model_cpu.append(_CPU_FPS[0])
@@ -398,8 +386,6 @@ def run(quick: bool = False) -> dict:
             "ratios_per_repeat": [round(g / d, 3) for g, d in zip(gated, decode, strict=True)],
             "pipeline_every_frame_fps": round(max(every), 1),
             "ratio_every_frame": round(max(every) / decode_fps, 3),
-            "pipeline_no_recycle_fps": round(max(fresh), 1),
-            "ratio_no_recycle": round(max(fresh) / decode_fps, 3),
             "pipeline_model_frame_fps": round(max(model), 1),
             "ratio_model_frame": round(max(model) / decode_fps, 3),
             "ratios_model_frame_per_repeat": [round(c / d, 3) for c, d in zip(model, decode, strict=True)],
@@ -408,7 +394,6 @@ def run(quick: bool = False) -> dict:
             "ratio_cpu": round(max(gated_cpu) / max(decode_cpu), 3),
             "ratio_cpu_every_frame": round(max(every_cpu) / max(decode_cpu), 3),
             "ratio_cpu_model_frame": round(max(model_cpu) / max(decode_cpu), 3),
-            "ratio_cpu_no_recycle": round(max(fresh_cpu) / max(decode_cpu), 3),
             "cameras_per_core": round(pipeline_fps / 15.0, 1),
             "pipeline_mog2_fps": round(max(mog2), 1),
             "ratio_mog2": round(max(mog2) / decode_fps, 3),
