@@ -68,7 +68,11 @@ class MotionSettings(Section):
     method: Literal["mog2", "diff"] = Field(
         "diff", description="Frame differencing against a running average (cheap), or MOG2 (copes with flicker)"
     )
-    downscale_width: int = Field(160, ge=32, le=1920, description="Width of the grey frame motion is computed on")
+    downscale_width: int = Field(
+        160, ge=0, le=1920,
+        description="Width of the grey frame motion is computed on; 0: the 64x64 model frame ingest makes of "
+        "every frame anyway (cheaper, but less sensitive to slow movement: see README, Ingest speed)",
+    )
     sensitivity: int = Field(25, ge=1, le=255, description="Per-pixel change threshold (lower is more sensitive)")
     min_area: float = Field(
         0.004, gt=0, le=1, description="Smallest moving area, as a fraction of the frame, that counts as motion"
@@ -84,6 +88,13 @@ class MotionSettings(Section):
         default_factory=list,
         description="Polygons to ignore, vertices as (x, y) fractions of the frame (0..1)",
     )
+
+    @field_validator("downscale_width")
+    @classmethod
+    def _check_downscale_width(cls, width: int) -> int:
+        if 0 < width < 32:
+            raise ValueError(f"must be 0 (the model frame) or at least 32 pixels, got {width}")
+        return width
 
     @field_validator("masks")
     @classmethod

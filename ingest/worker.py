@@ -42,7 +42,7 @@ from ingest.capture import (
 from ingest.clip_chain import ChainEncoder
 from ingest.clips import ClipCutter, CutClip
 from ingest.evidence_video import EvidenceRecorder
-from ingest.motion import Arrived, MotionGate, MotionResult, gate_fps_for
+from ingest.motion import Arrived, MotionGate, MotionResult, gate_for
 from ingest.publishing import PublishQueue, ack_timeout_for
 from ingest.snapshot import save_snapshot
 from ingest.spool import Spool
@@ -275,7 +275,7 @@ class CameraWorker(Worker):
             or (self.motion.detector.frame_width, self.motion.detector.frame_height) != (width, height)
             or self.source.live
         ):
-            self.motion = MotionGate(self.camera.motion, width, height, gate_fps_for(self.camera))
+            self.motion = gate_for(self.camera, width, height)
         if self.cutter is None or self.source.live:
             if self.cutter is not None:
                 self._windows_incomplete_before += self.cutter.windows_incomplete

@@ -55,7 +55,7 @@ def cut_video(settings: Settings, example: Example) -> CutVideo:
     """The clips ingest would cut from this video (motion-gated, on the clip grid), read once."""
     from ingest.capture import SourceEnded, SourceError, VideoSource
     from ingest.clips import ClipCutter, CutClip
-    from ingest.motion import MotionGate, gate_fps_for
+    from ingest.motion import MotionGate, gate_for
 
     camera = _camera_for(settings, example)
     source = VideoSource.from_camera(camera)
@@ -73,7 +73,7 @@ def cut_video(settings: Settings, example: Example) -> CutVideo:
                 raise ExportError(f"{example.path}: cannot be read as video: {exc}") from None
             if motion is None or cutter is None:
                 height, width = frame.image.shape[:2]
-                motion = MotionGate(camera.motion, width, height, gate_fps_for(camera))
+                motion = gate_for(camera, width, height)
                 cutter = ClipCutter(camera.clip, camera.motion, source.fps)
             frames += 1
             for decided, result in motion.push(frame):

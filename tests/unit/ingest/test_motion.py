@@ -81,6 +81,28 @@ def test_mask_image_zeroes_polygon() -> None:
     assert mask_image([], 10, 10) is None
 
 
+def test_the_model_frame_setting_reads_the_model_frame_or_the_frame() -> None:
+    import cv2
+
+    frames = scene(30, moving=lambda i: i >= 15)
+    by_frame = MotionDetector(MotionSettings(downscale_width=0), W, H)
+    by_model_frame = MotionDetector(MotionSettings(downscale_width=0), W, H)
+    for image in frames:
+        small = cv2.resize(image, (64, 64), interpolation=cv2.INTER_LINEAR)  # what ClipCutter.prepare makes
+        assert by_frame.update(image) == by_model_frame.update(small)
+    assert by_frame.size == (64, 64)
+    with pytest.raises(ValueError, match="or its 64x64 model frame"):
+        by_frame.update(scene(1, width=80, height=60)[0])
+
+
+@pytest.mark.parametrize("width", [1, 31])
+def test_downscale_width_is_zero_or_at_least_32(width: int) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="0 \\(the model frame\\) or at least 32"):
+        MotionSettings(downscale_width=width)
+
+
 def test_wrong_frame_size_is_rejected() -> None:
     detector = MotionDetector(MotionSettings(), W, H)
     with pytest.raises(ValueError, match="detector was built for"):
@@ -113,17 +135,19 @@ def _shopper(n_still: int, *, leave: bool, seed: int = 3) -> list:
     return frames
 
 
-def test_a_shopper_who_walks_away_leaves_no_ghost_motion() -> None:
+@pytest.mark.parametrize("downscale_width", [160, 0])  # 0: the model frame, whose change threshold this pins
+def test_a_shopper_who_walks_away_leaves_no_ghost_motion(downscale_width: int) -> None:
     # 5 s at the shelf: a background that learnt the figure would keep reporting where it stood
     frames = _shopper(75, leave=True)
-    _, results = moving_count(MotionSettings(method="diff"), frames)
+    _, results = moving_count(MotionSettings(method="diff", downscale_width=downscale_width), frames)
     gone = len(frames) - 60
     assert all(r.moving for r in results[25:gone])  # standing still at the shelf is still someone there
     assert not any(r.moving for r in results[gone + 3 :])  # and a moment after they leave, nothing
 
 
-def test_something_left_standing_fades_into_the_background() -> None:
+@pytest.mark.parametrize("downscale_width", [160, 0])
+def test_something_left_standing_fades_into_the_background(downscale_width: int) -> None:
     frames = _shopper(600, leave=False)  # 40 s, a figure that only twitches a small patch
-    _, results = moving_count(MotionSettings(method="diff", min_area=0.05), frames)
+    _, results = moving_count(MotionSettings(method="diff", min_area=0.05, downscale_width=downscale_width), frames)
     assert results[40].moving
     assert not results[-1].moving  # absorbed at the slow rate: not gated open forever

@@ -95,15 +95,17 @@ def _cut(decided: list) -> list[tuple[int, bytes]]:
     return [(clip.window_index, clip.frames.tobytes()) for clip in clips]
 
 
+@pytest.mark.parametrize("downscale_width", [160, 0])  # 0: motion on the model frame
 @pytest.mark.parametrize("moved_at", range(57, 63))  # every phase of the 1-in-3 gate interval, twice
-def test_a_still_shopper_moving_for_one_frame_is_seen_at_every_phase(moved_at: int) -> None:
+def test_a_still_shopper_moving_for_one_frame_is_seen_at_every_phase(moved_at: int, downscale_width: int) -> None:
     """Review C1: a quick movement of someone already in view, between two examined frames, must not be
     skipped (it is the gesture the product exists to catch): verdicts and clips match the full-rate gate."""
     frames = frames_of(_still_shopper(moved_at))
-    detector = MotionDetector(MotionSettings(), W, H)
+    settings = MotionSettings(downscale_width=downscale_width)
+    detector = MotionDetector(settings, W, H)
     want = [(f, detector.update(f.image)) for f in frames]
     assert any(r.moving for f, r in want if f.index >= moved_at)  # the movement is motion at full rate
-    out, _ = gated(frames, 5.0)
+    out, _ = gated(frames, 5.0, settings)
     assert [r.moving for _, r in out] == [r.moving for _, r in want]
     assert _cut(out) == _cut(want)
 

@@ -11,6 +11,12 @@ strongest motion among the frames the gate examined, which at a lower gate rate 
 Issue 15 changed the model input on purpose (frames picked on the window's own time grid, kept to
 ``clip.bits``); the reference gets those two changes injected (``tests.ingest_reference.GridClipCutter``), so
 everything else is still compared with the old code bit for bit.
+
+The cheaper motion signal, ``motion.downscale_width: 0`` (the 64x64 model frame the cutter makes of every
+frame anyway instead of a 160-wide grey copy), changes the per-frame signal, so for it this is a
+detection-equivalence test: the same windows (and so the same bytes) on the same streams, at the gate's rate
+and at every frame.  What it does not cover, and where it differs, is in ``ingest.motion``
+(``_MODEL_FRAME_CHANGE``) and the README.
 """
 
 from __future__ import annotations
@@ -70,7 +76,9 @@ def assert_same_clips(path: Path, tmp_path: Path, **settings: Any) -> int:
     camera = CameraSettings(id="cam1", source=str(path), **settings)
     clock = FakeClock()
     published, session = worker_clips(camera, tmp_path, clock)
-    reference = reference_clips(path, camera, clock.now())
+    # the old path computed motion on its own 160-wide grey copy (``downscale_width``'s default then)
+    old_motion = camera.motion.model_copy(update={"downscale_width": 160})
+    reference = reference_clips(path, camera.model_copy(update={"motion": old_motion}), clock.now())
     assert reference.clips, "the stream must have motion for this comparison to mean anything"
     got = [(c.header.clip_id, c.header.source_start_s, c.header.source_end_s, c.header.start_at,
             c.header.captured_at) for c in published]
@@ -96,6 +104,40 @@ def test_real_footage_cuts_the_same_clips(tmp_path: Path) -> None:
 
 def test_benchmark_stream_cuts_the_same_clips(bench_stream: Path, tmp_path: Path) -> None:
     assert assert_same_clips(bench_stream, tmp_path) > 0
+
+
+@pytest.mark.parametrize("camera_id", ["aisle-1", "aisle-2"])
+def test_motion_on_the_model_frame_cuts_the_same_windows_on_the_demo(
+    demo_streams: dict[str, Path], camera_id: str, tmp_path: Path
+) -> None:
+    model_frame = MotionSettings(downscale_width=0)
+    assert 20 < assert_same_clips(demo_streams[camera_id], tmp_path, fps=15, motion=model_frame) < 150
+
+
+def test_motion_on_the_model_frame_cuts_the_same_windows_on_real_footage_and_the_benchmark(
+    bench_stream: Path, tmp_path: Path
+) -> None:
+    model_frame = MotionSettings(downscale_width=0)
+    assert assert_same_clips(real_footage("vtest.avi"), tmp_path / "vtest", motion=model_frame) == 10
+    assert assert_same_clips(bench_stream, tmp_path / "bench", motion=model_frame) > 0
+
+
+def test_motion_on_the_model_frame_at_every_frame_cuts_the_same_windows(
+    demo_streams: dict[str, Path], bench_stream: Path, tmp_path: Path
+) -> None:
+    # the full-rate detector on the model frame (gate_fps 0), not only the gate at its rate: the benchmark's
+    # faint rectangle (contrast about ``sensitivity``) is the hardest case of the two signals agreeing
+    every = MotionSettings(downscale_width=0, gate_fps=0)
+    assert assert_same_clips(bench_stream, tmp_path / "bench", motion=every) > 0
+    assert assert_same_clips(demo_streams["aisle-2"], tmp_path / "demo", fps=15, motion=every) > 20
+
+
+def test_motion_crop_on_the_model_frame_setting_keeps_the_160_wide_copy(
+    demo_streams: dict[str, Path], tmp_path: Path
+) -> None:
+    # clip.crop: motion crops to the union of the moving boxes: with downscale_width 0 it still uses the finer copy
+    assert_same_clips(demo_streams["aisle-1"], tmp_path, clip=ClipSettings(crop="motion"),
+                      motion=MotionSettings(downscale_width=0))
 
 
 def test_motion_crop_and_mog2_cut_the_same_clips(demo_streams: dict[str, Path], tmp_path: Path) -> None:
