@@ -175,6 +175,7 @@ class InferenceWorker(Worker):
         # in-process bus (``chains``), whose one partition they split between them
         self.chains = chains or ClipChains(self._stored_clip_ids)
         self._assignments = 0  # the consumer's rebalances seen (each one re-reads from the committed offsets)
+        self._uncommitted = False  # records polled since the last commit
 
     @classmethod
     def from_settings(
@@ -220,6 +221,7 @@ class InferenceWorker(Worker):
         wait = self.batcher.time_until_due()
         timeout = self.poll_timeout_s if wait is None else min(self.poll_timeout_s, wait)
         records = self._consumer.poll(timeout, max_records=self.batcher.room())
+        self._uncommitted = self._uncommitted or bool(records)
         assignments = getattr(self._consumer, "assignments", 0)
         if assignments != self._assignments:
             # a rebalance: every partition is read again from its committed offset, so chains start afresh
@@ -240,6 +242,10 @@ class InferenceWorker(Worker):
                 self.log.warning("stopping with %d clips unwritten: %s", len(batch), exc)
                 return False
             self.progressed(idle=not len(self.batcher))
+        elif self._uncommitted and not len(self.batcher):
+            # records that made no clip to score (chain ends, chained clips waiting for an earlier message):
+            # committed as far as the chains' holds allow, or the group's lag would never reach 0
+            self._commit()
         return True
 
     def _accept(self, record: BusRecord) -> None:
@@ -449,6 +455,7 @@ class InferenceWorker(Worker):
         assert self._consumer is not None
         try:
             self._consumer.commit(self.chains.holds())
+            self._uncommitted = False
         except CommitFailedError as exc:
             ERRORS.labels("infer", "bus").inc()
             self.stats.commits_refused += 1

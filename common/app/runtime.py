@@ -172,7 +172,9 @@ class Pipeline:
             if settings.bus.kind == BusKind.INPROCESS and inference_workers > 1:
                 from inference.clip_chains import ClipChains
 
-                chains = ClipChains(lambda ids: set(db.stored_capture_times(list(ids))))
+                database = db
+                chains = ClipChains(lambda ids: set(database.retrying(
+                    lambda: database.stored_capture_times(list(ids)), stop, "stored-clip check")))
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
                 pipeline.workers.append(InferenceWorker.from_settings(
