@@ -53,6 +53,8 @@ def decode_frames(
 ) -> np.ndarray:
     """The ``count`` frames of levels :func:`encode_frames` coded into ``data``."""
     height, width, channels = frame_shape
+    if reference is not None and reference.shape != tuple(frame_shape):
+        raise FrameCodecError(f"the reference frame has shape {reference.shape}, the frames {tuple(frame_shape)}")
     try:
         raw = lzma.decompress(data, format=lzma.FORMAT_RAW, filters=_FILTERS)
     except lzma.LZMAError as exc:

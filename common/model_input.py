@@ -137,7 +137,8 @@ def _shift(bits: int) -> int:
 
 def quantize(frames: np.ndarray, bits: int) -> np.ndarray:
     """``frames`` (uint8) kept to ``bits`` bits a value, each at its bin's centre; 8 bits: unchanged (the
-    same array).  Idempotent: quantizing quantized frames to the same or more bits changes nothing."""
+    same array).  Idempotent: quantizing quantized frames to the same bits changes nothing (to other bits it does:
+    bin centres differ, which is why a camera's ``clip.bits`` must be at least the model's ``input_bits``)."""
     shift = _shift(bits)
     if shift == 0:
         return frames

@@ -38,13 +38,14 @@ from common.bus import BusRecord
 from common.frame_codec import FrameCodecError, decode_frames
 from common.metrics import CHAINED_CLIPS
 from common.model_input import from_levels
-from common.schemas import ChainedClip, ChainEnd, ClipMessage, DeadLetter, Topic
+from common.schemas import ChainedClip, ChainEnd, ClipMessage, DeadLetter, MessageError, Topic
 
 log = logging.getLogger(__name__)
 
 MAX_PARKED = 16  # messages waiting on a missing one before it counts as lost (a camera's 16 s at the defaults)
 EXPIRE_AFTER_S = 600.0
 _EXPIRY_CHECK = timedelta(seconds=10)  # of record time between looks for chains to expire
+_PARK_LIMIT = timedelta(seconds=30)  # of record time a message waits for a missing one at most
 
 StoredCheck = Callable[[Sequence[str]], set[str]]  # which of these clip ids have a stored result
 
@@ -63,6 +64,8 @@ class _Chain:
     partition: int
     next_seq: int
     last_seen: datetime
+    first_seq: int = 0  # the first message this worker saw of the chain (it may have joined midway)
+    skipped: set[int] = field(default_factory=set)  # messages given up on (a late one is then lost, not a copy)
     frames: dict[int, np.ndarray] = field(default_factory=dict)  # id -> levels
     origin: dict[int, int] = field(default_factory=dict)  # id -> seq of the message that carried it
     applied: dict[int, _Applied] = field(default_factory=dict)  # seq -> where it was, while it may be needed
@@ -77,7 +80,8 @@ class _Chain:
             oldest = min(self.origin.values())
             starts = [seq for seq, a in self.applied.items() if a.keyframe and seq <= oldest]
             start = max(starts) if starts else min(self.applied)
-            offsets.append(self.applied[start].offset)
+            # messages after the start may lie at lower offsets (sent again after a failure, they came late)
+            offsets.append(min(a.offset for seq, a in self.applied.items() if seq >= start))
             for seq in [s for s in self.applied if s < start]:
                 del self.applied[seq]
         return min(offsets) if offsets else None
@@ -101,13 +105,25 @@ class ClipChains:
         self.topic = topic
         self.stats = ChainStats()
         self._chains: dict[tuple[str, str], _Chain] = {}
-        self._newest: dict[int, datetime] = {}  # partition -> newest record time seen
+        # (partition, store) -> newest record time seen: producer time, so only a store's own clock is compared
+        # with its cameras' chains (another host's skew must not expire them)
+        self._newest: dict[tuple[int, str], datetime] = {}
+        self._closed: dict[tuple[str, str], list[str]] = {}  # the last chain ids closed, per camera
         self._last_expiry: datetime | None = None
         # the in-process bus has one partition, so the inference threads of one process share one ClipChains
         self._lock = threading.RLock()
 
     def __len__(self) -> int:
         return len(self._chains)
+
+    def __bool__(self) -> bool:
+        return True  # an empty set of chains is still one to share (``chains or ClipChains(...)``)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by a thread across its poll and the accepts of what it polled when threads share these
+        chains (the in-process bus), so messages are applied in offset order."""
+        return self._lock
 
     def reset(self) -> None:
         """Forget every chain (the records applied since the last commit will be delivered again)."""
@@ -117,6 +133,7 @@ class ClipChains:
     def _reset(self) -> None:
         self._chains.clear()
         self._newest.clear()
+        self._closed.clear()
         self._last_expiry = None
 
     def kept_frames(self) -> int:
@@ -142,33 +159,45 @@ class ClipChains:
             h = message.header
             assert h.chain is not None
             store_id, camera_id, chain_id, seq = h.store_id, h.camera_id, h.chain.chain_id, h.chain.seq
-        newest = self._newest.get(record.partition)
+        where = (record.partition, store_id)
+        newest = self._newest.get(where)
         if newest is None or record.timestamp > newest:
-            self._newest[record.partition] = record.timestamp
+            self._newest[where] = record.timestamp
         if self._last_expiry is None or record.timestamp - self._last_expiry >= _EXPIRY_CHECK:
             self._last_expiry = record.timestamp
-            self._expire(dead)
+            self._expire(ready, dead)
         key = (store_id, camera_id)
         chain = self._chains.get(key)
+        if chain_id in self._closed.get(key, ()):
+            # a straggler of a chain already closed (a resend from an older process's spool)
+            self._lose_message(record, message, "its chain had ended", dead)
+            return ready, dead
         if chain is not None and chain.chain_id != chain_id:
-            self._close(chain, dead, "the camera started a new chain")
+            self._close(chain, ready, dead, "the camera started a new chain")
             chain = None
         if chain is None:
             chain = self._chains[key] = _Chain(store_id, camera_id, chain_id, record.partition, next_seq=seq,
-                                               last_seen=record.timestamp)
+                                               last_seen=record.timestamp, first_seq=seq)
         chain.partition = record.partition
         chain.last_seen = max(chain.last_seen, record.timestamp)
         if seq < chain.next_seq:
-            self.stats.duplicates += 1
+            if seq < chain.first_seq or seq in chain.skipped:
+                # never applied: it came after the worker had gone on without it
+                chain.skipped.discard(seq)
+                self._lose_message(record, message, "it came after later messages of its chain were used", dead)
+            else:
+                self.stats.duplicates += 1  # a copy of one applied (sent again after an unanswered send)
             return ready, dead
         if seq > chain.next_seq:
             if seq not in chain.parked:
                 chain.parked[seq] = (record, message)
                 self.stats.parked += 1
-            if len(chain.parked) <= MAX_PARKED:
+            oldest = min(r.timestamp for r, _ in chain.parked.values())
+            if len(chain.parked) <= MAX_PARKED and record.timestamp - oldest <= _PARK_LIMIT:
                 return ready, dead
             log.warning("camera %s: message %d of its chain never came (%d later ones waited); going on without it",
                         camera_id, chain.next_seq, len(chain.parked))
+            chain.skipped.update(range(chain.next_seq, min(chain.parked)))
             chain.next_seq = min(chain.parked)
         else:
             chain.parked[seq] = (record, message)
@@ -207,13 +236,14 @@ class ClipChains:
             reference = None if refs.reference is None else chain.frames[refs.reference]
             try:
                 levels = decode_frames(message.body, len(refs.new), frame_shape, reference, refs.bits)
-            except FrameCodecError as exc:
+            except (FrameCodecError, ValueError) as exc:
                 self._lose(record, h.clip_id, f"clip {h.clip_id} of camera {h.camera_id}: {exc}", dead, check=False)
                 return
             for frame_id, frame in zip(refs.new, levels, strict=True):
                 chain.frames[frame_id] = frame
                 chain.origin[frame_id] = refs.seq
-        chain.applied[refs.seq] = _Applied(record.offset, keyframe=refs.reference is None and decodable)
+        # a restart point only if it brings frames of its own (a message with none decodes nothing new)
+        chain.applied[refs.seq] = _Applied(record.offset, keyframe=refs.reference is None and bool(refs.new))
         missing = [i for i in refs.ids if i not in chain.frames]
         if missing:
             why = (f"clip {h.clip_id} of camera {h.camera_id}: {len(set(missing))} of its frames came with earlier "
@@ -221,8 +251,14 @@ class ClipChains:
                    f"{refs.seq} of chain {refs.chain_id})")
             self._lose(record, h.clip_id, why, dead, check=True)
         else:
-            frames = from_levels(np.stack([chain.frames[i] for i in refs.ids]), refs.bits)
-            ready.append((record, ClipMessage(h, frames)))
+            try:
+                frames = from_levels(np.stack([chain.frames[i] for i in refs.ids]), refs.bits)
+                clip = ClipMessage(h, frames)
+            except (ValueError, MessageError) as exc:  # kept frames of another shape than the header says
+                self._lose(record, h.clip_id, f"clip {h.clip_id} of camera {h.camera_id}: {exc}", dead, check=False)
+                self._prune(chain, refs.keep_from)
+                return
+            ready.append((record, clip))
             self.stats.assembled += 1
             CHAINED_CLIPS.labels("assembled").inc()
         self._prune(chain, refs.keep_from)
@@ -243,18 +279,31 @@ class ClipChains:
         log.warning("%s; sent to the dead-letter topic", why)
         dead.append(DeadLetter.for_payload(record.topic.value, record.key, record.value, why))
 
-    def _close(self, chain: _Chain, dead: list[DeadLetter], why: str) -> None:
-        """Drop a chain; clips still waiting on a missing message are lost unless already scored."""
-        for seq in sorted(chain.parked):
-            record, message = chain.parked[seq]
-            if isinstance(message, ChainedClip):
-                h = message.header
-                self._lose(record, h.clip_id, f"clip {h.clip_id} of camera {h.camera_id}: waited for an earlier "
-                           f"message of its chain that never came ({why})", dead, check=True)
-        del self._chains[(chain.store_id, chain.camera_id)]
+    def _lose_message(self, record: BusRecord, message: ChainedClip | ChainEnd, why: str,
+                      dead: list[DeadLetter]) -> None:
+        if isinstance(message, ChainedClip):
+            h = message.header
+            self._lose(record, h.clip_id, f"clip {h.clip_id} of camera {h.camera_id}: {why}", dead, check=True)
 
-    def _expire(self, dead: list[DeadLetter]) -> None:
+    def _close(self, chain: _Chain, ready: list[tuple[BusRecord, ClipMessage]], dead: list[DeadLetter],
+               why: str) -> None:
+        """Drop a chain.  Messages still waiting on a missing one are applied in order, past the gaps: the
+        clips that can be put together are scored, the others lost (unless already scored)."""
+        if chain.parked:
+            log.warning("camera %s: its chain closed (%s) with %d messages waiting on a missing one",
+                        chain.camera_id, why, len(chain.parked))
+        for seq in sorted(chain.parked):
+            record, message = chain.parked.pop(seq)
+            self._apply(chain, record, message, ready, dead)
+        key = (chain.store_id, chain.camera_id)
+        del self._chains[key]
+        closed = self._closed.setdefault(key, [])
+        closed.append(chain.chain_id)
+        del closed[:-4]
+
+    def _expire(self, ready: list[tuple[BusRecord, ClipMessage]], dead: list[DeadLetter]) -> None:
         for chain in list(self._chains.values()):
-            newest = self._newest.get(chain.partition)
+            newest = self._newest.get((chain.partition, chain.store_id))
             if newest is not None and newest - chain.last_seen > self.expire_after:
-                self._close(chain, dead, f"nothing from the camera for {self.expire_after.total_seconds():.0f} s")
+                self._close(chain, ready, dead,
+                            f"nothing from the camera for {self.expire_after.total_seconds():.0f} s")

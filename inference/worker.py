@@ -30,6 +30,7 @@ a description works as before: nothing is checked (results carry None) and the l
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -173,7 +174,8 @@ class InferenceWorker(Worker):
         self.reruns = RerunWatch(db, self.log)  # clips stored by an earlier run of a recording are said so
         # chained clips' frames, assembled into whole clips; shared by the threads of one process on the
         # in-process bus (``chains``), whose one partition they split between them
-        self.chains = chains or ClipChains(self._stored_clip_ids)
+        self.chains = chains if chains is not None else ClipChains(self._stored_clip_ids)
+        self._shared_chains = chains is not None
         self._assignments = 0  # the consumer's rebalances seen (each one re-reads from the committed offsets)
         self._uncommitted = False  # records polled since the last commit
 
@@ -220,15 +222,17 @@ class InferenceWorker(Worker):
         assert self._consumer is not None
         wait = self.batcher.time_until_due()
         timeout = self.poll_timeout_s if wait is None else min(self.poll_timeout_s, wait)
-        records = self._consumer.poll(timeout, max_records=self.batcher.room())
-        self._uncommitted = self._uncommitted or bool(records)
-        assignments = getattr(self._consumer, "assignments", 0)
-        if assignments != self._assignments:
-            # a rebalance: every partition is read again from its committed offset, so chains start afresh
-            self._assignments = assignments
-            self.chains.reset()
-        for record in records:
-            self._accept(record)
+        # threads sharing chains (the in-process bus) poll and apply in turn, so messages apply in offset order
+        with self.chains.lock if self._shared_chains else contextlib.nullcontext():
+            records = self._consumer.poll(timeout, max_records=self.batcher.room())
+            self._uncommitted = self._uncommitted or bool(records)
+            assignments = getattr(self._consumer, "assignments", 0)
+            if assignments != self._assignments:
+                # a rebalance: every partition is read again from its committed offset, so chains start afresh
+                self._assignments = assignments
+                self.chains.reset()
+            for record in records:
+                self._accept(record)
         if len(self.batcher) or self._dead or getattr(self._consumer, "failing_since", None) is not None:
             self.input_waiting()  # a batch is held, or the bus cannot be read
         else:

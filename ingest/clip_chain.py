@@ -47,6 +47,7 @@ class _Chain:
     sent: dict[int, np.ndarray] = field(default_factory=dict)  # id -> levels, of frames later clips may use
     seq: int = 0  # the next message's number
     last_id: int = -1  # the newest frame sent (the next message's reference)
+    keyframe_due: bool = True
 
 
 class ChainEncoder:
@@ -77,7 +78,9 @@ class ChainEncoder:
         for position, frame_id in enumerate(clip.frame_ids):
             first_at.setdefault(frame_id, position)
         new = sorted(i for i in first_at if i not in current.sent)
-        keyframe = current.seq % self.keyframe_every == 0
+        # a keyframe is due every ``keyframe_every`` messages; one with no new frame passes it on to the next
+        current.keyframe_due = current.keyframe_due or current.seq % self.keyframe_every == 0
+        keyframe = current.keyframe_due and bool(new)
         # the reference must be a frame the consumer holds and this clip reuses
         usable = not keyframe and new and current.last_id in current.sent and current.last_id in first_at
         reference = current.last_id if usable else None
@@ -93,6 +96,8 @@ class ChainEncoder:
         )
         message = ChainedClip(chained, body).to_bytes()
         current.seq += 1
+        if keyframe:
+            current.keyframe_due = False
         for i in new:
             current.sent[i] = levels[first_at[i]]
         if new:

@@ -225,6 +225,7 @@ class CameraWorker(Worker):
             if self.cutter is not None and self.stop_event.is_set():
                 # stopped from outside: windows still open are cut short, not published
                 self.cutter = None
+            self._end_chain()  # the consumer lets go of this camera's frames (and of its commit hold)
             self.outbox.close(timeout_s=5.0)
             c = self.counters()
             self.log.info("camera %s: %d clips cut, %d published, %d dropped, %d messages left in the spool",

@@ -151,7 +151,7 @@ def test_a_new_chain_of_the_camera_ends_the_old_one(stream: Stream) -> None:
     feed(chains, records(stream.messages[9:10], first_offset=9))
     got, dead = feed(chains, records(other.messages, first_offset=20))
     assert got.keys() == other.expected.keys()
-    assert len(dead) == 1 and "never came" in dead[0]
+    assert len(dead) == 1 and "did not arrive" in dead[0]  # message 9, applied past the gap when its chain closed
 
 
 def test_a_chain_with_no_news_for_ten_minutes_of_record_time_is_forgotten(stream: Stream) -> None:
@@ -182,3 +182,63 @@ def test_header_validation_names_the_problem(stream: Stream) -> None:
     head = json.dumps(data).encode()
     with pytest.raises(MessageError, match="not the clip's"):
         ChainedClip.from_bytes(ChainedClip.MAGIC + len(head).to_bytes(4, "big") + head + message.body)
+
+
+def test_a_message_late_at_the_start_of_a_chain_is_never_dropped_silently(stream: Stream) -> None:
+    order = [1, 0, *range(2, len(stream.messages))]  # the chain's first message, sent again, lands second
+    chains = ClipChains(never_stored)
+    got, dead = feed(chains, records(stream.messages, order))
+    missing = stream.expected.keys() - got.keys()
+    assert missing  # the chain started at message 1, so clip 0 (and those needing its frames) are lost ...
+    assert len(dead) == len(missing)  # ... and every one of them is said in a dead letter
+
+
+def test_a_straggler_of_a_closed_chain_does_not_close_the_new_one(stream: Stream) -> None:
+    first = chained_stream(limit=40)
+    second = chained_stream(limit=40)  # the same camera's next chain (a new ingest process)
+    chains = ClipChains(never_stored)
+    feed(chains, records(first.messages[:3]))
+    got, dead = feed(chains, records(second.messages, first_offset=5))
+    late, dead_late = feed(chains, records(first.messages[3:4], first_offset=50))
+    assert got.keys() == second.expected.keys() and not dead
+    assert not late and len(dead_late) == 1 and "chain had ended" in dead_late[0]
+    assert chains.holds() == {}  # the new chain ended cleanly: not torn down by the old one's straggler
+
+
+def test_a_stalled_camera_message_without_new_frames_is_no_restart_point() -> None:
+    """A window made only of frames already sent (a stalled live stream) carries no frame: a restart from it
+    could decode nothing, so the keyframe due passes to the next message that brings frames."""
+    stalled = chained_stream(fps=5.0, limit=120, moving=lambda t: True)
+    clips = [m for m in map(read_clip_topic, stalled.messages) if isinstance(m, ChainedClip)]
+    assert all(c.chain.new or c.chain.reference is not None or c.chain.seq == 0 for c in clips[:1])
+    keyframes = [c for c in clips if c.chain.reference is None]
+    assert all(c.chain.new for c in keyframes)
+
+
+def test_kept_frames_of_another_shape_are_a_dead_letter_not_a_crash(stream: Stream) -> None:
+    chains = ClipChains(never_stored)
+    feed(chains, records(stream.messages[:3]))
+    message = read_clip_topic(stream.messages[3])
+    assert isinstance(message, ChainedClip)
+    data = message.header.model_dump(mode="json")
+    data["shape"] = [20, 32, 32, 3]
+    head = json.dumps(data).encode()
+    odd = ChainedClip.MAGIC + len(head).to_bytes(4, "big") + head + message.body
+    got, dead = feed(chains, records([odd], first_offset=3))
+    assert not got and len(dead) == 1
+
+
+def test_another_stores_clock_running_ahead_expires_no_chain(stream: Stream) -> None:
+    chains = ClipChains(never_stored, expire_after_s=600)
+    feed(chains, records(stream.messages[:6]))
+    other = chained_stream(limit=30, camera="other").messages[0]
+    message = read_clip_topic(other)
+    assert isinstance(message, ChainedClip)
+    data = message.header.model_dump(mode="json")
+    data["store_id"] = "s2"  # another store's ingest host, its clock 11 minutes fast
+    head = json.dumps(data).encode()
+    skewed = BusRecord(Topic.CLIPS, "other", ChainedClip.MAGIC + len(head).to_bytes(4, "big") + head + message.body,
+                       0, 100, T0 + timedelta(minutes=11))
+    chains.accept(skewed, read_clip_topic(skewed.value))
+    got, dead = feed(chains, records(stream.messages[6:], first_offset=6))
+    assert not dead and set(got) == set(stream.expected) - set(list(stream.expected)[:6])

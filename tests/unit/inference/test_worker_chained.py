@@ -131,3 +131,30 @@ def test_a_camera_ending_with_a_chain_end_leaves_no_lag(db: Database) -> None:
     assert w.chains.holds() == {}
     assert bus.lag(GROUP) == 0, "the chain end was never committed"
     w.shutdown()
+
+
+def test_threads_sharing_the_in_process_partition_share_their_chains(db: Database) -> None:
+    """Two inference threads on the in-process bus split its one partition between them: with the chains
+    shared (and applied in offset order) every clip is scored once, none dead-lettered."""
+    import threading
+
+    from inference.clip_chains import ClipChains
+
+    bus = InProcessBus()
+    expected = publish_cameras(bus)
+    shared = ClipChains(lambda ids: set(db.stored_capture_times(list(ids))))
+    stop = threading.Event()
+    workers = [InferenceWorker(MeanClassifier(), bus, db, max_batch_size=8, max_wait_s=0.0, poll_timeout_s=0.01,
+                               chains=shared, stop=stop, name=f"infer-{i}") for i in range(2)]
+    assert all(w.chains is shared for w in workers)
+    for w in workers:
+        w.start_thread()
+    for _ in range(600):
+        if bus.lag(GROUP) == 0 and len(db.results()) >= len(expected):
+            break
+        stop.wait(0.05)
+    stop.set()
+    for w in workers:
+        w.join(10)
+    check_results(bus, db, expected)
+    assert sum(w.stats.clips for w in workers) >= len(expected) and all(w.stats.clips for w in workers)
