@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from common.model_input import quantize
 from inference import fast
 from inference.fast import MATCH_TOLERANCE, bucket_for, bucket_sizes, build_fast_predictor, linear_layers
 from inference.model import INPUT_SHAPE, ClipClassifier, build_convlstm, preprocess, probability_of_positive
@@ -192,7 +193,7 @@ def test_fused_path_matches_keras_on_the_bundled_model_and_keeps_its_decisions()
         [np.stack([((xx + 3 * t + 40 * k) % 256) for t in range(20)]) for k in range(5)]
     )[..., None].repeat(3, axis=-1)
     clips = np.concatenate([noise, (smooth + rng.integers(0, 20, smooth.shape)).clip(0, 255).astype(np.uint8)])
-    expected = keras_probability(classifier.model, clips)
+    expected = keras_probability(classifier.model, quantize(clips, classifier.input_bits))  # what predict scores
     got = classifier.predict(clips)  # 11 clips: buckets 8 + 4
     np.testing.assert_allclose(got, expected, atol=1e-5)
     clear = np.abs(expected - classifier.threshold) > 1e-4
