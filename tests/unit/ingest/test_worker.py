@@ -247,3 +247,20 @@ def test_retry_queue_is_bounded_and_drops_oldest(motion_video: Path, tmp_path: P
     dropped_clips = [c for c in produced[:-size] if not c.startswith(("health:", "chain-end"))]
     assert counters.clips_dropped == len(dropped_clips) > 0
     assert counters.clips_published == len(clips_on_bus) and worker.pending == 0
+
+
+def test_a_worker_stopped_mid_motion_sends_its_chain_end(motion_video: Path, tmp_path: Path) -> None:
+    """Stopped from outside while its chain is open (a config reload, a rolling restart), the camera worker
+    tells the inference workers to let go of its frames, so their commits are not held until expiry."""
+    from common.schemas import ChainEnd, read_clip_topic
+
+    bus = InProcessBus()
+    stop = threading.Event()
+    worker = CameraWorker("s1", camera(motion_video), bus.publisher(), tmp_path, stop=stop)
+    worker.setup()
+    while worker.chain is not None and not worker.chain.holding:
+        assert worker.step(), "the video must move before it ends"
+    stop.set()
+    worker.shutdown()
+    kinds = [type(read_clip_topic(r.value)) for r in drain(bus, Topic.CLIPS)]
+    assert kinds and kinds[-1] is ChainEnd
