@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import pytest
 
@@ -124,43 +125,59 @@ def test_uncommitted_records_are_redelivered_to_the_next_member(kafka_bus_settin
         bus.close()
 
 
-def test_two_members_split_the_partitions(kafka_bus: KafkaBus) -> None:
-    publisher = kafka_bus.publisher()
-    keys = [f"cam-{i}" for i in range(40)]
+def publish_keys(bus: KafkaBus, count: int = 40) -> list[str]:
+    """One clips-topic record for each of ``count`` camera keys, spread over the partitions."""
+    publisher = bus.publisher()
+    keys = [f"cam-{i}" for i in range(count)]
     for key in keys:
         publisher.publish(Topic.CLIPS, key, key.encode())
     publisher.flush()
     publisher.close()
+    return keys
 
-    members = [kafka_bus.consumer([Topic.CLIPS], "split") for _ in range(2)]
-    got: list[list[BusRecord]] = [[], []]
+
+Assignments = list[set]  # type: ignore[type-arg]
+
+
+def poll_together(
+    members: list[KafkaBusConsumer], done: Callable[[Assignments, set[str | None]], bool], timeout_s: float = 45
+) -> tuple[Assignments, list[list[BusRecord]]]:
+    """Poll every member continuously on its own thread (live workers, so all take part in the rebalance)
+    until ``done(assignments, keys seen)`` or the timeout; their assignments then, and what each got."""
+    got: list[list[BusRecord]] = [[] for _ in members]
     stop = threading.Event()
 
     def run(index: int) -> None:
-        # Poll continuously (a live worker) so both members take part in the rebalance.
         while not stop.is_set():
             got[index].extend(members[index].poll(0.3))
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    def assignments() -> Assignments:
+        return [set(m._consumer.assignment()) if m._consumer else set() for m in members]
 
-    def state() -> tuple[list[set], set[str | None]]:  # type: ignore[type-arg]
-        assignments = [set(m._consumer.assignment()) if m._consumer else set() for m in members]
-        return assignments, {r.key for batch in list(got) for r in list(batch)}
-
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(members))]
+    owned = assignments()
     try:
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 45
-        assignments, seen = state()
+        deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            assignments, seen = state()
-            if all(assignments) and sum(len(a) for a in assignments) == 4 and seen == set(keys):
+            owned = assignments()
+            if done(owned, {r.key for batch in list(got) for r in list(batch)}):
                 break
             time.sleep(0.2)
     finally:
         stop.set()
         for t in threads:
             t.join()
+    return owned, got
+
+
+def test_two_members_split_the_partitions(kafka_bus: KafkaBus) -> None:
+    keys = publish_keys(kafka_bus)
+    members = [kafka_bus.consumer([Topic.CLIPS], "split") for _ in range(2)]
+    assignments, got = poll_together(
+        members, lambda owned, seen: all(owned) and sum(len(a) for a in owned) == 4 and seen == set(keys))
+    seen = {r.key for batch in got for r in batch}
     assert all(assignments), f"both members must own partitions, got {assignments}"
     assert not (assignments[0] & assignments[1])
     assert seen == set(keys)
@@ -175,39 +192,12 @@ def test_after_a_rebalance_a_member_reads_its_partitions_again_from_the_committe
 ) -> None:
     """kafka-python keeps a retained partition's position across a rebalance; the bus rewinds it, so records
     polled but not committed before a member joined come again to whoever owns them now."""
-    publisher = kafka_bus.publisher()
-    keys = [f"cam-{i}" for i in range(40)]
-    for key in keys:
-        publisher.publish(Topic.CLIPS, key, key.encode())
-    publisher.flush()
-    publisher.close()
-
+    keys = publish_keys(kafka_bus)
     first = kafka_bus.consumer([Topic.CLIPS], "rewind")
     before = drain(first, len(keys))
     assert {r.key for r in before} == set(keys)  # all polled by the only member, none committed
     second = kafka_bus.consumer([Topic.CLIPS], "rewind")
-    got: list[list[BusRecord]] = [[], []]
-    stop = threading.Event()
-
-    def run(index: int, member: KafkaBusConsumer) -> None:
-        while not stop.is_set():
-            got[index].extend(member.poll(0.3))
-
-    threads = [threading.Thread(target=run, args=(i, m)) for i, m in enumerate((first, second))]
-    try:
-        for t in threads:
-            t.start()
-        deadline = time.monotonic() + 45
-        while time.monotonic() < deadline:
-            owned = [set(m._consumer.assignment()) if m._consumer else set() for m in (first, second)]
-            seen = {r.key for batch in list(got) for r in list(batch)}
-            if all(owned) and seen == set(keys):
-                break
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join()
+    owned, got = poll_together([first, second], lambda owned, seen: all(owned) and seen == set(keys))
     assert all(owned), f"both members must own partitions, got {owned}"
     # every uncommitted record came again after the rebalance: the first member's retained partitions too
     assert {r.key for batch in got for r in batch} == set(keys)
