@@ -35,6 +35,7 @@ from datetime import datetime, timedelta
 import numpy as np
 
 from common.bus import BusRecord
+from common.db import Database
 from common.frame_codec import FrameCodecError, decode_frames
 from common.metrics import CHAINED_CLIPS
 from common.model_input import from_levels
@@ -113,11 +114,17 @@ class ClipChains:
         # the in-process bus has one partition, so the inference threads of one process share one ClipChains
         self._lock = threading.RLock()
 
+    @classmethod
+    def for_database(cls, db: Database, stop: threading.Event | None = None) -> ClipChains:
+        """Chains whose stored check asks ``db`` (retrying while it is down, until ``stop``)."""
+        return cls(lambda ids: set(db.retrying(lambda: db.stored_capture_times(list(ids)), stop,
+                                               "stored-clip check")))
+
     def __len__(self) -> int:
         return len(self._chains)
 
     def __bool__(self) -> bool:
-        return True  # an empty set of chains is still one to share (``chains or ClipChains(...)``)
+        return True  # an empty set of chains is still one (``__len__`` would make it falsy)
 
     @property
     def lock(self) -> threading.RLock:
@@ -128,13 +135,10 @@ class ClipChains:
     def reset(self) -> None:
         """Forget every chain (the records applied since the last commit will be delivered again)."""
         with self._lock:
-            self._reset()
-
-    def _reset(self) -> None:
-        self._chains.clear()
-        self._newest.clear()
-        self._closed.clear()
-        self._last_expiry = None
+            self._chains.clear()
+            self._newest.clear()
+            self._closed.clear()
+            self._last_expiry = None
 
     def kept_frames(self) -> int:
         return sum(len(c.frames) for c in self._chains.values())

@@ -34,7 +34,6 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -174,7 +173,7 @@ class InferenceWorker(Worker):
         self.reruns = RerunWatch(db, self.log)  # clips stored by an earlier run of a recording are said so
         # chained clips' frames, assembled into whole clips; shared by the threads of one process on the
         # in-process bus (``chains``), whose one partition they split between them
-        self.chains = chains if chains is not None else ClipChains(self._stored_clip_ids)
+        self.chains = chains if chains is not None else ClipChains.for_database(db, self.stop_event)
         self._shared_chains = chains is not None
         self._assignments = 0  # the consumer's rebalances seen (each one re-reads from the committed offsets)
         self._uncommitted = False  # records polled since the last commit
@@ -267,11 +266,6 @@ class InferenceWorker(Worker):
         for clip_record, clip in ready:
             if self._fits(clip_record, clip):
                 self.batcher.add((clip_record, clip))
-
-    def _stored_clip_ids(self, clip_ids: Sequence[str]) -> set[str]:
-        """Which of these clips have a stored result (a chain joined midway: were they scored already?)."""
-        return set(self.db.retrying(lambda: self.db.stored_capture_times(list(clip_ids)), self.stop_event,
-                                    "stored-clip check"))
 
     def _fits(self, record: BusRecord, clip: ClipMessage) -> bool:
         """Whether the clip's shape is the model's input; a dead letter saying how to fix it if not."""

@@ -172,9 +172,7 @@ class Pipeline:
             if settings.bus.kind == BusKind.INPROCESS and inference_workers > 1:
                 from inference.clip_chains import ClipChains
 
-                database = db
-                chains = ClipChains(lambda ids: set(database.retrying(
-                    lambda: database.stored_capture_times(list(ids)), stop, "stored-clip check")))
+                chains = ClipChains.for_database(db, stop)
             for index in range(inference_workers):
                 name = "infer" if inference_workers == 1 else f"infer-{index}"
                 pipeline.workers.append(InferenceWorker.from_settings(

@@ -142,7 +142,7 @@ def test_threads_sharing_the_in_process_partition_share_their_chains(db: Databas
 
     bus = InProcessBus()
     expected = publish_cameras(bus)
-    shared = ClipChains(lambda ids: set(db.stored_capture_times(list(ids))))
+    shared = ClipChains.for_database(db)
     stop = threading.Event()
     workers = [InferenceWorker(MeanClassifier(), bus, db, max_batch_size=8, max_wait_s=0.0, poll_timeout_s=0.01,
                                chains=shared, stop=stop, name=f"infer-{i}") for i in range(2)]
