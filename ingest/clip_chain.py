@@ -84,8 +84,10 @@ class ChainEncoder:
         # the reference must be a frame the consumer holds and this clip reuses
         usable = not keyframe and new and current.last_id in current.sent and current.last_id in first_at
         reference = current.last_id if usable else None
-        picked = levels[[first_at[i] for i in new]]
-        body = encode_frames(picked, None if reference is None else current.sent[reference], self.bits) if new else b""
+        body = b""
+        if new:
+            body = encode_frames(levels[[first_at[i] for i in new]],
+                                 None if reference is None else current.sent[reference], self.bits)
         refs = FrameRefs(
             chain_id=current.chain_id, seq=current.seq, ids=clip.frame_ids, new=tuple(new), reference=reference,
             keep_from=clip.keep_from_id, bits=self.bits,
@@ -110,7 +112,8 @@ class ChainEncoder:
         """A chain end when no later clip can use any frame sent (the oldest frame a clip can still use is
         ``reusable_from_id``, newer than all of them); None otherwise."""
         current = self._chain
-        if current is None or not current.sent or max(current.sent) >= reusable_from_id:
+        # the newest frame sent is ``last_id`` whenever any is kept (they are pruned oldest first)
+        if current is None or not current.sent or current.last_id >= reusable_from_id:
             return None
         return self._end(current, reusable_from_id, at)
 
