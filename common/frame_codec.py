@@ -1,4 +1,4 @@
-"""How a clip's new frames travel: their levels (``common.model_input.to_levels``), each frame coded as its
+"""How a clip's new frames travel (``FrameRefs.codec`` "delta-lzma2"): their levels (``common.model_input.to_levels``), each frame coded as its
 difference from the frame before it, planes apart, compressed with LZMA2.  Lossless: the decoder gives back
 exactly the levels it was given, so the model scores the same bytes at the far end.
 
@@ -19,7 +19,6 @@ from typing import Final
 
 import numpy as np
 
-CODEC: Final = "delta-lzma2"
 _FILTERS: Final = [
     {"id": lzma.FILTER_LZMA2, "preset": 6, "mode": lzma.MODE_NORMAL, "mf": lzma.MF_HC4, "nice_len": 24,
      "dict_size": 1 << 16, "depth": 0}
@@ -38,10 +37,7 @@ def encode_frames(levels: np.ndarray, reference: np.ndarray | None, bits: int) -
     if reference is not None and reference.shape != levels.shape[1:]:
         raise ValueError(f"reference frame has shape {reference.shape}, frames {levels.shape[1:]}")
     previous = np.empty_like(levels)
-    if reference is None:
-        previous[0] = 0
-    else:
-        previous[0] = reference
+    previous[0] = 0 if reference is None else reference
     previous[1:] = levels[:-1]
     # uint8 subtraction wraps modulo 256; masking keeps it modulo 2**bits, the alphabet the coder sees
     residual = (levels - previous) & np.uint8((1 << bits) - 1)
