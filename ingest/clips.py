@@ -18,9 +18,14 @@ within one frame interval (the median of the recent steps between frames) of the
 2 s on a 1 s stride).  The windows the source ended inside of would be time-compressed clips; they are
 dropped, and those that would have been cut are counted in ``windows_incomplete``.
 
-Each frame is converted once on arrival: straight to a model frame (``crop=full``,
+Each frame a window can pick is converted once, on arrival: straight to a model frame (``crop=full``,
 ``common.model_input.model_frame``, exactly what training and ``classify`` use), or to a 320-wide copy kept
-for cropping (``crop=motion``).  A window's clip is ``common.model_input.model_clip`` of its frames (the picked model frames, stacked).  Memory per camera stays at about ``window_s * fps`` small frames plus a few
+for cropping (``crop=motion``, every frame).  Every window's instants lie on one lattice, multiples of
+``window_s / frames``, when the stride is a whole number of those steps (the defaults: 0.2 s instants, 1 s
+stride), so the frames no window can pick are known on arrival and never resized: a window picks only a
+frame whose interval since the frame before reaches an instant, or the last frame before a window's end (made
+from the decoded frame, still at hand, when the next frame shows the gap).  At 15 fps that is one frame in
+three.  A window's clip is ``common.model_input.model_clip`` of its frames (the picked model frames, stacked).  Memory per camera stays at about ``window_s * fps`` small frames plus a few
 full-resolution snapshot candidates (the best-moving frame of each stride cell).
 """
 
@@ -45,6 +50,11 @@ _resize = cv2.resize  # the model copy of a decoded frame (``ClipCutter._small``
 
 CROP_COPY_WIDTH = 320
 MAX_FPS = 240.0  # the ring's safety bound assumes no camera delivers more (windows are pruned by time)
+# A frame is picked for an instant (or a window start) in (previous + 1e-9, t + TIME_TOLERANCE_S] (the picks'
+# and the windows' tolerances): the interval asked about is widened beyond both, by far more than float noise
+# and far less than a frame interval, so it holds every instant that can pick the frame and few others.
+_LATTICE_BEFORE_S = 0.5e-9
+_LATTICE_AFTER_S = 1e-5
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +89,7 @@ class _Entry:
     id: int
     t: float
     at: datetime
-    small: np.ndarray
+    small: np.ndarray | None  # None: no window can pick this frame (see the module docstring)
     moving: bool
     area: float
     bbox: tuple[int, int, int, int] | None
@@ -155,6 +165,13 @@ class ClipCutter:
         self._model_size = clip.size
         self._model_dsize = (clip.size, clip.size)
         self._next_id = 0
+        # the lattice of every window's instants (module docstring), when frames can be skipped by it: not when
+        # every frame is kept anyway (cropping) or the motion gate reads each frame's model copy
+        step = clip.window_s / clip.frames
+        steps_per_stride = self.stride_s / step
+        lattice = abs(steps_per_stride - round(steps_per_stride)) < 1e-9 and round(steps_per_stride) >= 1
+        self._step_s = step if lattice and self._model_copy and motion.downscale_width != 0 else 0.0
+        self._prepared_t: float | None = None  # the time of the last frame given to ``prepare``
 
     @property
     def reusable_from_id(self) -> int:
@@ -181,10 +198,29 @@ class ClipCutter:
             return cv2.resize(image, (CROP_COPY_WIDTH, max(1, round(height * CROP_COPY_WIDTH / width))))
         return model_frame(image, self.clip.size)
 
-    def prepare(self, frame: Frame) -> np.ndarray:
+    def _reaches_instant(self, previous_t: float | None, t: float) -> bool:
+        """Whether a window can pick the frame at ``t`` that follows one at ``previous_t``: its interval
+        (widened as ``_LATTICE_BEFORE_S`` says) holds a point of the instants' lattice."""
+        step = self._step_s
+        if not step or previous_t is None:
+            return True
+        return math.floor((t + _LATTICE_AFTER_S) / step) > math.floor((previous_t + _LATTICE_BEFORE_S) / step)
+
+    def _ends_window(self, previous_t: float, t: float) -> bool:
+        """Whether a window's end lies in the gap from ``previous_t`` to ``t`` (the frame at ``previous_t`` is
+        then the last of that window, which picks it for the instants it has no later frame for)."""
+        stride, window = self.stride_s, self.window_s
+        return math.floor((t + _LATTICE_AFTER_S - window) / stride) > math.floor(
+            (previous_t + _LATTICE_BEFORE_S - window) / stride)
+
+    def prepare(self, frame: Frame) -> np.ndarray | None:
         """The copy of ``frame`` this cutter keeps (a model frame, or the crop copy), to hand to :meth:`push`
         later: made while the decoded frame is still in the CPU's cache, when the motion gate holds frames
-        back before their verdict (``ingest.motion.MotionGate``)."""
+        back before their verdict (``ingest.motion.MotionGate``).  None for a frame no window can pick."""
+        t, previous = frame.source_time_s, self._prepared_t
+        self._prepared_t = t if previous is None else max(t, previous)
+        if not self._reaches_instant(previous, t):
+            return None
         return self._small(frame.image)
 
     def push(self, frame: Frame, motion: MotionResult, small: np.ndarray | None = None) -> list[CutClip]:
@@ -194,11 +230,16 @@ class ClipCutter:
         ring = self._ring
         image = frame.image
         self._frame_size = (image.shape[1], image.shape[0])
-        if ring:
-            last_t = ring[-1].t
+        last = ring[-1] if ring else None
+        if last is not None:
+            last_t = last.t
             if t < last_t:  # sources never go back in time; a double might
                 t = last_t
             self._intervals.add(t - last_t)
+            if last.small is None and self._ends_window(last_t, t):
+                last.small = self._small(self._last_image)  # type: ignore[arg-type]
+        if small is None and self._reaches_instant(None if last is None else last.t, t):
+            small = self._small(image)
         out: list[CutClip] = []
         if self._next_k is None:
             self._next_k = math.floor(t / self.stride_s + 1e-9)
@@ -209,10 +250,7 @@ class ClipCutter:
             if clip is not None:
                 out.append(clip)
             self._advance()
-        ring.append(
-            _Entry(self._next_id, t, frame.captured_at, self._small(image) if small is None else small,
-                   motion.moving, motion.area_fraction, motion.bbox)
-        )
+        ring.append(_Entry(self._next_id, t, frame.captured_at, small, motion.moving, motion.area_fraction, motion.bbox))
         self._next_id += 1
         self._last_image = image
         if motion.moving:
@@ -227,7 +265,10 @@ class ClipCutter:
         """At the source's end: emit the open windows the source covered to their end, drop the others."""
         out: list[CutClip] = []
         if self._next_k is not None and self._ring:
-            last_t = self._ring[-1].t
+            last = self._ring[-1]
+            if last.small is None:  # the last frame of the windows still open
+                last.small = self._small(self._last_image)  # type: ignore[arg-type]
+            last_t = last.t
             covered_until = last_t + self._intervals.interval_s + 1e-6  # where the last frame's interval ends
             while self._next_k * self.stride_s <= last_t + 1e-9:
                 if self._next_k * self.stride_s + self.window_s <= covered_until:
@@ -281,6 +322,8 @@ class ClipCutter:
             return None
         times = [e.t for e in entries]
         chosen = [entries[i] for i in pick_times(times, count, k * self.stride_s, self.window_s)]
+        if any(e.small is None for e in chosen):  # the lattice rule above failed: a bug, never a wrong clip
+            raise RuntimeError(f"window {k}: a picked frame was not kept (frames at {[e.t for e in chosen]})")
         crop = None
         frame_ids: tuple[int, ...] = ()
         if self.clip.crop == CropMode.MOTION:
@@ -290,9 +333,8 @@ class ClipCutter:
             # the frames picked above are those ``model_clip(smalls, count, size, times, start=, span=)`` picks, and
             # each is already a model frame (``prepare``): stacked as they are, without picking them again
             size = self.clip.size
-            frames = np.stack(
-                [e.small if e.small.shape == (size, size, 3) else model_frame(e.small, size) for e in chosen]
-            )
+            smalls = [e.small for e in chosen if e.small is not None]  # all of them (checked above)
+            frames = np.stack([s if s.shape == (size, size, 3) else model_frame(s, size) for s in smalls])
         return CutClip(
             frames=quantize(frames, self.clip.bits),
             source_start_s=chosen[0].t,
@@ -338,9 +380,10 @@ class ClipCutter:
             union = self._last_bbox or (0, 0, fw, fh)
         self._last_bbox = union
         x, y, w, h = crop_region(union, self.clip.crop_margin, fw, fh)
-        sh, sw = chosen[0].small.shape[:2]
+        smalls = [e.small for e in chosen if e.small is not None]  # every frame is kept when cropping
+        sh, sw = smalls[0].shape[:2]
         sx, sy = sw / fw, sh / fh
         x0, y0 = int(x * sx), int(y * sy)
         x1, y1 = max(x0 + 1, min(sw, round((x + w) * sx))), max(y0 + 1, min(sh, round((y + h) * sy)))
-        frames = model_clip([e.small[y0:y1, x0:x1] for e in chosen], len(chosen), self.clip.size)
+        frames = model_clip([s[y0:y1, x0:x1] for s in smalls], len(smalls), self.clip.size)
         return frames, (x, y, w, h)

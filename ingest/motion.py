@@ -369,7 +369,7 @@ class Arrived:
 
     __slots__ = ("frame", "image", "small", "source_time_s")
 
-    def __init__(self, frame: Frame, small: np.ndarray) -> None:
+    def __init__(self, frame: Frame, small: np.ndarray | None) -> None:
         self.frame = frame
         self.small = small
         self.image = frame.image
