@@ -317,22 +317,33 @@ class MotionDetector:
         if self.stage < 2:
             return NO_MOTION
         regions = cv2.dilate(fg, _KERNEL_DILATE)
-        if cv2.countNonZero(cv2.bitwise_and(activity, regions)) < _MIN_ACTIVE_PIXELS:
+        active = cv2.bitwise_and(activity, regions)
+        if cv2.countNonZero(active) < _MIN_ACTIVE_PIXELS:
             # fewer changed-lately pixels in all the regions together than one region needs to be live: none is
             # (the same verdict as counting them region by region below, without labelling the regions)
             self.stage = 2
             return NO_MOTION
         count, labels = cv2.connectedComponents(regions)
-        active_per_region = np.bincount(labels[activity > 0], minlength=count)
-        live = np.flatnonzero(active_per_region >= _MIN_ACTIVE_PIXELS)
-        live = live[live != 0]
+        # changed-lately pixels per region (those outside every region are label 0's, which is never live)
+        active_per_region = np.bincount(labels[active > 0], minlength=count)
+        active_per_region[0] = 0
+        live = (active_per_region >= _MIN_ACTIVE_PIXELS).nonzero()[0]
         if live.size == 0:
             self.stage = 2
             return NO_MOTION
-        if live.size < count - 1:  # drop the still regions
-            keep = np.isin(labels, live)
-            fg = np.where(keep, fg, 0).astype(np.uint8)
-            regions = np.where(keep, regions, 0).astype(np.uint8)
+        if live.size < count - 1:  # drop the still regions: a 0/255 mask of the live ones, by label lookup
+            # (the masks are 0/255, so and-ing them with it is ``np.where(np.isin(labels, live), mask, 0)``,
+            # at a fraction of ``isin``'s cost on a frame of labels)
+            if count <= 256:
+                lookup = np.zeros(256, np.uint8)
+                lookup[live] = 255
+                keep = cv2.LUT(labels.astype(np.uint8), lookup)
+            else:
+                lookup = np.zeros(count, np.uint8)
+                lookup[live] = 255
+                keep = lookup[labels]
+            fg = cv2.bitwise_and(fg, keep)
+            regions = cv2.bitwise_and(regions, keep)
         moving_pixels = cv2.countNonZero(fg)
         if moving_pixels < self._min_pixels:
             self.stage = 2

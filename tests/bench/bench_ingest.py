@@ -55,21 +55,26 @@ from ingest.motion import Arrived, MotionDetector, MotionGate  # noqa: E402
 from ingest.worker import CameraWorker  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 640, 360, 15.0
+REAL_FOOTAGE = (ROOT / ".." / "shared" / "real-footage" / "vtest.avi").resolve()  # as tests.videos finds it
 
 
-def make_stream(path: Path, seconds: float, seed: int = 0) -> Path:
-    """Write a 640x360 H.264 MP4: textured noisy background, a rectangle moving half of the time."""
+def make_stream(path: Path, seconds: float, seed: int = 0, scale: int = 1) -> Path:
+    """Write a 640x360 H.264 MP4 (``scale`` times that on each side): textured noisy background, a rectangle
+    moving half of the time."""
     rng = np.random.default_rng(seed)
+    width, height = WIDTH * scale, HEIGHT * scale
     background = cv2.GaussianBlur(rng.integers(30, 220, (HEIGHT, WIDTH, 3), dtype=np.uint8), (15, 15), 0)
+    background = cv2.resize(background, (width, height), interpolation=cv2.INTER_LINEAR)
     raw = path.with_suffix(".mp4v.mp4")
-    writer = cv2.VideoWriter(str(raw), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    writer = cv2.VideoWriter(str(raw), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (width, height))
     period = int(FPS * 5)
     for i in range(int(seconds * FPS)):
-        noise = rng.normal(0, 4, (HEIGHT, WIDTH, 3))
+        noise = rng.normal(0, 4, (height, width, 3))
         frame = np.clip(background + noise, 0, 255).astype(np.uint8)
         if (i // period) % 2 == 1:
-            x = int((i % period) / period * (WIDTH - 90))
-            cv2.rectangle(frame, (x, HEIGHT // 3), (x + 70, HEIGHT // 3 + 140), (40, 60, 200), -1)
+            x = int((i % period) / period * (WIDTH - 90)) * scale
+            top = HEIGHT // 3 * scale
+            cv2.rectangle(frame, (x, top), (x + 70 * scale, top + 140 * scale), (40, 60, 200), -1)
         writer.write(frame)
     writer.release()
     subprocess.run(
@@ -118,8 +123,10 @@ def _decode_fps(path: Path) -> float:
 def _pipeline_fps(
     path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: float | None = None
 ) -> tuple[float, int]:
-    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them)."""
+    """Frames/s of ``VideoSource`` + ``MotionGate`` + ``ClipCutter`` (as ``CameraWorker`` composes them).  The
+    source is opened before the clock starts, as ``_decode_fps`` opens its capture."""
     source = VideoSource(str(path))
+    source.open()
     gate: MotionGate | None = None
     cutter = ClipCutter(clip, motion, FPS)
     rate = motion.gate_fps if gate_fps is None else gate_fps
@@ -197,6 +204,7 @@ def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: fl
             resize_s += _clock() - start
 
     source = VideoSource(str(path), opener=opener)
+    source.open()
     gate: MotionGate | None = None
     cutter = ClipCutter(clip, motion, FPS)
     gate_s = 0.0
@@ -239,6 +247,30 @@ def _stages(path: Path, motion: MotionSettings, clip: ClipSettings, gate_fps: fl
         "other": round((total - decode - gate_s - resize_s) * us, 1),
         "total": round(total * us, 1),
         "examined_fraction": round(gate.frames_examined / n, 3),
+    }
+
+
+def _ratios_on(path: Path, repeats: int) -> dict[str, object]:
+    """Decode and pipeline interleaved on another stream: its ratio (best over best, wall and CPU)."""
+    decode, pipeline, decode_cpu, pipeline_cpu = [], [], [], []
+    motion = MotionSettings(method="diff")
+    clips = 0
+    for _ in range(repeats):
+        decode.append(_decode_fps(path))
+        decode_cpu.append(_CPU_FPS[0])
+        fps, clips = _pipeline_fps(path, motion, ClipSettings())
+        pipeline.append(fps)
+        pipeline_cpu.append(_CPU_FPS[0])
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    size = f"{int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))}x{int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))}"
+    cap.release()
+    return {
+        "stream": f"{path.name} {size}",
+        "decode_fps": round(max(decode), 1),
+        "pipeline_fps": round(max(pipeline), 1),
+        "ratio": round(max(pipeline) / max(decode), 3),
+        "ratio_cpu": round(max(pipeline_cpu) / max(decode_cpu), 3),
+        "clips": clips,
     }
 
 
@@ -369,6 +401,12 @@ def run(quick: bool = False) -> dict:
                 runs["model_frame"].append(_stages(path, model_motion, ClipSettings(), diff_motion.gate_fps))
             stages = {name: {key: min(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
             steps = _step_costs(path)
+            # the same scene at 1280x720 (store cameras are 720p-1080p: decoding costs more, the gate no more)
+            # and the real footage (people walking: motion the gate sees as motion)
+            others = {"720p": _ratios_on(make_stream(workdir / "stream-720p.mp4", seconds=10 if quick else 20,
+                                                     scale=2), repeats)}
+            if REAL_FOOTAGE.is_file():
+                others["real_footage"] = _ratios_on(REAL_FOOTAGE, repeats)
         finally:
             os.sched_setaffinity(0, affinity)
             cv2.setNumThreads(threads_before)
@@ -406,6 +444,7 @@ def run(quick: bool = False) -> dict:
             "worker_clips": worker_clips,
             "stage_us": stages,
             "step_us": steps,
+            "other_streams": others,
             "scaling_4_cameras": scaling,
             "load_avg": {"before": load_before, "after": [round(x, 2) for x in os.getloadavg()]},
         }
