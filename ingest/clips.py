@@ -207,11 +207,13 @@ class ClipCutter:
         return math.floor((t + _LATTICE_AFTER_S) / step) > math.floor((previous_t + _LATTICE_BEFORE_S) / step)
 
     def _ends_window(self, previous_t: float, t: float) -> bool:
-        """Whether a window's end lies in the gap from ``previous_t`` to ``t`` (the frame at ``previous_t`` is
-        then the last of that window, which picks it for the instants it has no later frame for)."""
+        """Whether a window's end lies in the gap from ``previous_t`` to ``t`` far enough from ``previous_t``
+        that the window picks that frame, its last, for an instant it has no later frame for."""
+        # only an end ``e`` more than one instant's step after ``previous_t`` leaves that window an instant
+        # (``e - step``, its last) with no frame at or after it
         stride, window = self.stride_s, self.window_s
         return math.floor((t + _LATTICE_AFTER_S - window) / stride) > math.floor(
-            (previous_t + _LATTICE_BEFORE_S - window) / stride)
+            (previous_t + self._step_s - _LATTICE_AFTER_S - window) / stride)
 
     def prepare(self, frame: Frame) -> np.ndarray | None:
         """The copy of ``frame`` this cutter keeps (a model frame, or the crop copy), to hand to :meth:`push`
