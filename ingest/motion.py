@@ -275,8 +275,17 @@ class MotionDetector:
             decay = self._decays[frames] = np.full_like(self._activity, min(255, _ACTIVITY_DECAY * frames))
         return decay
 
+    def follow(self, image: np.ndarray) -> np.ndarray:
+        """A frame ``MotionGate`` holds back while something is in view: its frame-to-frame change is recorded
+        as the full-rate detector records it (the background learns at the next ``update``, with
+        ``followed``).  Returns the frame's grey copy."""
+        grey = self.grey(image)
+        self.recent_activity(grey)
+        return grey
+
     def update(
-        self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None, grey: np.ndarray | None = None
+        self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None, grey: np.ndarray | None = None,
+        *, followed: bool = False,
     ) -> MotionResult:
         """Motion in this BGR frame compared with the background learned from the earlier ones.
 
@@ -286,16 +295,19 @@ class MotionDetector:
         one frame to the next (a slow mover changes little between neighbours and much over k frames).  It
         is only looked at when something differs from the background: where nothing does, no change can
         make a region count, and the recent change just fades.  ``grey``: ``self.grey(image)`` when already
-        computed (``last_grey`` after an earlier update of the same image; never changed in place)."""
+        computed (``last_grey`` after an earlier update of the same image; never changed in place).
+        ``followed``: the frames since the last update were each given to :meth:`follow`, so the recent change
+        is current and only the background's learning is scaled to ``frames``."""
         if grey is None:
             grey = self.grey(image)
         self.last_grey = grey
         fg = self.foreground(grey, frames)
-        if frames == 1 and previous is None:  # every frame: exactly the full-rate detector
+        single_step = followed or (frames == 1 and previous is None)
+        if single_step:  # the recent change exactly as the full-rate detector has it
             activity = self.recent_activity(grey)
         self._frames += 1
         if not self.warmed_up:
-            if frames != 1 or previous is not None:
+            if not single_step:
                 self.recent_activity(grey, frames)
             self.stage = 0
             return NO_MOTION
@@ -306,7 +318,7 @@ class MotionDetector:
             self.stage = 1 if cv2.countNonZero(fg) < self._min_pixels else 2
         else:
             self.stage = 0
-        if frames != 1 or previous is not None:
+        if not single_step:
             if self.stage < 2:
                 self._fade(grey, frames)
             else:
@@ -397,6 +409,9 @@ def _settled(stage: int) -> int:
 
 
 MAX_HELD_FRAMES = 16  # a gate interval never holds back more frames than this (fast cameras, slow gate rates)
+# ...and while something is in view, fewer than the recent change lasts (255 / _ACTIVITY_DECAY frames): a
+# movement in any held frame is still in the recent change when the next frame is examined
+MAX_HELD_IN_VIEW = 255 // _ACTIVITY_DECAY - 1
 _DUE_TOLERANCE_S = 0.01  # frame timestamps jitter: a frame this early still counts as due
 
 
@@ -428,6 +443,7 @@ class MotionGate(Generic[F]):
         self.detector.keep_background = not self.every_frame
         self._model_shape = (CLIP_SIZE, CLIP_SIZE, 3)
         self._held: list[F] = []
+        self._held_greys: list[np.ndarray] = []  # of the frames held while something is in view (followed)
         self._last = NO_MOTION
         self._state: _State | None = None
         self._due = -math.inf
@@ -461,22 +477,23 @@ class MotionGate(Generic[F]):
             self._state = self.detector.snapshot()
             self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
             return [(frame, self._last)]
-        if self.detector.stage >= 2 and not self._held:
-            # something is in view (regions differ from the background): examine every frame, so a quick
-            # movement of a shopper standing still is seen as a full-rate gate sees it, never skipped
-            self._last = self._examine(frame)
-            self._state = None  # taken when frames are next held back
-            self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
-            return [(frame, self._last)]
-        if frame.source_time_s < self._due and len(self._held) < MAX_HELD_FRAMES:
+        in_view = self.detector.stage >= 2  # regions differ from the background (fixed while frames are held)
+        limit = MAX_HELD_IN_VIEW if in_view else MAX_HELD_FRAMES
+        if frame.source_time_s < self._due and len(self._held) < limit:
             if not self._held and self._state is None:
                 self._state = self.detector.snapshot()  # the state the held frames are rewound to
             self._held.append(frame)
+            if in_view:  # a quick movement of a shopper standing still stays in the recent change
+                self._held_greys.append(self.detector.follow(self._image(frame)))
             return []
         held, self._held = self._held, []
+        greys, self._held_greys = self._held_greys, []
         previous, state, stage = self._last, self._state, self.detector.stage
         self.frames_examined += 1
-        result = self.detector.update(self._image(frame), len(held) + 1, self._image(held[-1]) if held else None)
+        if in_view:
+            result = self.detector.update(self._image(frame), len(held) + 1, followed=True)
+        else:
+            result = self.detector.update(self._image(frame), len(held) + 1, self._image(held[-1]) if held else None)
         if _settled(self.detector.stage) == _settled(stage) or state is None:
             decided = [(f, previous) for f in held]
             decided.append((frame, result))
@@ -484,7 +501,7 @@ class MotionGate(Generic[F]):
             self.rewinds += 1
             grey = self.detector.last_grey  # this frame's, the same after the rewind: not computed again
             self.detector.restore(state)
-            decided = [(f, self._examine(f)) for f in held]
+            decided = self._examine_held(held, greys)
             self.frames_examined += 1
             decided.append((frame, self.detector.update(self._image(frame), grey=grey)))
         self._last = decided[-1][1]
@@ -492,10 +509,21 @@ class MotionGate(Generic[F]):
         self._due = frame.source_time_s + self.interval_s - _DUE_TOLERANCE_S
         return decided
 
+    def _examine_held(self, held: list[F], greys: list[np.ndarray]) -> list[tuple[F, MotionResult]]:
+        """Each held frame examined in turn (from the state they were held at), reusing the grey copies
+        made while following them."""
+        self.frames_examined += len(held)
+        if greys:
+            return [(f, self.detector.update(self._image(f), grey=g)) for f, g in zip(held, greys, strict=True)]
+        return [(f, self.detector.update(self._image(f))) for f in held]
+
     def flush(self) -> list[tuple[F, MotionResult]]:
         """At the source's end: decide the held frames (each examined), in order."""
         held, self._held = self._held, []
-        decided = [(f, self._examine(f)) for f in held]
+        greys, self._held_greys = self._held_greys, []
+        if held and self._state is not None:
+            self.detector.restore(self._state)  # followed frames changed the recent change: start again
+        decided = self._examine_held(held, greys)
         if decided:
             self._last = decided[-1][1]
             self._state = self.detector.snapshot()
