@@ -116,3 +116,27 @@ def test_an_empty_view_is_still_examined_at_the_gate_rate() -> None:
     out, gate = gated(frames, 5.0)
     assert not any(r.moving for _, r in out)
     assert gate.frames_examined < 0.45 * len(frames)
+
+
+@pytest.mark.parametrize("fps", [15.0, 60.0])
+def test_a_view_with_someone_standing_in_it_is_examined_at_the_gate_rate_too(fps: float) -> None:
+    """Held frames while something is in view are followed (their frame-to-frame change recorded), not
+    examined: a still shopper costs about the gate rate, and the verdicts are the full-rate ones.  At 60 fps
+    a gate interval (12 frames) is longer than the recent change lasts (8), so holds stop at MAX_HELD_IN_VIEW."""
+    frames = frames_of(_still_shopper(moved_at=-1, n=240), fps)
+    want = full_rate(frames)
+    assert any(want)  # the shopper walking in
+    out, gate = gated(frames, 5.0)
+    assert [r.moving for _, r in out] == want
+    held_in_view = len(frames) - 30  # the shopper stands there from frame 20 (and 10 warm-up frames)
+    assert gate.frames_examined < 30 + held_in_view * (0.4 if fps == 15.0 else 0.2)
+
+
+@pytest.mark.parametrize("moved_at", range(100, 108))  # every phase of a 7-frame hold
+def test_a_still_shopper_moving_for_one_frame_is_seen_at_60_fps(moved_at: int) -> None:
+    frames = frames_of(_still_shopper(moved_at, n=160), 60.0)
+    detector = MotionDetector(MotionSettings(), W, H)
+    want = [(f, detector.update(f.image)) for f in frames]
+    assert any(r.moving for f, r in want if f.index >= moved_at)
+    out, _ = gated(frames, 5.0)
+    assert [r.moving for _, r in out] == [r.moving for _, r in want]
