@@ -418,19 +418,21 @@ _DUE_TOLERANCE_S = 0.01  # frame timestamps jitter: a frame this early still cou
 class MotionGate(Generic[F]):
     """Every frame's motion verdict while examining only ``gate_fps`` frames a second.
 
-    Frames are skipped only while nothing is in view (the last examined frame's regions do not differ from
-    the background beyond speckles): once something is, every frame is examined, so a shopper standing still
-    who moves for one frame is seen.  While the view is empty the detector sees one frame per gate interval
-    (``1 / gate_fps`` of source time), its learning rates scaled to the frames it skipped.  The frames in between are held back, not
-    copied, until the next examined frame decides them: when its verdict (moving or not) is the same as the
-    previous examined frame's, the frames between take the previous verdict; when it differs, motion started
-    or stopped in between, so the detector is rewound to the previous examined frame and every held frame is
-    examined in turn, which finds the first (or last) moving frame as a full-rate gate would.  Clips start
-    and stop with those frames, so which clips are cut stays that of a full-rate gate (see
-    ``tests/unit/ingest/test_same_clips.py``), while about ``camera fps / gate_fps`` times fewer frames are
-    examined in an empty view.  Frames leave the gate in order, at most one gate interval late.  What an empty
-    view can miss: something that appears and is gone again within one gate interval (0.2 s at 5 fps) between
-    two examined frames; ``gate_fps`` 0 examines every frame.
+    The detector examines one frame per gate interval (``1 / gate_fps`` of source time), its background's
+    learning scaled to the frames it stands for.  The frames in between are held back, not copied, until the
+    next examined frame decides them.  While nothing is in view (the last examined frame's regions do not
+    differ from the background beyond speckles) they are not looked at; while something is, each is
+    *followed* (``MotionDetector.follow``: its grey copy made and its frame-to-frame change recorded as the
+    full-rate detector records it), and at most ``MAX_HELD_IN_VIEW`` are held, fewer than a change is
+    remembered, so a shopper standing still who moves for one frame is still moving to the next examined
+    frame.  When that frame's verdict (moving or not) is the same as the previous examined frame's, the frames
+    between take the previous verdict; when it differs, motion started or stopped in between, so the detector
+    is rewound to the previous examined frame and every held frame is examined in turn, which finds the first
+    (or last) moving frame as a full-rate gate would.  Clips start and stop with those frames, so which clips
+    are cut stays that of a full-rate gate (see ``tests/unit/ingest/test_same_clips.py``), while about
+    ``camera fps / gate_fps`` times fewer frames are examined.  Frames leave the gate in order, at most one
+    gate interval late.  What an empty view can miss: something that appears and is gone again within one
+    gate interval (0.2 s at 5 fps) between two examined frames; ``gate_fps`` 0 examines every frame.
 
     The first ``warmup_frames`` frames are all examined (the background is learnt from each).  ``gate_fps``
     0 examines every frame, as does the ``mog2`` method (OpenCV's MOG2 cannot be rewound).
