@@ -120,7 +120,7 @@ class ClipSettings(Section):
     crop_margin: float = Field(0.25, ge=0, le=2, description="Margin around the motion region, as a fraction")
     snapshot_quality: int = Field(85, ge=10, le=100, description="JPEG quality of the evidence snapshot")
     bits: int = Field(
-        6, ge=1, le=8,
+        5, ge=1, le=8,
         description="Bits a value of the clip frames keep (each at its bin's centre); at least the model's "
         "input_bits (config check says so), fewer bytes on the bus",
     )

@@ -52,7 +52,7 @@ from inference.dedupe import DEFAULT_MAX_HAMMING, clip_hashes, find_cross_split_
 from inference.model import CLASS_NAMES, ModelMetadata, build_convlstm, preprocess, save_model
 from inference.ood import clip_features, describe
 
-DEFAULT_INPUT_BITS = 6  # a new model's input precision: what the bus carries (issue 15); 8 keeps every bit
+DEFAULT_INPUT_BITS = 5  # a new model's input precision: what the bus carries (issue 15); 8 keeps every bit
 
 log = logging.getLogger(__name__)
 

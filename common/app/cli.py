@@ -398,9 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fine-tune: start from this model's weights (same architecture) instead of random")
     train.add_argument("--split-by", choices=("video", "camera"), default="video",
                        help="camera: every camera's videos on one side (labels.csv of `feedback export`)")
-    train.add_argument("--input-bits", type=int, choices=range(1, 9), default=6, metavar="1..8",
+    train.add_argument("--input-bits", type=int, choices=range(1, 9), default=5, metavar="1..8",
                        help="bits a value of the model's input keeps (recorded in its sidecar; cameras' "
-                       "clip.bits must be at least this; default 6)")
+                       "clip.bits must be at least this; default 5)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="metrics and plots on the held-out test split")

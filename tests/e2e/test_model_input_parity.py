@@ -4,7 +4,7 @@ Live ingest (through the embedded pipeline's inference worker, as ``evaluate-str
 training-set builder (``train`` and ``evaluate`` read clips through it) and ``classify`` each pick frames
 and resize them; they all must call ``common.model_input`` so the model is never trained on one input and
 served another.  The model here records what it is given instead of scoring it, after keeping it to its
-``input_bits`` as ``ClipClassifier.predict`` does (ingest's clips arrive at ``clip.bits`` 6 already).
+``input_bits`` as ``ClipClassifier.predict`` does (ingest's clips arrive at ``clip.bits`` 5 already).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class RecordingModel:
 
     threshold = 0.99
     version = "recorder"
-    input_bits = 6
+    input_bits = 5
 
     def __init__(self) -> None:
         self.clips: list[np.ndarray] = []
@@ -68,12 +68,12 @@ def one_window(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ingest_training_and_classify_give_the_model_the_same_bytes(one_window: Path, tmp_path: Path) -> None:
-    reference = quantize(model_clip(decoded_frames(one_window)[:WINDOW_FRAMES], CLIP_FRAMES), 6)
+    reference = quantize(model_clip(decoded_frames(one_window)[:WINDOW_FRAMES], CLIP_FRAMES), 5)
 
     training = load_clips([VideoItem(one_window, "normal/one-window.mp4", 0)], cache_dir=tmp_path / "cache",
-                          progress=False, bits=6)  # as `train` loads clips for a 6-bit model
+                          progress=False, bits=5)  # as `train` loads clips for a 5-bit model
     assert training.skipped == () and np.array_equal(training.clips[0], reference)
-    assert np.array_equal(quantize(decode_clip(one_window), 6), reference)
+    assert np.array_equal(quantize(decode_clip(one_window), 5), reference)
 
     model = RecordingModel()
     scores, _, fps, _ = score_video(model, one_window)
@@ -93,7 +93,7 @@ def test_every_window_of_a_longer_video_matches_between_ingest_and_classify(tmp_
     assert [s.start_s for s in scores] == [0.0, 1.0, 2.0]
     live = ingest_clips(video, tmp_path / "embedded")
     for k, score in enumerate(scores):
-        reference = quantize(model_clip(frames[k * FPS : k * FPS + WINDOW_FRAMES], CLIP_FRAMES), 6)
+        reference = quantize(model_clip(frames[k * FPS : k * FPS + WINDOW_FRAMES], CLIP_FRAMES), 5)
         assert np.array_equal(model.clips[k], reference), f"classify window at {score.start_s} s"
         assert np.array_equal(live[float(k)], reference), f"ingest clip at {k} s"
 

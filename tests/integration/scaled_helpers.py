@@ -76,11 +76,11 @@ from inference.model import ModelMetadata, build_convlstm, save_model
 out = Path(sys.argv[1])
 versions = sys.argv[2:]
 first = out / f"{versions[0]}.keras"
-save_model(build_convlstm(), first, ModelMetadata(version=versions[0], input_bits=6))  # cameras send 6 bits
+save_model(build_convlstm(), first, ModelMetadata(version=versions[0], input_bits=5))  # cameras send 5 bits
 for version in versions[1:]:
     path = out / f"{version}.keras"
     shutil.copyfile(first, path)
-    ModelMetadata.sidecar_path(path).write_text(ModelMetadata(version=version, input_bits=6).to_json() + "\\n")
+    ModelMetadata.sidecar_path(path).write_text(ModelMetadata(version=version, input_bits=5).to_json() + "\\n")
 """
 
 

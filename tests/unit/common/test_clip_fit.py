@@ -54,7 +54,7 @@ def test_the_models_shape_is_read_from_its_sidecar(tmp_path: Path, capsys: pytes
     model = tmp_path / "short.h5"  # config check never loads the model: its file need not be a working one
     model.write_bytes(b"")
     model.with_suffix(".json").write_text(json.dumps({"version": "short", "input_shape": [10, 64, 64, 3],
-                                                             "input_bits": 6}))
+                                                             "input_bits": 5}))
     assert main(["config", "check", str(config(tmp_path, model=model))]) == 2
     err = capsys.readouterr().err
     assert "cam-frames" not in err  # 10 frames is what this model takes
@@ -93,7 +93,7 @@ def test_a_camera_with_fewer_bits_than_the_model_is_refused(
 
 
 def test_a_shadow_model_with_more_bits_than_the_cameras_is_refused(tmp_path: Path, capsys) -> None:
-    for name, bits in (("active", 6), ("candidate", 8)):
+    for name, bits in (("active", 5), ("candidate", 8)):
         (tmp_path / f"{name}.h5").write_bytes(b"")
         (tmp_path / f"{name}.json").write_text(json.dumps({"version": name, "input_bits": bits}))
     (tmp_path / "a.mp4").touch()

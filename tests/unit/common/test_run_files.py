@@ -122,7 +122,7 @@ def tiny_model(path: Path) -> Path:
     inputs = keras.Input(shape=INPUT_SHAPE)
     x = keras.layers.GlobalAveragePooling3D()(inputs)
     model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
-    save_model(model, path, ModelMetadata(version="tiny", threshold=0.5, input_bits=6))  # what cameras send by default
+    save_model(model, path, ModelMetadata(version="tiny", threshold=0.5, input_bits=5))  # what cameras send by default
     return path
 
 

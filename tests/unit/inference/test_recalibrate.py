@@ -52,7 +52,8 @@ def test_calibrate_sets_the_threshold_for_the_goal_on_the_validation_split(
 
     # the same choice calibrate_threshold makes on the validation clips' scores
     split = json.loads(artefact_paths(model).split.read_text())
-    val = load_clips(discover_videos(data), cache_dir=artefact_paths(model).cache, progress=False).subset(
+    val = load_clips(discover_videos(data), cache_dir=artefact_paths(model).cache, progress=False,
+                     bits=before.input_bits).subset(  # the clips as the model is served them
         e["path"] for e in split["val"])
     scores = load_classifier(model).model.predict(val.clips.astype(np.float32) / 255.0, verbose=0).reshape(-1)
     assert after.threshold == pytest.approx(calibrate_threshold(scores, val.labels, "max_f1").threshold, abs=1e-4)

@@ -74,8 +74,8 @@ def test_torch_and_tensorflow_give_the_same_probabilities_through_the_worker(tmp
     assert np.ptp(tf_p) > 0.05, f"the clips should not all score alike: {tf_p}"
     diff = np.abs(tf_p - torch_p)
     assert diff.max() <= PARITY, f"torch differs from TensorFlow by {diff.max():.2e} (> {PARITY}): {tf_p} vs {torch_p}"
-    for run in (tf_run, torch_run):  # both quantize to the bundled model's 6 bits in predict, before dispatch
-        assert run["input_bits"] == 6
+    for run in (tf_run, torch_run):  # both quantize to the bundled model's 5 bits in predict, before dispatch
+        assert run["input_bits"] == 5
         assert run["prequantized_diff"] == 0.0 and run["unquantized_diff"] > 1e-5, run
 
 

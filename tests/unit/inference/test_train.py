@@ -70,7 +70,7 @@ def test_train_one_epoch_writes_a_consistent_model(tiny_dataset: Path, tmp_path:
     probs = classifier.predict(np.zeros((2, 20, 64, 64, 3), dtype=np.uint8))
     assert probs.shape == (2,) and np.all((probs >= 0) & (probs <= 1))
     assert meta.trained_on["fine_tuned_from"] is None
-    assert meta.input_bits == 6 and classifier.input_bits == 6  # a new model's input: 6 bits, in its sidecar
+    assert meta.input_bits == 5 and classifier.input_bits == 5  # a new model's input: 5 bits, in its sidecar
 
     # Fine-tuning from it starts from its weights and records where they came from.
     tuned = tmp_path / "tuned" / "convlstm.keras"
