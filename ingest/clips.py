@@ -31,6 +31,7 @@ full-resolution snapshot candidates (the best-moving frame of each stride cell).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from common.model_input import RESIZE_INTERPOLATION, TIME_TOLERANCE_S, model_cli
 from common.settings import ClipSettings, CropMode, MotionSettings
 from ingest.capture import Frame
 from ingest.motion import MotionResult
+
+log = logging.getLogger("aislewatch.ingest.clips")
 
 _UINT8 = np.dtype(np.uint8)
 _resize = cv2.resize  # the model copy of a decoded frame (``ClipCutter._small``); the benchmark times it here
@@ -324,8 +327,13 @@ class ClipCutter:
             return None
         times = [e.t for e in entries]
         chosen = [entries[i] for i in pick_times(times, count, k * self.stride_s, self.window_s)]
-        if any(e.small is None for e in chosen):  # the lattice rule above failed: a bug, never a wrong clip
-            raise RuntimeError(f"window {k}: a picked frame was not kept (frames at {[e.t for e in chosen]})")
+        if any(e.small is None for e in chosen):
+            # only when the ring's size bound dropped a window's first frames (a clock that stood still for
+            # thousands of frames): its first frame left was never a candidate.  Skipped, never a wrong clip.
+            self.windows_skipped += 1
+            log.warning("window %d skipped: a picked frame's model copy was not kept (%d frames in the window, "
+                        "the ring holds %d: has the camera's clock stopped?)", k, len(entries), self._ring.maxlen)
+            return None
         crop = None
         frame_ids: tuple[int, ...] = ()
         if self.clip.crop == CropMode.MOTION:

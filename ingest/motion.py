@@ -135,6 +135,10 @@ class MotionDetector:
         self._decays: dict[int, np.ndarray] = {}
         self.keep_background = False  # set by MotionGate, which rewinds (see snapshot)
         self.last_grey: np.ndarray | None = None  # the grey frame of the last update
+        # where the last update found no region (255), when it found regions but no motion (stage 2): a frame
+        # followed after it that changes there may be motion away from what is in view (see ``follow``)
+        self._outside_still_regions: np.ndarray | None = None
+        self._changed: np.ndarray | None = None  # the last frame-to-frame change recorded
         # how far the last update got: 0 nothing differs from the background, 1 only speckles, 2 changed
         # regions but none moved lately, 3 motion (MotionGate rewinds when this changes)
         self.stage = 0
@@ -256,6 +260,7 @@ class MotionDetector:
             return self._activity
         decay = self._decay(frames)
         _, changed = cv2.threshold(cv2.absdiff(grey, self._previous), self._change, 255, cv2.THRESH_BINARY)
+        self._changed = changed
         self._activity = cv2.max(cv2.subtract(self._activity, decay), changed)
         self._previous = grey
         return self._activity
@@ -275,13 +280,21 @@ class MotionDetector:
             decay = self._decays[frames] = np.full_like(self._activity, min(255, _ACTIVITY_DECAY * frames))
         return decay
 
-    def follow(self, image: np.ndarray) -> np.ndarray:
+    def follow(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
         """A frame ``MotionGate`` holds back while something is in view: its frame-to-frame change is recorded
         as the full-rate detector records it (the background learns at the next ``update``, with
-        ``followed``).  Returns the frame's grey copy."""
+        ``followed``).  Returns the frame's grey copy, and whether, the view being still (stage 2), it changed
+        outside the regions in view: something else moved there, which the next examined frame may no longer
+        show, so the held frames must each be examined."""
         grey = self.grey(image)
+        self._changed = None
         self.recent_activity(grey)
-        return grey
+        outside, changed = self._outside_still_regions, self._changed
+        elsewhere = (
+            self.stage == 2 and outside is not None and changed is not None
+            and cv2.countNonZero(cv2.bitwise_and(changed, outside)) >= _MIN_ACTIVE_PIXELS
+        )
+        return grey, elsewhere
 
     def update(
         self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None, grey: np.ndarray | None = None,
@@ -334,6 +347,7 @@ class MotionDetector:
             # fewer changed-lately pixels in all the regions together than one region needs to be live: none is
             # (the same verdict as counting them region by region below, without labelling the regions)
             self.stage = 2
+            self._outside_still_regions = cv2.bitwise_not(regions)
             return NO_MOTION
         count, labels = cv2.connectedComponents(regions)
         # changed-lately pixels per region (those outside every region are label 0's, which is never live)
@@ -342,6 +356,7 @@ class MotionDetector:
         live = (active_per_region >= _MIN_ACTIVE_PIXELS).nonzero()[0]
         if live.size == 0:
             self.stage = 2
+            self._outside_still_regions = cv2.bitwise_not(regions)
             return NO_MOTION
         if live.size < count - 1:  # drop the still regions: a 0/255 mask of the live ones, by label lookup
             # (the masks are 0/255, so and-ing them with it is ``np.where(np.isin(labels, live), mask, 0)``,
@@ -359,6 +374,7 @@ class MotionDetector:
         moving_pixels = cv2.countNonZero(fg)
         if moving_pixels < self._min_pixels:
             self.stage = 2
+            self._outside_still_regions = cv2.bitwise_not(regions)
             return NO_MOTION
         x, y, w, h = cv2.boundingRect(regions)
         fx, fy = int(x * self._sx), int(y * self._sy)
@@ -446,6 +462,7 @@ class MotionGate(Generic[F]):
         self._model_shape = (CLIP_SIZE, CLIP_SIZE, 3)
         self._held: list[F] = []
         self._held_greys: list[np.ndarray] = []  # of the frames held while something is in view (followed)
+        self._moved_elsewhere = False  # a followed frame changed away from the still regions in view
         self._last = NO_MOTION
         self._state: _State | None = None
         self._due = -math.inf
@@ -486,20 +503,23 @@ class MotionGate(Generic[F]):
                 self._state = self.detector.snapshot()  # the state the held frames are rewound to
             self._held.append(frame)
             if in_view:  # a quick movement of a shopper standing still stays in the recent change
-                self._held_greys.append(self.detector.follow(self._image(frame)))
+                followed, elsewhere = self.detector.follow(self._image(frame))
+                self._held_greys.append(followed)
+                self._moved_elsewhere = self._moved_elsewhere or elsewhere
             return []
         held, self._held = self._held, []
         greys, self._held_greys = self._held_greys, []
+        moved_elsewhere, self._moved_elsewhere = self._moved_elsewhere, False
         previous, state, stage = self._last, self._state, self.detector.stage
         self.frames_examined += 1
         if in_view:
             result = self.detector.update(self._image(frame), len(held) + 1, followed=True)
         else:
             result = self.detector.update(self._image(frame), len(held) + 1, self._image(held[-1]) if held else None)
-        if _settled(self.detector.stage) == _settled(stage) or state is None:
+        if (_settled(self.detector.stage) == _settled(stage) and not moved_elsewhere) or state is None:
             decided = [(f, previous) for f in held]
             decided.append((frame, result))
-        else:  # motion started or stopped in between: find where, frame by frame
+        else:  # motion started or stopped in between (or moved elsewhere a while): find where, frame by frame
             self.rewinds += 1
             grey = self.detector.last_grey  # this frame's, the same after the rewind: not computed again
             self.detector.restore(state)
@@ -523,6 +543,7 @@ class MotionGate(Generic[F]):
         """At the source's end: decide the held frames (each examined), in order."""
         held, self._held = self._held, []
         greys, self._held_greys = self._held_greys, []
+        self._moved_elsewhere = False
         if held and self._state is not None:
             self.detector.restore(self._state)  # followed frames changed the recent change: start again
         decided = self._examine_held(held, greys)

@@ -124,3 +124,18 @@ def test_motion_on_the_model_frame_and_cropping_keep_every_frame() -> None:
         image = np.zeros((72, 128, 3), np.uint8)
         kept = [cutter.prepare(Frame(i, image, t, T0)) is not None for i, t in enumerate(steady(15.0, 2.0))]
         assert all(kept)
+
+
+def test_a_stopped_clock_that_overflows_the_ring_skips_the_window_and_keeps_running() -> None:
+    # review: thousands of frames at one timestamp push a window's first frames out of the ring's size bound;
+    # its first frame left was never a candidate: the window is counted as skipped, the camera goes on
+    times = [0.0] + [0.1] * 3000 + [i / 15 for i in range(2, 120)]
+    cutter = ClipCutter(ClipSettings(), MotionSettings(hold_s=1.0), 15.0)
+    image = np.zeros((72, 128, 3), np.uint8)
+    clips = []
+    for i, t in enumerate(times):
+        frame = Frame(i, image, t, T0 + timedelta(seconds=t))
+        clips += cutter.push(frame, MOVING, cutter.prepare(frame))
+    clips += cutter.flush()
+    assert cutter.windows_skipped >= 1
+    assert clips  # the windows after the stall are cut

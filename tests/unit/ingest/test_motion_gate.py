@@ -140,3 +140,38 @@ def test_a_still_shopper_moving_for_one_frame_is_seen_at_60_fps(moved_at: int) -
     assert any(r.moving for f, r in want if f.index >= moved_at)
     out, _ = gated(frames, 5.0)
     assert [r.moving for _, r in out] == [r.moving for _, r in want]
+
+
+def _shopper_and_flash(flash_at: int, flash_len: int, n: int) -> list[np.ndarray]:
+    """A shopper standing still from frame 20 and, for ``flash_len`` frames from ``flash_at``, something else
+    darting into the picture away from them (another hand, an item)."""
+    background, rng = still_background(), np.random.default_rng(3)
+    images = []
+    for i in range(n):
+        image = noisy(background, rng)
+        if i >= 20:
+            image[30:66, 20:44] = (20, 20, 160)
+        if flash_at <= i < flash_at + flash_len:
+            image[20:50, 110:130] = (200, 220, 30)
+        images.append(image)
+    return images
+
+
+@pytest.mark.parametrize(
+    ("fps", "downscale_width", "flash_len"),
+    [(15.0, 160, 1), (15.0, 160, 2), (15.0, 0, 1), (15.0, 0, 2), (60.0, 160, 1), (60.0, 160, 3), (60.0, 160, 5)],
+)
+def test_a_brief_movement_away_from_a_still_shopper_is_seen_at_every_phase(
+    fps: float, downscale_width: int, flash_len: int
+) -> None:
+    """Review of the holds in view: frames followed beside a still shopper that change elsewhere are each
+    examined (the next examined frame may no longer show what moved), so verdicts and clips are the full rate's."""
+    settings = MotionSettings(downscale_width=downscale_width)
+    for flash_at in range(100, 107):  # every phase of a hold (3 frames at 15 fps, 7 at 60)
+        frames = frames_of(_shopper_and_flash(flash_at, flash_len, n=160), fps)
+        detector = MotionDetector(settings, W, H)
+        want = [(f, detector.update(f.image)) for f in frames]
+        assert any(r.moving for f, r in want if f.index >= flash_at)  # the flash is motion at full rate
+        out, _ = gated(frames, 5.0, settings)
+        assert [r.moving for _, r in out] == [r.moving for _, r in want], flash_at
+        assert _cut(out) == _cut(want), flash_at
