@@ -68,6 +68,45 @@ class _Throttled:
             log.warning(redact(message % args if args else message))
 
 
+def open_admin_client(**config: Any) -> Any:
+    """A ``kafka.admin.KafkaAdminClient``, without the thread a failed start leaves behind.
+
+    kafka-python 3.0 starts the admin client's IO thread before its bootstrap, and when the bootstrap fails
+    (the broker is down) the constructor raises with the thread still running: it reconnects and logs for the
+    life of the process, and ``close`` on such a client does nothing.  A worker that retries through a broker
+    outage would gather one such thread per attempt.  Here the thread, the client and its metrics are stopped
+    before the error goes on (``tests/unit/common/test_kafka_admin_client.py`` counts the threads)."""
+    return _admin_client_class()(**config)
+
+
+_ADMIN_CLASS: Any = None
+
+
+def _admin_client_class() -> Any:
+    global _ADMIN_CLASS
+    if _ADMIN_CLASS is None:
+        from kafka.admin import KafkaAdminClient
+
+        class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
+            def __init__(self, **configs: Any) -> None:
+                try:
+                    super().__init__(**configs)
+                except BaseException:
+                    # what the constructor had started when it failed (each step guarded: a later
+                    # kafka-python may name them differently, and then there is nothing of ours to stop)
+                    for name, stop in (("_net", "stop"), ("_client", "close"), ("_metrics", "close")):
+                        part = self.__dict__.get(name)
+                        if part is not None:
+                            try:
+                                getattr(part, stop)()
+                            except Exception:  # cleaning up must not hide the bootstrap's error
+                                log.debug("stopping a failed admin client's %s failed", name, exc_info=True)
+                    raise
+
+        _ADMIN_CLASS = _AdminClient
+    return _ADMIN_CLASS
+
+
 def _describe(exc: BaseException) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
@@ -166,8 +205,6 @@ class KafkaBus:
         }
 
     def _admin_client(self) -> Any:
-        from kafka.admin import KafkaAdminClient
-
         with self._lock:
             if self._closed:
                 raise BusError("kafka bus is closed")
@@ -177,7 +214,7 @@ class KafkaBus:
                 # every camera shares this bus: one failed bootstrap answers them all for a moment
                 raise BusError(f"cannot reach Kafka at {self._servers()} (retrying shortly)")
         try:  # outside the lock: a bootstrap can take seconds while the broker is away
-            admin = KafkaAdminClient(client_id=f"{self.client_id}-admin", **self._common_config())
+            admin = open_admin_client(client_id=f"{self.client_id}-admin", **self._common_config())
         except Exception as exc:
             with self._lock:
                 self._admin_retry_at = time.monotonic() + self.tuning.reconnect_backoff_max_s

@@ -62,11 +62,9 @@ def kafka_topic_prefix(kafka_server: KafkaServer) -> Iterator[str]:
 
 
 def _delete_topics(bootstrap: str, prefix: str) -> None:
-    from kafka.admin import KafkaAdminClient
+    from common.kafka_bus import open_admin_client
 
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=10000, bootstrap_timeout_ms=10000
-    )
+    admin = open_admin_client(bootstrap_servers=bootstrap, request_timeout_ms=10000, bootstrap_timeout_ms=10000)
     try:
         doomed = [t for t in admin.list_topics() if t.startswith(prefix)]
         if doomed:

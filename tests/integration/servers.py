@@ -308,7 +308,7 @@ class KafkaServer(_Server):
             self._timed_start(began)
 
     def _wait_ready(self, deadline: float) -> None:
-        from kafka.admin import KafkaAdminClient
+        from common.kafka_bus import open_admin_client
 
         last_error = "the broker port never opened"
         while time.monotonic() < deadline:
@@ -322,7 +322,7 @@ class KafkaServer(_Server):
                 time.sleep(0.1)
                 continue
             try:
-                admin = KafkaAdminClient(
+                admin = open_admin_client(  # a failed start leaves no IO thread logging after the tests
                     bootstrap_servers=self.bootstrap, request_timeout_ms=5000, bootstrap_timeout_ms=3000
                 )
                 try:
