@@ -71,26 +71,34 @@ class _Throttled:
 def open_admin_client(**config: Any) -> Any:
     """A ``kafka.admin.KafkaAdminClient``, without the thread a failed start leaves behind.
 
-    kafka-python 3.0 starts the admin client's IO thread before its bootstrap, and when the bootstrap fails
-    (the broker is down) the constructor raises with the thread still running: it reconnects and logs for the
-    life of the process, and ``close`` on such a client does nothing.  A worker that retries through a broker
+    kafka-python 3.0 starts a client's IO thread before its bootstrap, and when the bootstrap fails (the
+    broker is down) the constructor raises with the thread still running: it reconnects and logs for the life
+    of the process, and ``close`` on such a client does nothing.  A worker that retries through a broker
     outage would gather one such thread per attempt.  Here the thread, the client and its metrics are stopped
     before the error goes on (``tests/unit/common/test_kafka_admin_client.py`` counts the threads)."""
-    return _admin_client_class()(**config)
+    from kafka.admin import KafkaAdminClient
+
+    return _stopped_on_failed_start(KafkaAdminClient)(**config)
 
 
-_ADMIN_CLASS: Any = None
+def open_consumer(*topics: str, **config: Any) -> Any:
+    """A ``kafka.KafkaConsumer``, without the thread a failed start leaves behind (see ``open_admin_client``)."""
+    from kafka import KafkaConsumer
+
+    return _stopped_on_failed_start(KafkaConsumer)(*topics, **config)
 
 
-def _admin_client_class() -> Any:
-    global _ADMIN_CLASS
-    if _ADMIN_CLASS is None:
-        from kafka.admin import KafkaAdminClient
+_GUARDED: dict[type, type] = {}
 
-        class _AdminClient(KafkaAdminClient):  # type: ignore[misc]
-            def __init__(self, **configs: Any) -> None:
+
+def _stopped_on_failed_start(base: type) -> Any:
+    guarded = _GUARDED.get(base)
+    if guarded is None:
+
+        class Guarded(base):  # type: ignore[valid-type, misc]
+            def __init__(self, *args: Any, **configs: Any) -> None:
                 try:
-                    super().__init__(**configs)
+                    super().__init__(*args, **configs)
                 except BaseException:
                     # what the constructor had started when it failed (each step guarded: a later
                     # kafka-python may name them differently, and then there is nothing of ours to stop)
@@ -100,11 +108,12 @@ def _admin_client_class() -> Any:
                             try:
                                 getattr(part, stop)()
                             except Exception:  # cleaning up must not hide the bootstrap's error
-                                log.debug("stopping a failed admin client's %s failed", name, exc_info=True)
+                                log.debug("stopping a failed Kafka client's %s failed", name, exc_info=True)
                     raise
 
-        _ADMIN_CLASS = _AdminClient
-    return _ADMIN_CLASS
+        Guarded.__name__ = Guarded.__qualname__ = base.__name__
+        guarded = _GUARDED[base] = Guarded
+    return guarded
 
 
 def _describe(exc: BaseException) -> str:
@@ -505,7 +514,7 @@ class KafkaBusConsumer:
         self._warn = _Throttled()
 
     def _get_consumer(self) -> Any:
-        from kafka import ConsumerRebalanceListener, KafkaConsumer
+        from kafka import ConsumerRebalanceListener
 
         if self._consumer is not None:
             return self._consumer
@@ -526,7 +535,7 @@ class KafkaBusConsumer:
 
         fetch_bytes = max(1_048_576, bus.max_message_bytes + _TOPIC_HEADROOM_BYTES)
         try:
-            consumer = KafkaConsumer(
+            consumer = open_consumer(
                 group_id=self.group_id,
                 client_id=f"{bus.client_id}-{self.group_id}",
                 enable_auto_commit=False,

@@ -1,4 +1,4 @@
-"""A Kafka admin client that cannot reach its broker leaves no IO thread behind (kafka-python 3.0 does: its
+"""A Kafka admin client or consumer that cannot reach its broker leaves no IO thread behind (kafka-python 3.0 does: its
 constructor starts the thread, then raises from the bootstrap, and the thread reconnects and logs for the life
 of the process).  Against a real closed port on loopback: no broker is needed to show it."""
 
@@ -44,5 +44,16 @@ def test_the_bus_retrying_through_a_broker_outage_gathers_no_threads() -> None:
                 bus.ensure_topics()
     finally:
         bus.close()
+    time.sleep(0.3)
+    assert kafka_threads() == before
+
+
+def test_a_failed_consumer_start_stops_its_io_thread() -> None:
+    from common.kafka_bus import open_consumer
+
+    before = kafka_threads()
+    with pytest.raises(Exception):  # noqa: B017 - kafka-python's own timeout error
+        open_consumer(bootstrap_servers=f"127.0.0.1:{closed_port()}", request_timeout_ms=1000,
+                      bootstrap_timeout_ms=500)
     time.sleep(0.3)
     assert kafka_threads() == before
