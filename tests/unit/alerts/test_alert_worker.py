@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import OperationalError
@@ -21,14 +20,6 @@ from common.settings import AlertRuleSettings, load_settings
 
 HI, LO = 0.9, 0.1
 GROUP = "aislewatch-alerts"
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aislewatch.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 @pytest.fixture

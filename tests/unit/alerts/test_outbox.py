@@ -5,10 +5,8 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,14 +20,6 @@ from common.schemas import AlertKind, AlertMessage
 from common.settings import EmailSettings
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aislewatch.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 def alert(alert_id: str = "a1") -> AlertMessage:

@@ -31,14 +31,6 @@ def result(clip_id: str, p: float = 0.9) -> ResultMessage:
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aw.db'}")
-    database.upgrade()
-    yield database
-    database.close()
-
-
 def test_upgrade_creates_every_table(db: Database) -> None:
     tables = set(inspect(db.engine).get_table_names())
     assert {"stores", "cameras", "clip_results", "alerts", "camera_health_events", "alert_deliveries",

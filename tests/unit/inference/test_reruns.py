@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,14 +36,6 @@ def clip(clip_id: str, captured_at: datetime, camera: str = "cam") -> bytes:
 
 def already_stored(reason: str) -> float:
     return REGISTRY.get_sample_value("aislewatch_clips_already_stored_total", {"reason": reason}) or 0.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aw.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 def run(db: Database, messages: list[bytes]) -> InferenceWorker:

@@ -47,14 +47,6 @@ def candidate(models: dict[str, Path]) -> ClipClassifier:
     return load_classifier(models["candidate"])
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aw.db'}")
-    database.upgrade()
-    yield database
-    database.close()
-
-
 class FailingShadow:
     """A candidate whose predict raises, as a model with a broken custom layer would."""
 

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,14 +46,6 @@ def clip_bytes(clip_id: str, brightness: int, camera: str = "cam", shape: tuple 
     header = ClipHeader(clip_id=clip_id, store_id="s", camera_id=camera, captured_at=T0 + timedelta(seconds=4),
                         start_at=T0, source_start_s=0, source_end_s=4, shape=frames.shape)
     return ClipMessage(header, frames).to_bytes()
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aw.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 def run_until(worker: InferenceWorker, condition, steps: int = 200) -> None:

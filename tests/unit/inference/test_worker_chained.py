@@ -4,8 +4,6 @@ exactly one result row, with the frames ingest cut; whole clips of the previous 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -26,14 +24,6 @@ class MeanClassifier:
 
     def predict(self, clips: np.ndarray) -> np.ndarray:
         return clips.reshape(len(clips), -1).mean(axis=1) / 255.0
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Database:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aw.db'}")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 def publish_cameras(bus: InProcessBus) -> dict[str, np.ndarray]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -78,14 +77,6 @@ def make_settings(tmp_path: Path, **reporting: object) -> Settings:
         "reporting": {"output_dir": str(tmp_path / "reports"), **reporting},
         "service": {"evidence_dir": str(tmp_path / "evidence")},
     })
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path}/x.db")
-    database.upgrade()
-    yield database
-    database.close()
 
 
 @pytest.fixture
