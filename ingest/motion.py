@@ -135,9 +135,9 @@ class MotionDetector:
         self._decays: dict[int, np.ndarray] = {}
         self.keep_background = False  # set by MotionGate, which rewinds (see snapshot)
         self.last_grey: np.ndarray | None = None  # the grey frame of the last update
-        # where the last update found no region (255), when it found regions but no motion (stage 2): a frame
-        # followed after it that changes there may be motion away from what is in view (see ``follow``)
-        self._outside_still_regions: np.ndarray | None = None
+        # the regions of the last update that found regions but no motion (stage 2): a frame followed after it
+        # that changes outside them may be motion away from what is in view (see ``follow``)
+        self._still_regions: np.ndarray | None = None
         self._changed: np.ndarray | None = None  # the last frame-to-frame change recorded
         # how far the last update got: 0 nothing differs from the background, 1 only speckles, 2 changed
         # regions but none moved lately, 3 motion (MotionGate rewinds when this changes)
@@ -289,12 +289,18 @@ class MotionDetector:
         grey = self.grey(image)
         self._changed = None
         self.recent_activity(grey)
-        outside, changed = self._outside_still_regions, self._changed
+        regions, changed = self._still_regions, self._changed
         elsewhere = (
-            self.stage == 2 and outside is not None and changed is not None
-            and cv2.countNonZero(cv2.bitwise_and(changed, outside)) >= _MIN_ACTIVE_PIXELS
+            self.stage == 2 and regions is not None and changed is not None
+            and cv2.countNonZero(cv2.bitwise_and(changed, cv2.bitwise_not(regions))) >= _MIN_ACTIVE_PIXELS
         )
         return grey, elsewhere
+
+    def _still(self, regions: np.ndarray) -> MotionResult:
+        """The verdict of a frame with regions in view but no motion in them (stage 2)."""
+        self.stage = 2
+        self._still_regions = regions
+        return NO_MOTION
 
     def update(
         self, image: np.ndarray, frames: int = 1, previous: np.ndarray | None = None, grey: np.ndarray | None = None,
@@ -346,18 +352,14 @@ class MotionDetector:
         if cv2.countNonZero(active) < _MIN_ACTIVE_PIXELS:
             # fewer changed-lately pixels in all the regions together than one region needs to be live: none is
             # (the same verdict as counting them region by region below, without labelling the regions)
-            self.stage = 2
-            self._outside_still_regions = cv2.bitwise_not(regions)
-            return NO_MOTION
+            return self._still(regions)
         count, labels = cv2.connectedComponents(regions)
         # changed-lately pixels per region (those outside every region are label 0's, which is never live)
         active_per_region = np.bincount(labels[active > 0], minlength=count)
         active_per_region[0] = 0
         live = (active_per_region >= _MIN_ACTIVE_PIXELS).nonzero()[0]
         if live.size == 0:
-            self.stage = 2
-            self._outside_still_regions = cv2.bitwise_not(regions)
-            return NO_MOTION
+            return self._still(regions)
         if live.size < count - 1:  # drop the still regions: a 0/255 mask of the live ones, by label lookup
             # (the masks are 0/255, so and-ing them with it is ``np.where(np.isin(labels, live), mask, 0)``,
             # at a fraction of ``isin``'s cost on a frame of labels)
@@ -373,9 +375,7 @@ class MotionDetector:
             regions = cv2.bitwise_and(regions, keep)
         moving_pixels = cv2.countNonZero(fg)
         if moving_pixels < self._min_pixels:
-            self.stage = 2
-            self._outside_still_regions = cv2.bitwise_not(regions)
-            return NO_MOTION
+            return self._still(regions)
         x, y, w, h = cv2.boundingRect(regions)
         fx, fy = int(x * self._sx), int(y * self._sy)
         bbox = (
