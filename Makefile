@@ -45,7 +45,9 @@ lint: install
 
 test: install test-deps system-deps lint
 	@mkdir -p build
-	$(PY) -m pytest -q -rs --junitxml=build/test-report.xml
+	@rm -f build/test-report.xml
+	$(PY) -m pytest -q -rfEs --junitxml=build/test-report.xml; status=$$?; \
+		$(PY) -m tests.junit_summary build/test-report.xml; exit $$status
 
 unit: install test-deps
 	$(PY) -m pytest -q tests/unit
