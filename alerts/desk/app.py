@@ -180,7 +180,7 @@ def _verdict_label(verdict: str | None) -> str:
     return Verdict.label_of(verdict)
 
 
-_EVENT_LABELS = {"raised": "raised", "acknowledged": "acknowledged", "reopened": "reopened", "resolved": "resolved",
+_EVENT_LABELS = {"raised": "reached the desk", "acknowledged": "acknowledged", "reopened": "reopened", "resolved": "resolved",
                  "evidence_ready": "evidence video ready", "evidence_held": "evidence put on hold",
                  "evidence_released": "hold on the evidence released"}
 

@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from alerts.desk.audit import AuditAction
 from alerts.desk.web_auth import CSRF_HEADER, LOGIN_CSRF_COOKIE, PUBLIC_PATHS, SESSION_COOKIE, safe_next
 from common.models import DeskSession
+from common.schemas import utc_now
 from tests.unit.alerts.desk.webapp import PASSWORD, Web, csrf_of
 
 MakeWeb = Callable[..., Web]
@@ -587,6 +588,17 @@ def test_alert_page_shows_the_alert_and_its_history(web: Web) -> None:
     assert page.status_code == 200
     assert alert_id in page.text and "<script>x</script>" not in page.text and "&lt;script&gt;" in page.text
     assert page.headers["cache-control"] == "no-store"
+
+
+def test_alert_page_tells_the_clips_time_from_when_it_reached_the_desk(web: Web) -> None:
+    """An alert raised from an hour-old backlog says so; one raised as it happened has no second time."""
+    late = web.raise_alert(raised_at=utc_now() - timedelta(hours=1))
+    prompt = web.raise_alert()
+    web.sign_in_as("gs")
+    late_page = web.client.get(f"/alerts/{late}").text
+    assert 'id="alert-reached"' in late_page and "60 min after its clips" in late_page
+    assert "UTC — reached the desk" in late_page
+    assert 'id="alert-reached"' not in web.client.get(f"/alerts/{prompt}").text
 
 
 # -- headers, redirects, health --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,9 @@ class Web:
 
     # -- alerts ------------------------------------------------------------------------------------------
     def raise_alert(self, store: str = "south", *, snapshot: bool = True, video: bool = False,
-                    evidence_path: str | None = None) -> str:
-        """A new open alert of ``store``, with a snapshot file in the evidence directory unless told not to."""
+                    evidence_path: str | None = None, raised_at: datetime | None = None) -> str:
+        """A new open alert of ``store``, with a snapshot file in the evidence directory unless told not to;
+        ``raised_at`` (its clips' time) is now unless given, and it reaches the desk now."""
         self._alerts += 1
         alert_id = f"{store}-alert-{self._alerts}"
         path = evidence_path
@@ -96,7 +98,7 @@ class Web:
             path = str(file)
         self.db.write_alerts([AlertMessage(
             alert_id=alert_id, alert_kind=AlertKind.SUSPICIOUS_ACTIVITY, store_id=store, camera_id=f"{store}-cam",
-            raised_at=utc_now(), probability=0.9, clip_ids=(f"{alert_id}-clip",), snapshot_path=path,
+            raised_at=raised_at or utc_now(), probability=0.9, clip_ids=(f"{alert_id}-clip",), snapshot_path=path,
             message=f"suspicious activity in {store}",
         )])
         if video:
