@@ -9,6 +9,8 @@ Tests using these fixtures get the matching marker (kafka, postgres, rtsp) autom
 from __future__ import annotations
 
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +40,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 # -- Kafka -----------------------------------------------------------------------------------------------
+
+
+def _kafka_client_threads() -> dict[int | None, str]:
+    return {t.ident: t.name for t in threading.enumerate() if t.name.startswith("kafka")}
+
+
+@pytest.fixture(autouse=True)
+def no_kafka_client_left_running() -> Iterator[None]:
+    """A test must close the Kafka clients it made.  One left open keeps its IO thread reconnecting for the
+    rest of the session, and once the broker stops it logs refusals to streams pytest has closed, which
+    pushed the failures out of CI's tail.  Autouse, so it is set up first and checked last: after the
+    test's own fixtures have closed what they made."""
+    before = _kafka_client_threads()
+    yield
+    deadline = time.monotonic() + 5  # a closed client's thread takes a moment to end
+    while (left := {i: n for i, n in _kafka_client_threads().items() if i not in before}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"the test left Kafka clients running (their IO threads): {sorted(left.values())}"
 
 
 @pytest.fixture(scope="session")

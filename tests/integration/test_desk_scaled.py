@@ -136,13 +136,14 @@ def deployment(tmp_path: Path, kafka_bus_settings: Any, kafka_topic_prefix: str,
     for index, port in enumerate(ports):
         procs.start(f"desk-{index}", "desk", {**env, "AISLEWATCH__DESK__PORT": str(port)})
     urls = [f"http://127.0.0.1:{port}" for port in ports]
+    bus = KafkaBus.from_settings(kafka_bus_settings)
     try:
         for url in urls:
             wait_until(lambda url=url: _healthy(url), timeout_s=60, what=f"desk {url} healthy",
                        diagnostics=procs.diagnostics)
-        yield {"urls": urls, "tokens": tokens, "procs": procs, "bus": KafkaBus.from_settings(kafka_bus_settings),
-               "db": db, "password": db_password}
+        yield {"urls": urls, "tokens": tokens, "procs": procs, "bus": bus, "db": db, "password": db_password}
     finally:
+        bus.close()  # else its admin client's IO thread outlives the broker, logging refusals to a closed stdout
         procs.close()
         db.close()
 
