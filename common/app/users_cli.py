@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -34,10 +35,15 @@ def _read_password(args: argparse.Namespace) -> str:
             raise _Refused("no password on standard input")
         return password
     try:
-        password = getpass.getpass("Password: ")
-        again = getpass.getpass("Password again: ")
+        # Without a terminal getpass warns, then reads standard input with echo on: refuse instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", getpass.GetPassWarning)
+            password = getpass.getpass("Password: ")
+            again = getpass.getpass("Password again: ")
     except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the prompt: nothing was typed
         raise _Refused("no password given") from None
+    except getpass.GetPassWarning:
+        raise _Refused("no terminal to type the password at: pipe it with --password-stdin") from None
     if again != password:
         raise _Refused("the two passwords differ")
     return password

@@ -188,3 +188,22 @@ def test_ctrl_d_at_the_password_prompt_is_a_clean_refusal(monkeypatch: pytest.Mo
     monkeypatch.setattr(getpass, "getpass", eof)
     with pytest.raises(users_cli._Refused, match="no password given"):
         users_cli._read_password(argparse.Namespace(password_stdin=False))
+
+
+def test_without_a_terminal_the_prompt_refuses_rather_than_read_an_echoed_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """getpass's own fallback (no /dev/tty: a cron job, a pipe, a container without -t) warns and then reads
+    standard input with echo on; the command says to use --password-stdin and reads nothing."""
+    import argparse
+    import getpass
+    import io
+
+    from common.app import users_cli
+
+    stdin = io.StringIO(PASSWORD + "\n")
+    monkeypatch.setattr("sys.stdin", stdin)
+    monkeypatch.setattr(getpass, "getpass", getpass.fallback_getpass)
+    with pytest.raises(users_cli._Refused, match=r"no terminal to type the password at.*--password-stdin"):
+        users_cli._read_password(argparse.Namespace(password_stdin=False))
+    assert stdin.read() == PASSWORD + "\n"  # nothing was read from it
