@@ -16,13 +16,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 
+# what pip prints when the index, not the resolution, failed: worth one more try
+_TRANSIENT = ("ConnectionError", "ReadTimeout", "ConnectTimeout", "Read timed out", "Could not fetch URL",
+              "HTTPError", "IncompleteRead", "Connection reset", "Temporary failure in name resolution")
+
+
 def resolve(extra: str, tmp_path: Path) -> set[str]:
     report = tmp_path / f"{extra}.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
-         "--disable-pip-version-check", "--report", str(report), f".[{extra}]"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )
+    for attempt in (1, 2):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed", "--quiet",
+             "--disable-pip-version-check", "--report", str(report), f".[{extra}]"],
+            cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )
+        if proc.returncode == 0 or attempt == 2 or not any(s in proc.stderr for s in _TRANSIENT):
+            break
     assert proc.returncode == 0, f"pip could not resolve '.[{extra}]':\n{proc.stderr[-3000:]}"
     return {item["metadata"]["name"].lower().replace("_", "-") for item in json.loads(report.read_text())["install"]}
 
