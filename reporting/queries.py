@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from common.db import Database
-from common.models import Alert, Camera, CameraHealthEvent, ClipResult
+from common.models import Alert, AlertEvent, Camera, CameraHealthEvent, ClipResult
 from common.schemas import MODEL_FIT_STATES, AlertKind, CameraState, Verdict
 from common.settings import StoreSettings
 
@@ -101,6 +101,8 @@ class AlertRow:
     acknowledged_at: datetime | None = None
     """Local time in the store's time zone."""
     note: str | None = None
+    reached_desk_at: datetime | None = None
+    """When it reached the desk (its "raised" event), local time; None for an alert stored before the desk."""
 
     @property
     def outcome(self) -> str:
@@ -113,14 +115,16 @@ class AlertRow:
 
     @property
     def time_to_acknowledge_s(self) -> float | None:
-        """Seconds from raising to acknowledging, or None while unacknowledged.
+        """Seconds from reaching the desk to acknowledging, or None while unacknowledged.
 
-        ``raised_at`` can be the camera's own timestamp, and a camera clock running ahead of the desk's
-        makes the difference negative: such an alert was acknowledged at once, so it counts as 0 s rather
-        than pulling the median below zero."""
+        Counted from when the desk had it, not from ``raised_at``: that is the clips' time, which a backlog
+        puts earlier (the guard could not have seen it) and a replayed file or a camera clock running ahead
+        puts later, even after the verdict.  Without a desk arrival time (alerts stored before the desk) it
+        counts from ``raised_at``, a negative difference as 0 s rather than pulling the median below zero."""
         if self.acknowledged_at is None:
             return None
-        return max(0.0, (self.acknowledged_at - self.raised_at).total_seconds())
+        since = self.reached_desk_at or self.raised_at
+        return max(0.0, (self.acknowledged_at - since).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -352,6 +356,13 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
             .order_by(Alert.raised_at, Alert.id)
         )
     )
+    reached_desk: dict[str, datetime] = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(AlertEvent.alert_id, func.min(AlertEvent.at))
+            .where(AlertEvent.alert_id.in_([a.alert_id for a in alerts]), AlertEvent.event == "raised")
+            .group_by(AlertEvent.alert_id)
+        ).all()
+    ) if alerts else {}
     all_events = list(
         session.scalars(
             select(CameraHealthEvent)
@@ -446,6 +457,7 @@ def _aggregate(session: Session, store: StoreSettings, tz: ZoneInfo, start: date
                 acknowledged_by=a.acknowledged_by,
                 acknowledged_at=a.acknowledged_at.astimezone(tz) if a.acknowledged_at else None,
                 note=a.note,
+                reached_desk_at=reached_desk[a.alert_id].astimezone(tz) if a.alert_id in reached_desk else None,
             )
             for a in alerts
         ),

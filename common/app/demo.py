@@ -51,6 +51,12 @@ FULL = DemoStreams(duration_s=150.0, incidents=2, normal_shoppers=4)
 QUICK = DemoStreams(duration_s=60.0, incidents=1, normal_shoppers=2)
 
 
+def demo_report_path(output_dir: Path, store_id: str, period_start: datetime) -> Path:
+    """The demo's PDF of a store: its period is the run's hours, so it is named apart from what
+    ``aislewatch report`` writes for the same store and day (``<store>-<day>.pdf``), which would replace it."""
+    return Path(output_dir) / store_id / f"{store_id}-demo-{period_start:%Y%m%d-%H%M}.pdf"
+
+
 def demo_settings(out: Path, streams: dict[str, Path]) -> Settings:
     """The demo's configuration: the defaults of a real deployment, pointed at files under ``out``."""
     cameras = [{"id": cam["id"], "name": cam["name"], "source": streams[cam["id"]]} for cam in DEMO_CAMERAS]
@@ -108,7 +114,7 @@ def run_demo(out: Path, quick: bool = False) -> dict[str, Any]:
         period_start = period_end - timedelta(hours=2)
     report_pdfs = []
     for store in settings.stores:
-        pdf_path = settings.reporting.output_dir / store.id / f"{store.id}-{period_start:%Y%m%d}.pdf"
+        pdf_path = demo_report_path(settings.reporting.output_dir, store.id, period_start)
         report_pdfs.append(str(render_store_report(db, store, period_start, period_end, pdf_path,
                                                    generated_at=datetime.now(UTC))))
     write_desk_config(out, settings)

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from common.db import Database
-from common.models import Alert
+from common.models import Alert, AlertEvent
 from common.schemas import (
     AlertKind,
     AlertMessage,
@@ -56,12 +56,18 @@ def set_verdict(
     by: str = "guard.one",
     note: str | None = None,
     status: AlertStatus = AlertStatus.ACKNOWLEDGED,
+    reached_desk: timedelta | None = timedelta(0),
 ) -> None:
-    """Acknowledge an alert the way the desk does: verdict, status, who, when (``after`` it was raised)."""
+    """Acknowledge an alert the way the desk does: verdict, status, who, when (``after`` it was raised).
+    Its "raised" event is moved to ``reached_desk`` after it was raised (the desk had it as it was raised),
+    or, with None, left at when ``write_alerts`` stored it."""
     with db.session() as session:
         raised_at = session.scalars(select(Alert.raised_at).where(Alert.alert_id == alert_id)).one()
         session.execute(update(Alert).where(Alert.alert_id == alert_id).values(
             verdict=verdict, status=status, acknowledged_by=by, acknowledged_at=raised_at + after, note=note))
+        if reached_desk is not None:
+            session.execute(update(AlertEvent).where(AlertEvent.alert_id == alert_id, AlertEvent.event == "raised")
+                            .values(at=raised_at + reached_desk))
 
 
 def make_settings(tmp_path: Path, **reporting: object) -> Settings:
