@@ -95,7 +95,7 @@ def _add(accounts: Accounts, args: argparse.Namespace) -> None:
 
     normalize_username(args.name)  # a bad name is refused before the password is asked
     info = accounts.add_user(args.name, _read_password(args), args.role, args.store or (), actor=ACTOR)
-    print(f"added {info.role} {info.username}" + (f" (stores: {', '.join(info.stores)})" if info.stores else ""))
+    print(f"added user {info.username}, role {info.role}" + (f", stores: {', '.join(info.stores)}" if info.stores else ""))
 
 
 def _list(accounts: Accounts, args: argparse.Namespace) -> None:
@@ -104,6 +104,11 @@ def _list(accounts: Accounts, args: argparse.Namespace) -> None:
         for u in users:  # JSON Lines: one user per line
             print(json_line({"id": u.id, "username": u.username, "role": u.role.value, "stores": list(u.stores),
                              "disabled": u.disabled, "created_at": u.created_at.isoformat()}))
+        return
+    if not users:  # else an empty table, and nothing to tell a wrong (or missing) -c from an empty desk
+        where = accounts.db.engine.url.render_as_string(hide_password=True)
+        print(f"aislewatch: no users in {where}: add the first with `aislewatch users add` "
+              "(or is this the wrong config? -c names it)", file=sys.stderr)
         return
     _table(("USERNAME", "ROLE", "STORES", "DISABLED", "CREATED"), [
         (u.username, u.role.value, ",".join(u.stores) or "-", "yes" if u.disabled else "no", _when(u.created_at))

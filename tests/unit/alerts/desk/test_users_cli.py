@@ -48,6 +48,16 @@ def assert_never_shown(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCap
     return out + err
 
 
+def test_list_of_an_empty_desk_names_its_database(
+    config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An empty table alone does not tell a wrong (or missing) -c from a desk with no users yet."""
+    assert run(config, monkeypatch, "list") == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"no users in sqlite:///{tmp_path / 'cli.db'}" in err and "aislewatch users add" in err
+
+
 def test_add_list_and_sign_in(
     config: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
     every_log: pytest.LogCaptureFixture,
@@ -57,7 +67,7 @@ def test_add_list_and_sign_in(
     assert run(config, monkeypatch, "add", "root", "--role", "admin", "--password-stdin", stdin=PASSWORD) == 0
     assert run(config, monkeypatch, "list") == 0
     out = assert_never_shown(capsys, every_log, PASSWORD)
-    assert "added guard gina (stores: store-1)" in out
+    assert "added user gina, role guard, stores: store-1" in out
     lines = [line.split() for line in out.splitlines() if line.startswith(("USERNAME", "gina", "root"))]
     assert lines[0] == ["USERNAME", "ROLE", "STORES", "DISABLED", "CREATED"]
     assert lines[1][:4] == ["gina", "guard", "store-1", "no"]
