@@ -403,7 +403,7 @@ def classify_videos(
         path = Path(raw)
         try:
             if not path.is_file():
-                raise VideoReadError(path, "file not found")
+                raise VideoReadError(path, "is a directory, not a video file" if path.is_dir() else "file not found")
             progress = ReadProgress()
             scores, count, fps, notes = score_video(
                 classifier, path, window_s=window_s, stride_s=stride_s, progress=progress, description=description

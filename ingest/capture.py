@@ -242,7 +242,8 @@ class VideoSource:
             path = Path(self.source.removeprefix("file://"))
             if not path.is_file():
                 self._set_state(SourceState.FAILED)
-                raise SourceFatalError(f"video file not found: {path}")
+                raise SourceFatalError(f"{path} is a directory, not a video file" if path.is_dir()
+                                       else f"video file not found: {path}")
         try:
             cap = self._opener(self.source, params)
             opened = bool(cap is not None and cap.isOpened())

@@ -161,9 +161,12 @@ def test_unreadable_files_get_an_error_and_others_still_run(tmp_path: Path, mode
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")
     good = make_video(tmp_path / "good.mp4", 6.0, bright=(0.0, 6.0))
-    verdicts = classify_videos([garbage, empty, tmp_path / "missing.mp4", good], model_path, tmp_path / "out")
-    assert [v.verdict for v in verdicts] == ["error", "error", "error", "shoplifting"]
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    verdicts = classify_videos([garbage, empty, tmp_path / "missing.mp4", folder, good], model_path, tmp_path / "out")
+    assert [v.verdict for v in verdicts] == ["error", "error", "error", "error", "shoplifting"]
     assert "cannot open" in verdicts[0].error and "not found" in verdicts[2].error
+    assert "is a directory, not a video file" in verdicts[3].error
     assert "ERROR" in format_verdicts(verdicts)
     assert json.loads(format_verdicts(verdicts, as_json=True))[0]["error"] == verdicts[0].error
 

@@ -59,6 +59,7 @@ def test_loop_file_starts_again_with_increasing_time(still_video: Path) -> None:
     ("make", "error", "text"),
     [
         (lambda d, c: d / "missing.mp4", SourceFatalError, "not found"),
+        (lambda d, c: (d / "clips.mp4").mkdir() or d / "clips.mp4", SourceFatalError, "is a directory"),
         (lambda d, c: c, SourceCorruptError, "cannot open video file"),
         (
             lambda d, c: ((d / "empty.mp4").write_bytes(b"") and d / "empty.mp4") or d / "empty.mp4",
