@@ -13,6 +13,7 @@ import base64
 import binascii
 import os
 import re
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
@@ -605,7 +606,21 @@ def _yaml_line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
+def _environment_source(loc: tuple[str | int, ...], environment: Mapping[str, str]) -> str | None:
+    """The ``AISLEWATCH__…`` variable that set the value at ``loc`` (or a section above it), if one did."""
+    names = {name.upper(): name for name in environment if name.upper().startswith("AISLEWATCH__")}
+    for cut in range(len(loc), 0, -1):
+        parts = loc[:cut]
+        if all(isinstance(p, str) for p in parts):
+            name = names.get("AISLEWATCH__" + "__".join(str(p).upper() for p in parts))
+            if name is not None:
+                return name
+    return None
+
+
+def _describe(
+    error: Any, lines: dict[tuple[str | int, ...], int], environment: Mapping[str, str] | None = None
+) -> str:
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
     path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
     line = None
@@ -613,7 +628,9 @@ def _describe(error: Any, lines: dict[tuple[str | int, ...], int]) -> str:
         if loc[:cut] in lines:
             line = lines[loc[:cut]]
             break
-    where = f"line {line}: " if line else ""
+    variable = _environment_source(loc, environment or {})
+    # the environment wins over the file: a value it set is its fault, not the file's line's
+    where = f"environment variable {variable}: " if variable else f"line {line}: " if line else ""
     value = error.get("input")
     shown = "" if isinstance(value, dict | list) else f" (value: {value!r})"
     reason = error["msg"].removeprefix("Value error, ")
@@ -659,7 +676,7 @@ def load_settings(
         settings = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValidationError as exc:
         lines = _yaml_line_index(text) if text else {}
-        problems = [_describe(err, lines) for err in exc.errors()]
+        problems = [_describe(err, lines, os.environ) for err in exc.errors()]
         env_keys = [k for k in os.environ if k.startswith("AISLEWATCH__")]
         if env_keys:
             problems.append("environment overrides in effect: " + ", ".join(sorted(env_keys)))

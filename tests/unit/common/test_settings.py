@@ -215,3 +215,32 @@ def test_the_alert_threshold_is_resolved_in_one_place() -> None:
     assert load_settings(None, overrides={"model": {"threshold": 0.6}}).alert_threshold(calibrated) == 0.6
     both = load_settings(None, overrides={"model": {"threshold": 0.6}, "alerts": {"threshold": 0.0}})
     assert both.alert_threshold(calibrated) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("AISLEWATCH__ALERTS__COOLDOWN_S", "abc", "environment variable AISLEWATCH__ALERTS__COOLDOWN_S: alerts.cooldown_s"),
+        ("AISLEWATCH__ALERTS__COOLDOWNS", "5", "environment variable AISLEWATCH__ALERTS__COOLDOWNS: alerts.cooldowns"),
+    ],
+)
+def test_a_bad_environment_override_is_blamed_on_its_variable_not_a_line_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("stores:\n  - id: s1\nalerts:\n  threshold: 0.5\n")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    problem = next(p for p in info.value.problems if "alerts.cooldown" in p)
+    assert problem.startswith(expected), problem
+    assert "line " not in problem
+
+
+def test_a_bad_value_in_the_file_is_still_blamed_on_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text("stores:\n  - id: s1\nalerts:\n  cooldown_s: abc\n")
+    monkeypatch.setenv("AISLEWATCH__ALERTS__THRESHOLD", "0.5")  # another section's override changes nothing
+    with pytest.raises(ConfigError) as info:
+        load_settings(config)
+    assert any(p.startswith("line 4: alerts.cooldown_s") for p in info.value.problems), info.value.problems
