@@ -636,6 +636,8 @@ def _describe(
     reason = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         reason = "unknown key (check its spelling)"
+    elif error["type"] == "model_type":  # "a valid dictionary or instance of AlertRuleSettings": our class name
+        reason = "must be a section of keys, not a single value"
     return f"{where}{path}{shown}: {reason}"
 
 

@@ -61,6 +61,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: OK — {len(settings.stores)} store(s), {len(cameras)} camera(s), bus={settings.bus.kind}, "
           f"database={settings.database.url.split(':', 1)[0]}, "
           f"model input {model_input_shape(settings.model.path)}")
+    if not cameras:
+        print("  note: no cameras: nothing will be watched (stores: and their cameras: go in the file; an empty "
+              "file is the defaults)")
     for _, camera in cameras:
         missing = camera.missing_variables()
         if missing:

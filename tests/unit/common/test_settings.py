@@ -82,6 +82,7 @@ def test_password_from_environment_is_merged_but_not_in_yaml(monkeypatch: pytest
         ),
         ("stores:\n  - id: s\n    cameras:\n      - {id: c}\n", ["stores[0].cameras[0].source", "Field required"]),
         ("bus:\n  kind: rabbitmq\n", ["bus.kind", "rabbitmq"]),
+        ("alerts: 5\n", ["line 1: alerts (value: 5): must be a section of keys, not a single value"]),
         ("- just\n- a list\n", ["top level must be a mapping"]),
         ("alerts: [unclosed\n", ["not valid YAML"]),
         ("notifications:\n  give_up_after: 30\n", ["notifications.give_up_after", "greater than or equal to 1 minute"]),
@@ -117,7 +118,10 @@ def test_credentials_are_not_echoed_in_config_errors(tmp_path: Path) -> None:
 
 def test_config_check_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["config", "check", str(write(tmp_path, GOOD))]) == 0
-    assert "1 camera" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "1 camera" in out and "no cameras" not in out
+    assert main(["config", "check", str(write(tmp_path, "{}\n"))]) == 0  # valid: the defaults
+    assert "note: no cameras: nothing will be watched" in capsys.readouterr().out
     assert main(["config", "check", str(write(tmp_path, "alerts:\n  cooldown_s: -5\n"))]) == 2
     err = capsys.readouterr().err
     assert "alerts.cooldown_s" in err and "-5" in err
