@@ -44,14 +44,6 @@ DEADLINE = SPAN_END + timedelta(seconds=3 + 4 + 15)  # margin after, a segment, 
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database.from_url(f"sqlite:///{tmp_path / 'aislewatch.db'}")
-    database.upgrade()
-    yield database
-    database.close()
-
-
-@pytest.fixture
 def evidence(tmp_path: Path) -> Path:
     return tmp_path / "evidence"
 

@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -81,19 +80,19 @@ def test_a_bad_number_of_days_is_a_usage_error(args: list[str], reason: str,
     assert f"aislewatch report: error: argument {args[0]}: " in err and reason in err, err
 
 
-def test_zero_days_given_to_the_job_is_refused_not_the_default(tmp_path: Path, database: Database) -> None:
+def test_zero_days_given_to_the_job_is_refused_not_the_default(tmp_path: Path, db: Database) -> None:
     from reporting.job import generate_reports
 
     settings = load_settings(_config(tmp_path))
     with pytest.raises(PeriodError, match="at least 1 day, got 0"):
-        generate_reports(settings, database, now=NOW, period_days=0)
+        generate_reports(settings, db, now=NOW, period_days=0)
 
 
 # -- the command line, end to end on a real SQLite database ------------------------------------------------
 def _config(tmp_path: Path, *, timezone: str = "Europe/London", output: Path | None = None,
             smtp_port: int | None = None) -> Path:
     settings = {
-        "database": {"url": f"sqlite:///{tmp_path}/aw.db"},
+        "database": {"url": f"sqlite:///{tmp_path / 'aislewatch.db'}"},  # the `db` fixture's
         "stores": [
             {"id": "store-a", "name": "Alpha Market", "timezone": timezone,
              "manager_emails": ["alpha-manager@example.com"],
@@ -111,14 +110,6 @@ def _config(tmp_path: Path, *, timezone: str = "Europe/London", output: Path | N
     return path
 
 
-@pytest.fixture
-def database(tmp_path: Path) -> Iterator[Database]:
-    db = Database.from_url(f"sqlite:///{tmp_path}/aw.db")
-    db.upgrade()
-    yield db
-    db.close()
-
-
 def _pdf_text(path: Path) -> str:
     return " ".join(subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True,
                                    check=True).stdout.split())
@@ -132,14 +123,14 @@ def _alerts_raised(text: str) -> int:
 
 
 def test_period_today_includes_the_alerts_of_today(
-    tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     now = datetime.now(UTC)
     # a recording analysed faster than real time dates its alerts ahead of the clock (still today)
     ahead = now + timedelta(seconds=30)
     if ahead.astimezone(LONDON).date() != now.astimezone(LONDON).date():
         ahead = now
-    database.write_alerts([alert("store-a", "a-entrance", now - timedelta(minutes=2)),
+    db.write_alerts([alert("store-a", "a-entrance", now - timedelta(minutes=2)),
                            alert("store-a", "a-entrance", ahead)])
     config = _config(tmp_path)
 
@@ -156,9 +147,9 @@ def test_period_today_includes_the_alerts_of_today(
     assert _alerts_raised(_pdf_text(pdfs[1])) == 0  # the other store's own report: not its alert
 
 
-def test_period_from_to_covers_both_dates(tmp_path: Path, database: Database,
+def test_period_from_to_covers_both_dates(tmp_path: Path, db: Database,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    database.write_alerts([alert("store-a", "a-entrance", datetime(2026, 6, 1, 9, tzinfo=UTC)),
+    db.write_alerts([alert("store-a", "a-entrance", datetime(2026, 6, 1, 9, tzinfo=UTC)),
                            alert("store-a", "a-entrance", datetime(2026, 6, 30, 21, tzinfo=UTC)),  # 22:00 London
                            alert("store-a", "a-entrance", datetime(2026, 6, 30, 23, 30, tzinfo=UTC))])  # 1 July
     assert main(["report", "-c", str(_config(tmp_path)), "--period", "2026-06-01..2026-06-30"]) == 0
@@ -169,7 +160,7 @@ def test_period_from_to_covers_both_dates(tmp_path: Path, database: Database,
 
 @pytest.mark.parametrize("failure", ["unknown time zone", "output is a file"])
 def test_a_failed_store_report_exits_non_zero_naming_store_and_reason(
-    failure: str, tmp_path: Path, database: Database, capsys: pytest.CaptureFixture[str]
+    failure: str, tmp_path: Path, db: Database, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if failure == "unknown time zone":
         config, reason = _config(tmp_path, timezone="Europe/Londn"), "Europe/Londn"
@@ -190,13 +181,13 @@ def test_a_failed_store_report_exits_non_zero_naming_store_and_reason(
         assert "store-b" in captured.out  # the other store's report was still written
 
 
-def test_email_sends_now_through_the_ledger(tmp_path: Path, database: Database,
+def test_email_sends_now_through_the_ledger(tmp_path: Path, db: Database,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     inbox, port = _Inbox(), _free_port()
     controller = Controller(inbox, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        database.write_alerts([alert("store-a", "a-entrance", datetime.now(UTC) - timedelta(minutes=1))])
+        db.write_alerts([alert("store-a", "a-entrance", datetime.now(UTC) - timedelta(minutes=1))])
         config = _config(tmp_path, smtp_port=port)
         assert main(["report", "-c", str(config), "--period", "today", "--email"]) == 0
         out = capsys.readouterr().out
@@ -213,7 +204,7 @@ def test_email_sends_now_through_the_ledger(tmp_path: Path, database: Database,
             controller.stop()
 
 
-def test_email_without_mail_configured_is_refused(tmp_path: Path, database: Database,
+def test_email_without_mail_configured_is_refused(tmp_path: Path, db: Database,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["report", "-c", str(_config(tmp_path)), "--email"]) == 1
     assert "notifications.email.enabled is false" in capsys.readouterr().err
