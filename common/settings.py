@@ -606,9 +606,13 @@ def _yaml_line_index(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
-def _environment_source(loc: tuple[str | int, ...], environment: Mapping[str, str]) -> str | None:
-    """The ``AISLEWATCH__…`` variable that set the value at ``loc`` (or a section above it), if one did."""
-    names = {name.upper(): name for name in environment if name.upper().startswith("AISLEWATCH__")}
+def _overrides(environment: Mapping[str, str]) -> dict[str, str]:
+    """The ``AISLEWATCH__…`` variables, by their upper-case names (pydantic-settings reads them in any case)."""
+    return {name.upper(): name for name in environment if name.upper().startswith("AISLEWATCH__")}
+
+
+def _environment_source(loc: tuple[str | int, ...], names: Mapping[str, str]) -> str | None:
+    """The variable of ``names`` (``_overrides``) that set the value at ``loc`` or a section above it, if any."""
     for cut in range(len(loc), 0, -1):
         parts = loc[:cut]
         if all(isinstance(p, str) for p in parts):
@@ -619,7 +623,7 @@ def _environment_source(loc: tuple[str | int, ...], environment: Mapping[str, st
 
 
 def _describe(
-    error: Any, lines: dict[tuple[str | int, ...], int], environment: Mapping[str, str] | None = None
+    error: Any, lines: dict[tuple[str | int, ...], int], overrides: Mapping[str, str] | None = None
 ) -> str:
     loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part.startswith("function-")))
     path = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[") or "(top level)"
@@ -628,7 +632,7 @@ def _describe(
         if loc[:cut] in lines:
             line = lines[loc[:cut]]
             break
-    variable = _environment_source(loc, environment or {})
+    variable = _environment_source(loc, overrides or {})
     # the environment wins over the file: a value it set is its fault, not the file's line's
     where = f"environment variable {variable}: " if variable else f"line {line}: " if line else ""
     value = error.get("input")
@@ -678,7 +682,8 @@ def load_settings(
         settings = Settings(_secrets_dir=secrets_dir) if secrets_dir else Settings()
     except ValidationError as exc:
         lines = _yaml_line_index(text) if text else {}
-        problems = [_describe(err, lines, os.environ) for err in exc.errors()]
+        overrides = _overrides(os.environ)  # once, not per error
+        problems = [_describe(err, lines, overrides) for err in exc.errors()]
         env_keys = [k for k in os.environ if k.startswith("AISLEWATCH__")]
         if env_keys:
             problems.append("environment overrides in effect: " + ", ".join(sorted(env_keys)))
